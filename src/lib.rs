@@ -1,1 +1,14 @@
+//! credproxy: a local reverse proxy that holds API credentials so applications don't have to.
+//!
+//! An application sends plain HTTP to credproxy on localhost; credproxy finds the provider that
+//! owns the upstream host, attaches `Authorization: Bearer <fresh token>` and the provider's own
+//! headers, and forwards the request over TLS.
+//!
+//! Dependencies point one way: [`proxy`] and [`token`] both depend on [`credential`], never on
+//! each other; [`app`] and [`cli`] sit on top and wire them together.
 
+pub mod clock;
+pub mod config;
+pub mod credential;
+pub mod secret;
+pub mod tls;

@@ -1,0 +1,306 @@
+//! Configuration: read the TOML file, then check it into the runtime [`Config`].
+//!
+//! Two steps, two sets of types (ripgrep's habit): `file.rs` is the serde picture of what the user
+//! wrote (unknown keys rejected), `validate.rs` turns it into the types below, with parsed URIs,
+//! header names, durations and host patterns. An error names the file, line, column and key path.
+//! `presets/` knows the five seed providers' URLs, field names and quirks.
+
+pub mod env;
+pub mod file;
+pub mod host;
+pub mod presets;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Uri};
+
+pub use host::HostPattern;
+pub use validate::{ConfigError, ConfigErrors, load, load_str, locate};
+
+use crate::secret::Secret;
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxySettings,
+    pub providers: Vec<Arc<ProviderConfig>>,
+    pub routes: Vec<RouteConfig>,
+    /// Things that are allowed but risky (for `credproxy check`).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn provider(&self, name: &str) -> Option<&Arc<ProviderConfig>> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: Listen,
+    pub admin_listen: Option<Listen>,
+    pub state_dir: PathBuf,
+    pub unknown_hosts: UnknownHosts,
+    pub ca_file: Option<PathBuf>,
+    pub allow_remote: bool,
+    pub proxy_auth: Option<Secret>,
+    pub socket_mode: u32,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub header_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+}
+
+/// Where a listener binds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownHosts {
+    Reject,
+    Pass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub target: RouteTarget,
+    pub provider: String,
+    pub require_auth: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// A listener of its own: a base URL for a legacy application.
+    Listen(Listen),
+    /// A path prefix on the main listener, removed before forwarding (`/bace` → `/`).
+    PathPrefix(String),
+}
+
+/// Which kind of provider this is: decides the token dialect and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Static,
+    OAuth2,
+    Baselime,
+    Bace,
+    Apicbase,
+    ApiV1,
+    BlendVision,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Static => "static",
+            Preset::OAuth2 => "oauth2",
+            Preset::Baselime => "baselime",
+            Preset::Bace => "bace",
+            Preset::Apicbase => "apicbase",
+            Preset::ApiV1 => "api-v1",
+            Preset::BlendVision => "blendvision",
+        }
+    }
+
+    pub const ALL: [Preset; 7] = [
+        Preset::Static,
+        Preset::OAuth2,
+        Preset::Baselime,
+        Preset::Bace,
+        Preset::Apicbase,
+        Preset::ApiV1,
+        Preset::BlendVision,
+    ];
+}
+
+/// One configured API.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub preset: Preset,
+    pub hosts: Vec<HostPattern>,
+    pub upstream: Upstream,
+    /// Extra headers to inject (beside `Authorization`), values marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub allow_origins: Vec<String>,
+    /// Add `Forwarded`/`X-Forwarded-For` upstream (off unless asked for).
+    pub forwarded: bool,
+    pub wait_for_token: Duration,
+    pub auth: AuthConfig,
+}
+
+/// Where claimed requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub host: String,
+    pub port: u16,
+    /// Path the upstream is mounted at, without a trailing slash ("" for the root).
+    pub base_path: String,
+    /// The `Host` header value the upstream expects.
+    pub host_header: HeaderValue,
+}
+
+impl Upstream {
+    pub fn is_tls(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// `scheme://authority`, for messages and the Location rewrite.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// How a provider's credential is obtained.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// A fixed token (`preset = "static"`).
+    Static { token: Secret },
+    /// Any token endpoint: RFC 6749 and the seed dialects built on it.
+    OAuth2(Box<OAuth2Config>),
+    /// BlendVision One: a static API token, or login + mint.
+    BlendVision(Box<BlendVisionConfig>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    ClientCredentials,
+    Password,
+    AuthorizationCode,
+}
+
+impl Grant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+            Grant::AuthorizationCode => "authorization_code",
+        }
+    }
+
+    /// Whether this grant can run without a person (a fallback after a rejected refresh token).
+    pub fn is_unattended(self) -> bool {
+        !matches!(self, Grant::AuthorizationCode)
+    }
+}
+
+/// The token request body's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/x-www-form-urlencoded` (RFC 6749).
+    Form,
+    /// `application/json`, exactly (no parameters).
+    Json,
+    /// `multipart/form-data` (BACE).
+    Multipart,
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Basic,
+    Body,
+}
+
+/// Names on the wire for the token request's and reply's fields, keyed by the RFC 6749 name.
+///
+/// Baselime, for one, speaks camelCase: `grant_type` is `grantType`, `redirect_uri` is `redirect`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldNames(pub Vec<(String, String)>);
+
+impl FieldNames {
+    /// The wire name for the standard field `name`.
+    pub fn get<'a>(&'a self, name: &'a str) -> &'a str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth2Config {
+    pub token_url: Uri,
+    pub grant: Grant,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub scopes: Vec<String>,
+    pub scope_separator: String,
+    pub format: BodyFormat,
+    pub client_auth: ClientAuth,
+    pub redirect_uri: Option<String>,
+    pub authorize_url: Option<Uri>,
+    pub authorize_params: Vec<(String, String)>,
+    /// Extra fields in every token request body.
+    pub token_params: Vec<(String, String)>,
+    /// Extra headers on every token request.
+    pub token_headers: Vec<(HeaderName, HeaderValue)>,
+    pub request_fields: FieldNames,
+    pub reply_fields: FieldNames,
+    /// Send the current access token as `Authorization: Bearer` on refresh (BACE).
+    pub refresh_with_bearer: bool,
+    /// PKCE (RFC 7636, S256) on the authorization code flow.
+    pub pkce: bool,
+    pub introspect_url: Option<Uri>,
+    pub revoke_url: Option<Uri>,
+    /// Baselime: after the code exchange, list workspaces here.
+    pub workspaces_url: Option<Uri>,
+    /// Lifetime assumed when a reply gives none we can trust.
+    pub default_lifetime: Duration,
+    pub refresh_before: Option<Duration>,
+    /// Time zone of naive absolute expiry timestamps (BACE's `expires`).
+    pub expires_timezone: jiff::tz::TimeZone,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlendVisionConfig {
+    pub mode: BlendVisionMode,
+    /// `x-bv-org-id`; discovered at start from `org_url` when absent.
+    pub org_id: Option<Secret>,
+    pub org_url: Uri,
+    pub refresh_before: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BlendVisionMode {
+    /// A long-lived API token from the BlendVision console.
+    ApiToken(Secret),
+    /// Log in with email + password and mint an API token, re-minted before it expires.
+    Mint {
+        email: String,
+        password: Secret,
+        login_url: Uri,
+        mint_url: Uri,
+        api_token_lifetime: Duration,
+    },
+}
+
+impl ProviderConfig {
+    /// Whether the credential needs a person (`credproxy login`) to start.
+    pub fn needs_login(&self) -> bool {
+        matches!(&self.auth, AuthConfig::OAuth2(o) if o.grant == Grant::AuthorizationCode)
+    }
+}

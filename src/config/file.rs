@@ -1,0 +1,149 @@
+//! The serde picture of the TOML file: what the user wrote, before any checking.
+//!
+//! Every table denies unknown keys (a typo must be an error, not a silently ignored setting).
+//! String values are [`Spanned`] so validation can point at the line that is wrong. Nothing past
+//! `config/` sees these types: `validate.rs` turns them into [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string as written, with its place in the file.
+pub type Str = Spanned<String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub proxy: FileProxy,
+    #[serde(default)]
+    pub providers: BTreeMap<String, Spanned<FileProvider>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<FileRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProxy {
+    pub listen: Option<Str>,
+    pub admin_listen: Option<Str>,
+    pub state_dir: Option<Str>,
+    pub unknown_hosts: Option<Str>,
+    pub ca_file: Option<Str>,
+    pub allow_remote: Option<bool>,
+    pub proxy_auth: Option<FileSecret>,
+    pub socket_mode: Option<Spanned<FileMode>>,
+    pub connect_timeout: Option<Str>,
+    pub response_timeout: Option<Str>,
+    pub header_timeout: Option<Str>,
+    pub shutdown_grace: Option<Str>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_client: Option<Spanned<i64>>,
+}
+
+/// `socket_mode = "0660"` or `socket_mode = 0o660`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileMode {
+    Int(i64),
+    Str(String),
+}
+
+/// A secret: a string (which may use `${VAR}`) or `{ file = "/run/secrets/x" }`.
+#[derive(Debug)]
+pub struct FileSecret {
+    pub span: std::ops::Range<usize>,
+    pub source: SecretSource,
+}
+
+#[derive(Debug)]
+pub enum SecretSource {
+    Value(String),
+    File(String),
+}
+
+// Hand-written because `Spanned` can't sit inside an untagged enum (serde buffers the value and
+// toml's span information is lost): the span is taken around the whole value instead.
+impl<'de> Deserialize<'de> for FileSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a string, or a table { file = \"/path\" }")]
+        enum Raw {
+            Value(String),
+            File(RawFile),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawFile {
+            file: String,
+        }
+        let raw = Spanned::<Raw>::deserialize(d)?;
+        let span = raw.span();
+        let source = match raw.into_inner() {
+            Raw::Value(v) => SecretSource::Value(v),
+            Raw::File(f) => SecretSource::File(f.file),
+        };
+        Ok(FileSecret { span, source })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProvider {
+    pub preset: Option<Str>,
+    pub hosts: Option<Vec<Str>>,
+    pub upstream: Option<Str>,
+    pub headers: Option<BTreeMap<String, FileSecret>>,
+    pub allow_origins: Option<Vec<Str>>,
+    pub forwarded: Option<bool>,
+
+    // The credential.
+    pub token: Option<FileSecret>,
+    pub api_token: Option<FileSecret>,
+    pub org_id: Option<FileSecret>,
+    pub client_id: Option<Str>,
+    pub client_secret: Option<FileSecret>,
+    pub username: Option<Str>,
+    pub email: Option<Str>,
+    pub password: Option<FileSecret>,
+    pub grant: Option<Str>,
+    pub scopes: Option<Vec<Str>>,
+    pub scope_separator: Option<Str>,
+    pub token_format: Option<Str>,
+    pub client_auth: Option<Str>,
+    pub redirect_uri: Option<Str>,
+    pub authorize_params: Option<BTreeMap<String, Str>>,
+    pub token_params: Option<BTreeMap<String, Str>>,
+    pub token_headers: Option<BTreeMap<String, FileSecret>>,
+    pub request_fields: Option<BTreeMap<String, Str>>,
+    pub reply_fields: Option<BTreeMap<String, Str>>,
+    pub refresh_with_bearer: Option<bool>,
+    pub pkce: Option<bool>,
+
+    // Timing.
+    pub default_lifetime: Option<Str>,
+    pub refresh_before: Option<Str>,
+    pub wait_for_token: Option<Str>,
+    pub expires_timezone: Option<Str>,
+    pub api_token_lifetime: Option<Str>,
+
+    // URLs a preset may need overridden.
+    pub token_url: Option<Str>,
+    pub authorize_url: Option<Str>,
+    pub introspect_url: Option<Str>,
+    pub revoke_url: Option<Str>,
+    pub login_url: Option<Str>,
+    pub mint_url: Option<Str>,
+    pub org_url: Option<Str>,
+    pub workspaces_url: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub listen: Option<Str>,
+    pub path_prefix: Option<Str>,
+    pub provider: Str,
+    pub require_auth: Option<bool>,
+}

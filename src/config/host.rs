@@ -1,0 +1,174 @@
+//! Host patterns: which request hosts a provider claims.
+//!
+//! Matching is case-insensitive and ignores a trailing dot (RFC 1034 absolute names). A pattern
+//! with a port (`api.example.com:8443`) only matches that port; one without matches any port.
+//! `*.example.com` matches one or more labels below `example.com`, not `example.com` itself.
+
+use std::fmt;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase, no trailing dot. For a wildcard, the suffix including the leading dot.
+    name: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl fmt::Debug for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*")?;
+        }
+        f.write_str(&self.name)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("a host name can't be empty".into());
+        }
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "`{s}` looks like a URL: hosts takes bare host names such as \"api.example.com\" (set `upstream` for the URL)"
+            ));
+        }
+        let (host, port) = split_host_port(s);
+        let port = match port {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{p}` in `{s}` is not a port number"))?,
+            ),
+            None => None,
+        };
+        let host = normalize(host);
+        let (name, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (format!(".{rest}"), true),
+            None => (host.to_string(), false),
+        };
+        if name.contains('*') {
+            return Err(format!(
+                "`{s}`: a wildcard may only be a whole first label, as in \"*.example.com\""
+            ));
+        }
+        let labels = name.trim_start_matches('.');
+        if labels.is_empty()
+            || !labels
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']'))
+        {
+            return Err(format!("`{s}` is not a valid host name"));
+        }
+        Ok(HostPattern {
+            name,
+            wildcard,
+            port,
+        })
+    }
+
+    /// Whether a request for `host` (already lowercased, no trailing dot) on `port` is claimed.
+    pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        if let Some(want) = self.port {
+            if port != Some(want) {
+                return false;
+            }
+        }
+        if self.wildcard {
+            host.len() > self.name.len() && ends_with_ignore_case(host, &self.name)
+        } else {
+            host.eq_ignore_ascii_case(&self.name)
+        }
+    }
+
+    /// A concrete host name (not a wildcard), with its port if any: a default upstream.
+    pub fn concrete(&self) -> Option<(&str, Option<u16>)> {
+        (!self.wildcard).then_some((self.name.as_str(), self.port))
+    }
+}
+
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && s[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
+/// Split `host[:port]`, minding IPv6 literals (`[::1]:8080`).
+pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
+    if s.starts_with('[') {
+        if let Some(end) = s.find(']') {
+            let rest = &s[end + 1..];
+            return (&s[..=end], rest.strip_prefix(':'));
+        }
+        return (s, None);
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (s, None),
+    }
+}
+
+/// Lowercase and drop one trailing dot, borrowing when nothing changes (the hot path).
+pub fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> HostPattern {
+        HostPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn exact_names_ignore_case_and_trailing_dot() {
+        assert!(p("API.Baselime.io.").matches("api.baselime.io", None));
+        assert!(p("api.baselime.io").matches("api.baselime.io", Some(443)));
+        assert!(!p("api.baselime.io").matches("baselime.io", None));
+    }
+
+    #[test]
+    fn ports_compare_when_named() {
+        let pat = p("localhost:8443");
+        assert!(pat.matches("localhost", Some(8443)));
+        assert!(!pat.matches("localhost", Some(443)));
+        assert!(!pat.matches("localhost", None));
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        let pat = p("*.example.com");
+        assert!(pat.matches("a.example.com", None));
+        assert!(pat.matches("a.b.example.com", None));
+        assert!(!pat.matches("example.com", None));
+        assert!(!pat.matches("badexample.com", None));
+    }
+
+    #[test]
+    fn rejects_urls_and_odd_wildcards() {
+        assert!(HostPattern::parse("https://x.com").is_err());
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert!(HostPattern::parse("x.com:http").is_err());
+    }
+
+    #[test]
+    fn ipv6_literals() {
+        assert_eq!(split_host_port("[::1]:8080"), ("[::1]", Some("8080")));
+        assert_eq!(split_host_port("[::1]"), ("[::1]", None));
+        assert!(p("[::1]:8080").matches("[::1]", Some(8080)));
+    }
+}

@@ -1,0 +1,24 @@
+//! API v1 (`shared/seeds/api-v1.md`): password grant or authorization code, JSON bodies sent with
+//! `Content-Type: application/json` exactly, `token_type` answered as lowercase `bearer`.
+//!
+//! Its base URL is per deployment, so `hosts`, `upstream` and `token_url` have no defaults.
+
+use super::Defaults;
+use crate::config::{BodyFormat, ClientAuth, Grant};
+
+pub const DEFAULTS: Defaults = Defaults {
+    hosts: &[],
+    token_url: None,
+    authorize_url: None,
+    introspect_url: None,
+    revoke_url: None,
+    workspaces_url: None,
+    grant: Some(Grant::Password),
+    grants: &[Grant::Password, Grant::AuthorizationCode],
+    format: BodyFormat::Json,
+    client_auth: ClientAuth::Body,
+    request_fields: &[],
+    reply_fields: &[],
+    refresh_with_bearer: false,
+    required: &["hosts", "token_url", "upstream"],
+};

@@ -1,0 +1,338 @@
+//! The seam between the token engine and the proxy.
+//!
+//! A *credential* is the ready-to-inject set of headers (`Authorization: Bearer …` plus a
+//! provider's own, such as BlendVision's `x-bv-org-id`). Each provider has exactly one writer (its
+//! refresher task; linkerd2-proxy's identity client is the model) and any number of readers (the
+//! proxy's request handlers). The writer publishes a [`Snapshot`] through a `watch` channel;
+//! readers take the current one without awaiting or locking across `.await`. Header values are
+//! built once per token, marked sensitive, and shared by every request that uses them.
+//!
+//! The other direction, reader → writer, carries one thing: "the upstream rejected credential
+//! generation N with 401" ([`CredentialReader::report_rejected`]). The writer decides what to do.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::secret::Secret;
+
+/// Headers to inject, built once when the token changes.
+pub struct Credential {
+    headers: Box<[(HeaderName, HeaderValue)]>,
+    /// Identifies this credential for 401 reports; increases with every new token.
+    pub generation: u64,
+    pub obtained_at: Instant,
+    /// `None`: does not expire (a static token).
+    pub expires_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .field("generation", &self.generation)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A token that can't become a header: empty, or not visible ASCII (CR/LF, spaces, controls).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the access token is empty or contains characters other than visible ASCII")]
+pub struct InvalidToken;
+
+impl Credential {
+    /// `Authorization: Bearer <token>` plus `extra` headers (already validated, sensitive).
+    ///
+    /// The scheme is always `Bearer` whatever the token server called it (`bearer`, RFC 6750 §2.1).
+    pub fn bearer(
+        token: &Secret,
+        extra: &[(HeaderName, HeaderValue)],
+        generation: u64,
+        obtained_at: Instant,
+        expires_at: Option<Instant>,
+    ) -> Result<Self, InvalidToken> {
+        let t = token.expose();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidToken);
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| InvalidToken)?;
+        value.set_sensitive(true);
+        let mut headers = Vec::with_capacity(1 + extra.len());
+        headers.push((http::header::AUTHORIZATION, value));
+        headers.extend(extra.iter().cloned());
+        Ok(Credential {
+            headers: headers.into_boxed_slice(),
+            generation,
+            obtained_at,
+            expires_at,
+        })
+    }
+
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
+    /// Usable at `now`: not expired (with no margin: the refresher works ahead of expiry).
+    pub fn is_valid_at(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// Where a provider stands, for requests, `/readyz` and `credproxy status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// No credential yet; the first one is on its way.
+    Starting,
+    /// A valid credential is published.
+    Ready,
+    /// A refresh is under way (the published credential, if any, is still used).
+    Refreshing,
+    /// Refreshes fail; retrying with backoff. A credential may still be valid.
+    Failing,
+    /// A person must run `credproxy login NAME`.
+    LoginRequired,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Refreshing => "refreshing",
+            Phase::Failing => "failing",
+            Phase::LoginRequired => "login_required",
+        }
+    }
+}
+
+/// What the writer publishes. Cheap to clone: the credential is shared.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub credential: Option<Arc<Credential>>,
+    pub phase: Phase,
+    /// Why the last attempt failed (never a secret).
+    pub last_error: Option<String>,
+    /// Wall-clock Unix seconds, for display.
+    pub expires_at_unix: Option<i64>,
+    pub last_refresh_unix: Option<i64>,
+    pub next_refresh_unix: Option<i64>,
+    /// Public facts worth showing (Baselime's workspace and environment ids).
+    pub details: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    pub fn starting() -> Self {
+        Snapshot {
+            credential: None,
+            phase: Phase::Starting,
+            last_error: None,
+            expires_at_unix: None,
+            last_refresh_unix: None,
+            next_refresh_unix: None,
+            details: Vec::new(),
+        }
+    }
+
+    /// The credential if it is usable at `now`.
+    pub fn usable(&self, now: Instant) -> Option<&Arc<Credential>> {
+        self.credential.as_ref().filter(|c| c.is_valid_at(now))
+    }
+}
+
+struct Rejections {
+    /// Highest credential generation the upstream answered 401 to (0: none).
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+/// The one writer of a provider's credential.
+pub struct CredentialWriter {
+    tx: watch::Sender<Snapshot>,
+    rejections: Arc<Rejections>,
+}
+
+/// A reader: cheap to clone, never blocks while a credential is valid.
+#[derive(Clone)]
+pub struct CredentialReader {
+    rx: watch::Receiver<Snapshot>,
+    rejections: Arc<Rejections>,
+}
+
+/// A connected writer/reader pair, starting with no credential.
+pub fn channel() -> (CredentialWriter, CredentialReader) {
+    let (tx, rx) = watch::channel(Snapshot::starting());
+    let rejections = Arc::new(Rejections {
+        generation: AtomicU64::new(0),
+        notify: Notify::new(),
+    });
+    (
+        CredentialWriter {
+            tx,
+            rejections: rejections.clone(),
+        },
+        CredentialReader { rx, rejections },
+    )
+}
+
+/// Why a request could not get a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// None came within `wait_for_token`.
+    Timeout { last_error: Option<String> },
+    /// A person must log in.
+    LoginRequired,
+    /// The writer is gone (shutdown or reload).
+    Closed,
+}
+
+impl CredentialWriter {
+    /// Replace the whole snapshot.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.tx.send_replace(snapshot);
+    }
+
+    /// Change part of the snapshot (phase, last error) in place.
+    pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        self.tx.send_modify(f);
+    }
+
+    pub fn current(&self) -> Snapshot {
+        self.tx.borrow().clone()
+    }
+
+    /// Wait until a reader reports a 401 for a credential; returns its generation.
+    pub async fn rejected(&self) -> u64 {
+        loop {
+            let notified = self.rejections.notify.notified();
+            let g = self.rejections.generation.swap(0, Ordering::AcqRel);
+            if g != 0 {
+                return g;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn reader(&self) -> CredentialReader {
+        CredentialReader {
+            rx: self.tx.subscribe(),
+            rejections: self.rejections.clone(),
+        }
+    }
+}
+
+impl CredentialReader {
+    /// The current snapshot's usable credential, without waiting (the hot path).
+    pub fn current(&self, now: Instant) -> Option<Arc<Credential>> {
+        self.rx.borrow().usable(now).cloned()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.rx.borrow().clone()
+    }
+
+    /// A usable credential, waiting up to `wait` for one to be published.
+    pub async fn wait_usable(&self, wait: Duration) -> Result<Arc<Credential>, Unavailable> {
+        let mut rx = self.rx.clone();
+        let deadline = Instant::now() + wait;
+        loop {
+            {
+                let snap = rx.borrow_and_update();
+                if let Some(c) = snap.usable(Instant::now()) {
+                    return Ok(c.clone());
+                }
+                if snap.phase == Phase::LoginRequired {
+                    return Err(Unavailable::LoginRequired);
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Unavailable::Closed),
+                Err(_) => {
+                    return Err(Unavailable::Timeout {
+                        last_error: rx.borrow().last_error.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The upstream answered 401 to a request that carried credential `generation`.
+    pub fn report_rejected(&self, generation: u64) {
+        self.rejections
+            .generation
+            .fetch_max(generation, Ordering::AcqRel);
+        self.rejections.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(token: &str, generation: u64, expires_in: Option<Duration>) -> Credential {
+        let now = Instant::now();
+        Credential::bearer(&Secret::from(token), &[], generation, now, expires_in.map(|d| now + d))
+            .unwrap()
+    }
+
+    #[test]
+    fn refuses_tokens_that_could_split_a_header() {
+        for bad in ["", "a b", "a\r\nX-Evil: 1", "tab\there", "ünïcode"] {
+            let r = Credential::bearer(&Secret::from(bad), &[], 1, Instant::now(), None);
+            assert_eq!(r.unwrap_err(), InvalidToken, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bearer_header_is_sensitive_and_debug_hides_it() {
+        let c = cred("tok123", 1, None);
+        let (name, value) = &c.headers()[0];
+        assert_eq!(name, http::header::AUTHORIZATION);
+        assert_eq!(value, "Bearer tok123");
+        assert!(value.is_sensitive());
+        assert!(!format!("{c:?}").contains("tok123"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readers_wait_for_the_first_credential_then_time_out() {
+        let (w, r) = channel();
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.wait_usable(Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        w.publish(Snapshot {
+            credential: Some(Arc::new(cred("t", 1, Some(Duration::from_secs(60))))),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+        assert_eq!(waiter.await.unwrap().unwrap().generation, 1);
+
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(r.current(Instant::now()).is_none(), "expired credential is not usable");
+        let err = r.wait_usable(Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(err, Unavailable::Timeout { .. }));
+    }
+
+    #[tokio::test]
+    async fn login_required_answers_at_once() {
+        let (w, r) = channel();
+        w.update(|s| s.phase = Phase::LoginRequired);
+        assert_eq!(r.wait_usable(Duration::from_secs(60)).await.unwrap_err(), Unavailable::LoginRequired);
+    }
+
+    #[tokio::test]
+    async fn rejections_reach_the_writer() {
+        let (w, r) = channel();
+        r.report_rejected(3);
+        r.report_rejected(2);
+        assert_eq!(w.rejected().await, 3);
+    }
+}
