@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# Variables set here are used by the scripts that source this file:
+# shellcheck disable=SC2034
 # Shared by bench/run.sh and bench/rss-stream.sh: dependencies, the build,
 # the test CA, free ports, config rendering, starting and stopping the
 # servers, and reading CPU time and RSS from /proc.
@@ -22,7 +24,6 @@ WORK=""
 KEEP_WORK=0
 declare -a PIDS=()
 declare -A PID_OF=()      # name -> main pid
-declare -A LOG_OF=()      # name -> log file
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -154,7 +155,9 @@ bench_alloc_ports() {
 # render TEMPLATE OUT: replaces @NAME@ with the value of shell variable NAME.
 bench_render() {
     local in=$1 out=$2 name args=()
-    for name in WORK TOKEN ORG_ID TOKEN_LIFETIME UP_PORT UP_TLS_PORT NGINX_PORT NGINX_TLS_PORT \
+    local RUN_USER RUN_GROUP
+    RUN_USER=$(id -un) RUN_GROUP=$(id -gn)
+    for name in RUN_USER RUN_GROUP WORK TOKEN ORG_ID TOKEN_LIFETIME UP_PORT UP_TLS_PORT NGINX_PORT NGINX_TLS_PORT \
         HAPROXY_PORT HAPROXY_TLS_PORT CP_PORT CP_ADMIN_PORT CP_ROUTE_PORT \
         CPT_PORT CPT_ADMIN_PORT CPT_ROUTE_PORT CPR_PORT CPR_ADMIN_PORT CPR_ROUTE_PORT; do
         if [[ $name == TOKEN ]]; then
@@ -171,12 +174,16 @@ bench_render() {
 
 # --- processes ----------------------------------------------------------------
 
-# wait_http URL [SECONDS]: until URL answers anything at all.
+# wait_http URL [SECONDS [NAME]]: until URL answers anything at all; gives
+# up early when the process started as NAME has exited.
 bench_wait_http() {
-    local url=$1 secs=${2:-10} i
+    local url=$1 secs=${2:-10} name=${3:-} i
     for ((i = 0; i < secs * 10; i++)); do
         if curl -s -o /dev/null --max-time 1 "$url"; then
             return 0
+        fi
+        if [[ -n $name ]] && ! bench_alive "$name"; then
+            return 1
         fi
         sleep 0.1
     done
@@ -189,7 +196,6 @@ bench_start() {
     shift 2
     "$@" >"$logf" 2>&1 &
     PID_OF[$name]=$!
-    LOG_OF[$name]=$logf
     PIDS+=("$!")
 }
 
@@ -200,7 +206,7 @@ bench_start_upstream() {
     bench_render "$BENCH_DIR/nginx-upstream.conf.in" "$WORK/conf/nginx-upstream.conf"
     bench_start upstream "$WORK/logs/upstream.log" \
         nginx -c "$WORK/conf/nginx-upstream.conf" -e "$WORK/nginx-upstream.err"
-    bench_wait_http "http://127.0.0.1:$UP_PORT/" ||
+    bench_wait_http "http://127.0.0.1:$UP_PORT/" 10 upstream ||
         die "upstream nginx did not start: $(cat "$WORK/logs/upstream.log" "$WORK/nginx-upstream.err" 2>/dev/null)"
 }
 
@@ -208,7 +214,7 @@ bench_start_nginx_proxy() {
     bench_render "$BENCH_DIR/nginx-proxy.conf.in" "$WORK/conf/nginx-proxy.conf"
     bench_start nginx "$WORK/logs/nginx-proxy.log" \
         nginx -c "$WORK/conf/nginx-proxy.conf" -e "$WORK/nginx-proxy.err"
-    bench_wait_http "http://127.0.0.1:$NGINX_PORT/" ||
+    bench_wait_http "http://127.0.0.1:$NGINX_PORT/" 10 nginx ||
         die "nginx proxy did not start: $(cat "$WORK/logs/nginx-proxy.log" "$WORK/nginx-proxy.err" 2>/dev/null)"
 }
 
@@ -216,7 +222,7 @@ bench_start_haproxy() {
     bench_render "$BENCH_DIR/haproxy.cfg.in" "$WORK/conf/haproxy.cfg"
     haproxy -c -q -f "$WORK/conf/haproxy.cfg" || die "haproxy rejected its config"
     bench_start haproxy "$WORK/logs/haproxy.log" haproxy -db -f "$WORK/conf/haproxy.cfg"
-    bench_wait_http "http://127.0.0.1:$HAPROXY_PORT/" ||
+    bench_wait_http "http://127.0.0.1:$HAPROXY_PORT/" 10 haproxy ||
         die "haproxy did not start: $(cat "$WORK/logs/haproxy.log")"
 }
 
@@ -257,7 +263,7 @@ bench_start_credproxy() {
         curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$admin/readyz" && break
         sleep 0.1
     done
-    bench_wait_http "http://127.0.0.1:$route/" 5 || {
+    bench_wait_http "http://127.0.0.1:$route/" 5 "$name" || {
         log "$name: skipped: route listener 127.0.0.1:$route does not answer"
         kill -TERM "${PID_OF[$name]}" 2>/dev/null || true
         return 1

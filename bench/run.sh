@@ -12,7 +12,7 @@
 #                     [--docs | --no-docs]
 set -euo pipefail
 
-# shellcheck source=bench/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
@@ -74,7 +74,6 @@ done
 # --- targets ------------------------------------------------------------------
 
 TARGETS=(direct nginx haproxy)     # credproxy is appended once it is up
-declare -A AUTH_HDR=()             # direct: wrk/curl send the credential themselves
 
 # url TARGET TLS(0|1)
 target_url() {
