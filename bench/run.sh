@@ -152,7 +152,7 @@ measure() {
     printf '{"case":"%s","target":"%s","rep":%d,"conns":%d,"threads":%d,"wrk":%s,"proxy_cpu_ticks":%s,"upstream_cpu_ticks":%d,"clk_tck":%d,"hwm_kb":%s,"rss_after_kb":%s,"rss_sampled_peak_kb":%s}\n' \
         "$case" "$t" "$rep" "$conns" "$threads" "$json" "$cpu" "$((u1 - u0))" "$CLK_TCK" \
         "$hwm" "$rss" "${peak:-null}" >>"$RAW"
-    python3 "$BENCH_DIR/report.py" --line "$(tail -n 1 "$RAW")" >&2
+    python3 -B "$BENCH_DIR/report.py" --line "$(tail -n 1 "$RAW")" >&2
 }
 
 # upload TARGET REP: one 64 MiB PUT through the target, timed by curl.
@@ -178,7 +178,7 @@ measure_upload() {
     read -r code bytes secs <<<"$out"
     printf '{"case":"upload","target":"%s","rep":%d,"upload":{"status":%d,"bytes":%d,"expected_bytes":%d,"seconds":%s},"proxy_cpu_ticks":%s,"clk_tck":%d}\n' \
         "$t" "$rep" "$code" "$bytes" "$((64 << 20))" "$secs" "$cpu" "$CLK_TCK" >>"$RAW"
-    python3 "$BENCH_DIR/report.py" --line "$(tail -n 1 "$RAW")" >&2
+    python3 -B "$BENCH_DIR/report.py" --line "$(tail -n 1 "$RAW")" >&2
 }
 
 run_case() {
@@ -336,5 +336,5 @@ bench_machine_json >"$WORK/machine.json"
 report_args=(--raw "$RAW" --machine "$WORK/machine.json" --out "$OUT"
     --params "{\"quick\":$([[ $QUICK == 1 ]] && echo true || echo false),\"reps\":$REPS,\"duration_s\":$DUR,\"refresh_duration_s\":$REFRESH_DUR,\"token_lifetime_s\":$TOKEN_LIFETIME,\"credproxy_log\":\"${BENCH_CREDPROXY_LOG:-warn}\"}")
 [[ $DOCS == 1 ]] && report_args+=(--docs "$REPO_DIR/docs/BENCHMARKS.md")
-python3 "$BENCH_DIR/report.py" "${report_args[@]}"
+python3 -B "$BENCH_DIR/report.py" "${report_args[@]}"
 log "JSON: ${OUT#"$REPO_DIR"/}"
