@@ -146,11 +146,29 @@ impl Snapshot {
     }
 }
 
+/// 401 reports from readers, filtered so that only useful ones reach the writer.
+///
+/// The rules live here, at the seam, so a request learns at once whether waiting for a new token
+/// makes sense (BACE answers 401 for "no permission": those must not cost a refresh, nor a wait).
 struct Rejections {
-    /// Highest credential generation the upstream answered 401 to (0: none).
+    /// Generation the writer should force a refresh of (0: none pending).
     generation: AtomicU64,
     notify: Notify,
+    state: parking_lot::Mutex<RejectionState>,
 }
+
+#[derive(Default)]
+struct RejectionState {
+    /// The last generation a forced refresh was granted for (at most one per token).
+    forced_generation: u64,
+    /// When the last forced refresh was granted (at most one per 30 s per provider).
+    last_forced: Option<Instant>,
+}
+
+/// A token younger than this is not refreshed on a 401: the 401 is about something else.
+pub const MIN_TOKEN_AGE_FOR_401_REFRESH: Duration = Duration::from_secs(10);
+/// At most one forced refresh per provider in this period.
+pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The one writer of a provider's credential.
 pub struct CredentialWriter {
@@ -171,6 +189,7 @@ pub fn channel() -> (CredentialWriter, CredentialReader) {
     let rejections = Arc::new(Rejections {
         generation: AtomicU64::new(0),
         notify: Notify::new(),
+        state: parking_lot::Mutex::new(RejectionState::default()),
     });
     (
         CredentialWriter {
@@ -207,7 +226,8 @@ impl CredentialWriter {
         self.tx.borrow().clone()
     }
 
-    /// Wait until a reader reports a 401 for a credential; returns its generation.
+    /// Wait until a reader's 401 report was accepted (see [`CredentialReader::report_rejected`]):
+    /// the writer should refresh now. Returns the rejected generation.
     pub async fn rejected(&self) -> u64 {
         loop {
             let notified = self.rejections.notify.notified();
@@ -263,12 +283,52 @@ impl CredentialReader {
         }
     }
 
-    /// The upstream answered 401 to a request that carried credential `generation`.
-    pub fn report_rejected(&self, generation: u64) {
-        self.rejections
-            .generation
-            .fetch_max(generation, Ordering::AcqRel);
+    /// The upstream answered 401 to a request that carried `credential`.
+    ///
+    /// Returns whether a forced refresh was granted (then a new credential is worth waiting for):
+    /// only for the current credential, at least 10 s old, once per token, once per 30 s.
+    pub fn report_rejected(&self, credential: &Credential) -> bool {
+        let now = Instant::now();
+        let current = self.rx.borrow().credential.as_ref().map(|c| c.generation);
+        if current != Some(credential.generation)
+            || now.saturating_duration_since(credential.obtained_at) < MIN_TOKEN_AGE_FOR_401_REFRESH
+        {
+            return false;
+        }
+        {
+            let mut st = self.rejections.state.lock();
+            if st.forced_generation >= credential.generation
+                || st.last_forced.is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
+            {
+                return false;
+            }
+            st.forced_generation = credential.generation;
+            st.last_forced = Some(now);
+        }
+        self.rejections.generation.store(credential.generation, Ordering::Release);
         self.rejections.notify.notify_one();
+        true
+    }
+
+    /// Wait up to `wait` for a usable credential newer than `generation`.
+    pub async fn wait_newer(&self, generation: u64, wait: Duration) -> Option<Arc<Credential>> {
+        let mut rx = self.rx.clone();
+        let deadline = Instant::now() + wait;
+        loop {
+            {
+                let snap = rx.borrow_and_update();
+                if let Some(c) = snap.usable(Instant::now()).filter(|c| c.generation > generation) {
+                    return Some(c.clone());
+                }
+                if snap.phase == Phase::LoginRequired {
+                    return None;
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
     }
 }
 
@@ -328,11 +388,46 @@ mod tests {
         assert_eq!(r.wait_usable(Duration::from_secs(60)).await.unwrap_err(), Unavailable::LoginRequired);
     }
 
-    #[tokio::test]
-    async fn rejections_reach_the_writer() {
+    fn publish(w: &CredentialWriter, c: Credential) -> Arc<Credential> {
+        let c = Arc::new(c);
+        w.publish(Snapshot {
+            credential: Some(c.clone()),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_401_flood_grants_one_forced_refresh() {
         let (w, r) = channel();
-        r.report_rejected(3);
-        r.report_rejected(2);
-        assert_eq!(w.rejected().await, 3);
+        let c = publish(&w, cred("t", 1, Some(Duration::from_secs(3600))));
+        assert!(!r.report_rejected(&c), "a token younger than 10 s is not refreshed on 401");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let granted = (0..1000).filter(|_| r.report_rejected(&c)).count();
+        assert_eq!(granted, 1);
+        assert_eq!(w.rejected().await, 1);
+
+        // A new token: still at most one per 30 s per provider.
+        let c2 = publish(&w, cred("t2", 2, Some(Duration::from_secs(3600))));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!r.report_rejected(&c2), "within 30 s of the last forced refresh");
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(!r.report_rejected(&c), "an old generation never forces a refresh");
+        assert!(r.report_rejected(&c2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_newer_sees_the_next_generation() {
+        let (w, r) = channel();
+        publish(&w, cred("t", 1, Some(Duration::from_secs(3600))));
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.wait_newer(1, Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        publish(&w, cred("t2", 2, Some(Duration::from_secs(3600))));
+        assert_eq!(waiter.await.unwrap().unwrap().generation, 2);
+        assert!(r.wait_newer(2, Duration::from_secs(1)).await.is_none());
     }
 }

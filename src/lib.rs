@@ -12,3 +12,7 @@ pub mod config;
 pub mod credential;
 pub mod secret;
 pub mod tls;
+pub mod token;
+pub mod proxy;
+pub mod app;
+pub mod cli;

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `credproxy` binary: parse the command line and hand over to [`credproxy::cli`].
+
+fn main() -> std::process::ExitCode {
+    credproxy::cli::main()
+}

@@ -1,0 +1,72 @@
+//! The command line: one file per command under `cli/`.
+//!
+//! Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 usage or config error. `anyhow` lives
+//! here, at the binary's edge, and nowhere else.
+
+mod check;
+mod logging;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// credproxy: a local proxy that holds API credentials so applications don't have to.
+///
+/// Point an application at credproxy (HTTP_PROXY=http://127.0.0.1:8080, or a [[routes]] base URL);
+/// credproxy adds `Authorization: Bearer <fresh token>` for the provider that owns the host and
+/// forwards over TLS.
+#[derive(Debug, Parser)]
+#[command(name = "credproxy", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    ///
+    /// Example: credproxy run --config /etc/credproxy/config.toml
+    Run(run::Args),
+    /// Run credproxy on an embedded default: a local token server and API, and the proxy in front.
+    ///
+    /// Example: credproxy demo
+    Demo,
+    /// Check a config file: every problem with its file, line and key; exit 2 if any.
+    ///
+    /// Example: credproxy check --config credproxy.toml
+    Check(check::Args),
+}
+
+/// Where the config comes from (shared by the commands that read it).
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file. Default: $CREDPROXY_CONFIG, ./credproxy.toml,
+    /// $XDG_CONFIG_HOME/credproxy/config.toml, /etc/credproxy/config.toml.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Check(args) => check::main(args),
+        Command::Demo => {
+            println!("credproxy demo: coming soon (see README.md for `credproxy run`)");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Exit code 2: usage or config error.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code 1: runtime failure.
+pub const EXIT_RUNTIME: u8 = 1;
+
+/// Print an error chain to stderr (`error: top: cause: cause`).
+pub fn report(err: &anyhow::Error) {
+    eprintln!("error: {err:#}");
+}

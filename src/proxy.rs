@@ -1,0 +1,45 @@
+//! The proxy: from a downstream request to an upstream response, with a credential attached.
+//!
+//! The phases of a request, in order (pingora's habit of naming them):
+//! 1. **accept** (`listener.rs`): a connection on the main listener or a route listener; HTTP/1.1
+//!    framing, header size (64 KiB) and header timeout are enforced by hyper before we see it.
+//! 2. **downstream checks**: `Proxy-Authorization` when `proxy_auth` is set (407).
+//! 3. **route** (`route.rs`): `CONNECT` is tunnelled or refused; otherwise the provider is found by
+//!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through.
+//! 4. **browser check**: `Origin` / cross-site `Sec-Fetch-Site` are refused (403) unless allowed.
+//! 5. **credential**: the provider's current credential, at once when valid; else wait up to
+//!    `wait_for_token` (503 `credential_unavailable` / `login_required`).
+//! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
+//!    headers *replace* the client's, `Via` added; body streamed, not buffered.
+//! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a
+//!    new one; response headers within `response_timeout` (504), connect errors 502.
+//! 8. **upstream response**: a 401 to the current credential nudges the refresher and is replayed
+//!    once with the new credential when the body could be kept; hop-by-hop stripped, `Via` added,
+//!    `Location` rewritten for base-URL routes.
+//! 9. **log**: one line per request with whose fault an error was.
+//!
+//! Errors credproxy makes are built in one place, `error.rs`.
+
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod route;
+pub mod service;
+pub mod upstream;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+pub use error::{Blame, ErrorKind, ProxyError};
+pub use listener::{ListenerInfo, serve};
+pub use route::{ProviderRoute, Role, Router};
+pub use service::Shared;
+
+/// Body of a request sent upstream: the client's, streamed, or a kept copy for a replay.
+pub type UpBody = Either<Incoming, Full<Bytes>>;
+/// Body of a response sent downstream: the upstream's, streamed, or one credproxy made.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// Request header blocks over this get 431 (DESIGN.md).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;

@@ -1,0 +1,126 @@
+//! Routing: which provider (if any) a request belongs to, and where it goes upstream.
+//!
+//! A request reaches a provider in one of three ways (DESIGN.md "How an application reaches
+//! credproxy"): a route listener that belongs to one provider (a base URL); a `path_prefix` on the
+//! main listener (the prefix is removed); or its host, taken from an absolute-form request target
+//! (`HTTP_PROXY` clients) or the `Host` header of an origin-form request.
+
+use std::sync::Arc;
+
+use http::Uri;
+
+use crate::config::host::{normalize, split_host_port};
+use crate::config::{ProviderConfig, UnknownHosts};
+use crate::credential::CredentialReader;
+
+/// A provider as the proxy sees it: its config and its credential.
+#[derive(Clone)]
+pub struct ProviderRoute {
+    pub config: Arc<ProviderConfig>,
+    pub reader: CredentialReader,
+}
+
+/// What a listener is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The main listener: route by prefix, absolute URI or Host.
+    Main,
+    /// A base URL for one provider (index into the router's providers).
+    Route(usize),
+}
+
+pub struct Router {
+    pub providers: Vec<ProviderRoute>,
+    /// `(prefix, provider index)`, longest prefix first.
+    prefixes: Vec<(String, usize)>,
+    pub unknown_hosts: UnknownHosts,
+}
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A provider's upstream; `path_and_query` is what follows the upstream's base path.
+    Provider {
+        index: usize,
+        path_and_query: &'a str,
+        /// The prefix removed from the path (for a `path_prefix` route), for Location rewrites.
+        prefix: Option<&'a str>,
+    },
+    /// An unclaimed host, forwarded untouched (`unknown_hosts = "pass"`).
+    Pass { authority: String },
+    /// An unclaimed host, refused.
+    Unknown { host: String },
+}
+
+impl Router {
+    pub fn new(providers: Vec<ProviderRoute>, prefixes: Vec<(String, usize)>, unknown_hosts: UnknownHosts) -> Self {
+        let mut prefixes = prefixes;
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Router {
+            providers,
+            prefixes,
+            unknown_hosts,
+        }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.config.name == name)
+    }
+
+    /// The provider claiming `host` (`name[:port]`, any case, maybe a trailing dot).
+    pub fn by_host(&self, host_port: &str) -> Option<usize> {
+        let (host, port) = split_host_port(host_port);
+        let port = port.and_then(|p| p.parse::<u16>().ok());
+        let host = normalize(host);
+        self.providers
+            .iter()
+            .position(|p| p.config.hosts.iter().any(|h| h.matches(&host, port)))
+    }
+
+    /// Route a request that arrived on a listener with `role`.
+    pub fn route<'a>(&'a self, role: &Role, uri: &'a Uri, host_header: Option<&'a str>) -> Target<'a> {
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Role::Route(index) = role {
+            return Target::Provider {
+                index: *index,
+                path_and_query,
+                prefix: None,
+            };
+        }
+        // Absolute form: the client treats us as its HTTP proxy.
+        if let Some(authority) = uri.authority() {
+            return self.by_authority(authority.as_str(), path_and_query);
+        }
+        for (prefix, index) in &self.prefixes {
+            if let Some(rest) = path_and_query.strip_prefix(prefix.as_str()) {
+                if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
+                    return Target::Provider {
+                        index: *index,
+                        path_and_query: rest,
+                        prefix: Some(prefix),
+                    };
+                }
+            }
+        }
+        match host_header {
+            Some(h) => self.by_authority(h, path_and_query),
+            None => Target::Unknown { host: String::new() },
+        }
+    }
+
+    fn by_authority<'a>(&'a self, authority: &str, path_and_query: &'a str) -> Target<'a> {
+        match self.by_host(authority) {
+            Some(index) => Target::Provider {
+                index,
+                path_and_query,
+                prefix: None,
+            },
+            None if self.unknown_hosts == UnknownHosts::Pass => Target::Pass {
+                authority: authority.to_owned(),
+            },
+            None => Target::Unknown {
+                host: authority.to_owned(),
+            },
+        }
+    }
+}

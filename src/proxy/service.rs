@@ -1,0 +1,567 @@
+//! The per-request work: phases 2–9 of [`crate::proxy`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+
+use super::error::{Blame, ErrorKind, ProxyError};
+use super::headers::{add_via, strip_hop_by_hop};
+use super::listener::ListenerInfo;
+use super::route::{ProviderRoute, Role, Router, Target};
+use super::upstream::{Checkout, Connector, LocalSlot, Pool, UpstreamKey};
+use super::{RespBody, UpBody};
+use crate::config::{Preset, Upstream};
+use crate::credential::{Credential, Unavailable};
+use crate::secret::Secret;
+
+/// A request body up to this size is kept so the request can be replayed after a 401.
+const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Everything the request path needs, shared by all connections.
+pub struct Shared {
+    pub router: Router,
+    pub pool: Pool,
+    pub connector: Connector,
+    pub response_timeout: Duration,
+    pub proxy_auth: Option<Secret>,
+}
+
+/// Per-connection state handed to each request.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub info: Arc<ListenerInfo>,
+    pub slot: LocalSlot,
+}
+
+/// What the log line needs to know about a request.
+struct Outcome<'a> {
+    provider: Option<&'a str>,
+    blame: Option<Blame>,
+}
+
+pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<RespBody>, std::convert::Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let host = request_host(&req).unwrap_or_default();
+    let path = req.uri().path().to_owned();
+    let mut outcome = Outcome {
+        provider: None,
+        blame: None,
+    };
+    let resp = match proxy(&ctx, req, &mut outcome).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            outcome.blame = Some(e.kind.blame());
+            tracing::debug!(code = e.kind.code(), message = %e.message, "request refused");
+            e.into_response().map(Either::Right)
+        }
+    };
+    tracing::info!(
+        target: "credproxy::access",
+        method = %method,
+        host = %host,
+        path = %path,
+        status = resp.status().as_u16(),
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        provider = outcome.provider.unwrap_or("-"),
+        fault = outcome.blame.map_or("-", Blame::as_str),
+    );
+    Ok(resp)
+}
+
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str().to_owned()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+async fn proxy<'a>(
+    ctx: &'a ConnCtx,
+    req: Request<Incoming>,
+    outcome: &mut Outcome<'a>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let shared = &*ctx.shared;
+    // Phase 2: downstream checks.
+    if ctx.info.require_auth {
+        if let Some(secret) = &shared.proxy_auth {
+            check_proxy_auth(&req, secret)?;
+        }
+    }
+    // Phase 3: route.
+    if req.method() == Method::CONNECT {
+        return connect(&shared.router, req);
+    }
+    let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let target = shared.router.route(&ctx.info.role, req.uri(), host_header);
+    let (index, rest, prefix) = match target {
+        Target::Provider {
+            index,
+            path_and_query,
+            prefix,
+        } => (index, path_and_query.to_owned(), prefix.map(str::to_owned)),
+        Target::Unknown { host } => {
+            return Err(ProxyError::new(
+                ErrorKind::UnknownHost,
+                if host.is_empty() {
+                    "the request names no host: send an absolute URL (HTTP_PROXY) or a Host header".to_owned()
+                } else {
+                    format!("no provider claims host {host}; credproxy is not an open proxy (add the host to a provider's hosts, or set unknown_hosts = \"pass\")")
+                },
+            ));
+        }
+        Target::Pass { authority } => return pass_through(ctx, req, &authority).await,
+    };
+    let route = &shared.router.providers[index];
+    let provider = &route.config;
+    outcome.provider = Some(ctx.shared.router.providers[index].config.name.as_str());
+    if ctx.info.loopback && ctx.info.role != Role::Main || prefix.is_some() {
+        check_own_host(ctx, route, host_header)?;
+    }
+    // Phase 4: browser check.
+    check_browser(&req, provider)?;
+    // Phase 5: credential.
+    let credential = credential(route).await?;
+
+    // Phase 6: the upstream request.
+    let upstream = &provider.upstream;
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = upstream_path(upstream, &rest, parts.uri.path_and_query())?;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(header::HOST, upstream.host_header.clone());
+    add_via(&mut parts.headers);
+    parts.version = http::Version::HTTP_11;
+    let refreshable = provider.preset != Preset::Static;
+    // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
+    // and a body small enough to hold.
+    let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
+        keep_small_body(body).await?
+    } else {
+        (Either::Left(body), None)
+    };
+    let replay_parts = (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
+    for (name, value) in credential.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    let key = UpstreamKey {
+        tls: upstream.is_tls(),
+        host: upstream.host.as_str().into(),
+        port: upstream.port,
+    };
+    let req = Request::from_parts(parts, body);
+
+    // Phase 7: send.
+    let mut resp = send(ctx, &key, upstream, path_and_query.clone(), req).await?;
+
+    // Phase 8: the upstream's answer.
+    if resp.status() == StatusCode::UNAUTHORIZED && refreshable && route.reader.report_rejected(&credential) {
+        tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
+        if let (Some(body), Some((method, headers))) = (kept, replay_parts) {
+            if let Some(fresh) = route.reader.wait_newer(credential.generation, provider.wait_for_token).await {
+                let mut req = Request::new(Either::Right(Full::new(body)));
+                *req.method_mut() = method;
+                *req.headers_mut() = headers;
+                for (name, value) in fresh.headers() {
+                    req.headers_mut().insert(name.clone(), value.clone());
+                }
+                // A 401 on the replay goes back as it came (some APIs mean "no permission").
+                resp = send(ctx, &key, upstream, path_and_query, req).await?;
+            }
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers);
+    if ctx.info.role != Role::Main || prefix.is_some() {
+        rewrite_location(&mut parts.headers, upstream, &ctx.info, prefix.as_deref());
+    }
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// Phase 5: the credential, at once when valid, else waiting for the refresher.
+async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError> {
+    if let Some(c) = route.reader.current(Instant::now()) {
+        return Ok(c);
+    }
+    let name = &route.config.name;
+    let wait = route.config.wait_for_token;
+    match route.reader.wait_usable(wait).await {
+        Ok(c) => Ok(c),
+        Err(Unavailable::LoginRequired) => Err(ProxyError::new(
+            ErrorKind::LoginRequired,
+            format!("provider {name} needs a person to authorize it: run `credproxy login {name}`"),
+        )
+        .provider(name)),
+        Err(Unavailable::Timeout { last_error }) => {
+            let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            Err(ProxyError::new(
+                ErrorKind::CredentialUnavailable,
+                format!("no valid token for provider {name} within {wait:?}{why}"),
+            )
+            .provider(name)
+            .retry_after(Duration::from_secs(5)))
+        }
+        Err(Unavailable::Closed) => Err(ProxyError::new(
+            ErrorKind::CredentialUnavailable,
+            format!("provider {name} is shutting down or being reloaded"),
+        )
+        .provider(name)
+        .retry_after(Duration::from_secs(1))),
+    }
+}
+
+/// The upstream path: its base path, then what the client asked for.
+fn upstream_path(up: &Upstream, rest: &str, original: Option<&PathAndQuery>) -> Result<PathAndQuery, ProxyError> {
+    if up.base_path.is_empty() {
+        if let Some(pq) = original {
+            if pq.as_str() == rest {
+                // The common case: nothing to rewrite, no allocation.
+                return Ok(pq.clone());
+            }
+        }
+    }
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let joined = if rest.starts_with('?') {
+        format!("{}/{rest}", up.base_path)
+    } else {
+        format!("{}{rest}", up.base_path)
+    };
+    PathAndQuery::from_maybe_shared(Bytes::from(joined))
+        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request path is not valid"))
+}
+
+/// Phase 7: send on a connection for `key`, with one retry when a reused connection turned out
+/// closed before the request went out (the keep-alive race).
+async fn send(
+    ctx: &ConnCtx,
+    key: &UpstreamKey,
+    upstream: &Upstream,
+    path_and_query: PathAndQuery,
+    mut req: Request<UpBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let shared = &*ctx.shared;
+    let deadline = Instant::now() + shared.response_timeout;
+    let timeout = |what: &str| {
+        ProxyError::new(
+            ErrorKind::UpstreamTimeout,
+            format!("{} did not {what} within {:?}", upstream.origin(), shared.response_timeout),
+        )
+    };
+    for attempt in 0..2 {
+        let checkout = tokio::time::timeout_at(deadline, ctx.slot.checkout(key, &shared.pool, &shared.connector))
+            .await
+            .map_err(|_| timeout("accept a connection"))?
+            .map_err(|e| connect_error(upstream, e))?;
+        match checkout {
+            Checkout::H2(mut sender) => {
+                *req.uri_mut() = Uri::from_parts({
+                    let mut p = http::uri::Parts::default();
+                    p.scheme = Some(if upstream.is_tls() { Scheme::HTTPS } else { Scheme::HTTP });
+                    p.authority = Some(upstream.authority.clone());
+                    p.path_and_query = Some(path_and_query.clone());
+                    p
+                })
+                .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request URI is not valid"))?;
+                req.headers_mut().remove(header::HOST);
+                let fut = sender.send_request(req);
+                return match tokio::time::timeout_at(deadline, fut).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => Err(upstream_error(upstream, &e)),
+                    Err(_) => Err(timeout("answer")),
+                };
+            }
+            Checkout::Local { reused } => {
+                *req.uri_mut() = Uri::from(path_and_query.clone());
+                let fut = match ctx.slot.send(req) {
+                    Ok(fut) => fut,
+                    Err(back) => {
+                        req = back;
+                        continue;
+                    }
+                };
+                match tokio::time::timeout_at(deadline, fut).await {
+                    Ok(Ok(resp)) => return Ok(resp),
+                    Ok(Err(mut e)) => {
+                        ctx.slot.discard();
+                        match e.take_message() {
+                            Some(back) if reused && attempt == 0 => {
+                                tracing::debug!(error = %e.error(), "reused upstream connection was closed; retrying on a new one");
+                                req = back;
+                            }
+                            _ => return Err(upstream_error(upstream, e.error())),
+                        }
+                    }
+                    Err(_) => {
+                        ctx.slot.discard();
+                        return Err(timeout("answer"));
+                    }
+                }
+            }
+        }
+    }
+    Err(ProxyError::new(
+        ErrorKind::UpstreamUnreachable,
+        format!("{} closed the connection before answering", upstream.origin()),
+    ))
+}
+
+fn connect_error(up: &Upstream, e: super::upstream::ConnectError) -> ProxyError {
+    use super::upstream::ConnectError as C;
+    let kind = match &e {
+        C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
+        C::Timeout { .. } => ErrorKind::UpstreamTimeout,
+        C::Tcp { .. } | C::Handshake { .. } => ErrorKind::UpstreamUnreachable,
+    };
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    let _ = up;
+    ProxyError::new(kind, msg)
+}
+
+fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
+    let kind = if e.is_timeout() {
+        ErrorKind::UpstreamTimeout
+    } else if e.is_parse() {
+        ErrorKind::UpstreamProtocol
+    } else {
+        ErrorKind::UpstreamUnreachable
+    };
+    ProxyError::new(kind, format!("{} failed: {e}", up.origin()))
+}
+
+/// Keep a small body in memory so the request can be replayed; stream anything else.
+async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), ProxyError> {
+    if body.is_end_stream() {
+        return Ok((Either::Right(Full::new(Bytes::new())), Some(Bytes::new())));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= REPLAY_BODY_LIMIT => {
+            let bytes = Limited::new(body, REPLAY_BODY_LIMIT as usize)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request body ended early"))?
+                .to_bytes();
+            Ok((Either::Right(Full::new(bytes.clone())), Some(bytes)))
+        }
+        _ => Ok((Either::Left(body), None)),
+    }
+}
+
+/// `CONNECT`: tunnel an unclaimed host when passing, refuse a claimed one with the reason.
+fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+    let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
+        return Err(ProxyError::new(ErrorKind::BadRequest, "CONNECT needs host:port"));
+    };
+    if let Some(i) = router.by_host(&authority) {
+        let name = &router.providers[i].config.name;
+        return Err(ProxyError::new(
+            ErrorKind::ConnectRefused,
+            format!(
+                "{authority} belongs to provider {name}, and a credential can't be added inside a TLS tunnel. \
+                 Call http://{host}/... through this proxy (HTTP_PROXY, not HTTPS_PROXY) and credproxy will \
+                 use TLS upstream, or point the application at a [[routes]] listener",
+                host = authority.trim_end_matches(":443")
+            ),
+        )
+        .provider(name));
+    }
+    if router.unknown_hosts != crate::config::UnknownHosts::Pass {
+        return Err(ProxyError::new(
+            ErrorKind::UnknownHost,
+            format!("no provider claims {authority}, and unknown_hosts = \"reject\""),
+        ));
+    }
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(upgraded);
+        match tokio::net::TcpStream::connect(authority.as_str()).await {
+            Ok(mut server) => {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+            Err(e) => tracing::info!(%authority, error = %e, "CONNECT tunnel: can't reach host"),
+        }
+    });
+    Ok(Response::new(Either::Right(Full::new(Bytes::new()))))
+}
+
+/// An unclaimed host with `unknown_hosts = "pass"`: forward untouched (no credential).
+async fn pass_through(
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    authority: &str,
+) -> Result<Response<RespBody>, ProxyError> {
+    let (host, port) = crate::config::host::split_host_port(authority);
+    let tls = req.uri().scheme() == Some(&Scheme::HTTPS);
+    let port = port
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(if tls { 443 } else { 80 });
+    let uri: Uri = format!("{}://{authority}", if tls { "https" } else { "http" })
+        .parse()
+        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request's host is not valid"))?;
+    let upstream = crate::config::presets::upstream_from_uri(&uri)
+        .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request's host is not valid"))?;
+    let key = UpstreamKey {
+        tls,
+        host: host.into(),
+        port,
+    };
+    let (mut parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers);
+    parts.headers.insert(header::HOST, upstream.host_header.clone());
+    let resp = send(ctx, &key, &upstream, pq, Request::from_parts(parts, Either::Left(body))).await?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers);
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// `Proxy-Authorization: Basic base64(any-user:SECRET)` or `Bearer SECRET`, compared in constant time.
+fn check_proxy_auth(req: &Request<Incoming>, secret: &Secret) -> Result<(), ProxyError> {
+    use base64::Engine;
+    let presented = req
+        .headers()
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(rest.trim().as_bytes().to_vec())
+            } else if scheme.eq_ignore_ascii_case("basic") {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+                let colon = decoded.iter().position(|b| *b == b':')?;
+                Some(decoded[colon + 1..].to_vec())
+            } else {
+                None
+            }
+        });
+    match presented {
+        Some(p) if constant_time_eq(&p, secret.expose().as_bytes()) => Ok(()),
+        _ => Err(ProxyError::new(
+            ErrorKind::ProxyAuthRequired,
+            "this proxy needs Proxy-Authorization: use http://user:SECRET@host:port as the proxy URL, or send Proxy-Authorization: Bearer SECRET",
+        )),
+    }
+}
+
+/// Equal without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// A browser page must not spend credentials through a local port (CSRF, DNS rebinding).
+fn check_browser(req: &Request<Incoming>, provider: &crate::config::ProviderConfig) -> Result<(), ProxyError> {
+    let h = req.headers();
+    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let cross_site = h
+        .get("sec-fetch-site")
+        .is_some_and(|v| v == "cross-site" || v == "same-site");
+    if origin.is_none() && !cross_site {
+        return Ok(());
+    }
+    if let Some(o) = origin {
+        let o = o.trim_end_matches('/').to_ascii_lowercase();
+        if provider.allow_origins.iter().any(|a| *a == o) {
+            return Ok(());
+        }
+    }
+    Err(ProxyError::new(
+        ErrorKind::BrowserRequest,
+        format!(
+            "requests from web pages are refused (Origin or Sec-Fetch-Site present); to allow one, add its origin to providers.{}.allow_origins",
+            provider.name
+        ),
+    )
+    .provider(&provider.name))
+}
+
+/// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
+/// a web page that rebinds a DNS name to 127.0.0.1 sends its own name and is refused.
+fn check_own_host(ctx: &ConnCtx, route: &ProviderRoute, host: Option<&str>) -> Result<(), ProxyError> {
+    let Some(host) = host else { return Ok(()) };
+    let (name, _) = crate::config::host::split_host_port(host);
+    let name = crate::config::host::normalize(name);
+    let own = matches!(name.as_ref(), "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.");
+    if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !ctx.info.loopback {
+        return Ok(());
+    }
+    Err(ProxyError::new(
+        ErrorKind::UnknownHost,
+        format!("Host {host} is neither this listener's address nor a host of provider {}", route.config.name),
+    )
+    .provider(&route.config.name))
+}
+
+/// For base-URL routes: a redirect to the upstream points back at this listener instead.
+fn rewrite_location(
+    headers: &mut http::HeaderMap,
+    up: &Upstream,
+    info: &ListenerInfo,
+    prefix: Option<&str>,
+) {
+    let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let origin = up.origin();
+    let Some(rest) = strip_prefix_ignore_case(loc, &origin) else {
+        return;
+    };
+    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return;
+    }
+    let Some(local) = &info.local_origin else { return };
+    let new = format!("{local}{}{rest}", prefix.unwrap_or(""));
+    if let Ok(v) = HeaderValue::from_str(&new) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_is_eq() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret1", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"x", b""));
+    }
+}

@@ -1,0 +1,410 @@
+//! Upstream connections: connect (TCP, TLS with ALPN), and keep them for reuse.
+//!
+//! The hot path keeps one HTTP/1.1 upstream connection *inside* each downstream connection's task
+//! ([`LocalSlot`]): the downstream connection and its upstream connection are polled by the same
+//! task, so a request costs no task switch and no channel hop (hyper-util's pooled `Client` drives
+//! every connection in a task of its own and hands responses over channels, which costs about half
+//! as much CPU again per request on this machine). When a downstream connection ends, its idle
+//! upstream connection is *parked* in the shared [`Pool`] un-polled, and the next downstream
+//! connection that needs that upstream adopts it into its own task. Parked connections are evicted
+//! after `idle_timeout`. HTTP/2 upstreams (chosen by ALPN) multiplex, so one connection per
+//! upstream is shared by everyone and driven by a task of its own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use pin_project_lite::pin_project;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::UpBody;
+
+/// Which upstream a connection goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamKey {
+    pub tls: bool,
+    pub host: Arc<str>,
+    pub port: u16,
+}
+
+pin_project! {
+    /// A connection to an upstream: plain TCP (loopback tests, `unknown_hosts = "pass"`) or TLS.
+    #[project = StreamProj]
+    pub enum Stream {
+        Plain { #[pin] tcp: TcpStream },
+        Tls { #[pin] tls: TlsStream<TcpStream> },
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.project() {
+            StreamProj::Plain { tcp } => tcp.poll_read(cx, buf),
+            StreamProj::Tls { tls } => tls.poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.project() {
+            StreamProj::Plain { tcp } => tcp.poll_write(cx, buf),
+            StreamProj::Tls { tls } => tls.poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.project() {
+            StreamProj::Plain { tcp } => tcp.poll_write_vectored(cx, bufs),
+            StreamProj::Tls { tls } => tls.poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain { tcp } => tcp.is_write_vectored(),
+            Stream::Tls { tls } => tls.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.project() {
+            StreamProj::Plain { tcp } => tcp.poll_flush(cx),
+            StreamProj::Tls { tls } => tls.poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.project() {
+            StreamProj::Plain { tcp } => tcp.poll_shutdown(cx),
+            StreamProj::Tls { tls } => tls.poll_shutdown(cx),
+        }
+    }
+}
+
+pub type H1Sender = http1::SendRequest<UpBody>;
+pub type H1Conn = Pin<Box<http1::Connection<TokioIo<Stream>, UpBody>>>;
+pub type H2Sender = http2::SendRequest<UpBody>;
+
+/// Why an upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("can't connect to {host}:{port}")]
+    Tcp {
+        host: Arc<str>,
+        port: u16,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with {host} failed")]
+    Tls {
+        host: Arc<str>,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connecting to {host}:{port} timed out after {timeout:?}")]
+    Timeout { host: Arc<str>, port: u16, timeout: Duration },
+    #[error("HTTP handshake with {host} failed")]
+    Handshake {
+        host: Arc<str>,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("`{host}` is not a valid TLS server name")]
+    ServerName { host: Arc<str> },
+}
+
+/// A fresh connection: HTTP/1.1 (to be driven by the caller's task) or HTTP/2 (already driven).
+pub enum Fresh {
+    H1(H1Sender, H1Conn),
+    H2(H2Sender),
+}
+
+/// Makes upstream connections.
+pub struct Connector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        Connector {
+            tls: TlsConnector::from(tls),
+            connect_timeout,
+        }
+    }
+
+    pub async fn connect(&self, key: &UpstreamKey) -> Result<Fresh, ConnectError> {
+        let timeout = self.connect_timeout;
+        let timed_out = || ConnectError::Timeout {
+            host: key.host.clone(),
+            port: key.port,
+            timeout,
+        };
+        let deadline = Instant::now() + timeout;
+        let host = key.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host, key.port)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|source| ConnectError::Tcp {
+                host: key.host.clone(),
+                port: key.port,
+                source,
+            })?;
+        // Requests are small and latency-bound; Nagle only delays them.
+        let _ = tcp.set_nodelay(true);
+        let (stream, h2) = if key.tls {
+            let name = ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::ServerName {
+                host: key.host.clone(),
+            })?;
+            let tls = tokio::time::timeout_at(deadline, self.tls.connect(name, tcp))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|source| ConnectError::Tls {
+                    host: key.host.clone(),
+                    source,
+                })?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            (Stream::Tls { tls }, h2)
+        } else {
+            (Stream::Plain { tcp }, false)
+        };
+        let io = TokioIo::new(stream);
+        let handshake_err = |source| ConnectError::Handshake {
+            host: key.host.clone(),
+            source,
+        };
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io)
+                .await
+                .map_err(handshake_err)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream h2 connection closed");
+                }
+            });
+            Ok(Fresh::H2(sender))
+        } else {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(handshake_err)?;
+            Ok(Fresh::H1(sender, Box::pin(conn)))
+        }
+    }
+}
+
+struct Parked {
+    sender: H1Sender,
+    conn: H1Conn,
+    since: Instant,
+}
+
+/// Idle connections between downstream connections, and shared HTTP/2 connections.
+pub struct Pool {
+    idle: Mutex<HashMap<UpstreamKey, Vec<Parked>>>,
+    h2: Mutex<HashMap<UpstreamKey, H2Sender>>,
+    idle_timeout: Duration,
+    max_idle_per_key: usize,
+}
+
+impl Pool {
+    pub fn new(idle_timeout: Duration) -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+            idle_timeout,
+            max_idle_per_key: 256,
+        }
+    }
+
+    /// A parked connection to `key`, if one is fresh. The caller polls it once (it may have been
+    /// closed by the upstream while parked) before use.
+    fn take(&self, key: &UpstreamKey) -> Option<(H1Sender, H1Conn)> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(key)?;
+        while let Some(p) = list.pop() {
+            if now.saturating_duration_since(p.since) < self.idle_timeout {
+                return Some((p.sender, p.conn));
+            }
+        }
+        None
+    }
+
+    /// Park an idle HTTP/1.1 connection for the next downstream connection.
+    pub fn park(&self, key: UpstreamKey, sender: H1Sender, conn: H1Conn) {
+        if !sender.is_ready() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        let list = idle.entry(key).or_default();
+        list.retain(|p| now.saturating_duration_since(p.since) < self.idle_timeout);
+        if list.len() < self.max_idle_per_key {
+            list.push(Parked {
+                sender,
+                conn,
+                since: now,
+            });
+        }
+    }
+
+    /// Drop parked connections idle for longer than the timeout (run periodically).
+    pub fn evict_idle(&self) -> usize {
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        let mut evicted = 0;
+        idle.retain(|_, list| {
+            let before = list.len();
+            list.retain(|p| now.saturating_duration_since(p.since) < self.idle_timeout);
+            evicted += before - list.len();
+            !list.is_empty()
+        });
+        self.h2.lock().retain(|_, s| !s.is_closed());
+        evicted
+    }
+
+    pub fn h2(&self, key: &UpstreamKey) -> Option<H2Sender> {
+        let mut h2 = self.h2.lock();
+        match h2.get(key) {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                h2.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn put_h2(&self, key: UpstreamKey, sender: H2Sender) {
+        self.h2.lock().insert(key, sender);
+    }
+}
+
+struct LocalConn {
+    key: UpstreamKey,
+    sender: H1Sender,
+    conn: H1Conn,
+}
+
+/// The upstream connection owned by one downstream connection, polled by that connection's task.
+#[derive(Default)]
+pub struct LocalSlot {
+    conn: Mutex<Option<LocalConn>>,
+    waker: AtomicWaker,
+}
+
+/// How a request will be sent.
+pub enum Checkout {
+    /// On the slot's HTTP/1.1 connection ([`LocalSlot::send`]); `reused` when it served a
+    /// request before (so a failure to send may just be a keep-alive race, worth one retry).
+    Local { reused: bool },
+    H2(H2Sender),
+}
+
+pub type SendFuture = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<http::Request<UpBody>>>>
+            + Send,
+    >,
+>;
+
+impl LocalSlot {
+    /// Drive the slot's upstream connection; called by the owning task on every wake-up.
+    pub fn poll_drive(&self, cx: &mut Context<'_>) {
+        self.waker.register(cx.waker());
+        let mut slot = self.conn.lock();
+        if let Some(local) = slot.as_mut() {
+            if let Poll::Ready(result) = local.conn.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                *slot = None;
+            }
+        }
+    }
+
+    /// Hand the idle upstream connection to the pool (the downstream connection is ending).
+    pub fn park_into(&self, pool: &Pool) {
+        if let Some(local) = self.conn.lock().take() {
+            pool.park(local.key, local.sender, local.conn);
+        }
+    }
+
+    /// A sender for `key`: this connection's own, a parked one, or a new connection.
+    pub async fn checkout(&self, key: &UpstreamKey, pool: &Pool, connector: &Connector) -> Result<Checkout, ConnectError> {
+        {
+            let mut slot = self.conn.lock();
+            if let Some(local) = slot.as_mut() {
+                if local.key == *key && local.sender.is_ready() {
+                    return Ok(Checkout::Local { reused: true });
+                }
+                if local.key != *key {
+                    // Another upstream: give this one back to the pool.
+                    let old = slot.take().expect("checked above");
+                    pool.park(old.key, old.sender, old.conn);
+                }
+            }
+        }
+        if let Some(h2) = pool.h2(key) {
+            return Ok(Checkout::H2(h2));
+        }
+        while let Some((sender, mut conn)) = pool.take(key) {
+            // Poll once in this task: a connection the upstream closed while parked ends here.
+            let alive = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_pending())).await;
+            if alive && sender.is_ready() {
+                self.install(key.clone(), sender, conn);
+                return Ok(Checkout::Local { reused: true });
+            }
+        }
+        match connector.connect(key).await? {
+            Fresh::H1(sender, conn) => {
+                self.install(key.clone(), sender, conn);
+                Ok(Checkout::Local { reused: false })
+            }
+            Fresh::H2(sender) => {
+                pool.put_h2(key.clone(), sender.clone());
+                Ok(Checkout::H2(sender))
+            }
+        }
+    }
+
+    fn install(&self, key: UpstreamKey, sender: H1Sender, conn: H1Conn) {
+        *self.conn.lock() = Some(LocalConn { key, sender, conn });
+        // The owning task must poll the new connection: wake it (we run inside its poll).
+        self.waker.wake();
+    }
+
+    /// Send on the slot's connection (after a [`Checkout::Local`]). The lock is held only to
+    /// start the send; the returned future is awaited without it.
+    pub fn send(&self, req: http::Request<UpBody>) -> Result<SendFuture, http::Request<UpBody>> {
+        let mut slot = self.conn.lock();
+        match slot.as_mut() {
+            Some(local) => Ok(Box::pin(local.sender.try_send_request(req))),
+            None => Err(req),
+        }
+    }
+
+    /// Forget the slot's connection (after an error on it).
+    pub fn discard(&self) {
+        *self.conn.lock() = None;
+    }
+}
+

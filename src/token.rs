@@ -1,0 +1,3 @@
+//! Token engine.
+
+pub mod store;
