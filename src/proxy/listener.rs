@@ -124,7 +124,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.info.header_timeout)
         // Header blocks over 64 KiB are refused with 431 by hyper's parser.
-        .max_buf_size(super::MAX_HEADER_BYTES)
+        .max_header_size(super::MAX_HEADER_BYTES)
         .max_headers(256);
     let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
     let mut conn = pin!(conn);
