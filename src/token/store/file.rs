@@ -15,7 +15,7 @@
 //! Lock files are never deleted: a process waiting on the old file while another deletes and
 //! recreates it would hold a lock nobody else sees. The lock is an advisory `flock` (std's
 //! `File::lock`): it is per open file, so it also serializes threads of one process, and it is
-//! released by the kernel when a process dies. It is not reliable on NFS.
+//! released by the kernel when a process dies. Network filesystems may not honour it.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -73,7 +73,7 @@ impl FileStore {
                 }
             }
             Ok(_) => {
-                let not_dir = io::Error::new(io::ErrorKind::AlreadyExists, "not a directory");
+                let not_dir = io::Error::from(io::ErrorKind::NotADirectory);
                 return Err(create_err(not_dir));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -161,13 +161,14 @@ impl FileStore {
                 .and_then(|m| m.modified())
                 .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= STALE_TEMP));
             if stale {
-                match fs::remove_file(entry.path()) {
-                    Ok(()) => {
-                        tracing::debug!(file = %entry.path().display(), "removed a leftover temp file")
-                    }
-                    Err(e) => {
-                        tracing::debug!(file = %entry.path().display(), error = %e, "can't remove a leftover temp file")
-                    }
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!(file = %path.display(), "removed leftover temp file"),
+                    Err(error) => tracing::debug!(
+                        file = %path.display(),
+                        %error,
+                        "can't remove leftover temp file"
+                    ),
                 }
             }
         }
@@ -203,12 +204,13 @@ impl TokenStore for FileStore {
         // The version first, so a file from a newer credproxy says so rather than "corrupt".
         #[derive(Deserialize)]
         struct Version {
-            version: Option<u64>,
+            version: u64,
         }
-        let version: Version = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        match version.version {
-            Some(FORMAT_VERSION) | None => {}
-            Some(found) => return Err(StoreError::Version { path, found }),
+        let found = serde_json::from_slice::<Version>(&bytes)
+            .map_err(corrupt)?
+            .version;
+        if found != FORMAT_VERSION {
+            return Err(StoreError::Version { path, found });
         }
         let file: OnDisk<StoredToken> = serde_json::from_slice(&bytes).map_err(corrupt)?;
         Ok(Some(file.token))
