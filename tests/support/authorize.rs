@@ -60,10 +60,14 @@ pub fn authorize(
     if let Some(challenge) = &request.code_challenge {
         if request.code_challenge_method.is_none() {
             // RFC 7636 §4.3 would default to "plain"; a client that means S256 must say so.
-            return Err(Reject::invalid_request("code_challenge without code_challenge_method"));
+            return Err(Reject::invalid_request(
+                "code_challenge without code_challenge_method",
+            ));
         }
         if challenge.len() != 43 || !is_unreserved(challenge) {
-            return Err(Reject::invalid_request("code_challenge is not a base64url SHA-256"));
+            return Err(Reject::invalid_request(
+                "code_challenge is not a base64url SHA-256",
+            ));
         }
     }
     let Some(redirect_uri) = &request.redirect_uri else {
@@ -71,7 +75,11 @@ pub fn authorize(
             Consent::Deny => Ok(bytes_reply(403, "text/plain", "access denied")),
             Consent::Allow => {
                 let code = codes.issue(grant_of(&request));
-                Ok(bytes_reply(200, "text/plain", format!("Your authorization code: {code}\n")))
+                Ok(bytes_reply(
+                    200,
+                    "text/plain",
+                    format!("Your authorization code: {code}\n"),
+                ))
             }
         };
     };
@@ -106,7 +114,9 @@ fn parse(query: Option<&str>) -> Result<AuthorizeRequest, Reject> {
     let redirect_uri = get("redirect_uri");
     if let Some(uri) = &redirect_uri {
         if !(uri.starts_with("https://") || uri.starts_with("http://")) {
-            return Err(Reject::invalid_request("redirect_uri is not an absolute http(s) URL"));
+            return Err(Reject::invalid_request(
+                "redirect_uri is not an absolute http(s) URL",
+            ));
         }
     }
     Ok(AuthorizeRequest {
@@ -142,7 +152,9 @@ fn append_query(uri: &str, params: &[(&str, String)]) -> String {
 pub fn check_redirect(grant: &CodeGrant, redirect_uri: Option<&str>) -> Result<(), Reject> {
     match (&grant.redirect_uri, redirect_uri) {
         (Some(expected), Some(got)) if expected == got => Ok(()),
-        (Some(_), _) => Err(Reject::invalid_grant("redirect_uri does not match the code's")),
+        (Some(_), _) => Err(Reject::invalid_grant(
+            "redirect_uri does not match the code's",
+        )),
         (None, _) => Ok(()),
     }
 }
@@ -162,7 +174,9 @@ pub fn check_pkce(
 ) -> Result<(), Reject> {
     match (&grant.code_challenge, verifier) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(Reject::invalid_grant("code_verifier for a code without challenge")),
+        (None, Some(_)) => Err(Reject::invalid_grant(
+            "code_verifier for a code without challenge",
+        )),
         (Some(_), None) if verifier_optional => Ok(()),
         (Some(_), None) => Err(Reject::invalid_request("code_verifier is missing")),
         (Some(challenge), Some(verifier)) => {
@@ -173,7 +187,9 @@ pub fn check_pkce(
             if s256(verifier) == *challenge {
                 Ok(())
             } else {
-                Err(Reject::invalid_grant("code_verifier does not match the challenge"))
+                Err(Reject::invalid_grant(
+                    "code_verifier does not match the challenge",
+                ))
             }
         }
     }

@@ -29,7 +29,10 @@ pub struct TestResponse {
 impl TestResponse {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -92,7 +95,9 @@ impl TestClient {
         let ip: IpAddr = if host == "localhost" {
             Ipv4Addr::LOCALHOST.into()
         } else {
-            host.trim_matches(['[', ']']).parse().expect("an IP or localhost")
+            host.trim_matches(['[', ']'])
+                .parse()
+                .expect("an IP or localhost")
         };
         let tcp = TcpStream::connect((ip, port)).await.expect("connect");
         if !https {
@@ -112,7 +117,12 @@ impl TestClient {
     }
 }
 
-pub fn build(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
+pub fn build(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Request<Full<Bytes>> {
     let mut builder = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -144,9 +154,10 @@ async fn send_http2<S>(io: S, req: Request<Full<Bytes>>) -> TestResponse
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .expect("HTTP/2 handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("HTTP/2 handshake");
     tokio::spawn(conn);
     collect(sender.send_request(req).await.expect("HTTP/2 exchange")).await
 }
@@ -160,4 +171,37 @@ async fn collect(resp: http::Response<hyper::body::Incoming>) -> TestResponse {
         headers: parts.headers,
         body,
     }
+}
+
+/// A `multipart/form-data` body of text parts (RFC 7578): `(content_type, body)`.
+pub fn multipart(fields: &[(&str, &str)]) -> (String, Bytes) {
+    let boundary = "credproxy-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        Bytes::from(body),
+    )
+}
+
+/// `application/x-www-form-urlencoded` body.
+pub fn form(fields: &[(&str, &str)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        serializer.append_pair(name, value);
+    }
+    serializer.finish()
+}
+
+/// One decoded query parameter of a URL (e.g. a redirect's `Location`).
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
@@ -98,7 +99,10 @@ impl FakeCore {
             .to_ascii_lowercase();
         let record = TokenRequestRecord {
             path: parts.uri.path().to_owned(),
-            content_type: content_type(&parts.headers).ok().flatten().map(str::to_owned),
+            content_type: content_type(&parts.headers)
+                .ok()
+                .flatten()
+                .map(str::to_owned),
             fields: fields.map(Fields::redacted),
             basic_auth: auth.starts_with("basic "),
             bearer_auth: auth.starts_with("bearer "),
@@ -219,6 +223,10 @@ pub trait Fake {
     /// Access tokens issued so far.
     fn tokens_issued(&self) -> usize {
         self.tokens().issued()
+    }
+    /// When the API stops accepting `token` (`Some(None)`: never; `None`: not issued here).
+    fn token_expiry(&self, token: &str) -> Option<Option<SystemTime>> {
+        self.tokens().access(token).map(|t| t.expires_at)
     }
     /// Server-side revocation of every access token: the next API call answers 401.
     fn revoke_all_access(&self) {

@@ -157,3 +157,23 @@ fn kind(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+impl Fields {
+    /// Client authentication in the body (RFC 6749 §2.3.1, second form): a wrong id or secret is
+    /// `invalid_client`.
+    pub fn check_client(
+        &self,
+        id_field: &str,
+        secret_field: &str,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<(), Reject> {
+        let id = self.require(id_field)?;
+        let secret = self.require(secret_field)?;
+        if id == client_id && secret == client_secret {
+            Ok(())
+        } else {
+            Err(Reject::invalid_client())
+        }
+    }
+}

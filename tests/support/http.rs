@@ -58,10 +58,8 @@ impl Reject {
 
     /// RFC 6750 §3.1 `invalid_token` for a protected resource.
     pub fn invalid_token(description: impl Into<String>) -> Self {
-        Self::new(401, "invalid_token", description).with_header(
-            WWW_AUTHENTICATE,
-            "Bearer error=\"invalid_token\"",
-        )
+        Self::new(401, "invalid_token", description)
+            .with_header(WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
     }
 
     pub fn with_header(mut self, name: http::HeaderName, value: &str) -> Self {
@@ -105,7 +103,9 @@ pub fn redirect_reply(location: &str) -> Reply {
 
 pub fn retry_after_reply(status: u16, secs: u64) -> Reply {
     let mut reply = json_reply(status, &json!({"error": "temporarily_unavailable"}));
-    reply.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    reply
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
     reply
 }
 
@@ -173,11 +173,15 @@ pub fn require_media_type(headers: &HeaderMap, expected: &str) -> Result<(), Rej
 pub fn bearer(headers: &HeaderMap) -> Result<&str, Reject> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(Reject::new(401, "invalid_request", "no Authorization header")
-            .with_header(WWW_AUTHENTICATE, "Bearer"));
+        return Err(
+            Reject::new(401, "invalid_request", "no Authorization header")
+                .with_header(WWW_AUTHENTICATE, "Bearer"),
+        );
     };
     if values.next().is_some() {
-        return Err(Reject::invalid_request("more than one Authorization header"));
+        return Err(Reject::invalid_request(
+            "more than one Authorization header",
+        ));
     }
     let value = value
         .to_str()
@@ -186,7 +190,9 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Reject> {
         return Err(Reject::invalid_token("Authorization has no scheme"));
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Reject::invalid_token(format!("scheme {scheme:?} is not Bearer")));
+        return Err(Reject::invalid_token(format!(
+            "scheme {scheme:?} is not Bearer"
+        )));
     }
     if !is_b64token(token) {
         return Err(Reject::invalid_token("the bearer token is not a b64token"));

@@ -117,7 +117,11 @@ async fn accept_loop(
         connections.fetch_add(1, Ordering::SeqCst);
         // Reap finished connections so a long test does not accumulate handles.
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(serve_connection(stream, acceptor.clone(), Arc::clone(&handler)));
+        tasks.spawn(serve_connection(
+            stream,
+            acceptor.clone(),
+            Arc::clone(&handler),
+        ));
     }
 }
 

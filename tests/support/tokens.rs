@@ -141,9 +141,7 @@ impl TokenBook {
     }
 
     pub fn is_live(&self, token: &AccessToken) -> bool {
-        token
-            .expires_at
-            .is_none_or(|at| at > self.clock.now_wall())
+        token.expires_at.is_none_or(|at| at > self.clock.now_wall())
     }
 
     pub fn set_expiry(&self, token: &str, expires_at: Option<SystemTime>) {
