@@ -40,7 +40,11 @@ pub fn absolute_unix(v: &Value, tz: &TimeZone, now_unix: i64) -> Option<i64> {
         Value::String(s) if number(v).is_none() => timestamp(s.trim(), tz)?,
         _ => {
             let n = number(v)?;
-            let secs = if n.abs() >= MILLIS_THRESHOLD { n / 1000.0 } else { n };
+            let secs = if n.abs() >= MILLIS_THRESHOLD {
+                n / 1000.0
+            } else {
+                n
+            };
             if !secs.is_finite() {
                 return None;
             }
@@ -77,7 +81,9 @@ pub fn jwt_exp(token: &str) -> Option<i64> {
         return None;
     }
     let payload = payload.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     let exp = number(claims.get("exp")?)?;
     exp.is_finite().then_some(exp as i64)
@@ -126,15 +132,28 @@ mod tests {
     fn absolute_expiry_in_every_shape() {
         let utc = TimeZone::UTC;
         let in_an_hour = NOW + 3600;
-        assert_eq!(absolute_unix(&json!(in_an_hour), &utc, NOW), Some(in_an_hour));
-        assert_eq!(absolute_unix(&json!(in_an_hour.to_string()), &utc, NOW), Some(in_an_hour));
-        assert_eq!(absolute_unix(&json!(in_an_hour * 1000), &utc, NOW), Some(in_an_hour));
+        assert_eq!(
+            absolute_unix(&json!(in_an_hour), &utc, NOW),
+            Some(in_an_hour)
+        );
+        assert_eq!(
+            absolute_unix(&json!(in_an_hour.to_string()), &utc, NOW),
+            Some(in_an_hour)
+        );
+        assert_eq!(
+            absolute_unix(&json!(in_an_hour * 1000), &utc, NOW),
+            Some(in_an_hour)
+        );
         let rfc3339 = "2023-11-14T23:13:20Z";
         assert_eq!(absolute_unix(&json!(rfc3339), &utc, NOW), Some(in_an_hour));
         let offset = "2023-11-15T00:13:20+01:00";
         assert_eq!(absolute_unix(&json!(offset), &utc, NOW), Some(in_an_hour));
         for naive in ["2023-11-14 23:13:20", "2023-11-14T23:13:20"] {
-            assert_eq!(absolute_unix(&json!(naive), &utc, NOW), Some(in_an_hour), "{naive}");
+            assert_eq!(
+                absolute_unix(&json!(naive), &utc, NOW),
+                Some(in_an_hour),
+                "{naive}"
+            );
         }
     }
 
@@ -144,7 +163,10 @@ mod tests {
         let ams = TimeZone::get("Europe/Amsterdam").unwrap();
         let now = 1_649_000_000; // 2022-04-03T15:33:20Z
         let got = absolute_unix(&json!("2022-04-04 14:19:49"), &ams, now).unwrap();
-        let want = "2022-04-04T12:19:49Z".parse::<Timestamp>().unwrap().as_second();
+        let want = "2022-04-04T12:19:49Z"
+            .parse::<Timestamp>()
+            .unwrap()
+            .as_second();
         assert_eq!(got, want);
         let as_utc = absolute_unix(&json!("2022-04-04 14:19:49"), &TimeZone::UTC, now).unwrap();
         assert_eq!(as_utc - got, 7200);
@@ -173,11 +195,21 @@ mod tests {
     #[test]
     fn jwt_exp_is_read_from_the_payload() {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let jwt = format!("{}.{}.sig", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"x","exp":1700003600}"#));
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"none"}"#),
+            b64(r#"{"sub":"x","exp":1700003600}"#)
+        );
         assert_eq!(jwt_exp(&jwt), Some(1_700_003_600));
         let padded = format!("h.{}==.s", b64(r#"{"exp":12}"#));
         assert_eq!(jwt_exp(&padded), Some(12));
-        for bad in ["opaque-token", "a.b", "a.b.c.d", "a.!!!.c", &format!("a.{}.c", b64("[]"))] {
+        for bad in [
+            "opaque-token",
+            "a.b",
+            "a.b.c.d",
+            "a.!!!.c",
+            &format!("a.{}.c", b64("[]")),
+        ] {
             assert_eq!(jwt_exp(bad), None, "{bad}");
         }
         let no_exp = format!("a.{}.c", b64(r#"{"sub":"x"}"#));

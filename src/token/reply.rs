@@ -18,7 +18,9 @@ use crate::secret::Secret;
 pub enum Reply {
     Token(TokenSet),
     /// `{"refreshed": true, "expires": …}`: the token we sent lives on until the new expiry.
-    Extended { expiry: Expiry },
+    Extended {
+        expiry: Expiry,
+    },
 }
 
 /// What a token endpoint issued.
@@ -86,7 +88,11 @@ pub fn parse_token(
                 Err(ReplyError::UnexpectedExtension)
             };
         }
-        None => return Err(ReplyError::MissingAccessToken(fields.get("access_token").to_owned())),
+        None => {
+            return Err(ReplyError::MissingAccessToken(
+                fields.get("access_token").to_owned(),
+            ));
+        }
     };
     // The token becomes a header value: CR, LF, spaces or controls could split or smuggle one.
     if !visible_ascii(access) {
@@ -106,7 +112,10 @@ pub fn parse_token(
 /// `expires_in` when believable, else the absolute expiry field (`expires_at`, renamed per
 /// provider), else unknown.
 fn expiry_of(obj: &Map<String, Value>, fields: &FieldNames, tz: &TimeZone, now: i64) -> Expiry {
-    if let Some(secs) = obj.get(fields.get("expires_in")).and_then(expiry::lifetime_secs) {
+    if let Some(secs) = obj
+        .get(fields.get("expires_in"))
+        .and_then(expiry::lifetime_secs)
+    {
         return Expiry::At(now.saturating_add(secs));
     }
     match obj
@@ -218,7 +227,13 @@ pub fn visible_ascii(s: &str) -> bool {
 /// Server-chosen text made safe for a log line: printable ASCII, cut to `max` characters.
 pub fn printable(s: &str, max: usize) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(max)
         .collect()
 }
@@ -231,7 +246,13 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn parse(v: Value, refreshing: bool) -> Result<Reply, ReplyError> {
-        parse_token(v.to_string().as_bytes(), &FieldNames::default(), &TimeZone::UTC, NOW, refreshing)
+        parse_token(
+            v.to_string().as_bytes(),
+            &FieldNames::default(),
+            &TimeZone::UTC,
+            NOW,
+            refreshing,
+        )
     }
 
     fn token(r: Result<Reply, ReplyError>) -> TokenSet {
@@ -270,35 +291,60 @@ mod tests {
 
     #[test]
     fn tokens_that_could_split_a_header_are_refused() {
-        for bad in ["", " ", "a b", "a\r\nX-Injected: 1", "a\n", "tab\t", "ünï", "a\u{0}"] {
+        for bad in [
+            "",
+            " ",
+            "a b",
+            "a\r\nX-Injected: 1",
+            "a\n",
+            "tab\t",
+            "ünï",
+            "a\u{0}",
+        ] {
             assert_eq!(
                 parse(json!({"access_token": bad, "token_type": "bearer"}), false),
                 Err(ReplyError::InvalidAccessToken),
                 "{bad:?}"
             );
         }
-        assert_eq!(parse(json!({"access_token": 12345}), false), Err(ReplyError::InvalidAccessToken));
+        assert_eq!(
+            parse(json!({"access_token": 12345}), false),
+            Err(ReplyError::InvalidAccessToken)
+        );
     }
 
     #[test]
     fn odd_lifetimes_become_unknown_or_numbers() {
-        let exp = |v: Value| token(parse(json!({"access_token": "a", "expires_in": v}), false)).expiry;
+        let exp =
+            |v: Value| token(parse(json!({"access_token": "a", "expires_in": v}), false)).expiry;
         assert_eq!(exp(json!("7200")), Expiry::At(NOW + 7200));
         assert_eq!(exp(json!(-2147483648i64)), Expiry::Unknown);
         assert_eq!(exp(json!(0)), Expiry::Unknown);
         assert_eq!(exp(json!(20 * 365 * 86_400)), Expiry::Unknown);
         assert_eq!(exp(json!(null)), Expiry::Unknown);
-        assert_eq!(token(parse(json!({"access_token": "a"}), false)).expiry, Expiry::Unknown);
+        assert_eq!(
+            token(parse(json!({"access_token": "a"}), false)).expiry,
+            Expiry::Unknown
+        );
     }
 
     #[test]
     fn absolute_expiry_when_there_is_no_lifetime() {
-        let t = token(parse(json!({"access_token": "a", "expires_at": NOW + 60}), false));
+        let t = token(parse(
+            json!({"access_token": "a", "expires_at": NOW + 60}),
+            false,
+        ));
         assert_eq!(t.expiry, Expiry::At(NOW + 60));
         // A believable expires_in wins; a garbage one defers to the absolute field.
-        let t = token(parse(json!({"access_token": "a", "expires_in": 10, "expires_at": NOW + 60}), false));
+        let t = token(parse(
+            json!({"access_token": "a", "expires_in": 10, "expires_at": NOW + 60}),
+            false,
+        ));
         assert_eq!(t.expiry, Expiry::At(NOW + 10));
-        let t = token(parse(json!({"access_token": "a", "expires_in": -5, "expires_at": NOW + 60}), false));
+        let t = token(parse(
+            json!({"access_token": "a", "expires_in": -5, "expires_at": NOW + 60}),
+            false,
+        ));
         assert_eq!(t.expiry, Expiry::At(NOW + 60));
     }
 
@@ -308,15 +354,28 @@ mod tests {
         let body = json!({"refreshed": true, "expires": "2023-11-28 22:13:20"}).to_string();
         let ams = TimeZone::get("Europe/Amsterdam").unwrap();
         let r = parse_token(body.as_bytes(), &fields, &TimeZone::UTC, NOW, true).unwrap();
-        assert_eq!(r, Reply::Extended { expiry: Expiry::At(NOW + 14 * 86_400) });
+        assert_eq!(
+            r,
+            Reply::Extended {
+                expiry: Expiry::At(NOW + 14 * 86_400)
+            }
+        );
         let r = parse_token(body.as_bytes(), &fields, &ams, NOW, true).unwrap();
-        assert_eq!(r, Reply::Extended { expiry: Expiry::At(NOW + 14 * 86_400 - 3600) });
+        assert_eq!(
+            r,
+            Reply::Extended {
+                expiry: Expiry::At(NOW + 14 * 86_400 - 3600)
+            }
+        );
         // Not on a first grant: there is no token to extend.
         let r = parse_token(body.as_bytes(), &fields, &TimeZone::UTC, NOW, false);
         assert_eq!(r, Err(ReplyError::UnexpectedExtension));
         // refreshed: false is not an extension.
         let r = parse(json!({"refreshed": false}), true);
-        assert_eq!(r, Err(ReplyError::MissingAccessToken("access_token".into())));
+        assert_eq!(
+            r,
+            Err(ReplyError::MissingAccessToken("access_token".into()))
+        );
     }
 
     #[test]
@@ -327,11 +386,15 @@ mod tests {
             ("expires_in".into(), "expiresIn".into()),
             ("token_type".into(), "tokenType".into()),
         ]);
-        let body = json!({"accessToken": "x.y.z", "expiresIn": 86400, "tokenType": "Bearer"}).to_string();
+        let body =
+            json!({"accessToken": "x.y.z", "expiresIn": 86400, "tokenType": "Bearer"}).to_string();
         let r = parse_token(body.as_bytes(), &fields, &TimeZone::UTC, NOW, true).unwrap();
         let Reply::Token(t) = r else { panic!() };
         assert_eq!(t.access_token.expose(), "x.y.z");
-        assert_eq!(t.refresh_token, None, "a refresh reply without one keeps the old one");
+        assert_eq!(
+            t.refresh_token, None,
+            "a refresh reply without one keeps the old one"
+        );
         assert_eq!(t.expiry, Expiry::At(NOW + 86400));
         let wrong = json!({"access_token": "x"}).to_string();
         let r = parse_token(wrong.as_bytes(), &fields, &TimeZone::UTC, NOW, false);
@@ -349,13 +412,17 @@ mod tests {
 
     #[test]
     fn rfc6749_error_bodies() {
-        let e = parse_error(br#"{"error":"invalid_grant","error_description":"expired\r\ncode"}"#).unwrap();
+        let e = parse_error(br#"{"error":"invalid_grant","error_description":"expired\r\ncode"}"#)
+            .unwrap();
         assert_eq!(e.code, ErrorCode::InvalidGrant);
         assert_eq!(e.to_string(), "invalid_grant (expired??code)");
         let e = parse_error(br#"{"error":"temporarily_unavailable"}"#).unwrap();
         assert_eq!(e.code, ErrorCode::TemporarilyUnavailable);
         assert_eq!(e.to_string(), "temporarily_unavailable");
-        assert_eq!(parse_error(br#"{"error":"weird\u0007"}"#).unwrap().code, ErrorCode::Other("weird?".into()));
+        assert_eq!(
+            parse_error(br#"{"error":"weird\u0007"}"#).unwrap().code,
+            ErrorCode::Other("weird?".into())
+        );
         assert_eq!(parse_error(b"Service Unavailable"), None);
         assert_eq!(parse_error(br#"{"message":"nope"}"#), None);
     }

@@ -62,7 +62,9 @@ pub fn refresh_at(
     }
     .max(floor);
     let spread = lifetime.mul_f64(JITTER_SHARE).min(JITTER_CAP);
-    let at = at.saturating_sub(spread.mul_f64(jitter.clamp(0.0, 1.0))).max(floor);
+    let at = at
+        .saturating_sub(spread.mul_f64(jitter.clamp(0.0, 1.0)))
+        .max(floor);
     Some(obtained + at)
 }
 
@@ -106,7 +108,12 @@ mod tests {
     async fn never_later_than_a_minute_before_expiry() {
         let now = Instant::now();
         // 75 % of 200 s is 150 s, but that is only 50 s before expiry: 140 s instead.
-        let at = refresh_at(now, Some(now + Duration::from_secs(200)), &Policy::default(), 0.0);
+        let at = refresh_at(
+            now,
+            Some(now + Duration::from_secs(200)),
+            &Policy::default(),
+            0.0,
+        );
         assert_eq!(at.unwrap() - now, Duration::from_secs(140));
     }
 
@@ -114,7 +121,12 @@ mod tests {
     fn short_lifetimes_fall_back_to_half() {
         let now = Instant::now();
         for (life, want) in [(100, 50.0), (30, 15.0), (2, 1.0), (240, 180.0)] {
-            let at = refresh_at(now, Some(now + Duration::from_secs(life)), &Policy::default(), 0.0);
+            let at = refresh_at(
+                now,
+                Some(now + Duration::from_secs(life)),
+                &Policy::default(),
+                0.0,
+            );
             assert_eq!(secs(at.unwrap() - now), want, "lifetime {life}");
         }
     }
@@ -125,12 +137,18 @@ mod tests {
         let p = Policy {
             refresh_before: Some(Duration::from_secs(300)),
         };
-        assert_eq!(refresh_at(now, Some(now + H), &p, 0.0).unwrap() - now, Duration::from_secs(3300));
+        assert_eq!(
+            refresh_at(now, Some(now + H), &p, 0.0).unwrap() - now,
+            Duration::from_secs(3300)
+        );
         // Longer than the token lives: half the lifetime, not a loop.
         let p = Policy {
             refresh_before: Some(Duration::from_secs(7200)),
         };
-        assert_eq!(refresh_at(now, Some(now + H), &p, 0.0).unwrap() - now, Duration::from_secs(1800));
+        assert_eq!(
+            refresh_at(now, Some(now + H), &p, 0.0).unwrap() - now,
+            Duration::from_secs(1800)
+        );
     }
 
     #[test]
@@ -154,7 +172,10 @@ mod tests {
     fn no_expiry_no_refresh_and_expired_means_now() {
         let now = Instant::now();
         assert_eq!(refresh_at(now, None, &Policy::default(), 0.3), None);
-        assert_eq!(refresh_at(now, Some(now), &Policy::default(), 0.3), Some(now));
+        assert_eq!(
+            refresh_at(now, Some(now), &Policy::default(), 0.3),
+            Some(now)
+        );
     }
 
     #[test]
@@ -167,8 +188,17 @@ mod tests {
 
     #[test]
     fn backoff_honours_retry_after_within_reason() {
-        assert_eq!(backoff(0, Some(Duration::from_secs(30)), 0.5), Duration::from_secs(30));
-        assert_eq!(backoff(8, Some(Duration::from_secs(2)), 0.0), Duration::from_secs(256));
-        assert_eq!(backoff(0, Some(Duration::from_secs(86_400)), 0.0), RETRY_AFTER_CAP);
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(30)), 0.5),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            backoff(8, Some(Duration::from_secs(2)), 0.0),
+            Duration::from_secs(256)
+        );
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(86_400)), 0.0),
+            RETRY_AFTER_CAP
+        );
     }
 }

@@ -1,0 +1,194 @@
+//! The token store as the engine uses it: off the async threads, and under its lock.
+//!
+//! A refresh is `lock → load → adopt or renew → save → unlock` (DESIGN.md, "Token store"). The
+//! re-read under the lock is what keeps two processes from spending one rotating refresh token
+//! twice: the one that waited finds the other's newer token and adopts it. The new token is saved
+//! before the lock is released and before it is published, so a rotated refresh token is on disk
+//! before anything uses it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::EngineContext;
+use super::error::{TokenError, chain};
+use super::schedule::{Policy, refresh_at};
+use super::source::{Renewed, Source};
+use super::store::{StoreLock, StoredToken, TokenStore};
+use crate::clock::Clock;
+
+/// The stored token, if any. A corrupt or unreadable file is logged and treated as no token: the
+/// next save replaces it.
+pub async fn load(
+    store: &Arc<dyn TokenStore>,
+    provider: &str,
+) -> Result<Option<StoredToken>, TokenError> {
+    let (store, name) = (store.clone(), provider.to_owned());
+    match tokio::task::spawn_blocking(move || store.load(&name)).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) if e.is_unusable_token() => {
+            tracing::warn!(error = %chain(&e), "ignoring the stored token");
+            Ok(None)
+        }
+        Ok(Err(e)) => Err(TokenError::Store(e)),
+        Err(e) => Err(TokenError::StoreTask(e)),
+    }
+}
+
+pub async fn save(
+    store: &Arc<dyn TokenStore>,
+    provider: &str,
+    t: &StoredToken,
+) -> Result<(), TokenError> {
+    let (store, name, t) = (store.clone(), provider.to_owned(), t.clone());
+    match tokio::task::spawn_blocking(move || store.save(&name, &t)).await {
+        Ok(r) => r.map_err(TokenError::Store),
+        Err(e) => Err(TokenError::StoreTask(e)),
+    }
+}
+
+pub async fn remove(store: &Arc<dyn TokenStore>, provider: &str) -> Result<bool, TokenError> {
+    let (store, name) = (store.clone(), provider.to_owned());
+    match tokio::task::spawn_blocking(move || store.remove(&name)).await {
+        Ok(r) => r.map_err(TokenError::Store),
+        Err(e) => Err(TokenError::StoreTask(e)),
+    }
+}
+
+/// The provider's cross-process lock; waiting for it ends early when `ctx.cancel` fires.
+pub async fn lock(ctx: &EngineContext, provider: &str) -> Result<Box<dyn StoreLock>, TokenError> {
+    let (store, name) = (ctx.store.clone(), provider.to_owned());
+    // If we stop waiting, the blocking task still gets the lock eventually and drops it at once.
+    let task = tokio::task::spawn_blocking(move || store.lock(&name));
+    tokio::select! {
+        r = task => match r {
+            Ok(r) => r.map_err(TokenError::Store),
+            Err(e) => Err(TokenError::StoreTask(e)),
+        },
+        _ = ctx.cancel.cancelled() => Err(TokenError::Cancelled),
+    }
+}
+
+/// How a locked renewal ended.
+#[derive(Debug)]
+pub enum Kind {
+    /// Another process had already stored a newer token; no network call.
+    Adopted,
+    /// A new token from the network.
+    New,
+    /// The same token, living longer.
+    Extended,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub kind: Kind,
+    pub token: StoredToken,
+    /// The token could not be saved; it is used anyway (it may hold the only copy of a rotated
+    /// refresh token) and the next refresh tries again.
+    pub save_error: Option<TokenError>,
+}
+
+/// A failed renewal, with the token it started from (to recognise a later login).
+#[derive(Debug)]
+pub struct Failed {
+    pub error: TokenError,
+    pub base: Option<StoredToken>,
+}
+
+/// Under the store's lock: adopt a newer stored token that `adoptable` accepts, or renew from
+/// the newest token we know of and save the result.
+pub async fn renew_locked(
+    ctx: &EngineContext,
+    source: &Source,
+    provider: &str,
+    base: Option<&StoredToken>,
+    adoptable: impl Fn(&StoredToken) -> bool,
+) -> Result<Outcome, Failed> {
+    let fail = |error, base: Option<&StoredToken>| Failed {
+        error,
+        base: base.cloned(),
+    };
+    let guard = lock(ctx, provider).await.map_err(|e| fail(e, base))?;
+    let stored = match load(&ctx.store, provider).await {
+        Ok(t) => t.filter(|t| {
+            let ok = source.accepts(t);
+            if !ok {
+                tracing::info!("the stored token was obtained with other settings; not reusing it");
+            }
+            ok
+        }),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "can't read the token store; renewing without it");
+            None
+        }
+    };
+    let base = match stored {
+        Some(s) if newer(&s, base) => {
+            if adoptable(&s) {
+                drop(guard);
+                return Ok(Outcome {
+                    kind: Kind::Adopted,
+                    token: s,
+                    save_error: None,
+                });
+            }
+            Some(s)
+        }
+        _ => base.cloned(),
+    };
+    let renewed = source
+        .renew(ctx, base.as_ref())
+        .await
+        .map_err(|e| fail(e, base.as_ref()))?;
+    let save_error = save(&ctx.store, provider, renewed.token()).await.err();
+    drop(guard);
+    let kind = match renewed {
+        Renewed::New(_) => Kind::New,
+        Renewed::Extended(_) => Kind::Extended,
+    };
+    Ok(Outcome {
+        kind,
+        token: renewed.into_token(),
+        save_error,
+    })
+}
+
+/// Whether stored token `s` is newer than `than` (which we hold): obtained later, or another
+/// token obtained in the same second.
+pub fn newer(s: &StoredToken, than: Option<&StoredToken>) -> bool {
+    match than {
+        None => true,
+        Some(h) => {
+            s.obtained_at > h.obtained_at
+                || (s.obtained_at == h.obtained_at && s.access_token != h.access_token)
+        }
+    }
+}
+
+/// A stored token's obtained and expiry times on tokio's clock.
+pub fn instants(clock: &Clock, t: &StoredToken) -> (Instant, Option<Instant>) {
+    let now = clock.now();
+    let now_unix = clock.unix_now();
+    let at = |unix: i64| {
+        if unix >= now_unix {
+            now + Duration::from_secs((unix - now_unix) as u64)
+        } else {
+            now.checked_sub(Duration::from_secs((now_unix - unix) as u64))
+                .unwrap_or(now)
+        }
+    };
+    (at(t.obtained_at), t.expires_at.map(at))
+}
+
+/// Not expired.
+pub fn valid(clock: &Clock, t: &StoredToken) -> bool {
+    t.expires_at.is_none_or(|e| e > clock.unix_now())
+}
+
+/// Not yet due for a refresh (without jitter): reuse it rather than refresh.
+pub fn fresh(clock: &Clock, policy: &Policy, t: &StoredToken) -> bool {
+    let (obtained, expires) = instants(clock, t);
+    valid(clock, t) && refresh_at(obtained, expires, policy, 0.0).is_none_or(|at| at > clock.now())
+}

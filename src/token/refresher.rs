@@ -1,0 +1,405 @@
+//! The refresher: one task per provider, the only writer of its credential.
+//!
+//! ```text
+//! start: stored token valid? ──yes──▶ (introspect if configured) ─▶ publish
+//!          └─no──▶ renew (store lock → re-read → refresh / primary grant → save) ─▶ publish
+//! loop:  refresh time ─▶ renew           401 report for the current token ─▶ renew, once
+//!        failure: transient ─▶ backoff (1 s … 5 min, Retry-After), token served while valid
+//!                 config    ─▶ logged once, retried hourly
+//!                 login     ─▶ login_required; re-read the store every 5 s, no token calls
+//! ```
+//!
+//! A renewal is never cancelled half-way: a token server may already have rotated the refresh
+//! token, and the new one must reach the store. Each call is bounded by the HTTP timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::EngineContext;
+use super::error::{Fault, TokenError, chain};
+use super::persist::{self, Failed, Kind, Outcome};
+use super::schedule::{Policy, backoff, refresh_at};
+use super::source::Source;
+use super::store::StoredToken;
+use crate::config::{AuthConfig, ProviderConfig};
+use crate::credential::{
+    Credential, CredentialWriter, FORCED_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH, Phase,
+    Snapshot,
+};
+
+/// How often the store is re-read while a login is awaited, so a `credproxy login` run in another
+/// process is picked up without a restart. One small file read; no token server is called.
+pub const LOGIN_POLL: Duration = Duration::from_secs(5);
+/// How often a request the server refused for configuration reasons (`invalid_client`, a wrong
+/// password, a redirect) is tried again: rarely enough not to hammer it or flood the log, often
+/// enough to recover from a fix made on the server side without a restart.
+pub const CONFIG_RETRY: Duration = Duration::from_secs(3600);
+
+pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: EngineContext) {
+    let Some(source) = Source::new(&provider, None) else {
+        publish_static(&provider, &writer);
+        ctx.cancel.cancelled().await;
+        return;
+    };
+    let policy = source.policy();
+    let mut r = Refresher {
+        provider,
+        source,
+        ctx,
+        writer,
+        policy,
+        held: None,
+        generation: 0,
+        next: None,
+        attempt: 0,
+        login: None,
+        config_logged: false,
+        last_forced: None,
+        last_refresh_unix: None,
+    };
+    r.start().await;
+    loop {
+        let next = r.next;
+        let event = tokio::select! {
+            _ = r.ctx.cancel.cancelled() => break,
+            _ = sleep_until(next) => Event::Timer,
+            g = r.writer.rejected() => Event::Rejected(g),
+        };
+        match event {
+            Event::Timer if r.login.is_some() => r.poll_login().await,
+            Event::Timer => r.renew(false).await,
+            Event::Rejected(g) => r.on_rejected(g).await,
+        }
+    }
+    tracing::debug!("refresher stopped");
+}
+
+enum Event {
+    Timer,
+    Rejected(u64),
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn publish_static(provider: &ProviderConfig, writer: &CredentialWriter) {
+    let AuthConfig::Static { token } = &provider.auth else {
+        return;
+    };
+    match Credential::bearer(token, &provider.headers, 1, Instant::now(), None) {
+        Ok(c) => writer.publish(Snapshot {
+            credential: Some(Arc::new(c)),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "the static token can't be used");
+            writer.update(|s| {
+                s.phase = Phase::Failing;
+                s.last_error = Some(format!("the static token can't be used: {e}"));
+            });
+        }
+    }
+}
+
+/// The token being served.
+struct Held {
+    token: StoredToken,
+    obtained: Instant,
+    expires: Option<Instant>,
+    /// A 401 already forced a refresh of this access token (at most once per token).
+    forced: bool,
+}
+
+struct Refresher {
+    provider: Arc<ProviderConfig>,
+    source: Source,
+    ctx: EngineContext,
+    writer: CredentialWriter,
+    policy: Policy,
+    held: Option<Held>,
+    generation: u64,
+    /// When the timer fires next: a refresh, a retry, or a store poll while a login is awaited.
+    next: Option<Instant>,
+    /// Consecutive transient failures (for the backoff).
+    attempt: u32,
+    /// Waiting for a login: what the store held when we gave up (a login replaces it).
+    login: Option<Option<StoredToken>>,
+    config_logged: bool,
+    last_forced: Option<Instant>,
+    last_refresh_unix: Option<i64>,
+}
+
+impl Refresher {
+    fn name(&self) -> &str {
+        &self.provider.name
+    }
+
+    async fn start(&mut self) {
+        let stored = match persist::load(&self.ctx.store, self.name()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "can't read the token store");
+                None
+            }
+        };
+        let clock = self.ctx.clock;
+        match stored {
+            Some(t) if self.source.accepts(&t) && persist::valid(&clock, &t) => {
+                let t = self.source.check_stored(&self.ctx, t).await;
+                if persist::valid(&clock, &t) {
+                    tracing::info!(expires_in_s = ?t.expires_at.map(|e| e - clock.unix_now()), "reusing the stored token");
+                    self.succeed(Outcome {
+                        kind: Kind::Adopted,
+                        token: t,
+                        save_error: None,
+                    });
+                } else {
+                    self.renew_from(Some(t), false).await;
+                }
+            }
+            _ => self.renew_from(None, false).await,
+        }
+    }
+
+    /// Renew the held token (`forced`: because the upstream rejected it).
+    async fn renew(&mut self, forced: bool) {
+        let base = self.held.as_ref().map(|h| h.token.clone());
+        self.renew_from(base, forced).await;
+    }
+
+    async fn renew_from(&mut self, base: Option<StoredToken>, forced: bool) {
+        if self.held.is_some() {
+            self.writer.update(|s| s.phase = Phase::Refreshing);
+        }
+        let (clock, policy) = (self.ctx.clock, self.policy);
+        // After a 401 any other valid token is worth trying; on schedule, only one not yet due.
+        let adoptable = move |t: &StoredToken| {
+            if forced {
+                persist::valid(&clock, t)
+            } else {
+                persist::fresh(&clock, &policy, t)
+            }
+        };
+        let result = persist::renew_locked(
+            &self.ctx,
+            &self.source,
+            &self.provider.name,
+            base.as_ref(),
+            adoptable,
+        )
+        .await;
+        match result {
+            Ok(outcome) => self.succeed(outcome),
+            Err(failed) => self.fail(failed),
+        }
+    }
+
+    fn succeed(&mut self, outcome: Outcome) {
+        let Outcome {
+            kind,
+            token,
+            save_error,
+        } = outcome;
+        let clock = self.ctx.clock;
+        let now_unix = clock.unix_now();
+        let expires_in = token.expires_at.map(|e| e - now_unix);
+        let label = match kind {
+            Kind::Adopted => "adopted",
+            Kind::New => "ok",
+            Kind::Extended => "extended",
+        };
+        match kind {
+            Kind::Adopted if self.held.is_some() => {
+                tracing::info!(expires_in_s = ?expires_in, "adopted the token another process refreshed")
+            }
+            Kind::Adopted => {}
+            Kind::New => tracing::info!(expires_in_s = ?expires_in, "obtained a new token"),
+            Kind::Extended => {
+                tracing::info!(expires_in_s = ?expires_in, "the token's lifetime was extended")
+            }
+        }
+        (self.ctx.observer)(self.name(), label);
+        let headers = match self.source.headers(&self.provider, &token) {
+            Ok(h) => h,
+            Err(e) => {
+                return self.fail(Failed {
+                    error: e,
+                    base: Some(token),
+                });
+            }
+        };
+        let (obtained, expires) = persist::instants(&clock, &token);
+        let forced = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.forced && h.token.access_token == token.access_token);
+        self.generation += 1;
+        let credential = match Credential::bearer(
+            &token.access_token,
+            &headers,
+            self.generation,
+            obtained,
+            expires,
+        ) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                let error = TokenError::Config(format!("the token can't be used: {e}"));
+                return self.fail(Failed {
+                    error,
+                    base: Some(token),
+                });
+            }
+        };
+        self.last_refresh_unix = Some(token.obtained_at);
+        let last_error = save_error.map(|e| {
+            let msg = chain(&e);
+            tracing::warn!(error = %msg, "the new token could not be saved; using it anyway");
+            msg
+        });
+        self.next = refresh_at(obtained, expires, &self.policy, (self.ctx.jitter)());
+        if let Some(at) = self.next {
+            tracing::debug!(
+                refresh_in_s = at.saturating_duration_since(clock.now()).as_secs(),
+                "next refresh scheduled"
+            );
+        }
+        self.writer.publish(Snapshot {
+            credential: Some(credential),
+            phase: Phase::Ready,
+            last_error,
+            expires_at_unix: token.expires_at,
+            last_refresh_unix: self.last_refresh_unix,
+            next_refresh_unix: self.next.map(|at| clock.unix_at(at)),
+            details: token
+                .details
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+        self.held = Some(Held {
+            token,
+            obtained,
+            expires,
+            forced,
+        });
+        self.attempt = 0;
+        self.config_logged = false;
+        self.login = None;
+    }
+
+    fn fail(&mut self, failed: Failed) {
+        let Failed { error, base } = failed;
+        if matches!(error, TokenError::Cancelled) {
+            return;
+        }
+        let msg = chain(&error);
+        let now = self.ctx.clock.now();
+        let valid = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.expires.is_none_or(|e| e > now));
+        let (phase, label) = match error.fault() {
+            Fault::Transient { retry_after } => {
+                let delay = backoff(self.attempt, retry_after, (self.ctx.jitter)());
+                self.attempt = self.attempt.saturating_add(1);
+                tracing::warn!(error = %msg, retry_in_s = delay.as_secs_f32(), serving_current_token = valid, "token refresh failed");
+                self.next = Some(now + delay);
+                (Phase::Failing, "transient_error")
+            }
+            Fault::Config => {
+                if self.config_logged {
+                    tracing::debug!(error = %msg, "token request still refused");
+                } else {
+                    tracing::error!(error = %msg, retry_in_s = CONFIG_RETRY.as_secs(), "token request refused; check the provider's configuration");
+                    self.config_logged = true;
+                }
+                self.next = Some(now + CONFIG_RETRY);
+                (Phase::Failing, "config_error")
+            }
+            Fault::LoginRequired | Fault::RefreshRejected => {
+                if self.login.is_none() {
+                    tracing::warn!(reason = %msg, "waiting for `credproxy login {}`", self.provider.name);
+                }
+                self.login = Some(base);
+                self.next = Some(now + LOGIN_POLL);
+                (Phase::LoginRequired, "login_required")
+            }
+        };
+        (self.ctx.observer)(self.name(), label);
+        let next_unix = self.next.map(|at| self.ctx.clock.unix_at(at));
+        self.writer.update(|s| {
+            s.phase = phase;
+            s.last_error = Some(msg);
+            s.next_refresh_unix = next_unix;
+        });
+    }
+
+    /// While a login is awaited: has one landed in the store?
+    async fn poll_login(&mut self) {
+        self.next = Some(self.ctx.clock.now() + LOGIN_POLL);
+        let stored = match persist::load(&self.ctx.store, self.name()).await {
+            Ok(Some(t)) if self.source.accepts(&t) => t,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "can't read the token store");
+                return;
+            }
+        };
+        let seen = self.login.as_ref().and_then(|s| s.as_ref());
+        if !persist::newer(&stored, seen) {
+            return;
+        }
+        tracing::info!("a login landed in the token store");
+        if persist::valid(&self.ctx.clock, &stored) {
+            self.succeed(Outcome {
+                kind: Kind::Adopted,
+                token: stored,
+                save_error: None,
+            });
+        } else {
+            self.renew_from(Some(stored), false).await;
+        }
+    }
+
+    /// The upstream answered 401 to a request carrying credential generation `g`.
+    async fn on_rejected(&mut self, g: u64) {
+        let now = self.ctx.clock.now();
+        let Some(h) = &mut self.held else { return };
+        let ignore = if self.login.is_some() {
+            Some("a login is awaited")
+        } else if g != self.generation {
+            Some("not the current token")
+        } else if !self.source.refreshable() {
+            Some("this token can't be replaced")
+        } else if h.forced {
+            Some("this token was already refreshed after a 401")
+        } else if now.saturating_duration_since(h.obtained) < MIN_TOKEN_AGE_FOR_401_REFRESH {
+            Some("the token is too new for a 401 to mean it expired")
+        } else if self
+            .last_forced
+            .is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
+        {
+            Some("a 401 forced a refresh less than 30 s ago")
+        } else {
+            None
+        };
+        if let Some(why) = ignore {
+            tracing::debug!(generation = g, why, "not refreshing after a 401");
+            return;
+        }
+        h.forced = true;
+        self.last_forced = Some(now);
+        tracing::info!(
+            generation = g,
+            "the upstream rejected the current token; refreshing it"
+        );
+        self.renew(true).await;
+    }
+}
