@@ -50,12 +50,12 @@ pub fn authorize(
     if request.client_id != client_id {
         return Err(Reject::new(400, "invalid_client", "unknown client_id"));
     }
-    if let Some(method) = &request.code_challenge_method {
-        if method != "S256" {
-            return Err(Reject::invalid_request(format!(
-                "code_challenge_method {method:?}: only S256 is accepted"
-            )));
-        }
+    if let Some(method) = &request.code_challenge_method
+        && method != "S256"
+    {
+        return Err(Reject::invalid_request(format!(
+            "code_challenge_method {method:?}: only S256 is accepted"
+        )));
     }
     if let Some(challenge) = &request.code_challenge {
         if request.code_challenge_method.is_none() {
@@ -112,12 +112,12 @@ fn parse(query: Option<&str>) -> Result<AuthorizeRequest, Reject> {
         }
     }
     let redirect_uri = get("redirect_uri");
-    if let Some(uri) = &redirect_uri {
-        if !(uri.starts_with("https://") || uri.starts_with("http://")) {
-            return Err(Reject::invalid_request(
-                "redirect_uri is not an absolute http(s) URL",
-            ));
-        }
+    if let Some(uri) = &redirect_uri
+        && !(uri.starts_with("https://") || uri.starts_with("http://"))
+    {
+        return Err(Reject::invalid_request(
+            "redirect_uri is not an absolute http(s) URL",
+        ));
     }
     Ok(AuthorizeRequest {
         raw_query: query.unwrap_or_default().to_owned(),

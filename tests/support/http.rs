@@ -173,10 +173,9 @@ pub fn require_media_type(headers: &HeaderMap, expected: &str) -> Result<(), Rej
 pub fn bearer(headers: &HeaderMap) -> Result<&str, Reject> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(
-            Reject::new(401, "invalid_request", "no Authorization header")
-                .with_header(WWW_AUTHENTICATE, "Bearer"),
-        );
+        // RFC 6750 §3.1: no credentials at all gets a bare challenge, no error code.
+        return Err(Reject::new(401, "unauthorized", "no Authorization header")
+            .with_header(WWW_AUTHENTICATE, "Bearer"));
     };
     if values.next().is_some() {
         return Err(Reject::invalid_request(
