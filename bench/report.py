@@ -179,12 +179,14 @@ def check(summary):
     g = lambda case, t, m: get(summary, case, t, m)  # noqa: E731
     checks = []
 
-    def cmp(name, a, b, op, factor=1.0):
+    def cmp(name, a, b, op, factor=1.0, unit=""):
         if a is None or b is None:
             checks.append((name, "n/a", "not measured"))
             return
         ok = a >= b * factor if op == ">=" else a <= b * factor
-        checks.append((name, "PASS" if ok else "FAIL", f"{a:,.3g} vs {b * factor:,.3g}"))
+        show = lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"  # noqa: E731
+        limit = f"{factor}× {show(b)} = {show(b * factor)}" if factor != 1.0 else show(b)
+        checks.append((name, "PASS" if ok else "FAIL", f"{show(a)}{unit} vs {limit}{unit} ({a / b:.2f}×)"))
 
     cmp("64 conn req/s ≥ nginx", g("c64", "credproxy", "rps"), g("c64", "nginx", "rps"), ">=")
     cmp("64 conn req/s ≥ HAProxy", g("c64", "credproxy", "rps"), g("c64", "haproxy", "rps"), ">=")
@@ -194,9 +196,9 @@ def check(summary):
     cmp("1 MiB GB/s ≥ nginx", g("dl1m", "credproxy", "gbps"), g("dl1m", "nginx", "gbps"), ">=")
     cmp("TLS upstream req/s ≥ nginx", g("tls64", "credproxy", "rps"), g("tls64", "nginx", "rps"), ">=")
     rss_idle = g("idle", "credproxy", "rss_mib")
-    cmp("RSS idle ≤ 10 MiB", rss_idle, 10.0 if rss_idle is not None else None, "<=")
+    cmp("RSS idle ≤ 10 MiB", rss_idle, 10.0 if rss_idle is not None else None, "<=", unit=" MiB")
     rss_peak = g("rss256", "credproxy", "hwm_mib")
-    cmp("RSS at 256 conn ≤ 32 MiB", rss_peak, 32.0 if rss_peak is not None else None, "<=")
+    cmp("RSS at 256 conn ≤ 32 MiB", rss_peak, 32.0 if rss_peak is not None else None, "<=", unit=" MiB")
     if "refresh" in summary:
         r = summary["refresh"].get("credproxy-refresh", {})
         s = summary.get("refresh-static", {}).get("credproxy", {})

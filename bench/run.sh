@@ -332,6 +332,7 @@ SUFFIX=""
 [[ $QUICK == 1 ]] && SUFFIX="-quick"
 OUT=$BENCH_DIR/results/$STAMP$SUFFIX.json
 mkdir -p "$BENCH_DIR/results"
+[[ $CP_OK == 1 ]] || CREDPROXY_BIN=""
 bench_machine_json >"$WORK/machine.json"
 report_args=(--raw "$RAW" --machine "$WORK/machine.json" --out "$OUT"
     --params "{\"quick\":$([[ $QUICK == 1 ]] && echo true || echo false),\"reps\":$REPS,\"duration_s\":$DUR,\"refresh_duration_s\":$REFRESH_DUR,\"token_lifetime_s\":$TOKEN_LIFETIME,\"credproxy_log\":\"${BENCH_CREDPROXY_LOG:-warn}\"}")
