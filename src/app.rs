@@ -100,9 +100,14 @@ impl Running {
         self.cancel.cancel();
         self.tracker.close();
         self.background.close();
-        let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
         if !drained {
-            tracing::warn!(?grace, "shutdown grace period ran out with requests still in flight");
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period ran out with requests still in flight"
+            );
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.background.wait()).await;
         drained
@@ -155,7 +160,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     for r in &config.routes {
         if let RouteTarget::Listen(listen) = &r.target {
             let index = shared.router.index_of(&r.provider).expect("validated");
-            bound.push((Role::Route(index), r.require_auth, bind(listen, p.socket_mode).await?));
+            bound.push((
+                Role::Route(index),
+                r.require_auth,
+                bind(listen, p.socket_mode).await?,
+            ));
         }
     }
 
@@ -178,8 +187,15 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tracing::info!(listen = %addr, role = ?role, "listening");
         let span = tracing::info_span!("listener", addr = %addr);
         tracker.spawn(
-            crate::proxy::serve(listener, shared.clone(), info, limit.clone(), cancel.clone(), tracker.clone())
-                .instrument(span),
+            crate::proxy::serve(
+                listener,
+                shared.clone(),
+                info,
+                limit.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            )
+            .instrument(span),
         );
         listeners.push((role, addr));
     }
@@ -222,7 +238,13 @@ async fn start_credentials(
         background.spawn(
             async move {
                 if let crate::config::AuthConfig::Static { token } = &provider.auth {
-                    match credential::Credential::bearer(token, &provider.headers, 1, tokio::time::Instant::now(), None) {
+                    match credential::Credential::bearer(
+                        token,
+                        &provider.headers,
+                        1,
+                        tokio::time::Instant::now(),
+                        None,
+                    ) {
                         Ok(c) => writer.publish(credential::Snapshot {
                             credential: Some(Arc::new(c)),
                             phase: credential::Phase::Ready,
@@ -245,10 +267,12 @@ async fn start_credentials(
 async fn bind(listen: &Listen, socket_mode: u32) -> Result<(Bound, BoundAddr), AppError> {
     match listen {
         Listen::Tcp(addr) => {
-            let l = TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?;
             let local = l.local_addr().map_err(|source| AppError::Bind {
                 addr: addr.to_string(),
                 source,
@@ -280,7 +304,8 @@ async fn bind(listen: &Listen, socket_mode: u32) -> Result<(Bound, BoundAddr), A
             }
             let l = UnixListener::bind(path).map_err(err)?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode)).map_err(err)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
+                .map_err(err)?;
             Ok((Bound::Unix(l, path.clone()), BoundAddr::Unix(path.clone())))
         }
     }

@@ -95,6 +95,9 @@ mod tests {
         // Unix seconds are whole, so the instant lands within the last second before +60 s.
         let ahead = (at - Instant::now()).as_secs_f64();
         assert!(ahead > 59.0 && ahead <= 60.0, "{ahead}");
-        assert_eq!(clock.unix_at(Instant::now() + Duration::from_secs(10)), clock.unix_now() + 10);
+        assert_eq!(
+            clock.unix_at(Instant::now() + Duration::from_secs(10)),
+            clock.unix_now() + 10
+        );
     }
 }

@@ -284,6 +284,8 @@ pub struct BlendVisionConfig {
     pub refresh_before: Option<Duration>,
 }
 
+// Built once per config load, so the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum BlendVisionMode {
     /// A long-lived API token from the BlendVision console.

@@ -34,7 +34,14 @@ pub struct Credential {
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credential")
-            .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("generation", &self.generation)
             .field("expires_at", &self.expires_at)
             .finish()
@@ -298,14 +305,18 @@ impl CredentialReader {
         {
             let mut st = self.rejections.state.lock();
             if st.forced_generation >= credential.generation
-                || st.last_forced.is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
+                || st
+                    .last_forced
+                    .is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
             {
                 return false;
             }
             st.forced_generation = credential.generation;
             st.last_forced = Some(now);
         }
-        self.rejections.generation.store(credential.generation, Ordering::Release);
+        self.rejections
+            .generation
+            .store(credential.generation, Ordering::Release);
         self.rejections.notify.notify_one();
         true
     }
@@ -317,7 +328,10 @@ impl CredentialReader {
         loop {
             {
                 let snap = rx.borrow_and_update();
-                if let Some(c) = snap.usable(Instant::now()).filter(|c| c.generation > generation) {
+                if let Some(c) = snap
+                    .usable(Instant::now())
+                    .filter(|c| c.generation > generation)
+                {
                     return Some(c.clone());
                 }
                 if snap.phase == Phase::LoginRequired {
@@ -338,8 +352,14 @@ mod tests {
 
     fn cred(token: &str, generation: u64, expires_in: Option<Duration>) -> Credential {
         let now = Instant::now();
-        Credential::bearer(&Secret::from(token), &[], generation, now, expires_in.map(|d| now + d))
-            .unwrap()
+        Credential::bearer(
+            &Secret::from(token),
+            &[],
+            generation,
+            now,
+            expires_in.map(|d| now + d),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -376,7 +396,10 @@ mod tests {
         assert_eq!(waiter.await.unwrap().unwrap().generation, 1);
 
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(r.current(Instant::now()).is_none(), "expired credential is not usable");
+        assert!(
+            r.current(Instant::now()).is_none(),
+            "expired credential is not usable"
+        );
         let err = r.wait_usable(Duration::from_secs(2)).await.unwrap_err();
         assert!(matches!(err, Unavailable::Timeout { .. }));
     }
@@ -385,7 +408,10 @@ mod tests {
     async fn login_required_answers_at_once() {
         let (w, r) = channel();
         w.update(|s| s.phase = Phase::LoginRequired);
-        assert_eq!(r.wait_usable(Duration::from_secs(60)).await.unwrap_err(), Unavailable::LoginRequired);
+        assert_eq!(
+            r.wait_usable(Duration::from_secs(60)).await.unwrap_err(),
+            Unavailable::LoginRequired
+        );
     }
 
     fn publish(w: &CredentialWriter, c: Credential) -> Arc<Credential> {
@@ -402,7 +428,10 @@ mod tests {
     async fn a_401_flood_grants_one_forced_refresh() {
         let (w, r) = channel();
         let c = publish(&w, cred("t", 1, Some(Duration::from_secs(3600))));
-        assert!(!r.report_rejected(&c), "a token younger than 10 s is not refreshed on 401");
+        assert!(
+            !r.report_rejected(&c),
+            "a token younger than 10 s is not refreshed on 401"
+        );
         tokio::time::advance(Duration::from_secs(11)).await;
         let granted = (0..1000).filter(|_| r.report_rejected(&c)).count();
         assert_eq!(granted, 1);
@@ -411,9 +440,15 @@ mod tests {
         // A new token: still at most one per 30 s per provider.
         let c2 = publish(&w, cred("t2", 2, Some(Duration::from_secs(3600))));
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(!r.report_rejected(&c2), "within 30 s of the last forced refresh");
+        assert!(
+            !r.report_rejected(&c2),
+            "within 30 s of the last forced refresh"
+        );
         tokio::time::advance(Duration::from_secs(20)).await;
-        assert!(!r.report_rejected(&c), "an old generation never forces a refresh");
+        assert!(
+            !r.report_rejected(&c),
+            "an old generation never forces a refresh"
+        );
         assert!(r.report_rejected(&c2));
     }
 

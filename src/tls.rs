@@ -58,7 +58,10 @@ pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
 }
 
 /// A client config trusting `roots`, offering the given ALPN protocols.
-pub fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn client_config(
+    roots: RootCertStore,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?

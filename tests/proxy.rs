@@ -130,7 +130,9 @@ impl Setup {
 /// Send one request to `addr` (the proxy) over plain HTTP/1.1, with the URI exactly as given.
 async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
@@ -146,7 +148,8 @@ fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
 }
 
 fn json(body: &Bytes) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
 }
 
 fn header_values(v: &Value, name: &str) -> Vec<String> {
@@ -179,13 +182,29 @@ async fn absolute_form_request_gets_the_credential_and_clean_headers() {
     assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
     let v = json(&body);
     assert_eq!(v["path"], "/v1/things?q=1");
-    assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")], "exactly one Authorization, ours");
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")],
+        "exactly one Authorization, ours"
+    );
     assert_eq!(header_values(&v, "x-bv-org-id"), vec!["org-42"]);
-    assert_eq!(header_values(&v, "host"), vec![format!("localhost:{}", s.upstream.port())]);
+    assert_eq!(
+        header_values(&v, "host"),
+        vec![format!("localhost:{}", s.upstream.port())]
+    );
     assert_eq!(header_values(&v, "via"), vec!["1.1 credproxy"]);
     assert_eq!(header_values(&v, "x-keep"), vec!["kept"]);
-    for gone in ["x-client-hop", "proxy-authorization", "te", "x-forwarded-for", "forwarded"] {
-        assert!(v["headers"].get(gone).is_none(), "{gone} must not reach the upstream: {v}");
+    for gone in [
+        "x-client-hop",
+        "proxy-authorization",
+        "te",
+        "x-forwarded-for",
+        "forwarded",
+    ] {
+        assert!(
+            v["headers"].get(gone).is_none(),
+            "{gone} must not reach the upstream: {v}"
+        );
     }
     // And on the way back: the upstream's hop-by-hop fields are gone, Via is added.
     assert!(parts.headers.get("x-upstream-hop").is_none());
@@ -198,8 +217,16 @@ async fn origin_form_by_host_header_case_and_trailing_dot_and_wildcards() {
     let s = setup().await;
     for host in ["API.Echo.Test.", "api.echo.test:80", "deep.sub.wild.test"] {
         let (parts, body) = send(s.main(), get("/x", &[("host", host)])).await;
-        assert_eq!(parts.status, 200, "{host}: {}", String::from_utf8_lossy(&body));
-        assert_eq!(header_values(&json(&body), "authorization"), vec![format!("Bearer {TOKEN}")]);
+        assert_eq!(
+            parts.status,
+            200,
+            "{host}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            header_values(&json(&body), "authorization"),
+            vec![format!("Bearer {TOKEN}")]
+        );
     }
     // The claimed `localhost:PORT` names a port: another port is not claimed.
     let (parts, _) = send(s.main(), get("/x", &[("host", "localhost:1")])).await;
@@ -209,7 +236,11 @@ async fn origin_form_by_host_header_case_and_trailing_dot_and_wildcards() {
 #[tokio::test]
 async fn unknown_host_is_refused_with_json_and_proxy_status() {
     let s = setup().await;
-    let (parts, body) = send(s.main(), get("http://evil.example/", &[("host", "evil.example")])).await;
+    let (parts, body) = send(
+        s.main(),
+        get("http://evil.example/", &[("host", "evil.example")]),
+    )
+    .await;
     assert_eq!(parts.status, 403);
     let v = json(&body);
     assert_eq!(v["error"], "unknown_host");
@@ -221,17 +252,31 @@ async fn unknown_host_is_refused_with_json_and_proxy_status() {
 #[tokio::test]
 async fn route_listener_is_a_base_url_and_rewrites_location() {
     let s = setup().await;
-    let (parts, body) = send(s.route(), get("/v2/items", &[("host", &s.route().to_string())])).await;
+    let (parts, body) = send(
+        s.route(),
+        get("/v2/items", &[("host", &s.route().to_string())]),
+    )
+    .await;
     assert_eq!(parts.status, 200);
     let v = json(&body);
     assert_eq!(v["path"], "/v2/items");
-    assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
 
     // The upstream redirects to itself; the legacy client is sent back to the route listener.
     let s2 = setup_redirect().await;
-    let (parts, _) = send(s2.route(), get("/redirect", &[("host", &s2.route().to_string())])).await;
+    let (parts, _) = send(
+        s2.route(),
+        get("/redirect", &[("host", &s2.route().to_string())]),
+    )
+    .await;
     assert_eq!(parts.status, 302);
-    assert_eq!(parts.headers["location"], format!("http://{}/next?x=1", s2.route()).as_str());
+    assert_eq!(
+        parts.headers["location"],
+        format!("http://{}/next?x=1", s2.route()).as_str()
+    );
 }
 
 /// An upstream whose redirect names its own origin (the echo server can't know its port).
@@ -278,11 +323,18 @@ async fn setup_redirect() -> Setup {
 #[tokio::test]
 async fn path_prefix_route_removes_the_prefix() {
     let s = setup().await;
-    let (parts, body) = send(s.main(), get("/echo/inner/path?z=9", &[("host", &s.main().to_string())])).await;
+    let (parts, body) = send(
+        s.main(),
+        get("/echo/inner/path?z=9", &[("host", &s.main().to_string())]),
+    )
+    .await;
     assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
     let v = json(&body);
     assert_eq!(v["path"], "/inner/path?z=9");
-    assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
 }
 
 #[tokio::test]
@@ -292,7 +344,10 @@ async fn http2_upstream_via_alpn() {
     assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
     let v = json(&body);
     assert_eq!(v["version"], "HTTP/2.0");
-    assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
     assert_eq!(v["path"], "/h2");
 }
 
@@ -300,11 +355,16 @@ async fn http2_upstream_via_alpn() {
 async fn upstream_connections_are_reused() {
     let s = setup().await;
     let tcp = TcpStream::connect(s.main()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     for _ in 0..5 {
         sender.ready().await.unwrap();
-        let resp = sender.send_request(get("http://api.echo.test/r", &[])).await.unwrap();
+        let resp = sender
+            .send_request(get("http://api.echo.test/r", &[]))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         resp.into_body().collect().await.unwrap();
     }
@@ -315,7 +375,11 @@ async fn upstream_connections_are_reused() {
         let (parts, _) = send(s.main(), get("http://api.echo.test/r", &[])).await;
         assert_eq!(parts.status, 200);
     }
-    assert!(s.upstream.connections() <= 2, "upstream connections: {}", s.upstream.connections());
+    assert!(
+        s.upstream.connections() <= 2,
+        "upstream connections: {}",
+        s.upstream.connections()
+    );
 }
 
 #[tokio::test]
@@ -335,13 +399,23 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
         "[proxy]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[providers.dead]\npreset = \"static\"\nhosts = [\"dead.test\"]\nupstream = \"https://127.0.0.1:{dead}\"\ntoken = \"t\"\n",
         dir.path().display()
     );
-    let proxy = credproxy::app::start(credproxy::config::load_str(&text, "t.toml", &|_| None).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = send(proxy.main_addr().tcp().unwrap(), get("http://dead.test/", &[])).await;
+    let proxy =
+        credproxy::app::start(credproxy::config::load_str(&text, "t.toml", &|_| None).unwrap())
+            .await
+            .unwrap();
+    let (parts, body) = send(
+        proxy.main_addr().tcp().unwrap(),
+        get("http://dead.test/", &[]),
+    )
+    .await;
     assert_eq!(parts.status, 502);
     assert_eq!(json(&body)["error"], "upstream_unreachable");
-    assert!(parts.headers["proxy-status"].to_str().unwrap().contains("credproxy"));
+    assert!(
+        parts.headers["proxy-status"]
+            .to_str()
+            .unwrap()
+            .contains("credproxy")
+    );
 }
 
 #[tokio::test]
@@ -355,9 +429,10 @@ async fn untrusted_upstream_certificate_is_502_upstream_tls() {
         dir.path().display(),
         upstream.port()
     );
-    let proxy = credproxy::app::start(credproxy::config::load_str(&text, "t.toml", &|_| None).unwrap())
-        .await
-        .unwrap();
+    let proxy =
+        credproxy::app::start(credproxy::config::load_str(&text, "t.toml", &|_| None).unwrap())
+            .await
+            .unwrap();
     let (parts, body) = send(proxy.main_addr().tcp().unwrap(), get("http://x.test/", &[])).await;
     assert_eq!(parts.status, 502);
     assert_eq!(json(&body)["error"], "upstream_tls");
@@ -368,7 +443,9 @@ async fn oversized_header_block_is_431() {
     let s = setup().await;
     let mut tcp = TcpStream::connect(s.main()).await.unwrap();
     let big = "a".repeat(70 * 1024);
-    let req = format!("GET http://api.echo.test/ HTTP/1.1\r\nhost: api.echo.test\r\nx-big: {big}\r\n\r\n");
+    let req = format!(
+        "GET http://api.echo.test/ HTTP/1.1\r\nhost: api.echo.test\r\nx-big: {big}\r\n\r\n"
+    );
     let _ = tcp.write_all(req.as_bytes()).await;
     let mut buf = vec![0u8; 256];
     let n = tcp.read(&mut buf).await.unwrap();
@@ -387,7 +464,10 @@ async fn connect_to_a_claimed_host_is_refused_with_the_reason() {
     let n = tcp.read(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
-    assert!(text.contains("can't be added inside a TLS tunnel"), "{text}");
+    assert!(
+        text.contains("can't be added inside a TLS tunnel"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -397,15 +477,24 @@ async fn unknown_hosts_pass_forwards_untouched_and_tunnels_connect() {
     let plain = TestServer::start(
         None,
         support::server::handler(|req: Request<Incoming>| async move {
-            let auth = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
-            Response::new(Full::new(Bytes::from(json!({"authorization": auth}).to_string())))
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            Response::new(Full::new(Bytes::from(
+                json!({"authorization": auth}).to_string(),
+            )))
         }),
     )
     .await;
     let url = format!("http://127.0.0.1:{}/open", plain.port());
     let (parts, body) = send(s.main(), get(&url, &[("authorization", "Bearer mine")])).await;
     assert_eq!(parts.status, 200);
-    assert_eq!(json(&body)["authorization"], "Bearer mine", "passed through untouched");
+    assert_eq!(
+        json(&body)["authorization"],
+        "Bearer mine",
+        "passed through untouched"
+    );
 
     // CONNECT to the unclaimed host is tunnelled: speak HTTP inside the tunnel.
     let mut tcp = TcpStream::connect(s.main()).await.unwrap();
@@ -416,9 +505,14 @@ async fn unknown_hosts_pass_forwards_untouched_and_tunnels_connect() {
     let mut buf = vec![0u8; 1024];
     let n = tcp.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let resp = sender.send_request(get("/inside", &[("host", &target)])).await.unwrap();
+    let resp = sender
+        .send_request(get("/inside", &[("host", &target)]))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -427,7 +521,8 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     let s = setup_with(Alpn::Http1Only, "", "").await;
     let addr = s.main();
     // A request that takes a while upstream: use a slow path with a longer response timeout.
-    let in_flight = tokio::spawn(async move { send(addr, get("http://api.echo.test/slow", &[])).await });
+    let in_flight =
+        tokio::spawn(async move { send(addr, get("http://api.echo.test/slow", &[])).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let Setup { proxy, .. } = s;
     let drained = proxy.shutdown(Duration::from_secs(5)).await;
@@ -435,26 +530,47 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     // The slow request ends with 504 after response_timeout (1 s): it was answered, not cut.
     assert_eq!(parts.status, 504);
     assert!(drained);
-    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]
 async fn curl_through_http_proxy_when_installed() {
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("curl not installed; skipping");
         return;
     }
     let s = setup().await;
     let proxy = format!("http://{}", s.main());
     let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-x", &proxy, "http://api.echo.test/curl?via=proxy"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-x",
+            &proxy,
+            "http://api.echo.test/curl?via=proxy",
+        ])
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["path"], "/curl?via=proxy");
-    assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
 }

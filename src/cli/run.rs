@@ -28,14 +28,20 @@ pub fn main(args: Args) -> ExitCode {
     let config = match crate::config::load(&path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("error: {errors}\n(run `credproxy check --config {}` for details)", path.display());
+            eprintln!(
+                "error: {errors}\n(run `credproxy check --config {}` for details)",
+                path.display()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: can't start the runtime: {e}");
@@ -53,7 +59,9 @@ pub fn main(args: Args) -> ExitCode {
 
 async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     let grace = config.proxy.shutdown_grace;
-    let running = crate::app::start(config).await.context("credproxy could not start")?;
+    let running = crate::app::start(config)
+        .await
+        .context("credproxy could not start")?;
     wait_for_signal().await?;
     tracing::info!(?grace, "shutting down: finishing requests in flight");
     if running.shutdown(grace).await {

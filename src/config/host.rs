@@ -64,9 +64,9 @@ impl HostPattern {
         }
         let labels = name.trim_start_matches('.');
         if labels.is_empty()
-            || !labels
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']'))
+            || !labels.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']')
+            })
         {
             return Err(format!("`{s}` is not a valid host name"));
         }
@@ -79,10 +79,10 @@ impl HostPattern {
 
     /// Whether a request for `host` (already lowercased, no trailing dot) on `port` is claimed.
     pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
-        if let Some(want) = self.port {
-            if port != Some(want) {
-                return false;
-            }
+        if let Some(want) = self.port
+            && port != Some(want)
+        {
+            return false;
         }
         if self.wildcard {
             host.len() > self.name.len() && ends_with_ignore_case(host, &self.name)

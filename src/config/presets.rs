@@ -51,7 +51,11 @@ impl Defaults {
         revoke_url: None,
         workspaces_url: None,
         grant: None,
-        grants: &[Grant::ClientCredentials, Grant::Password, Grant::AuthorizationCode],
+        grants: &[
+            Grant::ClientCredentials,
+            Grant::Password,
+            Grant::AuthorizationCode,
+        ],
         format: BodyFormat::Form,
         client_auth: ClientAuth::Basic,
         request_fields: &[],
@@ -64,7 +68,11 @@ impl Defaults {
 fn preset_of(ctx: &mut Ctx<'_>, name: &str, s: &Option<Str>) -> Option<Preset> {
     let key = format!("providers.{name}.preset");
     let Some(s) = s else {
-        ctx.err(0..0, &key, "missing: say which kind of provider this is, e.g. preset = \"oauth2\"");
+        ctx.err(
+            0..0,
+            &key,
+            "missing: say which kind of provider this is, e.g. preset = \"oauth2\"",
+        );
         return None;
     };
     let v = ctx.string(s, &key)?;
@@ -72,7 +80,11 @@ fn preset_of(ctx: &mut Ctx<'_>, name: &str, s: &Option<Str>) -> Option<Preset> {
         Some(p) => Some(*p),
         None => {
             let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
-            ctx.err(s.span(), &key, format!("unknown preset `{v}`; expected one of {}", names.join(", ")));
+            ctx.err(
+                s.span(),
+                &key,
+                format!("unknown preset `{v}`; expected one of {}", names.join(", ")),
+            );
             None
         }
     }
@@ -109,15 +121,26 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
                 }
             }
         }
-        None => hosts.extend(defaults.hosts.iter().map(|h| HostPattern::parse(h).expect("preset hosts parse"))),
+        None => hosts.extend(
+            defaults
+                .hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).expect("preset hosts parse")),
+        ),
     }
     if hosts.is_empty() && ctx.errors.len() == before {
-        ctx.err(span.clone(), &key("hosts"), "missing: list the host names this provider claims, e.g. hosts = [\"api.example.com\"]");
+        ctx.err(
+            span.clone(),
+            &key("hosts"),
+            "missing: list the host names this provider claims, e.g. hosts = [\"api.example.com\"]",
+        );
     }
 
     // Upstream: the user's, else https://<first concrete host>.
     let upstream = match &fp.upstream {
-        Some(u) => ctx.url(u, &key("upstream")).and_then(|uri| upstream_of(ctx, &uri, u, &key("upstream"))),
+        Some(u) => ctx
+            .url(u, &key("upstream"))
+            .and_then(|uri| upstream_of(ctx, &uri, u, &key("upstream"))),
         None => {
             if preset == Preset::ApiV1 {
                 ctx.err(span.clone(), &key("upstream"), "missing: api-v1's base URL is per deployment; set upstream = \"https://api.your-deployment.example\"");
@@ -148,15 +171,21 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
         for (hn, hv) in map {
             let k = format!("{}.{hn}", key("headers"));
             let span = hv.span.clone();
-            let Some(name_) = ctx.header_name(hn, span.clone(), &k) else { continue };
+            let Some(name_) = ctx.header_name(hn, span.clone(), &k) else {
+                continue;
+            };
             if name_ == http::header::AUTHORIZATION || name_ == http::header::HOST {
-                ctx.err(span, &k, "credproxy sets this header itself; remove it from headers");
+                ctx.err(
+                    span,
+                    &k,
+                    "credproxy sets this header itself; remove it from headers",
+                );
                 continue;
             }
-            if let Some(secret) = ctx.secret(hv, &k) {
-                if let Some(v) = ctx.header_value(&secret, span, &k) {
-                    headers.push((name_, v));
-                }
+            if let Some(secret) = ctx.secret(hv, &k)
+                && let Some(v) = ctx.header_value(&secret, span, &k)
+            {
+                headers.push((name_, v));
             }
         }
     }
@@ -166,7 +195,11 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
             allow_origins.push(v.trim_end_matches('/').to_ascii_lowercase());
         }
     }
-    let wait_for_token = ctx.duration(&fp.wait_for_token, &key("wait_for_token"), Duration::from_secs(10));
+    let wait_for_token = ctx.duration(
+        &fp.wait_for_token,
+        &key("wait_for_token"),
+        Duration::from_secs(10),
+    );
 
     let auth = match preset {
         Preset::Static => {
@@ -180,7 +213,8 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
             token.map(|token| AuthConfig::Static { token })
         }
         Preset::BlendVision => blendvision::build(ctx, name, fp, span.clone()),
-        _ => oauth2(ctx, name, fp, span.clone(), preset, &defaults).map(|o| AuthConfig::OAuth2(Box::new(o))),
+        _ => oauth2(ctx, name, fp, span.clone(), preset, &defaults)
+            .map(|o| AuthConfig::OAuth2(Box::new(o))),
     };
     if ctx.errors.len() > before {
         return None;
@@ -201,27 +235,74 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
 /// Keys that make no sense for this preset are errors, not silently ignored.
 fn reject_foreign_keys(ctx: &mut Ctx<'_>, name: &str, preset: Preset, fp: &FileProvider) {
     let key = |k: &str| format!("providers.{name}.{k}");
-    let only = |ctx: &mut Ctx<'_>, present: Option<std::ops::Range<usize>>, k: &str, allowed: &[Preset]| {
-        if let Some(span) = present {
-            if !allowed.contains(&preset) {
-                let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
-                ctx.err(span, &key(k), format!("is only used by preset {}, not {}", names.join(" or "), preset.name()));
-            }
+    let only = |ctx: &mut Ctx<'_>,
+                present: Option<std::ops::Range<usize>>,
+                k: &str,
+                allowed: &[Preset]| {
+        if let Some(span) = present
+            && !allowed.contains(&preset)
+        {
+            let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
+            ctx.err(
+                span,
+                &key(k),
+                format!(
+                    "is only used by preset {}, not {}",
+                    names.join(" or "),
+                    preset.name()
+                ),
+            );
         }
     };
     let sp = |s: &Option<super::file::FileSecret>| s.as_ref().map(|s| s.span.clone());
     only(ctx, sp(&fp.token), "token", &[Preset::Static]);
     only(ctx, sp(&fp.api_token), "api_token", &[Preset::BlendVision]);
     only(ctx, sp(&fp.org_id), "org_id", &[Preset::BlendVision]);
-    only(ctx, fp.email.as_ref().map(|s| s.span()), "email", &[Preset::BlendVision]);
-    only(ctx, fp.api_token_lifetime.as_ref().map(|s| s.span()), "api_token_lifetime", &[Preset::BlendVision]);
-    only(ctx, fp.workspaces_url.as_ref().map(|s| s.span()), "workspaces_url", &[Preset::Baselime]);
-    let oauthish = [Preset::OAuth2, Preset::Baselime, Preset::Bace, Preset::Apicbase, Preset::ApiV1];
-    only(ctx, fp.client_id.as_ref().map(|s| s.span()), "client_id", &oauthish);
+    only(
+        ctx,
+        fp.email.as_ref().map(|s| s.span()),
+        "email",
+        &[Preset::BlendVision],
+    );
+    only(
+        ctx,
+        fp.api_token_lifetime.as_ref().map(|s| s.span()),
+        "api_token_lifetime",
+        &[Preset::BlendVision],
+    );
+    only(
+        ctx,
+        fp.workspaces_url.as_ref().map(|s| s.span()),
+        "workspaces_url",
+        &[Preset::Baselime],
+    );
+    let oauthish = [
+        Preset::OAuth2,
+        Preset::Baselime,
+        Preset::Bace,
+        Preset::Apicbase,
+        Preset::ApiV1,
+    ];
+    only(
+        ctx,
+        fp.client_id.as_ref().map(|s| s.span()),
+        "client_id",
+        &oauthish,
+    );
     only(ctx, sp(&fp.client_secret), "client_secret", &oauthish);
-    only(ctx, fp.username.as_ref().map(|s| s.span()), "username", &oauthish);
+    only(
+        ctx,
+        fp.username.as_ref().map(|s| s.span()),
+        "username",
+        &oauthish,
+    );
     only(ctx, fp.grant.as_ref().map(|s| s.span()), "grant", &oauthish);
-    only(ctx, fp.token_url.as_ref().map(|s| s.span()), "token_url", &oauthish);
+    only(
+        ctx,
+        fp.token_url.as_ref().map(|s| s.span()),
+        "token_url",
+        &oauthish,
+    );
 }
 
 pub fn upstream_from_uri(uri: &Uri) -> Option<Upstream> {
@@ -230,7 +311,11 @@ pub fn upstream_from_uri(uri: &Uri) -> Option<Upstream> {
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
     let port = authority
         .port_u16()
-        .unwrap_or(if scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
+        .unwrap_or(if scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        });
     let base_path = uri.path().trim_end_matches('/').to_owned();
     let host_header = http::HeaderValue::from_str(authority.as_str()).ok()?;
     Some(Upstream {
@@ -273,8 +358,13 @@ fn oauth2(
             "upstream" => fp.upstream.is_some(),
             _ => true,
         };
-        if !present && !(preset == Preset::ApiV1 && *req == "upstream") {
-            ctx.err(span.clone(), &key(req), format!("missing: preset {} needs {req}", preset.name()));
+        // api-v1 reports a missing upstream with its own, more specific message.
+        if !(present || preset == Preset::ApiV1 && *req == "upstream") {
+            ctx.err(
+                span.clone(),
+                &key(req),
+                format!("missing: preset {} needs {req}", preset.name()),
+            );
         }
     }
     let url_or = |ctx: &mut Ctx<'_>, s: &Option<Str>, k: &str, dflt: Option<&str>| -> Option<Uri> {
@@ -289,7 +379,9 @@ fn oauth2(
     if authorize_url.is_none() && preset == Preset::ApiV1 {
         // API v1 documents `https://API_URI/oauth/authorize` beside `https://API_URI/oauth/token`.
         authorize_url = token_url.as_ref().and_then(|t| {
-            t.to_string().strip_suffix("/oauth/token").and_then(|b| format!("{b}/oauth/authorize").parse().ok())
+            t.to_string()
+                .strip_suffix("/oauth/token")
+                .and_then(|b| format!("{b}/oauth/authorize").parse().ok())
         });
     }
     if preset == Preset::Baselime {
@@ -300,50 +392,72 @@ fn oauth2(
     let workspaces_url = url_or(ctx, &fp.workspaces_url, "workspaces_url", d.workspaces_url);
 
     let grant = match &fp.grant {
-        Some(g) => match ctx.string(g, &key("grant")).as_deref() {
-            Some("client_credentials") => Some(Grant::ClientCredentials),
-            Some("password") => Some(Grant::Password),
-            Some("authorization_code") => Some(Grant::AuthorizationCode),
-            Some(other) => {
-                ctx.err(g.span(), &key("grant"), format!("`{other}` is not one of client_credentials, password, authorization_code"));
-                None
+        Some(g) => {
+            match ctx.string(g, &key("grant")).as_deref() {
+                Some("client_credentials") => Some(Grant::ClientCredentials),
+                Some("password") => Some(Grant::Password),
+                Some("authorization_code") => Some(Grant::AuthorizationCode),
+                Some(other) => {
+                    ctx.err(g.span(), &key("grant"), format!("`{other}` is not one of client_credentials, password, authorization_code"));
+                    None
+                }
+                None => None,
             }
-            None => None,
-        },
+        }
         None => d.grant.or_else(|| {
             // Generic oauth2: a username means the password grant, else client credentials.
-            Some(if fp.username.is_some() { Grant::Password } else { Grant::ClientCredentials })
+            Some(if fp.username.is_some() {
+                Grant::Password
+            } else {
+                Grant::ClientCredentials
+            })
         }),
     };
-    if let (Some(g), Some(s)) = (grant, &fp.grant) {
-        if !d.grants.contains(&g) {
-            ctx.err(s.span(), &key("grant"), format!("preset {} does not support the {} grant", preset.name(), g.as_str()));
-        }
+    if let (Some(g), Some(s)) = (grant, &fp.grant)
+        && !d.grants.contains(&g)
+    {
+        ctx.err(
+            s.span(),
+            &key("grant"),
+            format!(
+                "preset {} does not support the {} grant",
+                preset.name(),
+                g.as_str()
+            ),
+        );
     }
     let client_secret = ctx.opt_secret(&fp.client_secret, &key("client_secret"));
     let username = ctx.opt_string(&fp.username, &key("username"));
     let password = ctx.opt_secret(&fp.password, &key("password"));
-    match grant {
-        Some(Grant::Password) => {
-            if username.is_none() && fp.username.is_none() {
-                ctx.err(span.clone(), &key("username"), "missing: the password grant needs username");
-            }
-            // A missing password is allowed: `credproxy login` prompts for it.
+    // A missing password is allowed for the password grant: `credproxy login` prompts for it.
+    let missing = match grant {
+        Some(Grant::Password) if username.is_none() && fp.username.is_none() => {
+            Some(("username", "missing: the password grant needs username"))
         }
-        Some(Grant::ClientCredentials) => {
-            if fp.client_id.is_none() {
-                ctx.err(span.clone(), &key("client_id"), "missing: the client_credentials grant needs client_id");
-            }
+        Some(Grant::ClientCredentials) if fp.client_id.is_none() => Some((
+            "client_id",
+            "missing: the client_credentials grant needs client_id",
+        )),
+        Some(Grant::AuthorizationCode) if authorize_url.is_none() && fp.authorize_url.is_none() => {
+            Some((
+                "authorize_url",
+                "missing: the authorization_code grant needs authorize_url",
+            ))
         }
-        Some(Grant::AuthorizationCode) => {
-            if authorize_url.is_none() && fp.authorize_url.is_none() {
-                ctx.err(span.clone(), &key("authorize_url"), "missing: the authorization_code grant needs authorize_url");
-            }
-        }
-        None => {}
+        _ => None,
+    };
+    if let Some((k, message)) = missing {
+        ctx.err(span.clone(), &key(k), message);
     }
     if preset != Preset::OAuth2 && fp.client_id.is_none() {
-        ctx.err(span.clone(), &key("client_id"), format!("missing: preset {} needs the client_id you got from the provider", preset.name()));
+        ctx.err(
+            span.clone(),
+            &key("client_id"),
+            format!(
+                "missing: preset {} needs the client_id you got from the provider",
+                preset.name()
+            ),
+        );
     }
     let mut scopes = Vec::new();
     for (i, s) in fp.scopes.iter().flatten().enumerate() {
@@ -351,7 +465,9 @@ fn oauth2(
             scopes.push(v);
         }
     }
-    let scope_separator = ctx.opt_string(&fp.scope_separator, &key("scope_separator")).unwrap_or_else(|| " ".into());
+    let scope_separator = ctx
+        .opt_string(&fp.scope_separator, &key("scope_separator"))
+        .unwrap_or_else(|| " ".into());
     let format = match &fp.token_format {
         None => d.format,
         Some(s) => match ctx.string(s, &key("token_format")).as_deref() {
@@ -359,7 +475,11 @@ fn oauth2(
             Some("json") => BodyFormat::Json,
             Some("multipart") => BodyFormat::Multipart,
             Some(other) => {
-                ctx.err(s.span(), &key("token_format"), format!("`{other}` is not one of form, json, multipart"));
+                ctx.err(
+                    s.span(),
+                    &key("token_format"),
+                    format!("`{other}` is not one of form, json, multipart"),
+                );
                 d.format
             }
             None => d.format,
@@ -371,14 +491,21 @@ fn oauth2(
             Some("basic") => ClientAuth::Basic,
             Some("body") => ClientAuth::Body,
             Some(other) => {
-                ctx.err(s.span(), &key("client_auth"), format!("`{other}` is not one of basic, body"));
+                ctx.err(
+                    s.span(),
+                    &key("client_auth"),
+                    format!("`{other}` is not one of basic, body"),
+                );
                 d.client_auth
             }
             None => d.client_auth,
         },
     };
     let redirect_uri = ctx.opt_string(&fp.redirect_uri, &key("redirect_uri"));
-    let pairs = |ctx: &mut Ctx<'_>, m: &Option<std::collections::BTreeMap<String, Str>>, k: &str| -> Vec<(String, String)> {
+    let pairs = |ctx: &mut Ctx<'_>,
+                 m: &Option<std::collections::BTreeMap<String, Str>>,
+                 k: &str|
+     -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (n, v) in m.iter().flatten() {
             if let Some(v) = ctx.string(v, &format!("{}.{n}", key(k))) {
@@ -389,11 +516,17 @@ fn oauth2(
     };
     let authorize_params = pairs(ctx, &fp.authorize_params, "authorize_params");
     let token_params = pairs(ctx, &fp.token_params, "token_params");
-    let mut request_fields: Vec<(String, String)> =
-        d.request_fields.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let mut request_fields: Vec<(String, String)> = d
+        .request_fields
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     request_fields.extend(pairs(ctx, &fp.request_fields, "request_fields"));
-    let mut reply_fields: Vec<(String, String)> =
-        d.reply_fields.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let mut reply_fields: Vec<(String, String)> = d
+        .reply_fields
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     reply_fields.extend(pairs(ctx, &fp.reply_fields, "reply_fields"));
     // Later entries (the user's) win over the preset's.
     request_fields.reverse();
@@ -401,14 +534,20 @@ fn oauth2(
     let mut token_headers = Vec::new();
     for (hn, hv) in fp.token_headers.iter().flatten() {
         let k = format!("{}.{hn}", key("token_headers"));
-        let Some(n) = ctx.header_name(hn, span.clone(), &k) else { continue };
-        if let Some(s) = ctx.secret(hv, &k) {
-            if let Some(v) = ctx.header_value(&s, span.clone(), &k) {
-                token_headers.push((n, v));
-            }
+        let Some(n) = ctx.header_name(hn, span.clone(), &k) else {
+            continue;
+        };
+        if let Some(s) = ctx.secret(hv, &k)
+            && let Some(v) = ctx.header_value(&s, span.clone(), &k)
+        {
+            token_headers.push((n, v));
         }
     }
-    let default_lifetime = ctx.duration(&fp.default_lifetime, &key("default_lifetime"), Duration::from_secs(3600));
+    let default_lifetime = ctx.duration(
+        &fp.default_lifetime,
+        &key("default_lifetime"),
+        Duration::from_secs(3600),
+    );
     let refresh_before = ctx.opt_duration(&fp.refresh_before, &key("refresh_before"));
     let expires_timezone = match &fp.expires_timezone {
         None => jiff::tz::TimeZone::UTC,

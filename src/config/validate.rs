@@ -186,7 +186,10 @@ fn valid_name(name: &str) -> bool {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, column)
 }
 
@@ -289,7 +292,9 @@ impl Ctx<'_> {
     pub fn url(&mut self, s: &Str, key: &str) -> Option<Uri> {
         let v = self.string(s, key)?;
         match v.parse::<Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+            {
                 Some(u)
             }
             _ => {
@@ -318,7 +323,12 @@ impl Ctx<'_> {
     }
 
     /// A header value built from a secret, marked sensitive (hpack never indexes it, Debug hides it).
-    pub fn header_value(&mut self, v: &Secret, span: Range<usize>, key: &str) -> Option<HeaderValue> {
+    pub fn header_value(
+        &mut self,
+        v: &Secret,
+        span: Range<usize>,
+        key: &str,
+    ) -> Option<HeaderValue> {
         match HeaderValue::from_str(v.expose()) {
             Ok(mut h) => {
                 h.set_sensitive(true);
@@ -335,7 +345,11 @@ impl Ctx<'_> {
         let v = self.string(s, key)?;
         if let Some(path) = v.strip_prefix("unix:") {
             if path.is_empty() {
-                self.err(s.span(), key, "unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"");
+                self.err(
+                    s.span(),
+                    key,
+                    "unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"",
+                );
                 return None;
             }
             return Some(Listen::Unix(PathBuf::from(path)));
@@ -398,11 +412,17 @@ impl Ctx<'_> {
                 None => UnknownHosts::Reject,
             },
         };
-        let ca_file = self.opt_string(&p.ca_file, "proxy.ca_file").map(PathBuf::from);
-        if let (Some(path), Some(s)) = (&ca_file, &p.ca_file) {
-            if let Err(e) = std::fs::metadata(path) {
-                self.err(s.span(), "proxy.ca_file", format!("can't read {}: {e}", path.display()));
-            }
+        let ca_file = self
+            .opt_string(&p.ca_file, "proxy.ca_file")
+            .map(PathBuf::from);
+        if let (Some(path), Some(s)) = (&ca_file, &p.ca_file)
+            && let Err(e) = std::fs::metadata(path)
+        {
+            self.err(
+                s.span(),
+                "proxy.ca_file",
+                format!("can't read {}: {e}", path.display()),
+            );
         }
         let proxy_auth = self.opt_secret(&p.proxy_auth, "proxy.proxy_auth");
         let socket_mode = match &p.socket_mode {
@@ -415,20 +435,42 @@ impl Ctx<'_> {
                 match parsed.filter(|m| *m <= 0o777) {
                     Some(m) => m,
                     None => {
-                        self.err(m.span(), "proxy.socket_mode", "expected an octal file mode such as \"0660\"");
+                        self.err(
+                            m.span(),
+                            "proxy.socket_mode",
+                            "expected an octal file mode such as \"0660\"",
+                        );
                         0o600
                     }
                 }
             }
         };
-        let connect_timeout = self.duration(&p.connect_timeout, "proxy.connect_timeout", Duration::from_secs(10));
-        let response_timeout =
-            self.duration(&p.response_timeout, "proxy.response_timeout", Duration::from_secs(60));
-        let header_timeout = self.duration(&p.header_timeout, "proxy.header_timeout", Duration::from_secs(30));
-        let shutdown_grace = self.duration(&p.shutdown_grace, "proxy.shutdown_grace", Duration::from_secs(10));
+        let connect_timeout = self.duration(
+            &p.connect_timeout,
+            "proxy.connect_timeout",
+            Duration::from_secs(10),
+        );
+        let response_timeout = self.duration(
+            &p.response_timeout,
+            "proxy.response_timeout",
+            Duration::from_secs(60),
+        );
+        let header_timeout = self.duration(
+            &p.header_timeout,
+            "proxy.header_timeout",
+            Duration::from_secs(30),
+        );
+        let shutdown_grace = self.duration(
+            &p.shutdown_grace,
+            "proxy.shutdown_grace",
+            Duration::from_secs(10),
+        );
         let max_connections = self.count(&p.max_connections, "proxy.max_connections", 10_000);
-        let max_connections_per_client =
-            self.count(&p.max_connections_per_client, "proxy.max_connections_per_client", 1_000);
+        let max_connections_per_client = self.count(
+            &p.max_connections_per_client,
+            "proxy.max_connections_per_client",
+            1_000,
+        );
         if self.errors.len() > before {
             return None;
         }
@@ -472,7 +514,10 @@ impl Ctx<'_> {
                 self.err(
                     r.get_ref().provider.span(),
                     &format!("{key}.provider"),
-                    format!("no provider named `{provider}` (configured: {})", known.join(", ")),
+                    format!(
+                        "no provider named `{provider}` (configured: {})",
+                        known.join(", ")
+                    ),
                 );
                 continue;
             }
@@ -482,16 +527,26 @@ impl Ctx<'_> {
                     None => continue,
                 },
                 (None, Some(p)) => {
-                    let Some(v) = self.string(p, &format!("{key}.path_prefix")) else { continue };
+                    let Some(v) = self.string(p, &format!("{key}.path_prefix")) else {
+                        continue;
+                    };
                     let trimmed = v.trim_end_matches('/');
                     if !trimmed.starts_with('/') || trimmed.len() < 2 {
-                        self.err(p.span(), &format!("{key}.path_prefix"), "expected a path such as \"/bace\"");
+                        self.err(
+                            p.span(),
+                            &format!("{key}.path_prefix"),
+                            "expected a path such as \"/bace\"",
+                        );
                         continue;
                     }
                     RouteTarget::PathPrefix(trimmed.to_owned())
                 }
                 _ => {
-                    self.err(r.span(), &key, "a route needs exactly one of `listen` or `path_prefix`");
+                    self.err(
+                        r.span(),
+                        &key,
+                        "a route needs exactly one of `listen` or `path_prefix`",
+                    );
                     continue;
                 }
             };
@@ -523,20 +578,28 @@ fn default_state_dir() -> PathBuf {
 
 /// `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"30d"`, or several (`"1h30m"`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let expected = || format!("`{s}` is not a duration: expected a number and a unit, such as \"30s\", \"5m\", \"2h\", \"30d\"");
+    let expected = || {
+        format!(
+            "`{s}` is not a duration: expected a number and a unit, such as \"30s\", \"5m\", \"2h\", \"30d\""
+        )
+    };
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
     if rest.is_empty() {
         return Err(expected());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(expected)?;
         if digits == 0 {
             return Err(expected());
         }
         let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = rest[..unit_len].trim();
         let one = match unit {
             "ms" => Duration::from_millis(1),
@@ -546,7 +609,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(86_400),
             _ => return Err(expected()),
         };
-        total += one.checked_mul(u32::try_from(n).map_err(|_| expected())?).ok_or_else(expected)?;
+        total += one
+            .checked_mul(u32::try_from(n).map_err(|_| expected())?)
+            .ok_or_else(expected)?;
         rest = rest[unit_len..].trim_start();
     }
     Ok(total)
@@ -573,7 +638,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let err = load_str("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", "c.toml", &no_env).unwrap_err();
+        let err = load_str(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            "c.toml",
+            &no_env,
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("c.toml:3:1"), "{msg}");
         assert!(msg.contains("lisen"), "{msg}");
@@ -592,7 +662,11 @@ mod tests {
     fn non_loopback_listen_needs_allow_remote() {
         let err = load_str("[proxy]\nlisten = \"0.0.0.0:8080\"\n", "c.toml", &no_env).unwrap_err();
         assert!(err.to_string().contains("allow_remote"), "{err}");
-        let ok = load_str("[proxy]\nlisten = \"0.0.0.0:8080\"\nallow_remote = true\n", "c.toml", &no_env);
+        let ok = load_str(
+            "[proxy]\nlisten = \"0.0.0.0:8080\"\nallow_remote = true\n",
+            "c.toml",
+            &no_env,
+        );
         assert!(ok.is_ok());
     }
 
@@ -607,6 +681,9 @@ mod tests {
     fn route_to_unknown_provider() {
         let text = "[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"nope\"\n";
         let err = load_str(text, "c.toml", &no_env).unwrap_err();
-        assert!(err.to_string().contains("no provider named `nope`"), "{err}");
+        assert!(
+            err.to_string().contains("no provider named `nope`"),
+            "{err}"
+        );
     }
 }

@@ -60,9 +60,24 @@ impl ErrorKind {
     fn parts(self) -> (StatusCode, &'static str, &'static str, Blame) {
         use ErrorKind::*;
         match self {
-            UnknownHost => (StatusCode::FORBIDDEN, "unknown_host", "destination_not_found", Blame::Client),
-            BrowserRequest => (StatusCode::FORBIDDEN, "browser_request", "http_request_denied", Blame::Client),
-            ConnectRefused => (StatusCode::FORBIDDEN, "connect_refused", "http_request_denied", Blame::Client),
+            UnknownHost => (
+                StatusCode::FORBIDDEN,
+                "unknown_host",
+                "destination_not_found",
+                Blame::Client,
+            ),
+            BrowserRequest => (
+                StatusCode::FORBIDDEN,
+                "browser_request",
+                "http_request_denied",
+                Blame::Client,
+            ),
+            ConnectRefused => (
+                StatusCode::FORBIDDEN,
+                "connect_refused",
+                "http_request_denied",
+                Blame::Client,
+            ),
             ProxyAuthRequired => (
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
                 "proxy_auth_required",
@@ -81,12 +96,42 @@ impl ErrorKind {
                 "proxy_internal_error",
                 Blame::Proxy,
             ),
-            LoginRequired => (StatusCode::SERVICE_UNAVAILABLE, "login_required", "proxy_configuration_error", Blame::Proxy),
-            UpstreamUnreachable => (StatusCode::BAD_GATEWAY, "upstream_unreachable", "destination_unavailable", Blame::Upstream),
-            UpstreamTls => (StatusCode::BAD_GATEWAY, "upstream_tls", "tls_protocol_error", Blame::Upstream),
-            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "http_response_timeout", Blame::Upstream),
-            UpstreamProtocol => (StatusCode::BAD_GATEWAY, "upstream_unreachable", "http_protocol_error", Blame::Upstream),
-            BadRequest => (StatusCode::BAD_REQUEST, "bad_request", "http_request_error", Blame::Client),
+            LoginRequired => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login_required",
+                "proxy_configuration_error",
+                Blame::Proxy,
+            ),
+            UpstreamUnreachable => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "destination_unavailable",
+                Blame::Upstream,
+            ),
+            UpstreamTls => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_tls",
+                "tls_protocol_error",
+                Blame::Upstream,
+            ),
+            UpstreamTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "http_response_timeout",
+                Blame::Upstream,
+            ),
+            UpstreamProtocol => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "http_protocol_error",
+                Blame::Upstream,
+            ),
+            BadRequest => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "http_request_error",
+                Blame::Client,
+            ),
         }
     }
 
@@ -155,7 +200,10 @@ impl ProxyError {
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(&proxy_status) {
             h.insert("proxy-status", v);
@@ -179,14 +227,18 @@ mod tests {
 
     #[test]
     fn error_response_has_json_and_proxy_status() {
-        let resp: Response<Full<Bytes>> = ProxyError::new(ErrorKind::CredentialUnavailable, "no token \"yet\"")
-            .provider("bace")
-            .retry_after(Duration::from_secs(5))
-            .into_response();
+        let resp: Response<Full<Bytes>> =
+            ProxyError::new(ErrorKind::CredentialUnavailable, "no token \"yet\"")
+                .provider("bace")
+                .retry_after(Duration::from_secs(5))
+                .into_response();
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["retry-after"], "5");
         let ps = resp.headers()["proxy-status"].to_str().unwrap();
-        assert!(ps.starts_with("credproxy; error=proxy_internal_error"), "{ps}");
+        assert!(
+            ps.starts_with("credproxy; error=proxy_internal_error"),
+            "{ps}"
+        );
         assert!(ps.contains(r#"details="no token \"yet\"""#), "{ps}");
     }
 }

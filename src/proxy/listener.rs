@@ -106,8 +106,12 @@ async fn accept(l: &Bound) -> std::io::Result<Accepted> {
 }
 
 /// Serve one downstream connection: HTTP/1.1, with its upstream connection driven alongside.
-pub async fn serve_connection<I>(io: I, shared: Arc<Shared>, info: Arc<ListenerInfo>, cancel: CancellationToken)
-where
+pub async fn serve_connection<I>(
+    io: I,
+    shared: Arc<Shared>,
+    info: Arc<ListenerInfo>,
+    cancel: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ctx = Arc::new(ConnCtx {
@@ -126,7 +130,9 @@ where
         // Header blocks over 64 KiB are refused with 431 by hyper's parser.
         .max_header_size(super::MAX_HEADER_BYTES)
         .max_headers(256);
-    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     let mut conn = pin!(conn);
     let mut cancelled = pin!(cancel.cancelled_owned());
     let mut shutting_down = false;

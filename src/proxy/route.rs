@@ -53,9 +53,13 @@ pub enum Target<'a> {
 }
 
 impl Router {
-    pub fn new(providers: Vec<ProviderRoute>, prefixes: Vec<(String, usize)>, unknown_hosts: UnknownHosts) -> Self {
+    pub fn new(
+        providers: Vec<ProviderRoute>,
+        prefixes: Vec<(String, usize)>,
+        unknown_hosts: UnknownHosts,
+    ) -> Self {
         let mut prefixes = prefixes;
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Router {
             providers,
             prefixes,
@@ -78,7 +82,12 @@ impl Router {
     }
 
     /// Route a request that arrived on a listener with `role`.
-    pub fn route<'a>(&'a self, role: &Role, uri: &'a Uri, host_header: Option<&'a str>) -> Target<'a> {
+    pub fn route<'a>(
+        &'a self,
+        role: &Role,
+        uri: &'a Uri,
+        host_header: Option<&'a str>,
+    ) -> Target<'a> {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
         if let Role::Route(index) = role {
             return Target::Provider {
@@ -92,19 +101,21 @@ impl Router {
             return self.by_authority(authority.as_str(), path_and_query);
         }
         for (prefix, index) in &self.prefixes {
-            if let Some(rest) = path_and_query.strip_prefix(prefix.as_str()) {
-                if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
-                    return Target::Provider {
-                        index: *index,
-                        path_and_query: rest,
-                        prefix: Some(prefix),
-                    };
-                }
+            if let Some(rest) = path_and_query.strip_prefix(prefix.as_str())
+                && (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            {
+                return Target::Provider {
+                    index: *index,
+                    path_and_query: rest,
+                    prefix: Some(prefix),
+                };
             }
         }
         match host_header {
             Some(h) => self.by_authority(h, path_and_query),
-            None => Target::Unknown { host: String::new() },
+            None => Target::Unknown {
+                host: String::new(),
+            },
         }
     }
 

@@ -46,7 +46,10 @@ struct Outcome<'a> {
     blame: Option<Blame>,
 }
 
-pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<RespBody>, std::convert::Infallible> {
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, std::convert::Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
     let host = request_host(&req).unwrap_or_default();
@@ -94,16 +97,19 @@ async fn proxy<'a>(
 ) -> Result<Response<RespBody>, ProxyError> {
     let shared = &*ctx.shared;
     // Phase 2: downstream checks.
-    if ctx.info.require_auth {
-        if let Some(secret) = &shared.proxy_auth {
-            check_proxy_auth(&req, secret)?;
-        }
+    if ctx.info.require_auth
+        && let Some(secret) = &shared.proxy_auth
+    {
+        check_proxy_auth(&req, secret)?;
     }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
         return connect(&shared.router, req);
     }
-    let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     let target = shared.router.route(&ctx.info.role, req.uri(), host_header);
     let (index, rest, prefix) = match target {
         Target::Provider {
@@ -115,9 +121,12 @@ async fn proxy<'a>(
             return Err(ProxyError::new(
                 ErrorKind::UnknownHost,
                 if host.is_empty() {
-                    "the request names no host: send an absolute URL (HTTP_PROXY) or a Host header".to_owned()
+                    "the request names no host: send an absolute URL (HTTP_PROXY) or a Host header"
+                        .to_owned()
                 } else {
-                    format!("no provider claims host {host}; credproxy is not an open proxy (add the host to a provider's hosts, or set unknown_hosts = \"pass\")")
+                    format!(
+                        "no provider claims host {host}; credproxy is not an open proxy (add the host to a provider's hosts, or set unknown_hosts = \"pass\")"
+                    )
                 },
             ));
         }
@@ -139,7 +148,9 @@ async fn proxy<'a>(
     let (mut parts, body) = req.into_parts();
     let path_and_query = upstream_path(upstream, &rest, parts.uri.path_and_query())?;
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(header::HOST, upstream.host_header.clone());
+    parts
+        .headers
+        .insert(header::HOST, upstream.host_header.clone());
     add_via(&mut parts.headers);
     parts.version = http::Version::HTTP_11;
     let refreshable = provider.preset != Preset::Static;
@@ -150,7 +161,8 @@ async fn proxy<'a>(
     } else {
         (Either::Left(body), None)
     };
-    let replay_parts = (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
+    let replay_parts =
+        (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
     for (name, value) in credential.headers() {
         parts.headers.insert(name.clone(), value.clone());
     }
@@ -165,19 +177,25 @@ async fn proxy<'a>(
     let mut resp = send(ctx, &key, upstream, path_and_query.clone(), req).await?;
 
     // Phase 8: the upstream's answer.
-    if resp.status() == StatusCode::UNAUTHORIZED && refreshable && route.reader.report_rejected(&credential) {
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && refreshable
+        && route.reader.report_rejected(&credential)
+    {
         tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
-        if let (Some(body), Some((method, headers))) = (kept, replay_parts) {
-            if let Some(fresh) = route.reader.wait_newer(credential.generation, provider.wait_for_token).await {
-                let mut req = Request::new(Either::Right(Full::new(body)));
-                *req.method_mut() = method;
-                *req.headers_mut() = headers;
-                for (name, value) in fresh.headers() {
-                    req.headers_mut().insert(name.clone(), value.clone());
-                }
-                // A 401 on the replay goes back as it came (some APIs mean "no permission").
-                resp = send(ctx, &key, upstream, path_and_query, req).await?;
+        if let (Some(body), Some((method, headers))) = (kept, replay_parts)
+            && let Some(fresh) = route
+                .reader
+                .wait_newer(credential.generation, provider.wait_for_token)
+                .await
+        {
+            let mut req = Request::new(Either::Right(Full::new(body)));
+            *req.method_mut() = method;
+            *req.headers_mut() = headers;
+            for (name, value) in fresh.headers() {
+                req.headers_mut().insert(name.clone(), value.clone());
             }
+            // A 401 on the replay goes back as it came (some APIs mean "no permission").
+            resp = send(ctx, &key, upstream, path_and_query, req).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
@@ -204,7 +222,9 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
         )
         .provider(name)),
         Err(Unavailable::Timeout { last_error }) => {
-            let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            let why = last_error
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
             Err(ProxyError::new(
                 ErrorKind::CredentialUnavailable,
                 format!("no valid token for provider {name} within {wait:?}{why}"),
@@ -222,14 +242,17 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
 }
 
 /// The upstream path: its base path, then what the client asked for.
-fn upstream_path(up: &Upstream, rest: &str, original: Option<&PathAndQuery>) -> Result<PathAndQuery, ProxyError> {
-    if up.base_path.is_empty() {
-        if let Some(pq) = original {
-            if pq.as_str() == rest {
-                // The common case: nothing to rewrite, no allocation.
-                return Ok(pq.clone());
-            }
-        }
+fn upstream_path(
+    up: &Upstream,
+    rest: &str,
+    original: Option<&PathAndQuery>,
+) -> Result<PathAndQuery, ProxyError> {
+    if up.base_path.is_empty()
+        && let Some(pq) = original
+        && pq.as_str() == rest
+    {
+        // The common case: nothing to rewrite, no allocation.
+        return Ok(pq.clone());
     }
     let rest = if rest.is_empty() { "/" } else { rest };
     let joined = if rest.starts_with('?') {
@@ -255,24 +278,37 @@ async fn send(
     let timeout = |what: &str| {
         ProxyError::new(
             ErrorKind::UpstreamTimeout,
-            format!("{} did not {what} within {:?}", upstream.origin(), shared.response_timeout),
+            format!(
+                "{} did not {what} within {:?}",
+                upstream.origin(),
+                shared.response_timeout
+            ),
         )
     };
     for attempt in 0..2 {
-        let checkout = tokio::time::timeout_at(deadline, ctx.slot.checkout(key, &shared.pool, &shared.connector))
-            .await
-            .map_err(|_| timeout("accept a connection"))?
-            .map_err(|e| connect_error(upstream, e))?;
+        let checkout = tokio::time::timeout_at(
+            deadline,
+            ctx.slot.checkout(key, &shared.pool, &shared.connector),
+        )
+        .await
+        .map_err(|_| timeout("accept a connection"))?
+        .map_err(|e| connect_error(upstream, e))?;
         match checkout {
             Checkout::H2(mut sender) => {
                 *req.uri_mut() = Uri::from_parts({
                     let mut p = http::uri::Parts::default();
-                    p.scheme = Some(if upstream.is_tls() { Scheme::HTTPS } else { Scheme::HTTP });
+                    p.scheme = Some(if upstream.is_tls() {
+                        Scheme::HTTPS
+                    } else {
+                        Scheme::HTTP
+                    });
                     p.authority = Some(upstream.authority.clone());
                     p.path_and_query = Some(path_and_query.clone());
                     p
                 })
-                .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request URI is not valid"))?;
+                .map_err(|_| {
+                    ProxyError::new(ErrorKind::BadRequest, "the request URI is not valid")
+                })?;
                 req.headers_mut().remove(header::HOST);
                 let fut = sender.send_request(req);
                 return match tokio::time::timeout_at(deadline, fut).await {
@@ -312,7 +348,10 @@ async fn send(
     }
     Err(ProxyError::new(
         ErrorKind::UpstreamUnreachable,
-        format!("{} closed the connection before answering", upstream.origin()),
+        format!(
+            "{} closed the connection before answering",
+            upstream.origin()
+        ),
     ))
 }
 
@@ -355,7 +394,9 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
             let bytes = Limited::new(body, REPLAY_BODY_LIMIT as usize)
                 .collect()
                 .await
-                .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request body ended early"))?
+                .map_err(|_| {
+                    ProxyError::new(ErrorKind::BadRequest, "the request body ended early")
+                })?
                 .to_bytes();
             Ok((Either::Right(Full::new(bytes.clone())), Some(bytes)))
         }
@@ -366,7 +407,10 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
 /// `CONNECT`: tunnel an unclaimed host when passing, refuse a claimed one with the reason.
 fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
-        return Err(ProxyError::new(ErrorKind::BadRequest, "CONNECT needs host:port"));
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "CONNECT needs host:port",
+        ));
     };
     if let Some(i) = router.by_host(&authority) {
         let name = &router.providers[i].config.name;
@@ -435,8 +479,17 @@ async fn pass_through(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
-    parts.headers.insert(header::HOST, upstream.host_header.clone());
-    let resp = send(ctx, &key, &upstream, pq, Request::from_parts(parts, Either::Left(body))).await?;
+    parts
+        .headers
+        .insert(header::HOST, upstream.host_header.clone());
+    let resp = send(
+        ctx,
+        &key,
+        &upstream,
+        pq,
+        Request::from_parts(parts, Either::Left(body)),
+    )
+    .await?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
@@ -455,7 +508,9 @@ fn check_proxy_auth(req: &Request<Incoming>, secret: &Secret) -> Result<(), Prox
             if scheme.eq_ignore_ascii_case("bearer") {
                 Some(rest.trim().as_bytes().to_vec())
             } else if scheme.eq_ignore_ascii_case("basic") {
-                let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .ok()?;
                 let colon = decoded.iter().position(|b| *b == b':')?;
                 Some(decoded[colon + 1..].to_vec())
             } else {
@@ -481,7 +536,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A browser page must not spend credentials through a local port (CSRF, DNS rebinding).
-fn check_browser(req: &Request<Incoming>, provider: &crate::config::ProviderConfig) -> Result<(), ProxyError> {
+fn check_browser(
+    req: &Request<Incoming>,
+    provider: &crate::config::ProviderConfig,
+) -> Result<(), ProxyError> {
     let h = req.headers();
     let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let cross_site = h
@@ -492,7 +550,7 @@ fn check_browser(req: &Request<Incoming>, provider: &crate::config::ProviderConf
     }
     if let Some(o) = origin {
         let o = o.trim_end_matches('/').to_ascii_lowercase();
-        if provider.allow_origins.iter().any(|a| *a == o) {
+        if provider.allow_origins.contains(&o) {
             return Ok(());
         }
     }
@@ -508,17 +566,25 @@ fn check_browser(req: &Request<Incoming>, provider: &crate::config::ProviderConf
 
 /// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
 /// a web page that rebinds a DNS name to 127.0.0.1 sends its own name and is refused.
-fn check_own_host(ctx: &ConnCtx, route: &ProviderRoute, host: Option<&str>) -> Result<(), ProxyError> {
+fn check_own_host(
+    ctx: &ConnCtx,
+    route: &ProviderRoute,
+    host: Option<&str>,
+) -> Result<(), ProxyError> {
     let Some(host) = host else { return Ok(()) };
     let (name, _) = crate::config::host::split_host_port(host);
     let name = crate::config::host::normalize(name);
-    let own = matches!(name.as_ref(), "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.");
+    let own =
+        matches!(name.as_ref(), "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.");
     if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !ctx.info.loopback {
         return Ok(());
     }
     Err(ProxyError::new(
         ErrorKind::UnknownHost,
-        format!("Host {host} is neither this listener's address nor a host of provider {}", route.config.name),
+        format!(
+            "Host {host} is neither this listener's address nor a host of provider {}",
+            route.config.name
+        ),
     )
     .provider(&route.config.name))
 }
@@ -541,7 +607,9 @@ fn rewrite_location(
     if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
         return;
     }
-    let Some(local) = &info.local_origin else { return };
+    let Some(local) = &info.local_origin else {
+        return;
+    };
     let new = format!("{local}{}{rest}", prefix.unwrap_or(""));
     if let Ok(v) = HeaderValue::from_str(&new) {
         headers.insert(header::LOCATION, v);
@@ -549,7 +617,8 @@ fn rewrite_location(
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
 }
 
 #[cfg(test)]

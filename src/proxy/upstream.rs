@@ -50,7 +50,11 @@ pin_project! {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.project() {
             StreamProj::Plain { tcp } => tcp.poll_read(cx, buf),
             StreamProj::Tls { tls } => tls.poll_read(cx, buf),
@@ -59,7 +63,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.project() {
             StreamProj::Plain { tcp } => tcp.poll_write(cx, buf),
             StreamProj::Tls { tls } => tls.poll_write(cx, buf),
@@ -116,7 +124,11 @@ pub enum ConnectError {
         source: io::Error,
     },
     #[error("connecting to {host}:{port} timed out after {timeout:?}")]
-    Timeout { host: Arc<str>, port: u16, timeout: Duration },
+    Timeout {
+        host: Arc<str>,
+        port: u16,
+        timeout: Duration,
+    },
     #[error("HTTP handshake with {host} failed")]
     Handshake {
         host: Arc<str>,
@@ -167,9 +179,10 @@ impl Connector {
         // Requests are small and latency-bound; Nagle only delays them.
         let _ = tcp.set_nodelay(true);
         let (stream, h2) = if key.tls {
-            let name = ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::ServerName {
-                host: key.host.clone(),
-            })?;
+            let name =
+                ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::ServerName {
+                    host: key.host.clone(),
+                })?;
             let tls = tokio::time::timeout_at(deadline, self.tls.connect(name, tcp))
                 .await
                 .map_err(|_| timed_out())?
@@ -315,14 +328,20 @@ pub struct LocalSlot {
 pub enum Checkout {
     /// On the slot's HTTP/1.1 connection ([`LocalSlot::send`]); `reused` when it served a
     /// request before (so a failure to send may just be a keep-alive race, worth one retry).
-    Local { reused: bool },
+    Local {
+        reused: bool,
+    },
     H2(H2Sender),
 }
 
 pub type SendFuture = Pin<
     Box<
-        dyn Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<http::Request<UpBody>>>>
-            + Send,
+        dyn Future<
+                Output = Result<
+                    http::Response<hyper::body::Incoming>,
+                    hyper::client::conn::TrySendError<http::Request<UpBody>>,
+                >,
+            > + Send,
     >,
 >;
 
@@ -331,13 +350,13 @@ impl LocalSlot {
     pub fn poll_drive(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
         let mut slot = self.conn.lock();
-        if let Some(local) = slot.as_mut() {
-            if let Poll::Ready(result) = local.conn.as_mut().poll(cx) {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                *slot = None;
+        if let Some(local) = slot.as_mut()
+            && let Poll::Ready(result) = local.conn.as_mut().poll(cx)
+        {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "upstream connection ended");
             }
+            *slot = None;
         }
     }
 
@@ -349,7 +368,12 @@ impl LocalSlot {
     }
 
     /// A sender for `key`: this connection's own, a parked one, or a new connection.
-    pub async fn checkout(&self, key: &UpstreamKey, pool: &Pool, connector: &Connector) -> Result<Checkout, ConnectError> {
+    pub async fn checkout(
+        &self,
+        key: &UpstreamKey,
+        pool: &Pool,
+        connector: &Connector,
+    ) -> Result<Checkout, ConnectError> {
         {
             let mut slot = self.conn.lock();
             if let Some(local) = slot.as_mut() {
@@ -368,7 +392,8 @@ impl LocalSlot {
         }
         while let Some((sender, mut conn)) = pool.take(key) {
             // Poll once in this task: a connection the upstream closed while parked ends here.
-            let alive = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_pending())).await;
+            let alive =
+                std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_pending())).await;
             if alive && sender.is_ready() {
                 self.install(key.clone(), sender, conn);
                 return Ok(Checkout::Local { reused: true });
@@ -394,6 +419,8 @@ impl LocalSlot {
 
     /// Send on the slot's connection (after a [`Checkout::Local`]). The lock is held only to
     /// start the send; the returned future is awaited without it.
+    // The error hands the request back for a retry; boxing it would allocate on the hot path.
+    #[allow(clippy::result_large_err)]
     pub fn send(&self, req: http::Request<UpBody>) -> Result<SendFuture, http::Request<UpBody>> {
         let mut slot = self.conn.lock();
         match slot.as_mut() {
@@ -407,4 +434,3 @@ impl LocalSlot {
         *self.conn.lock() = None;
     }
 }
-

@@ -39,6 +39,10 @@ pub const DEFAULTS: Defaults = Defaults {
 /// Users authorize an integration at `https://console.baselime.io/integrations/<client-id>`.
 pub fn authorize_url(configured: Option<Uri>, client_id: Option<&str>) -> Option<Uri> {
     configured.or_else(|| {
-        client_id.and_then(|id| format!("https://console.baselime.io/integrations/{id}").parse().ok())
+        client_id.and_then(|id| {
+            format!("https://console.baselime.io/integrations/{id}")
+                .parse()
+                .ok()
+        })
     })
 }

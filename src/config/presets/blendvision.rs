@@ -36,9 +36,18 @@ const LOGIN_URL: &str = "https://api.one.blendvision.com/bv/account/v1/accounts/
 const MINT_URL: &str = "https://api.one.blendvision.com/bv/account/v1/accounts/api-token";
 const ORG_URL: &str = "https://api.one.blendvision.com/bv/org/v1/organizations";
 
-pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Range<usize>) -> Option<AuthConfig> {
+pub fn build(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    fp: &FileProvider,
+    span: Range<usize>,
+) -> Option<AuthConfig> {
     let key = |k: &str| format!("providers.{name}.{k}");
-    let url = |ctx: &mut Ctx<'_>, s: &Option<crate::config::file::Str>, k: &str, d: &str| -> Option<Uri> {
+    let url = |ctx: &mut Ctx<'_>,
+               s: &Option<crate::config::file::Str>,
+               k: &str,
+               d: &str|
+     -> Option<Uri> {
         match s {
             Some(s) => ctx.url(s, &key(k)),
             None => Some(d.parse().expect("preset URLs parse")),
@@ -54,11 +63,19 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Range<usize
             let password = match &fp.password {
                 Some(p) => ctx.secret(p, &key("password"))?,
                 None => {
-                    ctx.err(span, &key("password"), "missing: minting an API token needs email and password");
+                    ctx.err(
+                        span,
+                        &key("password"),
+                        "missing: minting an API token needs email and password",
+                    );
                     return None;
                 }
             };
-            let lifetime = ctx.duration(&fp.api_token_lifetime, &key("api_token_lifetime"), Duration::from_secs(30 * 86_400));
+            let lifetime = ctx.duration(
+                &fp.api_token_lifetime,
+                &key("api_token_lifetime"),
+                Duration::from_secs(30 * 86_400),
+            );
             BlendVisionMode::Mint {
                 email,
                 password,
@@ -68,11 +85,19 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Range<usize
             }
         }
         (Some(_), Some(e)) => {
-            ctx.err(e.span(), &key("email"), "give either api_token, or email + password, not both");
+            ctx.err(
+                e.span(),
+                &key("email"),
+                "give either api_token, or email + password, not both",
+            );
             return None;
         }
         (None, None) => {
-            ctx.err(span, &key("api_token"), "missing: set api_token = \"${BV_API_TOKEN}\", or email + password to mint one");
+            ctx.err(
+                span,
+                &key("api_token"),
+                "missing: set api_token = \"${BV_API_TOKEN}\", or email + password to mint one",
+            );
             return None;
         }
     };
