@@ -268,6 +268,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Like [`Ctx::opt_secret`], but an empty value (`"${BV_ORG_ID:-}"`) means "not given".
+    pub fn secret_or_unset(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Secret> {
+        let s = s.as_ref()?;
+        if let SecretSource::Value(v) = &s.source {
+            let value = self.expand(v, s.span.clone(), key)?;
+            return (!value.is_empty()).then(|| Secret::from(value));
+        }
+        self.secret(s, key)
+    }
+
     pub fn opt_secret(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Secret> {
         s.as_ref().and_then(|s| self.secret(s, key))
     }

@@ -54,7 +54,7 @@ pub fn build(
         }
     };
     let org_url = url(ctx, &fp.org_url, "org_url", ORG_URL);
-    let org_id = ctx.opt_secret(&fp.org_id, &key("org_id"));
+    let org_id = ctx.secret_or_unset(&fp.org_id, &key("org_id"));
     let refresh_before = ctx.opt_duration(&fp.refresh_before, &key("refresh_before"));
     let mode = match (&fp.api_token, &fp.email) {
         (Some(t), None) => BlendVisionMode::ApiToken(ctx.secret(t, &key("api_token"))?),
