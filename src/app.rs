@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, Listen, RouteTarget};
 use crate::credential::{self, CredentialWriter};
+use crate::metrics::Metrics;
 use crate::proxy::listener::Bound;
 use crate::proxy::upstream::{Connector, Pool};
 use crate::proxy::{ListenerInfo, ProviderRoute, Role, Router, Shared};
@@ -146,7 +147,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         })
         .collect();
     let router = Router::new(routes, prefixes, p.unknown_hosts);
+    // Per-provider metric handles, indexed like the router's providers.
+    let metrics = Arc::new(Metrics::new(
+        &config.providers.iter().map(|p| &p.name).collect::<Vec<_>>(),
+    ));
     let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
         router,
         pool: Pool::new(POOL_IDLE_TIMEOUT),
         connector: Connector::new(upstream_tls, p.connect_timeout),
@@ -167,6 +173,24 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             ));
         }
     }
+
+    // The admin listener: an explicit `admin_listen` must bind; the default is best effort, so a
+    // second credproxy on the same machine still starts (without its own admin endpoints).
+    let admin_bound = match &p.admin_listen {
+        Some(listen) => Some(bind(listen, p.socket_mode).await?),
+        None => match bind(&Listen::Tcp(crate::admin::DEFAULT_LISTEN), p.socket_mode).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(|c| c.to_string());
+                tracing::warn!(
+                    addr = %crate::admin::DEFAULT_LISTEN,
+                    error = cause.as_deref().unwrap_or("?"),
+                    "no admin listener: the default address is taken (set proxy.admin_listen)"
+                );
+                None
+            }
+        },
+    };
 
     start_credentials(writers, &config, &cancel, &background).await?;
 
@@ -200,6 +224,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         listeners.push((role, addr));
     }
 
+    let admin = admin_bound.map(|(listener, addr)| {
+        let providers = shared
+            .router
+            .providers
+            .iter()
+            .map(|r| (r.config.clone(), r.reader.clone()))
+            .collect();
+        let state = Arc::new(crate::admin::AdminState::new(providers, metrics.clone()));
+        tracing::info!(listen = %addr, "admin listening");
+        let span = tracing::info_span!("admin", addr = %addr);
+        background.spawn(crate::admin::serve(listener, state, cancel.clone()).instrument(span));
+        addr
+    });
+
     // Park-pool eviction: idle upstream connections are closed after POOL_IDLE_TIMEOUT.
     background.spawn({
         let shared = shared.clone();
@@ -217,7 +255,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     Ok(Running {
         listeners,
-        admin: None,
+        admin,
         shared,
         cancel,
         tracker,

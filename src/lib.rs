@@ -14,5 +14,7 @@ pub mod secret;
 pub mod tls;
 pub mod token;
 pub mod proxy;
+pub mod metrics;
+pub mod admin;
 pub mod app;
 pub mod cli;

@@ -31,6 +31,8 @@ pub struct Shared {
     pub connector: Connector,
     pub response_timeout: Duration,
     pub proxy_auth: Option<Secret>,
+    /// Request metrics, with handles indexed like `router.providers`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Per-connection state handed to each request.
@@ -43,6 +45,8 @@ pub struct ConnCtx {
 /// What the log line needs to know about a request.
 struct Outcome<'a> {
     provider: Option<&'a str>,
+    /// The provider's index in the router, for metrics.
+    index: Option<usize>,
     blame: Option<Blame>,
 }
 
@@ -51,11 +55,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let start = Instant::now();
+    let _inflight = ctx.shared.metrics.inflight();
     let method = req.method().clone();
     let host = request_host(&req).unwrap_or_default();
     let path = req.uri().path().to_owned();
     let mut outcome = Outcome {
         provider: None,
+        index: None,
         blame: None,
     };
     let resp = match proxy(&ctx, req, &mut outcome).await {
@@ -66,6 +72,7 @@ pub async fn handle(
             e.into_response().map(Either::Right)
         }
     };
+    ctx.shared.metrics.request(outcome.index, resp.status());
     tracing::info!(
         target: "credproxy::access",
         method = %method,
@@ -135,6 +142,7 @@ async fn proxy<'a>(
     let route = &shared.router.providers[index];
     let provider = &route.config;
     outcome.provider = Some(ctx.shared.router.providers[index].config.name.as_str());
+    outcome.index = Some(index);
     if ctx.info.loopback && ctx.info.role != Role::Main || prefix.is_some() {
         check_own_host(ctx, route, host_header)?;
     }
@@ -174,7 +182,7 @@ async fn proxy<'a>(
     let req = Request::from_parts(parts, body);
 
     // Phase 7: send.
-    let mut resp = send(ctx, &key, upstream, path_and_query.clone(), req).await?;
+    let mut resp = send_timed(ctx, index, &key, upstream, path_and_query.clone(), req).await?;
 
     // Phase 8: the upstream's answer.
     if resp.status() == StatusCode::UNAUTHORIZED
@@ -195,7 +203,7 @@ async fn proxy<'a>(
                 req.headers_mut().insert(name.clone(), value.clone());
             }
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
-            resp = send(ctx, &key, upstream, path_and_query, req).await?;
+            resp = send_timed(ctx, index, &key, upstream, path_and_query, req).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
@@ -262,6 +270,22 @@ fn upstream_path(
     };
     PathAndQuery::from_maybe_shared(Bytes::from(joined))
         .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request path is not valid"))
+}
+
+/// Phase 7 for provider `index`'s request, timed to the response headers (or the error) for
+/// `credproxy_upstream_request_duration_seconds`.
+async fn send_timed(
+    ctx: &ConnCtx,
+    index: usize,
+    key: &UpstreamKey,
+    upstream: &Upstream,
+    path_and_query: PathAndQuery,
+    req: Request<UpBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let sent = Instant::now();
+    let result = send(ctx, key, upstream, path_and_query, req).await;
+    ctx.shared.metrics.upstream_duration(index, sent.elapsed());
+    result
 }
 
 /// Phase 7: send on a connection for `key`, with one retry when a reused connection turned out

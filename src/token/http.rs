@@ -69,7 +69,8 @@ impl std::fmt::Debug for TokenHttp {
 impl TokenHttp {
     /// A client trusting `roots` (`tls::roots(ca_file)` in production, a test CA in tests).
     pub fn new(roots: RootCertStore) -> Result<Self, HttpError> {
-        let config = tls::client_config(roots, &[b"http/1.1"]).map_err(HttpError::Tls)?;
+        // hyper-rustls sets ALPN itself from the enabled protocols (and panics if it is preset).
+        let config = tls::client_config(roots, &[]).map_err(HttpError::Tls)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -1,0 +1,422 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status` and a status page at `/`.
+//!
+//! It listens on `admin_listen` (default [`DEFAULT_LISTEN`], 127.0.0.1:9090), apart from the proxy
+//! listeners, and is never proxied. What it shows comes from each provider's credential
+//! [`Snapshot`](crate::credential::Snapshot)'s public fields and from [`Metrics`]: it never looks at
+//! a credential's headers, so no secret, not even a prefix, can reach an admin response.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /healthz` | 200 `ok` while the process serves |
+//! | `GET /readyz` | 200 `{"ready":true}` when every provider holds a usable credential, else 503 `{"ready":false,"providers":[{"name","state","reason"}]}` naming those that don't |
+//! | `GET /metrics` | the OpenMetrics text exposition ([`crate::metrics`]) |
+//! | `GET /status` | [`StatusReport`] as JSON (what `credproxy status` shows) |
+//! | `GET /` | a self-contained HTML page (inline CSS and JS, no external assets) that refreshes itself from `/status` |
+//!
+//! `HEAD` is answered like `GET` (RFC 9110 §9.3.2); other methods get 405, other paths 404 (JSON).
+
+mod client;
+mod status;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use client::{AdminTarget, ClientError, get};
+pub use status::{ProviderStatus, StatusReport, parse_rfc3339, rfc3339};
+
+use crate::clock::Clock;
+use crate::config::{Listen, ProviderConfig, ProxySettings};
+use crate::credential::{CredentialReader, Phase, Snapshot};
+use crate::metrics::Metrics;
+use crate::proxy::listener::Bound;
+
+/// Where the admin listener binds when `admin_listen` is not set.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+
+/// The admin listener's address for these settings: `admin_listen`, else [`DEFAULT_LISTEN`].
+pub fn listen_of(settings: &ProxySettings) -> Listen {
+    settings
+        .admin_listen
+        .clone()
+        .unwrap_or(Listen::Tcp(DEFAULT_LISTEN))
+}
+
+/// Prometheus asks for OpenMetrics first in its default `Accept` header (`scrape_protocols`), and
+/// OpenMetrics is what prometheus-client writes (`# EOF`, `_total` samples under a `counter`
+/// family, `# UNIT`). Labelled `text/plain; version=0.0.4` instead, a Prometheus 0.0.4 parser would
+/// not tie `credproxy_requests_total` to its `# TYPE credproxy_requests counter` line.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// At most this many admin connections at once: probes and scrapes are few, and the admin
+/// listener must not become a way to exhaust the process's file descriptors.
+const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The status page; `/*INITIAL_STATUS*/` is replaced with the current `/status` document.
+const PAGE: &str = include_str!("admin/page.html");
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    /// Every provider, in config order, with a reader of its credential.
+    pub providers: Vec<(Arc<ProviderConfig>, CredentialReader)>,
+    pub metrics: Arc<Metrics>,
+    /// When this credproxy started.
+    pub started: jiff::Timestamp,
+    /// The wall clock used for "expires in" (follows tokio's paused clock in tests).
+    pub clock: Clock,
+}
+
+impl AdminState {
+    /// State for `providers`, started now.
+    pub fn new(
+        providers: Vec<(Arc<ProviderConfig>, CredentialReader)>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        AdminState {
+            providers,
+            metrics,
+            started: jiff::Timestamp::now(),
+            clock: Clock::new(),
+        }
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> StatusReport {
+        let now = tokio::time::Instant::now();
+        let now_unix = self.clock.unix_now();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Some(self.started.to_string()),
+            providers: self
+                .providers
+                .iter()
+                .map(|(config, reader)| {
+                    let snap = reader.snapshot();
+                    ProviderStatus::from_snapshot(
+                        config,
+                        &snap,
+                        snap.usable(now).is_some(),
+                        now_unix,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The providers without a usable credential, and why; empty when ready.
+    pub fn not_ready(&self) -> Vec<NotReady> {
+        let now = tokio::time::Instant::now();
+        self.providers
+            .iter()
+            .filter_map(|(config, reader)| {
+                let snap = reader.snapshot();
+                if snap.usable(now).is_some() {
+                    return None;
+                }
+                Some(NotReady {
+                    name: config.name.clone(),
+                    state: snap.phase.as_str(),
+                    reason: not_ready_reason(&config.name, &snap),
+                })
+            })
+            .collect()
+    }
+
+    fn metrics_text(&self) -> String {
+        let snaps: Vec<(&str, Snapshot)> = self
+            .providers
+            .iter()
+            .map(|(c, r)| (c.name.as_str(), r.snapshot()))
+            .collect();
+        self.metrics
+            .encode(snaps.iter().map(|(name, s)| (*name, s.expires_at_unix)))
+    }
+}
+
+/// A provider `/readyz` names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotReady {
+    pub name: String,
+    pub state: &'static str,
+    pub reason: String,
+}
+
+fn not_ready_reason(name: &str, snap: &Snapshot) -> String {
+    let with_error = |what: &str| match &snap.last_error {
+        Some(e) => format!("{what}: {e}"),
+        None => what.to_owned(),
+    };
+    match snap.phase {
+        Phase::LoginRequired => with_error(&format!(
+            "needs a person to authorize it: run `credproxy login {name}`"
+        )),
+        Phase::Starting => with_error("no token yet"),
+        Phase::Failing => with_error("token requests are failing"),
+        Phase::Ready | Phase::Refreshing => with_error("the token expired"),
+    }
+}
+
+/// Serve the admin endpoints on `listener` until `cancel`; returns when the connections are done.
+pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = accept(&listener) => a,
+        };
+        let (state, cancel) = (state.clone(), cancel.clone());
+        match accepted {
+            Ok(Stream::Tcp(s)) => connections.spawn(async move {
+                serve_connection(s, state, cancel).await;
+                drop(permit);
+            }),
+            Ok(Stream::Unix(s)) => connections.spawn(async move {
+                serve_connection(s, state, cancel).await;
+                drop(permit);
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "admin listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+    }
+    connections.close();
+    connections.wait().await;
+    if let Bound::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Bound) -> std::io::Result<Stream> {
+    match l {
+        Bound::Tcp(t) => t.accept().await.map(|(s, _)| Stream::Tcp(s)),
+        Bound::Unix(u, _) => u.accept().await.map(|(s, _)| Stream::Unix(s)),
+    }
+}
+
+async fn serve_connection<I>(io: I, state: Arc<AdminState>, cancel: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, &req)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            // Answer the request in flight, if any, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Answer one admin request.
+pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "method_not_allowed", "message": "the admin endpoints answer GET only"}),
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        "/readyz" => {
+            let not_ready = state.not_ready();
+            if not_ready.is_empty() {
+                json(StatusCode::OK, &serde_json::json!({"ready": true}))
+            } else {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"ready": false, "providers": not_ready}),
+                )
+            }
+        }
+        "/metrics" => text(StatusCode::OK, METRICS_CONTENT_TYPE, state.metrics_text()),
+        "/status" => json(StatusCode::OK, &state.status()),
+        "/" => page(&state.status()),
+        other => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({
+                "error": "not_found",
+                "message": format!("no admin endpoint at {other}; try /healthz, /readyz, /metrics, /status or /"),
+            }),
+        ),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    // Serializing plain structs and maps of strings can't fail.
+    let mut body = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
+    body.push('\n');
+    text(status, "application/json", body)
+}
+
+/// The status page, with the current status inlined so it shows at once.
+fn page(status: &StatusReport) -> Response<Full<Bytes>> {
+    let data = serde_json::to_string(status).unwrap_or_else(|_| "null".to_owned());
+    // Inside <script>, `</script>` or `<!--` in a provider's last error must not end the block:
+    // `<`, `>` and `&` only occur inside JSON strings, where \u escapes mean the same.
+    let data = data
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let body = PAGE.replacen("/*INITIAL_STATUS*/null", &data, 1);
+    let mut resp = text(StatusCode::OK, "text/html; charset=utf-8", body);
+    // The page needs nothing from anywhere but itself and /status.
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::{self, Credential};
+    use crate::secret::Secret;
+
+    fn provider(name: &str) -> Arc<ProviderConfig> {
+        let text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\n[providers.{name}]\npreset = \"static\"\nhosts = [\"{name}.test\"]\ntoken = \"t\"\n"
+        );
+        crate::config::load_str(&text, "t.toml", &|_| None)
+            .unwrap()
+            .providers[0]
+            .clone()
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap()
+    }
+
+    fn body(resp: &Response<Full<Bytes>>) -> String {
+        use http_body_util::BodyExt;
+        let b = futures_util::FutureExt::now_or_never(resp.body().clone().collect())
+            .unwrap()
+            .unwrap();
+        String::from_utf8(b.to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn readyz_names_each_provider_without_a_credential_and_why() {
+        let (wa, ra) = credential::channel();
+        let (wb, rb) = credential::channel();
+        let state = AdminState::new(
+            vec![(provider("a"), ra), (provider("b"), rb)],
+            Arc::new(Metrics::new(&["a", "b"])),
+        );
+        wb.update(|s| {
+            s.phase = Phase::LoginRequired;
+            s.last_error = Some("invalid_grant".into());
+        });
+        let resp = handle(&state, &get("/readyz"));
+        assert_eq!(resp.status(), 503);
+        let v: serde_json::Value = serde_json::from_str(&body(&resp)).unwrap();
+        assert_eq!(v["ready"], false);
+        assert_eq!(v["providers"][0]["name"], "a");
+        assert_eq!(v["providers"][0]["state"], "starting");
+        assert_eq!(v["providers"][0]["reason"], "no token yet");
+        assert_eq!(v["providers"][1]["state"], "login_required");
+        assert_eq!(
+            v["providers"][1]["reason"],
+            "needs a person to authorize it: run `credproxy login b`: invalid_grant"
+        );
+
+        for w in [&wa, &wb] {
+            let c = Credential::bearer(
+                &Secret::from("tok"),
+                &[],
+                1,
+                tokio::time::Instant::now(),
+                None,
+            )
+            .unwrap();
+            w.publish(Snapshot {
+                credential: Some(Arc::new(c)),
+                phase: Phase::Ready,
+                ..Snapshot::starting()
+            });
+        }
+        let resp = handle(&state, &get("/readyz"));
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body(&resp), "{\"ready\":true}\n");
+    }
+
+    #[tokio::test]
+    async fn methods_paths_and_a_page_that_cannot_be_broken_out_of() {
+        let (w, r) = credential::channel();
+        let state = AdminState::new(vec![(provider("a"), r)], Arc::new(Metrics::new(&["a"])));
+        w.update(|s| s.last_error = Some("</script><script>alert(1)</script>".into()));
+        let post = Request::post("/healthz").body(()).unwrap();
+        let resp = handle(&state, &post);
+        assert_eq!(resp.status(), 405);
+        assert_eq!(resp.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(handle(&state, &get("/nope")).status(), 404);
+        assert_eq!(body(&handle(&state, &get("/healthz?x=1"))), "ok\n");
+        let page = body(&handle(&state, &get("/")));
+        assert!(
+            !page.contains("</script><script>"),
+            "the last error is escaped"
+        );
+        assert!(page.contains("\\u003c/script\\u003e"));
+        assert!(!page.contains("/*INITIAL_STATUS*/"));
+    }
+}

@@ -1,0 +1,405 @@
+//! Prometheus metrics: what the admin listener's `/metrics` serves (issue 6, DESIGN.md).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `credproxy_requests_total` | counter | `provider` (`-` when no provider claimed the request), `code` |
+//! | `credproxy_upstream_request_duration_seconds` | histogram | `provider` |
+//! | `credproxy_token_refresh_total` | counter | `provider`, `result` |
+//! | `credproxy_token_expiry_timestamp_seconds` | gauge | `provider` |
+//! | `credproxy_inflight_requests` | gauge | |
+//! | `credproxy_build_info` | gauge (always 1) | `version` |
+//!
+//! Labels are low-cardinality only: provider names come from the config, codes are HTTP status
+//! codes, results are a fixed set. Never a host, a path or anything a client chooses.
+//!
+//! The request path is measured against nginx, so it does no label hashing and no allocation:
+//! every per-provider handle is resolved once when the provider set is built ([`Metrics::new`],
+//! [`Metrics::for_providers`]), and a `(provider, code)` counter is resolved the first time that
+//! code is seen and kept in a slot indexed by the code. A request then costs an atomic add or two,
+//! plus the histogram's short lock.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `provider` label of requests no provider claimed (unknown hosts, pass-through, CONNECT).
+pub const UNCLAIMED: &str = "-";
+
+/// Upstream duration buckets, 1 ms to 60 s: a local upstream answers in a millisecond or two,
+/// a slow API in seconds, and `response_timeout` (default 60 s) ends the rest.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Status codes get a pre-sized slot each: 100..=599.
+const FIRST_CODE: u16 = 100;
+const CODE_SLOTS: usize = 500;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    provider: Arc<str>,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    provider: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// The registry and the metric families. Shared by every [`Metrics`] built from it, so the
+/// counters carry on when the provider set is rebuilt (a reload).
+struct Families {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream_duration: Family<ProviderLabel, Histogram, fn() -> Histogram>,
+    token_refresh: Family<RefreshLabels, Counter>,
+    token_expiry: Family<ProviderLabel, Gauge>,
+    inflight: Gauge,
+    /// Serializes scrapes: the expiry gauges are reset and set from snapshots, then encoded.
+    scrape: parking_lot::Mutex<()>,
+}
+
+/// One provider's pre-resolved handles.
+struct ProviderHandles {
+    name: Arc<str>,
+    /// `requests_total{provider, code}` for code `FIRST_CODE + i`, created on first use.
+    codes: Box<[OnceLock<Counter>]>,
+    upstream_duration: Histogram,
+}
+
+/// Metrics for one provider set: the handles the request path uses, by provider index (the
+/// index in `Router::providers`, i.e. config order).
+pub struct Metrics {
+    families: Arc<Families>,
+    /// One per provider, then one for [`UNCLAIMED`] requests.
+    providers: Box<[ProviderHandles]>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field(
+                "providers",
+                &self.providers.iter().map(|p| &*p.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered, and handles for `providers` (in the order
+    /// the router indexes them).
+    pub fn new<S: AsRef<str>>(providers: &[S]) -> Self {
+        let mut registry = Registry::with_prefix("credproxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Proxied requests by provider (\"-\": none claimed the request) and HTTP status code",
+            requests.clone(),
+        );
+        let upstream_duration =
+            Family::<ProviderLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram as fn() -> _,
+            );
+        registry.register_with_unit(
+            "upstream_request_duration",
+            "Time from sending a request upstream to its response headers",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        let token_refresh = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "token_refresh",
+            "Token refresh attempts by provider and result",
+            token_refresh.clone(),
+        );
+        let token_expiry = Family::<ProviderLabel, Gauge>::default();
+        registry.register_with_unit(
+            "token_expiry_timestamp",
+            "When each provider's current token expires (Unix time); absent when it does not expire",
+            Unit::Seconds,
+            token_expiry.clone(),
+        );
+        let inflight = Gauge::default();
+        registry.register(
+            "inflight_requests",
+            "Requests being proxied right now (until the response headers go downstream)",
+            inflight.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "credproxy's version (always 1)", build_info);
+
+        let families = Arc::new(Families {
+            registry,
+            requests,
+            upstream_duration,
+            token_refresh,
+            token_expiry,
+            inflight,
+            scrape: parking_lot::Mutex::new(()),
+        });
+        Self::with_families(families, providers)
+    }
+
+    /// Handles for a new provider set over the same registry: counters carry on (for a reload).
+    pub fn for_providers<S: AsRef<str>>(&self, providers: &[S]) -> Self {
+        Self::with_families(self.families.clone(), providers)
+    }
+
+    fn with_families<S: AsRef<str>>(families: Arc<Families>, providers: &[S]) -> Self {
+        let names = providers
+            .iter()
+            .map(|p| p.as_ref())
+            .chain(std::iter::once(UNCLAIMED));
+        let providers = names
+            .map(|name| {
+                let name: Arc<str> = Arc::from(name);
+                ProviderHandles {
+                    upstream_duration: families.upstream_duration.get_or_create_owned(
+                        &ProviderLabel {
+                            provider: name.clone(),
+                        },
+                    ),
+                    codes: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
+                    name,
+                }
+            })
+            .collect();
+        Metrics {
+            families,
+            providers,
+        }
+    }
+
+    fn handles(&self, provider: Option<usize>) -> &ProviderHandles {
+        let last = self.providers.len() - 1;
+        &self.providers[provider.map_or(last, |i| i.min(last))]
+    }
+
+    /// Count a finished request. `provider`: the router's index, `None` when none claimed it.
+    pub fn request(&self, provider: Option<usize>, status: http::StatusCode) {
+        let handles = self.handles(provider);
+        let code = status.as_u16();
+        match code
+            .checked_sub(FIRST_CODE)
+            .map(usize::from)
+            .and_then(|i| handles.codes.get(i))
+        {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.families
+                        .requests
+                        .get_or_create_owned(&request_labels(handles, code))
+                })
+                .inc(),
+            // http::StatusCode allows 600..=999: rare enough to look up each time.
+            None => self
+                .families
+                .requests
+                .get_or_create(&request_labels(handles, code))
+                .inc(),
+        };
+    }
+
+    /// How long the upstream took to answer one request (to its response headers).
+    pub fn upstream_duration(&self, provider: usize, elapsed: Duration) {
+        self.handles(Some(provider))
+            .upstream_duration
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request in flight until the guard drops.
+    pub fn inflight(&self) -> Inflight<'_> {
+        self.families.inflight.inc();
+        Inflight(&self.families.inflight)
+    }
+
+    /// Record a token refresh attempt (the token engine's observer). `result` must come from a
+    /// small fixed set (`ok`, `error`, ...): it is a label.
+    pub fn token_refresh(&self, provider: &str, result: &'static str) {
+        self.families
+            .token_refresh
+            .get_or_create(&RefreshLabels {
+                provider: Arc::from(provider),
+                result,
+            })
+            .inc();
+    }
+
+    /// An observer for the token engine (`EngineContext::with_observer`).
+    pub fn refresh_observer(self: &Arc<Self>) -> Arc<dyn Fn(&str, &'static str) + Send + Sync> {
+        let metrics = self.clone();
+        Arc::new(move |provider, result| metrics.token_refresh(provider, result))
+    }
+
+    /// The OpenMetrics text exposition, after setting each provider's token expiry gauge from
+    /// `expiries` (`None`: the token does not expire or there is none; the series is left out).
+    pub fn encode<'a>(&self, expiries: impl IntoIterator<Item = (&'a str, Option<i64>)>) -> String {
+        let families = &*self.families;
+        let _scrape = families.scrape.lock();
+        // Cleared first so that a provider removed by a reload, or whose token stopped expiring,
+        // disappears instead of showing a stale time.
+        families.token_expiry.clear();
+        for (provider, expiry) in expiries {
+            if let Some(t) = expiry {
+                families
+                    .token_expiry
+                    .get_or_create(&ProviderLabel {
+                        provider: Arc::from(provider),
+                    })
+                    .set(t);
+            }
+        }
+        let mut out = String::with_capacity(4096);
+        // Writing to a String can't fail; the encoder only fails on a broken writer.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &families.registry);
+        out
+    }
+}
+
+fn request_labels(handles: &ProviderHandles, code: u16) -> RequestLabels {
+    RequestLabels {
+        provider: handles.name.clone(),
+        code,
+    }
+}
+
+/// Counts a request in `credproxy_inflight_requests` while it lives.
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct Inflight<'a>(&'a Gauge);
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap())
+    }
+
+    #[test]
+    fn every_metric_is_named_as_documented() {
+        let m = Arc::new(Metrics::new(&["bace", "github"]));
+        m.request(Some(0), http::StatusCode::OK);
+        m.request(Some(0), http::StatusCode::OK);
+        m.request(None, http::StatusCode::FORBIDDEN);
+        m.request(Some(1), http::StatusCode::from_u16(799).unwrap());
+        m.upstream_duration(0, Duration::from_millis(3));
+        (m.refresh_observer())("bace", "ok");
+        let guard = m.inflight();
+        let text = m.encode([("bace", Some(1_900_000_000)), ("github", None)]);
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_requests_total{provider=\"bace\",code=\"200\"}"
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_requests_total{provider=\"-\",code=\"403\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_requests_total{provider=\"github\",code=\"799\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_upstream_request_duration_seconds_bucket{le=\"0.005\",provider=\"bace\"}"
+            ),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_upstream_request_duration_seconds_count{provider=\"github\"}"
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_token_refresh_total{provider=\"bace\",result=\"ok\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_token_expiry_timestamp_seconds{provider=\"bace\"}"
+            ),
+            Some("1900000000")
+        );
+        assert!(!text.contains("credproxy_token_expiry_timestamp_seconds{provider=\"github\"}"));
+        assert_eq!(sample(&text, "credproxy_inflight_requests "), Some("1"));
+        let version = format!(
+            "credproxy_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(&text, &version), Some("1"));
+        assert!(text.contains("# TYPE credproxy_upstream_request_duration_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"));
+        drop(guard);
+        assert_eq!(
+            sample(&m.encode([]), "credproxy_inflight_requests "),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn a_reloaded_provider_set_keeps_counting_in_the_same_registry() {
+        let first = Metrics::new(&["a"]);
+        first.request(Some(0), http::StatusCode::OK);
+        let second = first.for_providers(&["b", "a"]);
+        second.request(Some(1), http::StatusCode::OK);
+        let text = second.encode([]);
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_requests_total{provider=\"a\",code=\"200\"}"
+            ),
+            Some("2")
+        );
+    }
+}
