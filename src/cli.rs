@@ -4,6 +4,7 @@
 //! here, at the binary's edge, and nowhere else.
 
 mod check;
+mod demo;
 mod logging;
 mod run;
 
@@ -32,8 +33,10 @@ pub enum Command {
     Run(run::Args),
     /// Run credproxy on an embedded default: a local token server and API, and the proxy in front.
     ///
+    /// No config, no account: prints a curl line to try, logs each token refresh; Ctrl-C stops.
+    ///
     /// Example: credproxy demo
-    Demo,
+    Demo(demo::Args),
     /// Check a config file: every problem with its file, line and key; exit 2 if any.
     ///
     /// Example: credproxy check --config credproxy.toml
@@ -54,10 +57,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
-        Command::Demo => {
-            println!("credproxy demo: coming soon (see README.md for `credproxy run`)");
-            ExitCode::SUCCESS
-        }
+        Command::Demo(args) => demo::main(args),
     }
 }
 

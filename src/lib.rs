@@ -17,4 +17,5 @@ pub mod proxy;
 pub mod metrics;
 pub mod admin;
 pub mod app;
+pub mod demo;
 pub mod cli;
