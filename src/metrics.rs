@@ -253,7 +253,7 @@ impl Metrics {
     }
 
     /// An observer for the token engine (`EngineContext::with_observer`).
-    pub fn refresh_observer(self: &Arc<Self>) -> Arc<dyn Fn(&str, &'static str) + Send + Sync> {
+    pub fn refresh_observer(self: &Arc<Self>) -> crate::token::Observer {
         let metrics = self.clone();
         Arc::new(move |provider, result| metrics.token_refresh(provider, result))
     }
