@@ -244,12 +244,18 @@ bench_start_credproxy() {
     chmod 0700 "$WORK"/state-*
     # Per-request log lines are off, as nginx's access_log and HAProxy's log
     # are: set BENCH_CREDPROXY_LOG=info to measure with them.
+    # BENCH_CREDPROXY_WRAP runs credproxy under a tool, e.g.
+    # "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p".
+    local -a wrap=()
+    read -r -a wrap <<<"${BENCH_CREDPROXY_WRAP:-}"
+    local tries=100
+    ((${#wrap[@]} > 0)) && tries=600
     bench_start "$name" "$WORK/logs/$name.log" env CREDPROXY_LOG="${BENCH_CREDPROXY_LOG:-warn}" \
-        "$CREDPROXY_BIN" run --config "$WORK/conf/$name.toml"
+        "${wrap[@]}" "$CREDPROXY_BIN" run --config "$WORK/conf/$name.toml"
     # Up when the admin listener's /healthz or, failing that (a build without
     # the admin listener), the route listener answers.
     local up=""
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < tries; i++)); do
         if ! bench_alive "$name"; then
             local rc=0
             wait "${PID_OF[$name]}" 2>/dev/null || rc=$?
@@ -277,7 +283,7 @@ bench_start_credproxy() {
             ;;
         route) log "$name: no /healthz on 127.0.0.1:$admin; going by the route listener" ;;
         *)
-            log "$name: skipped: neither /healthz on 127.0.0.1:$admin nor the route 127.0.0.1:$route answered within 10 s. Output:"
+            log "$name: skipped: neither /healthz on 127.0.0.1:$admin nor the route 127.0.0.1:$route answered within $((tries / 10)) s. Output:"
             sed 's/^/    /' "$WORK/logs/$name.log" | tail -n 20 >&2
             kill -TERM "${PID_OF[$name]}" 2>/dev/null || true
             return 1

@@ -250,7 +250,9 @@ def render(summary, machine, params, out_path):
                  f"credproxy: {machine.get('credproxy') or 'not measured'} ({machine.get('git')})")
     mode = "quick" if params.get("quick") else "full"
     parts.append(f"Mode: {mode}, {params['reps']} repetition(s) of {params['duration_s']} s per case, "
-                 f"medians; credproxy log level `{params.get('credproxy_log')}`. JSON: `{out_path}`")
+                 f"medians; credproxy log level `{params.get('credproxy_log')}`; load average (1/5/15 min) "
+                 f"{params.get('loadavg_start')} at the start, {params.get('loadavg_end')} at the end "
+                 f"(2 means both cores were already busy before the benchmark's own load). JSON: `{out_path}`")
     parts.append("")
     parts.append(tbl)
     rt = refresh_table(summary)

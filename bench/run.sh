@@ -9,7 +9,7 @@
 #
 # usage: bench/run.sh [--quick] [--refresh] [--reps N] [--duration SECS]
 #                     [--cases LIST] [--no-build] [--no-install] [--keep]
-#                     [--docs | --no-docs]
+#                     [--docs | --no-docs] [--serve]
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -31,6 +31,8 @@ usage: bench/run.sh [options]
                    or $CREDPROXY_BIN)
   --no-install     do not apt-get install missing tools
   --keep           keep the temporary directory (configs, logs)
+  --serve          start everything, print the URLs and PIDs, and wait for
+                   Ctrl-C instead of measuring (for profiling by hand)
   --docs           rewrite the results section of docs/BENCHMARKS.md
                    (default for full runs; --no-docs to skip)
 
@@ -40,7 +42,7 @@ for the proxy under test; default "warn", as nginx and HAProxy log nothing per r
 EOF
 }
 
-QUICK=0 REFRESH=0 BUILD=1 INSTALL=1 REPS="" DUR="" DOCS=auto
+QUICK=0 REFRESH=0 BUILD=1 INSTALL=1 REPS="" DUR="" DOCS=auto SERVE=0
 CASES="lat1,c64,dl1m,upload,tls64,rss256"
 while (($# > 0)); do
     case $1 in
@@ -52,6 +54,7 @@ while (($# > 0)); do
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
         --keep) KEEP_WORK=1 ;;
+        --serve) SERVE=1 ;;
         --docs) DOCS=1 ;;
         --no-docs) DOCS=0 ;;
         -h | --help) usage; exit 0 ;;
@@ -297,6 +300,16 @@ for t in direct nginx haproxy; do
     sanity "$t" 1 || die "$t (TLS upstream) does not pass the credential through"
 done
 
+if [[ $SERVE == 1 ]]; then
+    echo "Serving until Ctrl-C (work directory $WORK):"
+    for t in "${TARGETS[@]}"; do
+        printf '  %-10s %-32s %-32s pid %s\n' "$t" "$(target_url "$t" 0)/small" \
+            "$(target_url "$t" 1)/small" "$(bench_pids "$(target_proc "$t" 0 | sed 's/^$/upstream/')" | paste -sd,)"
+    done
+    echo "  direct needs: -H 'Authorization: Bearer $BENCH_TOKEN' -H 'x-bv-org-id: $ORG_ID'"
+    while :; do sleep 3600; done
+fi
+
 # Idle RSS: after start-up and the sanity requests, before any load.
 sleep 1
 IDLE_JSON="{"
@@ -319,7 +332,8 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
-log "targets: ${TARGETS[*]}; cases: ${CASE_LIST[*]}; $REPS repetition(s) of ${DUR}s"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "targets: ${TARGETS[*]}; cases: ${CASE_LIST[*]}; $REPS repetition(s) of ${DUR}s; load average $LOAD_START"
 for ((rep = 1; rep <= REPS; rep++)); do
     for c in "${CASE_LIST[@]}"; do
         run_case "$c" "$rep"
@@ -335,7 +349,7 @@ mkdir -p "$BENCH_DIR/results"
 [[ $CP_OK == 1 ]] || CREDPROXY_BIN=""
 bench_machine_json >"$WORK/machine.json"
 report_args=(--raw "$RAW" --machine "$WORK/machine.json" --out "$OUT"
-    --params "{\"quick\":$([[ $QUICK == 1 ]] && echo true || echo false),\"reps\":$REPS,\"duration_s\":$DUR,\"refresh_duration_s\":$REFRESH_DUR,\"token_lifetime_s\":$TOKEN_LIFETIME,\"credproxy_log\":\"${BENCH_CREDPROXY_LOG:-warn}\"}")
+    --params "{\"quick\":$([[ $QUICK == 1 ]] && echo true || echo false),\"reps\":$REPS,\"duration_s\":$DUR,\"refresh_duration_s\":$REFRESH_DUR,\"token_lifetime_s\":$TOKEN_LIFETIME,\"credproxy_log\":\"${BENCH_CREDPROXY_LOG:-warn}\",\"loadavg_start\":\"$LOAD_START\",\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}")
 [[ $DOCS == 1 ]] && report_args+=(--docs "$REPO_DIR/docs/BENCHMARKS.md")
 python3 -B "$BENCH_DIR/report.py" "${report_args[@]}"
 log "JSON: ${OUT#"$REPO_DIR"/}"
