@@ -334,17 +334,6 @@ pub enum Checkout {
     H2(H2Sender),
 }
 
-pub type SendFuture = Pin<
-    Box<
-        dyn Future<
-                Output = Result<
-                    http::Response<hyper::body::Incoming>,
-                    hyper::client::conn::TrySendError<http::Request<UpBody>>,
-                >,
-            > + Send,
-    >,
->;
-
 impl LocalSlot {
     /// Drive the slot's upstream connection; called by the owning task on every wake-up.
     pub fn poll_drive(&self, cx: &mut Context<'_>) {
@@ -421,10 +410,22 @@ impl LocalSlot {
     /// start the send; the returned future is awaited without it.
     // The error hands the request back for a retry; boxing it would allocate on the hot path.
     #[allow(clippy::result_large_err)]
-    pub fn send(&self, req: http::Request<UpBody>) -> Result<SendFuture, http::Request<UpBody>> {
+    pub fn send(
+        &self,
+        req: http::Request<UpBody>,
+    ) -> Result<
+        impl Future<
+            Output = Result<
+                http::Response<hyper::body::Incoming>,
+                hyper::client::conn::TrySendError<http::Request<UpBody>>,
+            >,
+        > + Send
+        + use<>,
+        http::Request<UpBody>,
+    > {
         let mut slot = self.conn.lock();
         match slot.as_mut() {
-            Some(local) => Ok(Box::pin(local.sender.try_send_request(req))),
+            Some(local) => Ok(local.sender.try_send_request(req)),
             None => Err(req),
         }
     }
