@@ -128,19 +128,15 @@ check "no shell or other binaries in the image ($(cd "$MNT" && find . -type f | 
 buildah umount "$CTR" >/dev/null
 
 # --- run it -------------------------------------------------------------------
-# chroot isolation shares the host's network, so the admin listener is on the
-# host's loopback: use 9090 (what `credproxy healthcheck` asks by default)
-# when it is free, else another port and pass --url.
+# chroot isolation shares the host's network, so the listeners are on the
+# host's loopback, on free ports. `credproxy healthcheck` (the image's
+# HEALTHCHECK, run exactly as written there) finds the admin listener by
+# reading the config through CREDPROXY_CONFIG.
 read -r PROXY_PORT ADMIN_PORT < <(python3 -c '
 import socket
-def free(p=0):
-    s = socket.socket(); s.bind(("127.0.0.1", p)); return s
-a = free()
-try: b = free(9090)
-except OSError: b = free()
-print(a.getsockname()[1], b.getsockname()[1])')
-HC_ARGS=()
-[[ $ADMIN_PORT == 9090 ]] || HC_ARGS=(--url "http://127.0.0.1:$ADMIN_PORT/healthz")
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))')
 cat >"$CTX/config.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$PROXY_PORT"
@@ -186,7 +182,7 @@ if [[ $up == 1 ]]; then
         check "found the credproxy process under buildah run" false
     fi
     check "credproxy healthcheck exits 0 while serving" \
-        buildah run "${RUN_OPTS[@]}" "$CTR" -- /credproxy healthcheck "${HC_ARGS[@]}"
+        buildah run "${RUN_OPTS[@]}" "$CTR" -- /credproxy healthcheck
     start=$(date +%s%N)
     kill -TERM "${CP_PID:-$RUN_PID}"
     rc=0
@@ -195,7 +191,7 @@ if [[ $up == 1 ]]; then
     ms=$((($(date +%s%N) - start) / 1000000))
     check "SIGTERM: exits within 10 s with status 0 (status $rc after $ms ms)" test "$rc" = 0 -a "$ms" -lt 10000
     rc=0
-    buildah run "${RUN_OPTS[@]}" "$CTR" -- /credproxy healthcheck "${HC_ARGS[@]}" >/dev/null 2>&1 || rc=$?
+    buildah run "${RUN_OPTS[@]}" "$CTR" -- /credproxy healthcheck >/dev/null 2>&1 || rc=$?
     check "credproxy healthcheck exits 1 once stopped (status $rc)" test "$rc" = 1
 fi
 if [[ $FAILS -gt 0 ]]; then
