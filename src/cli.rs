@@ -5,8 +5,10 @@
 
 mod check;
 mod demo;
+mod healthcheck;
 mod logging;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,16 @@ pub enum Command {
     ///
     /// Example: credproxy check --config credproxy.toml
     Check(check::Args),
+    /// Show each provider's state, token expiry, refreshes and last error (never a secret).
+    ///
+    /// Asks the running proxy's admin listener; when none answers, reads the token store.
+    ///
+    /// Example: credproxy status --json
+    Status(status::Args),
+    /// Exit 0 when the running proxy's /healthz answers 200 within 2 s, else 1 (Docker HEALTHCHECK).
+    ///
+    /// Example: credproxy healthcheck --url http://127.0.0.1:9090/healthz
+    Healthcheck(healthcheck::Args),
 }
 
 /// Where the config comes from (shared by the commands that read it).
@@ -57,6 +69,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(args),
         Command::Check(args) => check::main(args),
+        Command::Status(args) => status::main(args),
+        Command::Healthcheck(args) => healthcheck::main(args),
         Command::Demo(args) => demo::main(args),
     }
 }
