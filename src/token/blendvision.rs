@@ -213,10 +213,10 @@ impl BvSource {
             .as_str()
             .filter(|t| visible_ascii(t))
             .ok_or_else(|| bad(ReplyError::InvalidAccessToken))?;
-        if let Some(tt) = v.get("token_type").and_then(Value::as_str) {
-            if !tt.eq_ignore_ascii_case("bearer") {
-                return Err(bad(ReplyError::NotBearer(reply::printable(tt, 32))));
-            }
+        if let Some(tt) = v.get("token_type").and_then(Value::as_str)
+            && !tt.eq_ignore_ascii_case("bearer")
+        {
+            return Err(bad(ReplyError::NotBearer(reply::printable(tt, 32))));
         }
         let now = ctx.clock.unix_now();
         let expires = match v

@@ -26,10 +26,11 @@ pub async fn obtain_once(
         return Ok(static_token(provider, ctx));
     };
     let (clock, policy) = (ctx.clock, source.policy());
-    if let Some(t) = persist::load(&ctx.store, &provider.name).await? {
-        if source.accepts(&t) && persist::fresh(&clock, &policy, &t) {
-            return Ok(t);
-        }
+    if let Some(t) = persist::load(&ctx.store, &provider.name).await?
+        && source.accepts(&t)
+        && persist::fresh(&clock, &policy, &t)
+    {
+        return Ok(t);
     }
     let outcome = persist::renew_locked(ctx, &source, &provider.name, None, |t| {
         persist::fresh(&clock, &policy, t)

@@ -180,23 +180,23 @@ impl OAuth2Source {
         ctx: &EngineContext,
         current: Option<&StoredToken>,
     ) -> Result<Renewed, TokenError> {
-        if let Some(cur) = current {
-            if let Some(rt) = &cur.refresh_token {
-                match self.refresh(ctx, cur, rt).await {
-                    Ok(r) => return Ok(r),
-                    Err(e) if e.rejects_refresh() => {
-                        if !self.cfg.grant.is_unattended() {
-                            tracing::warn!(reason = %chain(&e), "the refresh token was refused; a login is needed");
-                            return Err(TokenError::LoginRequired("the refresh token was refused"));
-                        }
-                        tracing::warn!(
-                            reason = %chain(&e),
-                            grant = self.cfg.grant.as_str(),
-                            "the refresh was refused; obtaining a new token with the primary grant"
-                        );
+        if let Some(cur) = current
+            && let Some(rt) = &cur.refresh_token
+        {
+            match self.refresh(ctx, cur, rt).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.rejects_refresh() => {
+                    if !self.cfg.grant.is_unattended() {
+                        tracing::warn!(reason = %chain(&e), "the refresh token was refused; a login is needed");
+                        return Err(TokenError::LoginRequired("the refresh token was refused"));
                     }
-                    Err(e) => return Err(e),
+                    tracing::warn!(
+                        reason = %chain(&e),
+                        grant = self.cfg.grant.as_str(),
+                        "the refresh was refused; obtaining a new token with the primary grant"
+                    );
                 }
+                Err(e) => return Err(e),
             }
         }
         self.primary(ctx, current).await.map(Renewed::New)
