@@ -31,7 +31,7 @@ pub struct ProviderStatus {
     /// `https://host[:port][/base]`.
     pub upstream: String,
     /// `starting`, `ready`, `refreshing`, `failing`, `login_required`; from the token store:
-    /// `stored`, `expired`, `no_token`.
+    /// `stored`, `expired`, `no_token` (or `static`: the token is in the config).
     pub state: String,
     /// A credential usable now is held (what `/readyz` checks).
     pub usable: bool,
@@ -91,8 +91,11 @@ impl ProviderStatus {
         now_unix: i64,
     ) -> Self {
         let Some(t) = stored else {
+            // A static token lives in the config, not the store.
+            let is_static = config.preset == crate::config::Preset::Static;
             return ProviderStatus {
-                state: "no_token".to_owned(),
+                state: if is_static { "static" } else { "no_token" }.to_owned(),
+                usable: is_static,
                 ..Self::base(config)
             };
         };
