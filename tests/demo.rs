@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -379,64 +380,146 @@ async fn the_printed_curl_lines_answer_through_credproxy_across_refreshes() {
     assert!(!state_dir.exists(), "the state dir is removed at shutdown");
 }
 
-/// The child's stdout, line by line, until a line satisfies `want` (or the stream ends).
-fn read_until(
-    lines: &mut impl Iterator<Item = String>,
-    seen: &mut String,
-    want: impl Fn(&str) -> bool,
-) -> Option<String> {
-    for line in lines {
-        seen.push_str(&line);
-        seen.push('\n');
-        if want(&line) {
-            return Some(line);
+/// `credproxy demo` as a child process, with its stdout and stderr read line by line on threads
+/// (so neither pipe can fill up and stall it).
+struct DemoProcess {
+    child: std::process::Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    stdout_text: String,
+    stderr_text: String,
+}
+
+impl DemoProcess {
+    fn spawn(args: &[&str]) -> DemoProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+            .arg("demo")
+            .args(args)
+            .env("CREDPROXY_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn credproxy demo");
+        DemoProcess {
+            stdout: lines_of(child.stdout.take().unwrap()),
+            stderr: lines_of(child.stderr.take().unwrap()),
+            child,
+            stdout_text: String::new(),
+            stderr_text: String::new(),
         }
     }
-    None
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Gather output until a line of stdout (or stderr), seen now or before, satisfies `want`;
+    /// waits up to `wait`.
+    async fn wait_for_line(
+        &mut self,
+        from_stderr: bool,
+        wait: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            for (rx, text) in [
+                (&self.stdout, &mut self.stdout_text),
+                (&self.stderr, &mut self.stderr_text),
+            ] {
+                while let Ok(line) = rx.try_recv() {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+            let text = if from_stderr {
+                &self.stderr_text
+            } else {
+                &self.stdout_text
+            };
+            if let Some(line) = text.lines().find(|l| want(l)) {
+                return Some(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Send `signal`; the exit status (within 5 s) and all output.
+    async fn stop(mut self, signal: &str) -> (std::process::ExitStatus, String, String) {
+        let sent = Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "credproxy demo still running 5s after kill {signal}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout_text, self.stderr_text
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The pipes close with the process: collect what is left.
+        for line in self.stdout.iter() {
+            self.stdout_text.push_str(&line);
+            self.stdout_text.push('\n');
+        }
+        for line in self.stderr.iter() {
+            self.stderr_text.push_str(&line);
+            self.stderr_text.push('\n');
+        }
+        (
+            status,
+            std::mem::take(&mut self.stdout_text),
+            std::mem::take(&mut self.stderr_text),
+        )
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the demo running.
+        let _ = self.child.kill();
+    }
+}
+
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_binary_prints_a_working_curl_line_and_stops_on_sigint() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credproxy"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--token-lifetime", "2s"])
-        .env("CREDPROXY_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn credproxy demo");
-    let pid = child.id();
-    // Drain stderr on a thread so the log can never fill the pipe and stall the child.
-    let mut stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-
-    // Reading blocks: do it off the runtime.
-    let (curl, proxy_curl, mut stdout_text, rest) = tokio::task::spawn_blocking(move || {
-        let mut lines = stdout.lines().map_while(Result::ok);
-        let mut seen = String::new();
-        let curl = read_until(&mut lines, &mut seen, |l| {
-            l.trim().starts_with("curl http://")
-        });
-        let proxy = read_until(&mut lines, &mut seen, |l| l.trim().starts_with("curl -x "));
-        (curl, proxy, seen, lines)
-    })
-    .await
-    .unwrap();
-    let Some(curl) = curl else {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        panic!(
-            "no curl line on stdout:\n{stdout_text}\nstderr:\n{}",
-            stderr.join().unwrap()
-        );
+async fn the_binary_prints_a_working_curl_line_logs_refreshes_and_stops_on_sigint() {
+    let mut demo = DemoProcess::spawn(&["--listen", "127.0.0.1:0", "--token-lifetime", "2s"]);
+    let pid = demo.pid();
+    let wait = Duration::from_secs(20);
+    let curl = demo
+        .wait_for_line(false, wait, |l| l.trim().starts_with("curl http://"))
+        .await;
+    let proxy_curl = demo
+        .wait_for_line(false, wait, |l| l.trim().starts_with("curl -x "))
+        .await;
+    let (Some(curl), Some(_)) = (curl, proxy_curl) else {
+        let (_, out, err) = demo.stop("-KILL").await;
+        panic!("no curl lines on stdout:\n{out}\nstderr:\n{err}");
     };
-    assert!(proxy_curl.is_some(), "no `curl -x` line:\n{stdout_text}");
 
     let reply = get(url_of(&curl), &[]).await;
     assert!(authorized(&reply), "`{}`: {reply:?}", curl.trim());
@@ -449,36 +532,26 @@ async fn the_binary_prints_a_working_curl_line_and_stops_on_sigint() {
         );
     }
 
-    let killed = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("credproxy demo still running 5s after SIGINT");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for line in rest {
-        stdout_text.push_str(&line);
-        stdout_text.push('\n');
-    }
-    let stderr = stderr.join().unwrap();
+    // Each token issued is logged as it happens: with 2 s tokens, #2 comes within seconds.
+    let second = demo
+        .wait_for_line(true, wait, |l| {
+            l.contains("token server: issued token #2 (expires in 2s)")
+        })
+        .await;
+    assert!(second.is_some(), "no refresh logged:\n{}", demo.stderr_text);
+    let reply = get(url_of(&curl), &[]).await;
+    assert!(authorized(&reply), "after a refresh: {reply:?}");
+
+    let (status, stdout, stderr) = demo.stop("-INT").await;
     assert_eq!(
         status.code(),
         Some(0),
-        "stdout:\n{stdout_text}\nstderr:\n{stderr}"
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
 
     // No secret in any output, even at debug.
     let basic = STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
-    for (name, text) in [("stdout", &stdout_text), ("stderr", &stderr)] {
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
         assert!(
             !text.contains(CLIENT_SECRET),
             "{name} shows the client secret:\n{text}"
@@ -492,14 +565,27 @@ async fn the_binary_prints_a_working_curl_line_and_stops_on_sigint() {
             "{name} shows a bearer token:\n{text}"
         );
     }
-    assert!(
-        stderr.contains("token server: issued token #"),
-        "the token server logs each token:\n{stderr}"
-    );
     let state_dir = std::env::temp_dir().join(format!("credproxy-demo-{pid}"));
     assert!(
         !state_dir.exists(),
         "{} is left behind",
         state_dir.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_stops_cleanly_on_sigterm() {
+    let mut demo = DemoProcess::spawn(&[]);
+    let curl = demo
+        .wait_for_line(false, Duration::from_secs(20), |l| {
+            l.trim().starts_with("curl http://")
+        })
+        .await;
+    assert!(curl.is_some(), "no curl line:\n{}", demo.stdout_text);
+    let (status, stdout, stderr) = demo.stop("-TERM").await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
 }

@@ -38,16 +38,13 @@ pub async fn handle(book: Arc<TokenBook>, req: Request<Incoming>) -> Reply {
     if req.method() != Method::POST {
         return serve::method_not_allowed("POST");
     }
-    match token(&book, req).await {
-        Ok(reply) | Err(reply) => reply,
-    }
+    token(&book, req).await.unwrap_or_else(Refusal::reply)
 }
 
-async fn token(book: &TokenBook, req: Request<Incoming>) -> Result<Reply, Reply> {
+async fn token(book: &TokenBook, req: Request<Incoming>) -> Result<Reply, Refusal> {
     let (parts, body) = req.into_parts();
     if !is_form(&parts.headers) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
+        return Err(Refusal::bad_request(
             "invalid_request",
             "the body must be application/x-www-form-urlencoded",
         ));
@@ -55,8 +52,7 @@ async fn token(book: &TokenBook, req: Request<Incoming>) -> Result<Reply, Reply>
     let body: Bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::bad_request(
                 "invalid_request",
                 "the body could not be read or is too large",
             ));
@@ -66,10 +62,9 @@ async fn token(book: &TokenBook, req: Request<Incoming>) -> Result<Reply, Reply>
     for (k, v) in form_urlencoded::parse(&body) {
         // §3.2: parameters must not be repeated.
         if fields.iter().any(|(seen, _)| *seen == k) {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::bad_request(
                 "invalid_request",
-                &format!("the parameter {k} is repeated"),
+                format!("the parameter {k} is repeated"),
             ));
         }
         fields.push((k.into_owned(), v.into_owned()));
@@ -85,18 +80,16 @@ async fn token(book: &TokenBook, req: Request<Incoming>) -> Result<Reply, Reply>
 
     match field("grant_type") {
         None => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::bad_request(
                 "invalid_request",
                 "grant_type is missing",
             ));
         }
         Some("client_credentials") => {}
         Some(other) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::bad_request(
                 "unsupported_grant_type",
-                &format!("this server only grants client_credentials, not {other:?}"),
+                format!("this server only grants client_credentials, not {other:?}"),
             ));
         }
     }
@@ -126,13 +119,13 @@ fn authenticate(
     headers: &HeaderMap,
     body_id: Option<&str>,
     body_secret: Option<&str>,
-) -> Result<(), Reply> {
+) -> Result<(), Refusal> {
     let basic = match headers.get(AUTHORIZATION) {
         None => None,
         Some(value) => match basic_credentials(value) {
             Some(pair) => Some(pair),
             None => {
-                return Err(invalid_client(
+                return Err(Refusal::invalid_client(
                     "the Authorization header is not valid Basic",
                 ));
             }
@@ -140,16 +133,14 @@ fn authenticate(
     };
     let (id, secret) = match (basic, body_secret) {
         (Some(_), Some(_)) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
+            return Err(Refusal::bad_request(
                 "invalid_request",
                 "use one client authentication method: Basic or the body, not both",
             ));
         }
         (Some((id, secret)), None) => {
             if body_id.is_some_and(|b| b != id) {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
+                return Err(Refusal::bad_request(
                     "invalid_request",
                     "client_id in the body differs from the Basic one",
                 ));
@@ -158,14 +149,16 @@ fn authenticate(
         }
         (None, Some(secret)) => match body_id {
             Some(id) => (id.to_owned(), secret.to_owned()),
-            None => return Err(invalid_client("client_id is missing")),
+            None => return Err(Refusal::invalid_client("client_id is missing")),
         },
-        (None, None) => return Err(invalid_client("no client credentials")),
+        (None, None) => return Err(Refusal::invalid_client("no client credentials")),
     };
     if id == CLIENT_ID && constant_time_eq(secret.as_bytes(), CLIENT_SECRET.as_bytes()) {
         Ok(())
     } else {
-        Err(invalid_client("unknown client or wrong client secret"))
+        Err(Refusal::invalid_client(
+            "unknown client or wrong client secret",
+        ))
     }
 }
 
@@ -215,27 +208,53 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// §5.2's error reply: `{"error", "error_description"}`.
-fn refuse(status: StatusCode, code: &str, description: &str) -> Reply {
-    tracing::info!("token server: refused a token request ({code}: {description})");
-    let mut reply = serve::json(
-        status,
-        &json!({ "error": code, "error_description": description }),
-    );
-    reply
-        .headers_mut()
-        .insert(PRAGMA, HeaderValue::from_static("no-cache"));
-    reply
+/// A refused token request: §5.2's error code and description.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
 }
 
-/// 401 `invalid_client`; §5.2 asks for a `WWW-Authenticate` naming the scheme to use.
-fn invalid_client(description: &str) -> Reply {
-    let mut reply = refuse(StatusCode::UNAUTHORIZED, "invalid_client", description);
-    reply.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"credproxy demo\""),
-    );
-    reply
+impl Refusal {
+    fn bad_request(code: &'static str, description: impl Into<String>) -> Self {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_client(description: &str) -> Self {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_client",
+            description: description.to_owned(),
+        }
+    }
+
+    /// `{"error", "error_description"}`; a 401 names the scheme to use in `WWW-Authenticate`,
+    /// as §5.2 asks.
+    fn reply(self) -> Reply {
+        tracing::info!(
+            "token server: refused a token request ({}: {})",
+            self.code,
+            self.description
+        );
+        let mut reply = serve::json(
+            self.status,
+            &json!({ "error": self.code, "error_description": self.description }),
+        );
+        let h = reply.headers_mut();
+        h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"credproxy demo\""),
+            );
+        }
+        reply
+    }
 }
 
 #[cfg(test)]
