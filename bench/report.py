@@ -293,9 +293,20 @@ def main():
     ap.add_argument("--params", default="{}")
     ap.add_argument("--out")
     ap.add_argument("--docs")
+    ap.add_argument("--from-json", help="re-render a saved bench/results/*.json (e.g. with --docs)")
     a = ap.parse_args()
     if a.line:
         print("  " + line(json.loads(a.line)))
+        return
+    if a.from_json:
+        saved = json.load(open(a.from_json, encoding="utf-8"))
+        raw, machine, params = saved["raw"], saved["machine"], saved["params"]
+        a.out = None
+        rel = re.search(r"(bench/results/.*)$", a.from_json)
+        text = render(summarize(raw), machine, params, rel.group(1) if rel else a.from_json)
+        print(text)
+        if a.docs:
+            update_docs(a.docs, text)
         return
     raw = [json.loads(x) for x in open(a.raw, encoding="utf-8") if x.strip()]
     machine = json.load(open(a.machine, encoding="utf-8")) if a.machine else {}

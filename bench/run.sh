@@ -307,7 +307,11 @@ if [[ $SERVE == 1 ]]; then
             "$(target_url "$t" 1)/small" "$(bench_pids "$(target_proc "$t" 0 | sed 's/^$/upstream/')" | paste -sd,)"
     done
     echo "  direct needs: -H 'Authorization: Bearer $BENCH_TOKEN' -H 'x-bv-org-id: $ORG_ID'"
-    while :; do sleep 3600; done
+    # wait (not a foreground sleep) so SIGINT/SIGTERM run the traps at once.
+    sleep infinity &
+    PIDS+=("$!")
+    wait "$!" || true
+    exit 0
 fi
 
 # Idle RSS: after start-up and the sanity requests, before any load.
