@@ -7,8 +7,11 @@ mod check;
 mod demo;
 mod healthcheck;
 mod logging;
+mod login;
+mod logout;
 mod run;
 mod status;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +56,9 @@ pub enum Command {
     ///
     /// Example: credproxy healthcheck --url http://127.0.0.1:9090/healthz
     Healthcheck(healthcheck::Args),
+    Login(login::Args),
+    Token(token::Args),
+    Logout(logout::Args),
 }
 
 /// Where the config comes from (shared by the commands that read it).
@@ -72,6 +78,9 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::main(args),
         Command::Healthcheck(args) => healthcheck::main(args),
         Command::Demo(args) => demo::main(args),
+        Command::Login(args) => login::main(args),
+        Command::Token(args) => token::main(args),
+        Command::Logout(args) => logout::main(args),
     }
 }
 
