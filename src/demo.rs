@@ -109,31 +109,11 @@ pub struct Demo {
 /// Start the demo; returns once credproxy holds its first token, so the curl line works at once.
 pub async fn start(opts: Options) -> Result<Demo, DemoError> {
     let servers = Servers::start(opts.token_lifetime).await?;
-    let state_dir = match StateDir::create() {
-        Ok(d) => d,
+    let (running, state_dir) = match start_proxy(&servers, opts.listen).await {
+        Ok(started) => started,
         Err(e) => {
             servers.shutdown(Duration::ZERO).await;
             return Err(e);
-        }
-    };
-    let text = config_text(
-        &servers.token_url(),
-        &servers.api_url(),
-        opts.listen,
-        state_dir.path(),
-    );
-    let config = match crate::config::load_str(&text, "demo", &|_| None) {
-        Ok(c) => c,
-        Err(e) => {
-            servers.shutdown(Duration::ZERO).await;
-            return Err(DemoError::Config(e));
-        }
-    };
-    let running = match crate::app::start(config).await {
-        Ok(r) => r,
-        Err(e) => {
-            servers.shutdown(Duration::ZERO).await;
-            return Err(e.into());
         }
     };
     let (main_addr, route_addr) = match (
@@ -155,6 +135,23 @@ pub async fn start(opts: Options) -> Result<Demo, DemoError> {
         return Err(e);
     }
     Ok(demo)
+}
+
+/// credproxy in front of `servers`, its route listener on `listen`.
+async fn start_proxy(
+    servers: &Servers,
+    listen: SocketAddr,
+) -> Result<(Running, StateDir), DemoError> {
+    let state_dir = StateDir::create()?;
+    let text = config_text(
+        &servers.token_url(),
+        &servers.api_url(),
+        listen,
+        state_dir.path(),
+    );
+    let config = crate::config::load_str(&text, "demo", &|_| None).map_err(DemoError::Config)?;
+    let running = crate::app::start(config).await?;
+    Ok((running, state_dir))
 }
 
 impl Demo {

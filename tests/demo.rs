@@ -488,8 +488,13 @@ impl DemoProcess {
 
 impl Drop for DemoProcess {
     fn drop(&mut self) {
-        // A failed assertion must not leave the demo running.
-        let _ = self.child.kill();
+        // A failed assertion must leave neither the demo running nor its state dir behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let dir = std::env::temp_dir().join(format!("credproxy-demo-{}", self.child.id()));
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
