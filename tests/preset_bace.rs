@@ -19,7 +19,7 @@ const API: &str = "http://dashboard.bace-iot.com/api/v2/physical-device";
 /// BACE answers 401 here to a valid token: the account lacks the permission.
 const FORBIDDEN: &str = "http://dashboard.bace-iot.com/api/v2/forbidden/alarms";
 
-fn providers(fake: &BaceFake) -> String {
+fn providers(fake: &BaceFake, extra: &str) -> String {
     let d = defaults(
         "[providers.bace]\npreset = \"bace\"\nclient_id = \"c\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n",
     );
@@ -37,6 +37,7 @@ username = "{USERNAME}"
 password = "{PASSWORD}"
 upstream = "{up}"
 token_url = "{token}"
+{extra}
 "#,
         token = on_fake(&up, &oauth(&d, "bace").token_url),
     )
@@ -53,7 +54,7 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     fake.set_token_lifetime(Duration::from_secs(4));
     fake.set_refresh_extension(Duration::from_secs(4));
     let h = Harness::new(&ca);
-    let text = providers(&fake);
+    let text = providers(&fake, "");
     let proxy = h.start(&text).await;
 
     // First token (password grant), then two refreshes before expiry; no request sees a 401.
@@ -192,7 +193,7 @@ async fn bace_no_permission_401s_cause_at_most_one_token_call() {
     // Long-lived: no scheduled refresh during the test.
     fake.set_token_lifetime(Duration::from_secs(3600));
     let h = Harness::new(&ca);
-    let proxy = h.start(&providers(&fake)).await;
+    let proxy = h.start(&providers(&fake, "")).await;
     let r = proxy.get(API).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let token = injected_bearer(&fake.last_api_headers().unwrap());
@@ -225,6 +226,46 @@ async fn bace_no_permission_401s_cause_at_most_one_token_call() {
         extra <= 1,
         "50 no-permission 401s caused {extra} token calls"
     );
+    assert_eq!(fake.password_grants(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bace_naive_expires_in_the_configured_time_zone() {
+    let ca = TestCa::new();
+    let fake = BaceFake::start(&ca).await;
+    fake.set_token_lifetime(Duration::from_secs(4));
+    fake.set_refresh_extension(Duration::from_secs(4));
+    // Tokyo: nine hours from UTC all year, so a zone mix-up is hours off, never a coincidence.
+    fake.set_expires_timezone(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap());
+    let h = Harness::new(&ca);
+    let proxy = h
+        .start(&providers(&fake, "expires_timezone = \"Asia/Tokyo\""))
+        .await;
+    let seen = proxy
+        .request_until(
+            API,
+            "two refreshes",
+            Duration::from_secs(15),
+            || fake.last_api_headers().expect("the API was called"),
+            || fake.refresh_grants() >= 2,
+        )
+        .await;
+    assert_eq!(seen.len(), 1, "one access token: {seen:?}");
+    let server_expiry = fake.token_expiry(&seen[0]).flatten().expect("an expiry");
+    let server_unix = jiff::Timestamp::try_from(server_expiry)
+        .unwrap()
+        .as_second();
+    poll(
+        "credproxy to read the naive expiry in Tokyo time",
+        Duration::from_secs(5),
+        || async {},
+        || {
+            let e = proxy.snapshot("bace").expires_at_unix;
+            e.is_some_and(|e| (e - server_unix).abs() <= 4)
+        },
+    )
+    .await;
     assert_eq!(fake.password_grants(), 1);
     proxy.stop().await;
 }
