@@ -34,17 +34,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy.
     ///
-    /// Example: credproxy run --config /etc/credproxy/config.toml
+    /// Serves until SIGTERM or SIGINT, then lets requests in flight finish (proxy.shutdown_grace).
+    /// Exit codes: 0 stopped cleanly; 1 could not start (a port in use, the token store); 2 the
+    /// config has problems (`credproxy check` lists them).
+    #[command(after_help = "Examples:\n  \
+        credproxy run --config /etc/credproxy/config.toml\n  \
+        CREDPROXY_LOG=debug credproxy run --log-format json")]
     Run(run::Args),
     /// Run credproxy on an embedded default: a local token server and API, and the proxy in front.
     ///
     /// No config, no account: prints a curl line to try, logs each token refresh; Ctrl-C stops.
-    ///
-    /// Example: credproxy demo
+    #[command(after_help = "Examples:\n  \
+        credproxy demo\n  \
+        credproxy demo --listen 127.0.0.1:7001 --token-lifetime 10s")]
     Demo(demo::Args),
-    /// Check a config file: every problem with its file, line and key; exit 2 if any.
-    ///
-    /// Example: credproxy check --config credproxy.toml
     Check(check::Args),
     /// Show each provider's state, token expiry, refreshes and last error (never a secret).
     ///

@@ -1,16 +1,45 @@
-//! `credproxy check`: validate the config and say what is wrong, where.
+//! `credproxy check [--online]`: validate the config and say what is wrong, where, grouped by
+//! provider; with `--online`, also obtain a token from every provider that needs no person.
+//!
+//! The loader collects every problem (file, line, column, key); this file groups them by the
+//! part of the config they belong to. `--online` uses a throwaway in-memory token store, so it
+//! never touches the tokens `credproxy run` keeps.
 
 use std::process::ExitCode;
 
-use super::{ConfigArg, EXIT_CONFIG};
+use super::token::{self, StoreKind, human_duration};
+use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
+use crate::config::{AuthConfig, Config, ConfigError, Grant, ProviderConfig};
+use crate::token::error::chain;
+use crate::token::{EngineContext, Fault};
 
+/// Check a config file: every problem with its file, line and key; exit 2 if any.
 #[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Check a config file without starting anything: every problem is reported with \
+its file, line, column and key, grouped by provider (an unset ${VAR}, an unreadable secret file, \
+a missing or malformed URL, an unknown key).\n\n\
+With --online, also try to obtain a token from each provider that needs no person \
+(client_credentials, password with the password in the config, static, blendvision) and say which \
+work and why the others don't. Tokens obtained this way are thrown away; the token store is not \
+touched. Providers that need `credproxy login` are listed as skipped. Note that a blendvision \
+provider configured with email + password mints a new API token at each online check.\n\n\
+Exit codes: 0 the config is valid (and, with --online, every provider tried works); 1 --online: \
+a provider failed; 2 the config has problems.",
+    after_help = "Examples:\n  \
+credproxy check --config credproxy.toml\n  \
+credproxy check --online          # also obtain a token from each provider that needs no login"
+)]
 pub struct Args {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Also obtain a token from each provider that needs no person, and report which work.
+    #[arg(long)]
+    pub online: bool,
 }
 
 pub fn main(args: Args) -> ExitCode {
+    token::init_logging();
     let path = match crate::config::locate(args.config.config.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -18,40 +47,231 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match crate::config::load(&path) {
-        Ok(config) => {
-            for w in &config.warnings {
-                eprintln!("warning: {w}");
-            }
-            println!("{}: ok", path.display());
-            for p in &config.providers {
-                let hosts: Vec<String> = p.hosts.iter().map(|h| h.to_string()).collect();
-                println!(
-                    "  provider {} (preset {}): hosts {} -> {}{}",
-                    p.name,
-                    p.preset.name(),
-                    hosts.join(", "),
-                    p.upstream.origin(),
-                    if p.needs_login() {
-                        format!("  [needs `credproxy login {}` once]", p.name)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            ExitCode::SUCCESS
-        }
+    let config = match crate::config::load(&path) {
+        Ok(config) => config,
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
+            let n = errors.0.len();
             eprintln!(
-                "{} problem{} in {}",
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" },
-                path.display()
+                "error: {} has {n} problem{}:",
+                path.display(),
+                if n == 1 { "" } else { "s" }
             );
-            ExitCode::from(EXIT_CONFIG)
+            for line in grouped(&errors.0) {
+                eprintln!("{line}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
         }
+    };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{}: ok", path.display());
+    for p in &config.providers {
+        println!("  {}", describe(p));
+    }
+    if !args.online {
+        return ExitCode::SUCCESS;
+    }
+    let all_ok = match token::block_on(async { Ok(online(&config).await) }) {
+        Ok(ok) => ok,
+        Err(f) => return f.report(),
+    };
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// One line about a valid provider.
+fn describe(p: &ProviderConfig) -> String {
+    let hosts: Vec<String> = p.hosts.iter().map(|h| h.to_string()).collect();
+    let how = match &p.auth {
+        AuthConfig::Static { .. } => "static token".to_owned(),
+        AuthConfig::OAuth2(o) => format!("{} grant", o.grant.as_str()),
+        AuthConfig::BlendVision(_) => "blendvision API token".to_owned(),
+    };
+    let login = if p.needs_login() || needs_password(p) {
+        format!("  [needs `credproxy login {}` once]", p.name)
+    } else {
+        String::new()
+    };
+    format!(
+        "provider {} (preset {}, {how}): hosts {} -> {}{login}",
+        p.name,
+        p.preset.name(),
+        hosts.join(", "),
+        p.upstream.origin(),
+    )
+}
+
+/// A password grant without the password in the config: `login` prompts for it.
+fn needs_password(p: &ProviderConfig) -> bool {
+    matches!(&p.auth, AuthConfig::OAuth2(o) if o.grant == Grant::Password && o.password.is_none())
+}
+
+/// The part of the config an error belongs to: `provider NAME`, `[proxy]`, `[[routes]]`, or the
+/// file as a whole.
+fn section(key: &str) -> String {
+    if let Some(rest) = key.strip_prefix("providers.") {
+        let name = rest.split(['.', '[']).next().unwrap_or(rest);
+        return format!("provider {name}");
+    }
+    if key == "proxy" || key.starts_with("proxy.") {
+        return "[proxy]".to_owned();
+    }
+    if key.starts_with("routes") {
+        return "[[routes]]".to_owned();
+    }
+    "the file".to_owned()
+}
+
+/// Errors grouped by section (in the order sections first appear), each with its place.
+fn grouped(errors: &[ConfigError]) -> Vec<String> {
+    let mut sections: Vec<(String, Vec<&ConfigError>)> = Vec::new();
+    for e in errors {
+        let s = section(&e.key);
+        match sections.iter_mut().find(|(name, _)| *name == s) {
+            Some((_, list)) => list.push(e),
+            None => sections.push((s, vec![e])),
+        }
+    }
+    let mut out = Vec::new();
+    for (name, mut list) in sections {
+        list.sort_by_key(|e| (e.line, e.column));
+        out.push(format!("  {name}:"));
+        for e in list {
+            out.push(format!("    {e}"));
+        }
+    }
+    out
+}
+
+/// What `--online` did with one provider.
+enum Probe {
+    Ok(String),
+    Failed { reason: String, hint: String },
+    Skipped(String),
+}
+
+/// Try every provider that needs no person; print a line each. Whether all of them worked.
+async fn online(config: &Config) -> bool {
+    println!("online check (tokens are obtained and thrown away; the token store is not touched):");
+    let ctx = match token::engine(config, StoreKind::Memory) {
+        Ok(ctx) => ctx,
+        Err(f) => {
+            eprintln!("error: {}", f.message());
+            return false;
+        }
+    };
+    let probes =
+        futures_util::future::join_all(config.providers.iter().map(|p| probe(p, &ctx))).await;
+    let width = config
+        .providers
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut all_ok = true;
+    for (p, result) in config.providers.iter().zip(probes) {
+        let name = &p.name;
+        match result {
+            Probe::Ok(what) => println!("  {name:width$}  ok: {what}"),
+            Probe::Skipped(why) => println!("  {name:width$}  skipped: {why}"),
+            Probe::Failed { reason, hint } => {
+                all_ok = false;
+                println!("  {name:width$}  failed: {reason}");
+                println!("  {:width$}  hint: {hint}", "");
+            }
+        }
+    }
+    all_ok
+}
+
+async fn probe(p: &ProviderConfig, ctx: &EngineContext) -> Probe {
+    let name = &p.name;
+    match &p.auth {
+        AuthConfig::Static { .. } => {
+            return Probe::Ok("static token from the config (nothing to obtain)".into());
+        }
+        AuthConfig::OAuth2(o) if o.grant == Grant::AuthorizationCode => {
+            return Probe::Skipped(format!(
+                "needs a person: `credproxy login {name}` (authorization code)"
+            ));
+        }
+        _ if needs_password(p) => {
+            return Probe::Skipped(format!(
+                "no password in the config: `credproxy login {name}` prompts for it"
+            ));
+        }
+        _ => {}
+    }
+    match crate::token::obtain_once(p, ctx).await {
+        Ok(t) => Probe::Ok(match t.expires_at {
+            Some(at) => format!(
+                "token obtained, expires in {}",
+                human_duration(at - ctx.clock.unix_now())
+            ),
+            None => "token obtained".into(),
+        }),
+        Err(e) => {
+            let hint = match e.fault() {
+                Fault::Transient { .. } => {
+                    "the server failed or could not be reached; try again later".to_owned()
+                }
+                _ => format!(
+                    "check providers.{name} (client_id, client_secret, username, password, URLs)"
+                ),
+            };
+            Probe::Failed {
+                reason: chain(&e),
+                hint,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(key: &str, line: usize) -> ConfigError {
+        ConfigError {
+            file: "c.toml".into(),
+            line,
+            column: 1,
+            key: key.into(),
+            message: "is wrong".into(),
+        }
+    }
+
+    #[test]
+    fn errors_are_grouped_by_provider_in_line_order() {
+        let errors = [
+            err("providers.bace.client_secret", 9),
+            err("proxy.listen", 2),
+            err("providers.gh.token", 14),
+            err("providers.bace.token_url", 7),
+            err("routes[0].provider", 20),
+            err("", 1),
+        ];
+        assert_eq!(
+            grouped(&errors),
+            [
+                "  provider bace:",
+                "    c.toml:7:1: providers.bace.token_url: is wrong",
+                "    c.toml:9:1: providers.bace.client_secret: is wrong",
+                "  [proxy]:",
+                "    c.toml:2:1: proxy.listen: is wrong",
+                "  provider gh:",
+                "    c.toml:14:1: providers.gh.token: is wrong",
+                "  [[routes]]:",
+                "    c.toml:20:1: routes[0].provider: is wrong",
+                "  the file:",
+                "    c.toml:1:1: is wrong",
+            ]
+        );
+        assert_eq!(section("providers.x.hosts[0]"), "provider x");
+        assert_eq!(section("providers.x"), "provider x");
     }
 }
