@@ -124,6 +124,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let roots = crate::tls::roots(p.ca_file.as_deref())?;
     let upstream_tls = crate::tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?;
+    let roots_for_tokens = roots;
 
     let mut routes = Vec::new();
     let mut writers: Vec<(Arc<crate::config::ProviderConfig>, CredentialWriter)> = Vec::new();
@@ -192,7 +193,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         },
     };
 
-    start_credentials(writers, &config, &cancel, &background).await?;
+    // Token refreshes are counted in credproxy_token_refresh_total.
+    let observer = metrics.refresh_observer();
+    start_credentials(writers, &config, roots_for_tokens, observer, &cancel, &background).await?;
 
     let limit = Arc::new(Semaphore::new(p.max_connections));
     let mut listeners = Vec::new();
@@ -266,38 +269,26 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 /// One refresher per provider: the only writer of its credential.
 async fn start_credentials(
     writers: Vec<(Arc<crate::config::ProviderConfig>, CredentialWriter)>,
-    _config: &Config,
+    config: &Config,
+    roots: rustls::RootCertStore,
+    observer: crate::token::Observer,
     cancel: &CancellationToken,
     background: &TaskTracker,
 ) -> Result<(), AppError> {
+    let dir = config.proxy.state_dir.clone();
+    let store_err = |source: Box<dyn std::error::Error + Send + Sync>| AppError::Store {
+        dir: dir.display().to_string(),
+        source,
+    };
+    // The store is opened (and its directory created 0700) before anything is served.
+    let store: Arc<dyn crate::token::TokenStore> =
+        Arc::new(crate::token::FileStore::open(&dir).map_err(|e| store_err(Box::new(e)))?);
+    let client = crate::token::TokenHttp::new(roots).map_err(|e| store_err(Box::new(e)))?;
+    let clock = crate::clock::Clock::new();
     for (provider, writer) in writers {
-        let span = tracing::info_span!("refresher", provider = %provider.name);
-        let cancel = cancel.clone();
-        background.spawn(
-            async move {
-                if let crate::config::AuthConfig::Static { token } = &provider.auth {
-                    match credential::Credential::bearer(
-                        token,
-                        &provider.headers,
-                        1,
-                        tokio::time::Instant::now(),
-                        None,
-                    ) {
-                        Ok(c) => writer.publish(credential::Snapshot {
-                            credential: Some(Arc::new(c)),
-                            phase: credential::Phase::Ready,
-                            ..credential::Snapshot::starting()
-                        }),
-                        Err(e) => writer.update(|s| {
-                            s.phase = credential::Phase::Failing;
-                            s.last_error = Some(e.to_string());
-                        }),
-                    }
-                }
-                cancel.cancelled().await;
-            }
-            .instrument(span),
-        );
+        let ctx = crate::token::EngineContext::new(client.clone(), store.clone(), clock, cancel.clone())
+            .with_observer(observer.clone());
+        background.spawn(crate::token::run(provider, writer, ctx));
     }
     Ok(())
 }
