@@ -11,6 +11,9 @@
 #   - /var/lib/credproxy is owned by that user, mode 0700;
 #   - `credproxy check` finds /etc/credproxy/config.toml through CREDPROXY_CONFIG;
 #   - `credproxy run` serves /healthz and /readyz, runs as uid 65532;
+#   - it obtains an OAuth 2 token from a local token server, stores it in
+#     /var/lib/credproxy (0600, uid 65532), and a request through the proxy
+#     reaches a local upstream with `Authorization: Bearer <that token>`;
 #   - `credproxy healthcheck` exits 0 while it runs and 1 after it stopped;
 #   - SIGTERM stops it promptly.
 #
@@ -61,8 +64,13 @@ fi
 CTX=$(mktemp -d "${TMPDIR:-/tmp}/credproxy-image.XXXXXX")
 CTR=""
 RUN_PID=""
+FAKE_PID=""
 # shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
+    if [[ -n $FAKE_PID ]]; then
+        kill "$FAKE_PID" 2>/dev/null || true
+        wait "$FAKE_PID" 2>/dev/null || true
+    fi
     if [[ -n $RUN_PID ]] && kill -0 "$RUN_PID" 2>/dev/null; then
         kill -TERM "$RUN_PID" 2>/dev/null || true
         wait "$RUN_PID" 2>/dev/null || true
@@ -132,11 +140,37 @@ buildah umount "$CTR" >/dev/null
 # host's loopback, on free ports. `credproxy healthcheck` (the image's
 # HEALTHCHECK, run exactly as written there) finds the admin listener by
 # reading the config through CREDPROXY_CONFIG.
-read -r PROXY_PORT ADMIN_PORT < <(python3 -c '
+read -r PROXY_PORT ADMIN_PORT UP_PORT < <(python3 -c '
 import socket
-s = [socket.socket() for _ in range(2)]
+s = [socket.socket() for _ in range(3)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))')
+
+# A token endpoint and an upstream in one small server on the host: POST
+# /oauth/token issues a token, GET /echo answers with the Authorization
+# header it received.
+cat >"$CTX/fake.py" <<'PY'
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, body, ctype):
+        b = body.encode()
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.reply(json.dumps({"access_token": "verify-token-1", "token_type": "Bearer",
+                               "expires_in": 3600}), "application/json")
+    def do_GET(self):
+        self.reply(self.headers.get("authorization", "") + "\n", "text/plain")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+python3 "$CTX/fake.py" "$UP_PORT" &
+FAKE_PID=$!
 cat >"$CTX/config.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$PROXY_PORT"
@@ -147,6 +181,15 @@ state_dir = "/var/lib/credproxy"
 preset = "static"
 hosts = ["api.github.com"]
 token = "\${GITHUB_TOKEN}"
+
+[providers.local]
+preset = "oauth2"
+hosts = ["127.0.0.1:$UP_PORT"]
+upstream = "http://127.0.0.1:$UP_PORT"
+token_url = "http://127.0.0.1:$UP_PORT/oauth/token"
+grant = "client_credentials"
+client_id = "verify"
+client_secret = "verify-secret"
 EOF
 RUN_OPTS=(--isolation chroot -v "$CTX/config.toml:/etc/credproxy/config.toml:ro"
     --env GITHUB_TOKEN=verify-not-a-real-token)
@@ -165,8 +208,16 @@ for _ in $(seq 1 100); do
 done
 check "credproxy run: /healthz answers 200 on 127.0.0.1:$ADMIN_PORT" test "$up" = 1
 if [[ $up == 1 ]]; then
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$ADMIN_PORT/readyz")
-    check "/readyz answers 200 for a static provider ($code)" test "$code" = 200
+    code=""
+    for _ in $(seq 1 50); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$ADMIN_PORT/readyz")
+        [[ $code == 200 ]] && break
+        sleep 0.2
+    done
+    check "/readyz answers 200 once the OAuth 2 token has come ($code)" test "$code" = 200
+    got=$(curl -s --max-time 5 -x "http://127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$UP_PORT/echo")
+    check "a request through the proxy reaches the upstream with the token ('$got')" \
+        test "$got" = "Bearer verify-token-1"
     # The process in the container: a descendant of `buildah run`.
     descendants() { local p; for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done; }
     CP_PID=""
@@ -178,6 +229,15 @@ if [[ $up == 1 ]]; then
         check "runs as uid 65532 (uid $uid)" test "$uid" = 65532
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$CP_PID/status")
         echo "  info  idle RSS in the container: $((rss / 1024)) MiB"
+        # The state directory as the process sees it: buildah run, like
+        # Docker, puts an image VOLUME on a fresh volume seeded from the image.
+        STORE=$(cd "/proc/$CP_PID/root/var/lib/credproxy" &&
+            find . -printf '%p %u:%g %m\n' | sort)
+        echo "  info  /var/lib/credproxy in the running container: ${STORE//$'\n'/; }"
+        check "state dir is 65532:65532 mode 0700 in the running container" \
+            grep -q '^\. 65532:65532 700$' <<<"$STORE"
+        check "the token store wrote a file owned by 65532, mode 0600" \
+            grep -q '\.json 65532:65532 600$' <<<"$STORE"
     else
         check "found the credproxy process under buildah run" false
     fi
