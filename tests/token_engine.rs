@@ -292,6 +292,24 @@ async fn redirects_are_not_followed() {
     engine.stop().await;
 }
 
+/// Issue 3 point 3: reply bodies over 1 MiB are refused (and retried like any bad reply).
+#[tokio::test(start_paused = true)]
+async fn huge_replies_are_refused() {
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    let padding = "a".repeat(2 * 1024 * 1024);
+    let huge = format!(r#"{{"access_token":"huge","token_type":"Bearer","padding":"{padding}"}}"#);
+    server.push(Step::Reply(200, huge, vec![]));
+    let mut engine = Engine::start(provider("api", &server.url(), ""), memory(), clock);
+    assert_eq!(engine.next_event().await, "transient_error");
+    let err = engine.reader.snapshot().last_error.unwrap();
+    assert!(err.contains("over 1048576 bytes"), "{err}");
+    assert_eq!(engine.next_event().await, "ok", "retried after a second");
+    assert_ne!(engine.token().unwrap(), "huge");
+    engine.stop().await;
+}
+
 /// Issue 3 point 3: `expires_in` as a string, garbage (-2147483648) falling back to the JWT's
 /// `exp`, absent falling back to introspection, and absent with neither falling back to
 /// `default_lifetime`.

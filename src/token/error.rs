@@ -1,9 +1,10 @@
 //! What can go wrong obtaining a token, and what the refresher does about each kind.
 //!
 //! [`TokenError`] says what failed (its `Display` names only its own level, causes are chained
-//! through `source()`); [`TokenError::fault`] sorts it into the four ways the refresher reacts
-//! (issue 3, point 6): retry soon with backoff, fall back from a rejected refresh token, wait for a
-//! configuration fix, or wait for a person to log in. No variant carries a secret.
+//! through `source()`); [`TokenError::fault`] sorts it into the three ways the refresher reacts
+//! (issue 3, point 6): retry soon with backoff, wait for a configuration fix, or wait for a person
+//! to log in. A refused refresh token ([`TokenError::rejects_refresh`]) is handled before that, by
+//! falling back to the primary grant. No variant carries a secret.
 
 use std::time::Duration;
 
@@ -56,8 +57,10 @@ pub enum Fault {
     /// Worth retrying soon: connect errors, timeouts, 5xx, 429, `temporarily_unavailable`, replies
     /// we can't use, store I/O. The current token is served while valid.
     Transient { retry_after: Option<Duration> },
-    /// The refresh token (or the expired token sent with it) was refused: fall back to the primary
-    /// grant when it needs no person, else ask for a login.
+    /// The refresh token was refused. [`TokenError::fault`] does not return this (the engine
+    /// handles a refused refresh token itself, see [`TokenError::rejects_refresh`], and reports
+    /// [`Fault::LoginRequired`] when no grant without a person is left); kept for callers that
+    /// match on it.
     RefreshRejected,
     /// Wrong configuration or credentials (`invalid_client`, a redirect, other 4xx): logged once,
     /// retried only slowly.

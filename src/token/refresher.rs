@@ -57,7 +57,6 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         login: None,
         config_logged: false,
         last_forced: None,
-        last_refresh_unix: None,
     };
     r.start().await;
     loop {
@@ -133,7 +132,6 @@ struct Refresher {
     login: Option<Option<StoredToken>>,
     config_logged: bool,
     last_forced: Option<Instant>,
-    last_refresh_unix: Option<i64>,
 }
 
 impl Refresher {
@@ -225,7 +223,6 @@ impl Refresher {
                 tracing::info!(expires_in_s = ?expires_in, "the token's lifetime was extended")
             }
         }
-        (self.ctx.observer)(self.name(), label);
         let headers = match self.source.headers(&self.provider, &token) {
             Ok(h) => h,
             Err(e) => {
@@ -257,7 +254,6 @@ impl Refresher {
                 });
             }
         };
-        self.last_refresh_unix = Some(token.obtained_at);
         let last_error = save_error.map(|e| {
             let msg = chain(&e);
             tracing::warn!(error = %msg, "the new token could not be saved; using it anyway");
@@ -275,7 +271,7 @@ impl Refresher {
             phase: Phase::Ready,
             last_error,
             expires_at_unix: token.expires_at,
-            last_refresh_unix: self.last_refresh_unix,
+            last_refresh_unix: Some(token.obtained_at),
             next_refresh_unix: self.next.map(|at| clock.unix_at(at)),
             details: token
                 .details
@@ -292,6 +288,7 @@ impl Refresher {
         self.attempt = 0;
         self.config_logged = false;
         self.login = None;
+        (self.ctx.observer)(self.name(), label);
     }
 
     fn fail(&mut self, failed: Failed) {
@@ -332,13 +329,13 @@ impl Refresher {
                 (Phase::LoginRequired, "login_required")
             }
         };
-        (self.ctx.observer)(self.name(), label);
         let next_unix = self.next.map(|at| self.ctx.clock.unix_at(at));
         self.writer.update(|s| {
             s.phase = phase;
             s.last_error = Some(msg);
             s.next_refresh_unix = next_unix;
         });
+        (self.ctx.observer)(self.name(), label);
     }
 
     /// While a login is awaited: has one landed in the store?
