@@ -543,6 +543,15 @@ async fn json_access_log_lines_parse_and_carry_no_query_string() {
         (&Value::from("-"), &Value::from("client"))
     );
     assert!(!text.contains("hunter2"));
+    // Token refreshes are logged with their provider (the refresher's span).
+    assert!(
+        lines.iter().any(|v| v["message"] == "obtained a new token"
+            && v["span"]["provider"] == "internal"
+            && v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("credproxy::token"))),
+        "{text}"
+    );
 }
 
 struct BufWriter(Arc<std::sync::Mutex<Vec<u8>>>);
