@@ -47,11 +47,15 @@ bench_ensure_deps() {
         fi
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        # Debian starts the packaged services on install; the benchmark wants
-        # only its own instances (stop them only if the package started them).
+        # Debian starts a packaged service on install; the benchmark wants only
+        # its own instances. Stop only what this install just brought in.
         if command -v service >/dev/null 2>&1; then
-            service nginx stop >/dev/null 2>&1 || true
-            service haproxy stop >/dev/null 2>&1 || true
+            for pkg in "${missing[@]}"; do
+                case $pkg in
+                    nginx-light) service nginx stop >/dev/null 2>&1 || true ;;
+                    haproxy) service haproxy stop >/dev/null 2>&1 || true ;;
+                esac
+            done
         fi
     fi
     PATH=$PATH:/usr/sbin
