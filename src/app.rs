@@ -195,7 +195,15 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     // Token refreshes are counted in credproxy_token_refresh_total.
     let observer = metrics.refresh_observer();
-    start_credentials(writers, &config, roots_for_tokens, observer, &cancel, &background).await?;
+    start_credentials(
+        writers,
+        &config,
+        roots_for_tokens,
+        observer,
+        &cancel,
+        &background,
+    )
+    .await?;
 
     let limit = Arc::new(Semaphore::new(p.max_connections));
     let mut listeners = Vec::new();
@@ -286,8 +294,9 @@ async fn start_credentials(
     let client = crate::token::TokenHttp::new(roots).map_err(|e| store_err(Box::new(e)))?;
     let clock = crate::clock::Clock::new();
     for (provider, writer) in writers {
-        let ctx = crate::token::EngineContext::new(client.clone(), store.clone(), clock, cancel.clone())
-            .with_observer(observer.clone());
+        let ctx =
+            crate::token::EngineContext::new(client.clone(), store.clone(), clock, cancel.clone())
+                .with_observer(observer.clone());
         background.spawn(crate::token::run(provider, writer, ctx));
     }
     Ok(())
