@@ -116,7 +116,6 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     poll(
         "credproxy to adopt the extended expiry",
         Duration::from_secs(5),
-        || async {},
         || {
             let e = proxy.snapshot("bace").expires_at_unix;
             // The fake may extend again meanwhile; either way, credproxy follows its clock.
@@ -129,24 +128,16 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     // with no token call at all.
     fake.set_refresh_extension(Duration::from_secs(8));
     let refreshes = fake.refresh_grants();
-    poll(
-        "an 8 s extension",
-        Duration::from_secs(10),
-        || async {},
-        || fake.refresh_grants() > refreshes,
-    )
+    poll("an 8 s extension", Duration::from_secs(10), || {
+        fake.refresh_grants() > refreshes
+    })
     .await;
-    poll(
-        "credproxy to publish it",
-        Duration::from_secs(5),
-        || async {},
-        || {
-            proxy
-                .snapshot("bace")
-                .expires_at_unix
-                .is_some_and(|e| e >= jiff::Timestamp::now().as_second() + 6)
-        },
-    )
+    poll("credproxy to publish it", Duration::from_secs(5), || {
+        proxy
+            .snapshot("bace")
+            .expires_at_unix
+            .is_some_and(|e| e >= jiff::Timestamp::now().as_second() + 6)
+    })
     .await;
     let calls = fake.token_calls();
     proxy.stop().await;
@@ -163,7 +154,6 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     poll(
         "the stored token to expire at BACE",
         Duration::from_secs(12),
-        || async {},
         || !fake.is_valid_token(&token),
     )
     .await;
@@ -259,7 +249,6 @@ async fn bace_naive_expires_in_the_configured_time_zone() {
     poll(
         "credproxy to read the naive expiry in Tokyo time",
         Duration::from_secs(5),
-        || async {},
         || {
             let e = proxy.snapshot("bace").expires_at_unix;
             e.is_some_and(|e| (e - server_unix).abs() <= 4)

@@ -108,7 +108,6 @@ async fn baselime_login_refreshes_workspaces_and_restart() {
     poll(
         "the refresher to adopt the login",
         Duration::from_secs(10),
-        || async {},
         || proxy.snapshot("baselime").phase == Phase::Ready,
     )
     .await;

@@ -233,19 +233,10 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
     }
 }
 
-/// Wait until `cond` holds, calling `step` (which may send requests and assert on them) between
-/// checks, 100 ms apart; panic naming `what` after `deadline`.
-pub async fn poll<F, Fut>(what: &str, deadline: Duration, mut step: F, cond: impl Fn() -> bool)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
+/// Wait until `cond` holds, checking every 100 ms; panic naming `what` after `deadline`.
+pub async fn poll(what: &str, deadline: Duration, cond: impl Fn() -> bool) {
     let end = Instant::now() + deadline;
-    loop {
-        step().await;
-        if cond() {
-            return;
-        }
+    while !cond() {
         assert!(
             Instant::now() < end,
             "timed out after {deadline:?} waiting for {what}"
