@@ -238,16 +238,20 @@ pub fn token_failure(provider: &ProviderConfig, e: TokenError) -> Failure {
     Failure::runtime(what).hint(hint)
 }
 
-/// `7h59m`, `59m59s`, `3d4h`, `45s`: a lifetime, to the two largest units.
+/// `7h59m`, `59m59s`, `3d4h`, `5m`, `45s`: a lifetime, to the two largest units.
 pub fn human_duration(secs: i64) -> String {
     let s = secs.max(0);
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    let two = |big: i64, b: &str, small: i64, s: &str| match small {
+        0 => format!("{big}{b}"),
+        _ => format!("{big}{b}{small}{s}"),
+    };
     if d > 0 {
-        format!("{d}d{h}h")
+        two(d, "d", h, "h")
     } else if h > 0 {
-        format!("{h}h{m}m")
+        two(h, "h", m, "m")
     } else if m > 0 {
-        format!("{m}m{sec}s")
+        two(m, "m", sec, "s")
     } else {
         format!("{sec}s")
     }
@@ -264,5 +268,8 @@ mod tests {
         assert_eq!(human_duration(3 * 86_400 + 4 * 3600 + 5), "3d4h");
         assert_eq!(human_duration(45), "45s");
         assert_eq!(human_duration(-3), "0s");
+        assert_eq!(human_duration(300), "5m");
+        assert_eq!(human_duration(3600), "1h");
+        assert_eq!(human_duration(86_400 + 60), "1d");
     }
 }
