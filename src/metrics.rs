@@ -81,7 +81,8 @@ struct ProviderHandles {
     name: Arc<str>,
     /// `requests_total{provider, code}` for code `FIRST_CODE + i`, created on first use.
     codes: Box<[OnceLock<Counter>]>,
-    upstream_duration: Histogram,
+    /// `None` for [`UNCLAIMED`]: only a provider's requests are timed upstream.
+    upstream_duration: Option<Histogram>,
 }
 
 /// Metrics for one provider set: the handles the request path uses, by provider index (the
@@ -177,15 +178,19 @@ impl Metrics {
             .iter()
             .map(|p| p.as_ref())
             .chain(std::iter::once(UNCLAIMED));
+        let claimed = providers.len();
         let providers = names
-            .map(|name| {
+            .enumerate()
+            .map(|(i, name)| {
                 let name: Arc<str> = Arc::from(name);
                 ProviderHandles {
-                    upstream_duration: families.upstream_duration.get_or_create_owned(
-                        &ProviderLabel {
-                            provider: name.clone(),
-                        },
-                    ),
+                    upstream_duration: (i < claimed).then(|| {
+                        families
+                            .upstream_duration
+                            .get_or_create_owned(&ProviderLabel {
+                                provider: name.clone(),
+                            })
+                    }),
                     codes: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
                     name,
                 }
@@ -229,9 +234,9 @@ impl Metrics {
 
     /// How long the upstream took to answer one request (to its response headers).
     pub fn upstream_duration(&self, provider: usize, elapsed: Duration) {
-        self.handles(Some(provider))
-            .upstream_duration
-            .observe(elapsed.as_secs_f64());
+        if let Some(h) = &self.handles(Some(provider)).upstream_duration {
+            h.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// A request in flight until the guard drops.
@@ -379,6 +384,9 @@ mod tests {
         );
         assert_eq!(sample(&text, &version), Some("1"));
         assert!(text.contains("# TYPE credproxy_upstream_request_duration_seconds histogram"));
+        assert!(
+            !text.contains("credproxy_upstream_request_duration_seconds_count{provider=\"-\"}")
+        );
         assert!(text.ends_with("# EOF\n"));
         drop(guard);
         assert_eq!(
