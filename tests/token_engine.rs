@@ -605,3 +605,87 @@ fn two_runtimes_on_one_store_spend_each_refresh_token_once() {
         "the second process adopted the first's token"
     );
 }
+
+/// `credproxy logout` beside a running engine: the engine stops serving the removed token and asks
+/// for a login (it does not refresh it back onto disk); a new login is adopted.
+#[tokio::test(start_paused = true)]
+async fn a_logout_in_another_process_is_noticed() {
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    let extra = format!(
+        "grant = \"authorization_code\"\nauthorize_url = \"{}/authorize\"",
+        server.url()
+    );
+    let p = provider("api", &server.url(), &extra);
+    let store = memory();
+    let (cli, _) = context(store.clone(), clock);
+    credproxy::token::login_with_code(&p, &cli, &server.issue_code(), None, None)
+        .await
+        .unwrap();
+    let mut engine = Engine::start(p.clone(), store.clone(), clock);
+    assert_eq!(engine.next_event().await, "adopted");
+    let calls = server.token_calls();
+
+    let out = credproxy::token::logout(&p, &cli).await.unwrap();
+    assert!(out.removed);
+    let before = Instant::now();
+    assert_eq!(engine.next_event().await, "login_required");
+    assert!(Instant::now() - before <= Duration::from_secs(6));
+    assert!(
+        engine.reader.current(Instant::now()).is_none(),
+        "the removed token is not served"
+    );
+    let err = engine
+        .reader
+        .wait_usable(Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Unavailable::LoginRequired);
+    assert_eq!(engine.event_within(Duration::from_secs(600)).await, None);
+    assert_eq!(server.token_calls(), calls, "nothing was refreshed");
+    assert!(
+        store.load("api").unwrap().is_none(),
+        "the logout stays done"
+    );
+
+    credproxy::token::login_with_code(&p, &cli, &server.issue_code(), None, None)
+        .await
+        .unwrap();
+    assert_eq!(engine.next_event().await, "adopted");
+    assert_eq!(engine.reader.snapshot().phase, Phase::Ready);
+    engine.stop().await;
+}
+
+/// The same for a provider that needs no person: it obtains a new token at once. And a token
+/// another process stored is adopted within seconds, before the engine's own refresh is due.
+#[tokio::test(start_paused = true)]
+async fn unattended_providers_regrant_after_a_logout_and_adopt_newer_tokens() {
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    server.set_lifetime(json!(3600));
+    let p = provider("api", &server.url(), PASSWORD_GRANT);
+    let store = memory();
+    let mut engine = Engine::start(p.clone(), store.clone(), clock);
+    assert_eq!(engine.next_event().await, "ok");
+    let first = engine.token().unwrap();
+
+    let (cli, _) = context(store.clone(), clock);
+    credproxy::token::logout(&p, &cli).await.unwrap();
+    assert_eq!(engine.next_event().await, "ok");
+    assert_ne!(engine.token().unwrap(), first);
+    assert_eq!(
+        server.grants("password"),
+        2,
+        "a new grant, not the removed refresh token"
+    );
+
+    // `credproxy login` with the password again, in another process: adopted.
+    let t = credproxy::token::login_with_password(&p, &cli, "pass-SECRET-p1".into())
+        .await
+        .unwrap();
+    assert_eq!(engine.next_event().await, "adopted");
+    assert_eq!(engine.token().unwrap(), t.access_token.expose());
+    engine.stop().await;
+}

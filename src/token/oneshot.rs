@@ -32,7 +32,7 @@ pub async fn obtain_once(
     {
         return Ok(t);
     }
-    let outcome = persist::renew_locked(ctx, &source, &provider.name, None, |t| {
+    let outcome = persist::renew_locked(ctx, &source, &provider.name, None, false, |t| {
         persist::fresh(&clock, &policy, t)
     })
     .await

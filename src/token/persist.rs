@@ -24,11 +24,32 @@ pub async fn load(
     store: &Arc<dyn TokenStore>,
     provider: &str,
 ) -> Result<Option<StoredToken>, TokenError> {
+    load_logged(store, provider, false).await
+}
+
+/// [`load`] for the periodic re-read: a corrupt file is logged at debug level, not at warn every
+/// five seconds until the next save replaces it.
+pub async fn load_quietly(
+    store: &Arc<dyn TokenStore>,
+    provider: &str,
+) -> Result<Option<StoredToken>, TokenError> {
+    load_logged(store, provider, true).await
+}
+
+async fn load_logged(
+    store: &Arc<dyn TokenStore>,
+    provider: &str,
+    quiet: bool,
+) -> Result<Option<StoredToken>, TokenError> {
     let (store, name) = (store.clone(), provider.to_owned());
     match tokio::task::spawn_blocking(move || store.load(&name)).await {
         Ok(Ok(t)) => Ok(t),
         Ok(Err(e)) if e.is_unusable_token() => {
-            tracing::warn!(error = %chain(&e), "ignoring the stored token");
+            if quiet {
+                tracing::debug!(error = %chain(&e), "ignoring the stored token");
+            } else {
+                tracing::warn!(error = %chain(&e), "ignoring the stored token");
+            }
             Ok(None)
         }
         Ok(Err(e)) => Err(TokenError::Store(e)),
@@ -95,23 +116,38 @@ pub struct Outcome {
 pub struct Failed {
     pub error: TokenError,
     pub base: Option<StoredToken>,
+    /// The stored token we held had been removed (`credproxy logout`): stop serving it.
+    pub removed: bool,
 }
 
 /// Under the store's lock: adopt a newer stored token that `adoptable` accepts, or renew from
 /// the newest token we know of and save the result.
+///
+/// `base_stored`: `base` was in the store. If the store is now empty, `credproxy logout` removed
+/// it: its refresh token is not used (that would put the tokens back on disk and undo the
+/// logout); the primary grant runs instead, or a login is asked for.
 pub async fn renew_locked(
     ctx: &EngineContext,
     source: &Source,
     provider: &str,
     base: Option<&StoredToken>,
+    base_stored: bool,
     adoptable: impl Fn(&StoredToken) -> bool,
 ) -> Result<Outcome, Failed> {
-    let fail = |error, base: Option<&StoredToken>| Failed {
+    let mut removed = false;
+    let fail = |error, base: Option<&StoredToken>, removed| Failed {
         error,
         base: base.cloned(),
+        removed,
     };
-    let guard = lock(ctx, provider).await.map_err(|e| fail(e, base))?;
+    let guard = lock(ctx, provider)
+        .await
+        .map_err(|e| fail(e, base, false))?;
     let stored = match load(&ctx.store, provider).await {
+        Ok(None) if base_stored => {
+            removed = true;
+            None
+        }
         Ok(t) => t.filter(|t| {
             let ok = source.accepts(t);
             if !ok {
@@ -136,12 +172,13 @@ pub async fn renew_locked(
             }
             Some(s)
         }
+        _ if removed => None,
         _ => base.cloned(),
     };
     let renewed = source
         .renew(ctx, base.as_ref())
         .await
-        .map_err(|e| fail(e, base.as_ref()))?;
+        .map_err(|e| fail(e, base.as_ref(), removed))?;
     let save_error = save(&ctx.store, provider, renewed.token()).await.err();
     drop(guard);
     let kind = match renewed {

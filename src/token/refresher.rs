@@ -6,7 +6,9 @@
 //! loop:  refresh time ─▶ renew           401 report for the current token ─▶ renew, once
 //!        failure: transient ─▶ backoff (1 s … 5 min, Retry-After), token served while valid
 //!                 config    ─▶ logged once, retried hourly
-//!                 login     ─▶ login_required; re-read the store every 5 s, no token calls
+//!                 login     ─▶ login_required; no token calls until a login lands in the store
+//! every 5 s: re-read the store: adopt a newer token another process stored (`credproxy login`,
+//!            `credproxy token`, another `run`); notice that `credproxy logout` removed ours
 //! ```
 //!
 //! A renewal is never cancelled half-way: a token server may already have rotated the refresh
@@ -29,8 +31,9 @@ use crate::credential::{
     Snapshot,
 };
 
-/// How often the store is re-read while a login is awaited, so a `credproxy login` run in another
-/// process is picked up without a restart. One small file read; no token server is called.
+/// How often the store is re-read, so a `credproxy login` or `logout` run in another process is
+/// noticed without a restart, and a token another process refreshed is adopted. One small file
+/// read per provider; no token server is called.
 pub const LOGIN_POLL: Duration = Duration::from_secs(5);
 /// How often a request the server refused for configuration reasons (`invalid_client`, a wrong
 /// password, a redirect) is tried again: rarely enough not to hammer it or flood the log, often
@@ -53,6 +56,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         held: None,
         generation: 0,
         next: None,
+        next_poll: Instant::now() + LOGIN_POLL,
         attempt: 0,
         login: None,
         config_logged: false,
@@ -60,15 +64,23 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
     };
     r.start().await;
     loop {
-        let next = r.next;
+        let (next, poll) = (r.next, r.next_poll);
         let event = tokio::select! {
             _ = r.ctx.cancel.cancelled() => break,
             _ = sleep_until(next) => Event::Timer,
+            _ = tokio::time::sleep_until(poll) => Event::Poll,
             g = r.writer.rejected() => Event::Rejected(g),
         };
         match event {
-            Event::Timer if r.login.is_some() => r.poll_login().await,
             Event::Timer => r.renew(false).await,
+            Event::Poll => {
+                r.next_poll = r.ctx.clock.now() + LOGIN_POLL;
+                if r.login.is_some() {
+                    r.poll_login().await;
+                } else {
+                    r.watch_store().await;
+                }
+            }
             Event::Rejected(g) => r.on_rejected(g).await,
         }
     }
@@ -77,6 +89,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
 
 enum Event {
     Timer,
+    Poll,
     Rejected(u64),
 }
 
@@ -114,6 +127,8 @@ struct Held {
     expires: Option<Instant>,
     /// A 401 already forced a refresh of this access token (at most once per token).
     forced: bool,
+    /// It is in the store (loaded from it, or saved): if it disappears, `logout` removed it.
+    stored: bool,
 }
 
 struct Refresher {
@@ -124,8 +139,10 @@ struct Refresher {
     policy: Policy,
     held: Option<Held>,
     generation: u64,
-    /// When the timer fires next: a refresh, a retry, or a store poll while a login is awaited.
+    /// When the timer fires next: a refresh or a retry (`None` while a login is awaited).
     next: Option<Instant>,
+    /// When the store is re-read next.
+    next_poll: Instant,
     /// Consecutive transient failures (for the backoff).
     attempt: u32,
     /// Waiting for a login: what the store held when we gave up (a login replaces it).
@@ -185,17 +202,67 @@ impl Refresher {
                 persist::fresh(&clock, &policy, t)
             }
         };
+        let base_stored = self.held.as_ref().is_some_and(|h| h.stored);
         let result = persist::renew_locked(
             &self.ctx,
             &self.source,
             &self.provider.name,
             base.as_ref(),
+            base_stored,
             adoptable,
         )
         .await;
         match result {
             Ok(outcome) => self.succeed(outcome),
-            Err(failed) => self.fail(failed),
+            Err(failed) => {
+                if failed.removed {
+                    self.forget();
+                }
+                self.fail(failed)
+            }
+        }
+    }
+
+    /// `credproxy logout` removed the token we serve: stop serving it.
+    fn forget(&mut self) {
+        tracing::info!("the stored token was removed (credproxy logout); no longer using it");
+        self.held = None;
+        self.writer.update(|s| {
+            s.credential = None;
+            s.phase = Phase::Starting;
+            s.expires_at_unix = None;
+            s.next_refresh_unix = None;
+            s.details.clear();
+        });
+    }
+
+    /// Re-read the store: adopt a newer token another process stored; notice a logout.
+    async fn watch_store(&mut self) {
+        let stored = match persist::load_quietly(&self.ctx.store, self.name()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "can't read the token store");
+                return;
+            }
+        };
+        let held = self.held.as_ref();
+        match stored {
+            None if held.is_some_and(|h| h.stored) => {
+                self.forget();
+                self.renew_from(None, false).await;
+            }
+            Some(t)
+                if self.source.accepts(&t)
+                    && persist::newer(&t, held.map(|h| &h.token))
+                    && persist::valid(&self.ctx.clock, &t) =>
+            {
+                self.succeed(Outcome {
+                    kind: Kind::Adopted,
+                    token: t,
+                    save_error: None,
+                });
+            }
+            _ => {}
         }
     }
 
@@ -205,6 +272,7 @@ impl Refresher {
             token,
             save_error,
         } = outcome;
+        let stored = save_error.is_none();
         let clock = self.ctx.clock;
         let now_unix = clock.unix_now();
         let expires_in = token.expires_at.map(|e| e - now_unix);
@@ -229,6 +297,7 @@ impl Refresher {
                 return self.fail(Failed {
                     error: e,
                     base: Some(token),
+                    removed: false,
                 });
             }
         };
@@ -251,6 +320,7 @@ impl Refresher {
                 return self.fail(Failed {
                     error,
                     base: Some(token),
+                    removed: false,
                 });
             }
         };
@@ -284,6 +354,7 @@ impl Refresher {
             obtained,
             expires,
             forced,
+            stored,
         });
         self.attempt = 0;
         self.config_logged = false;
@@ -292,7 +363,7 @@ impl Refresher {
     }
 
     fn fail(&mut self, failed: Failed) {
-        let Failed { error, base } = failed;
+        let Failed { error, base, .. } = failed;
         if matches!(error, TokenError::Cancelled) {
             return;
         }
@@ -325,7 +396,7 @@ impl Refresher {
                     tracing::warn!(reason = %msg, "waiting for `credproxy login {}`", self.provider.name);
                 }
                 self.login = Some(base);
-                self.next = Some(now + LOGIN_POLL);
+                self.next = None;
                 (Phase::LoginRequired, "login_required")
             }
         };
@@ -340,8 +411,7 @@ impl Refresher {
 
     /// While a login is awaited: has one landed in the store?
     async fn poll_login(&mut self) {
-        self.next = Some(self.ctx.clock.now() + LOGIN_POLL);
-        let stored = match persist::load(&self.ctx.store, self.name()).await {
+        let stored = match persist::load_quietly(&self.ctx.store, self.name()).await {
             Ok(Some(t)) if self.source.accepts(&t) => t,
             Ok(_) => return,
             Err(e) => {
