@@ -44,11 +44,14 @@ pub use error::{Fault, TokenError};
 pub use http::{HttpError, TokenHttp};
 pub use oauth::{authorize_url, exchange_code, pkce_challenge, pkce_pair, random_state};
 pub use oneshot::{LogoutOutcome, login_with_code, login_with_password, logout, obtain_once};
+pub use refresher::{CONFIG_RETRY, LOGIN_POLL};
 pub use store::{FileStore, MemoryStore, StoredToken, TokenStore};
 
 /// Called after every refresh attempt with the provider name and a low-cardinality result:
-/// `ok` (a new token from the network), `extended` (same token, new expiry), `adopted` (another
-/// process had already refreshed), `transient_error`, `config_error`, `login_required`.
+/// `ok` (a new token from the network), `extended` (same token, new expiry), `adopted` (a token
+/// from the store: reused at start, or one another process refreshed or a login stored),
+/// `transient_error`, `config_error`, `login_required`. Called after the new snapshot is
+/// published.
 pub type Observer = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
 
 /// A number in `0..1` for spreading refreshes and retries; tests pin it.
