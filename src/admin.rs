@@ -43,7 +43,7 @@ use crate::clock::Clock;
 use crate::config::{Listen, ProviderConfig, ProxySettings};
 use crate::credential::{CredentialReader, Phase, Snapshot};
 use crate::metrics::Metrics;
-use crate::proxy::listener::Bound;
+use crate::proxy::listener::{Accepted, Bound, Listening};
 
 /// Where the admin listener binds when `admin_listen` is not set.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
@@ -73,8 +73,8 @@ const PAGE: &str = include_str!("admin/page.html");
 
 /// What the admin endpoints read.
 pub struct AdminState {
-    /// Every provider, in config order, with a reader of its credential.
-    pub providers: Vec<(Arc<ProviderConfig>, CredentialReader)>,
+    /// Every provider, in config order, with a reader of its credential; replaced on reload.
+    pub providers: arc_swap::ArcSwap<Vec<(Arc<ProviderConfig>, CredentialReader)>>,
     pub metrics: Arc<Metrics>,
     /// When this credproxy started.
     pub started: jiff::Timestamp,
@@ -89,7 +89,7 @@ impl AdminState {
         metrics: Arc<Metrics>,
     ) -> Self {
         AdminState {
-            providers,
+            providers: arc_swap::ArcSwap::from_pointee(providers),
             metrics,
             started: jiff::Timestamp::now(),
             clock: Clock::new(),
@@ -105,6 +105,7 @@ impl AdminState {
             started_at: Some(self.started.to_string()),
             providers: self
                 .providers
+                .load()
                 .iter()
                 .map(|(config, reader)| {
                     let snap = reader.snapshot();
@@ -123,6 +124,7 @@ impl AdminState {
     pub fn not_ready(&self) -> Vec<NotReady> {
         let now = tokio::time::Instant::now();
         self.providers
+            .load()
             .iter()
             .filter_map(|(config, reader)| {
                 let snap = reader.snapshot();
@@ -139,8 +141,8 @@ impl AdminState {
     }
 
     fn metrics_text(&self) -> String {
-        let snaps: Vec<(&str, Snapshot)> = self
-            .providers
+        let providers = self.providers.load();
+        let snaps: Vec<(&str, Snapshot)> = providers
             .iter()
             .map(|(c, r)| (c.name.as_str(), r.snapshot()))
             .collect();
@@ -174,6 +176,13 @@ fn not_ready_reason(name: &str, snap: &Snapshot) -> String {
 
 /// Serve the admin endpoints on `listener` until `cancel`; returns when the connections are done.
 pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: CancellationToken) {
+    let listener = match Listening::adopt(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener: can't register with the runtime");
+            return;
+        }
+    };
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
     loop {
@@ -183,15 +192,15 @@ pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: Cancellation
         };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            a = accept(&listener) => a,
+            a = listener.accept() => a,
         };
         let (state, cancel) = (state.clone(), cancel.clone());
         match accepted {
-            Ok(Stream::Tcp(s)) => connections.spawn(async move {
+            Ok(Accepted::Tcp(s)) => connections.spawn(async move {
                 serve_connection(s, state, cancel).await;
                 drop(permit);
             }),
-            Ok(Stream::Unix(s)) => connections.spawn(async move {
+            Ok(Accepted::Unix(s)) => connections.spawn(async move {
                 serve_connection(s, state, cancel).await;
                 drop(permit);
             }),
@@ -204,20 +213,8 @@ pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: Cancellation
     }
     connections.close();
     connections.wait().await;
-    if let Bound::Unix(_, path) = &listener {
+    if let Listening::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
-    }
-}
-
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(l: &Bound) -> std::io::Result<Stream> {
-    match l {
-        Bound::Tcp(t) => t.accept().await.map(|(s, _)| Stream::Tcp(s)),
-        Bound::Unix(u, _) => u.accept().await.map(|(s, _)| Stream::Unix(s)),
     }
 }
 

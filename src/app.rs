@@ -1,25 +1,32 @@
-//! Builds credproxy from a [`Config`] and runs it: listeners, refreshers, and shutdown.
+//! Builds credproxy from a [`Config`] and runs it: listeners, refreshers, reload and shutdown.
 //!
-//! Every task is spawned from here, with a name (tracing span), an owner (the tracker) and a stop
-//! (the cancellation token). Shutdown stops the listeners, lets in-flight requests finish within
-//! the grace period, and says whether it ran out.
+//! Every task is spawned from here, with a name (tracing span), an owner (a tracker) and a stop
+//! (a cancellation token). Shutdown stops the listeners, lets in-flight requests finish within
+//! the grace period, and says whether it ran out. A reload ([`Running::reload`], on SIGHUP) swaps
+//! in a new generation of the request path's state: providers whose settings did not change keep
+//! their refresher (token and schedule), changed or new ones start fresh, removed ones stop;
+//! listeners are opened and closed as needed; requests in flight finish on the generation they
+//! started with.
 
-use std::net::SocketAddr;
+mod bind;
+mod workers;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Config, Listen, RouteTarget};
-use crate::credential::{self, CredentialWriter};
+use crate::config::{Config, Listen, ProviderConfig, ProxySettings, RouteTarget};
+use crate::credential::{self, CredentialReader};
 use crate::metrics::Metrics;
-use crate::proxy::listener::Bound;
-use crate::proxy::upstream::{Connector, Pool};
+use crate::proxy::service::{ListenerCell, ListenerState};
+use crate::proxy::upstream::Connector;
 use crate::proxy::{ListenerInfo, ProviderRoute, Role, Router, Shared};
+use workers::Workers;
 
 /// Idle upstream connections parked between downstream connections live this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,22 +47,20 @@ pub enum AppError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("can't start the worker threads")]
+    Workers(#[source] std::io::Error),
 }
 
-/// A running credproxy.
-pub struct Running {
-    /// Where each listener is bound: the main one first, then routes in config order.
-    pub listeners: Vec<(Role, BoundAddr)>,
-    pub admin: Option<BoundAddr>,
-    pub shared: Arc<Shared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    background: TaskTracker,
+/// How to run (beside what the config says).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Worker threads for connections; 0 runs them on the caller's runtime.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoundAddr {
-    Tcp(SocketAddr),
+    Tcp(std::net::SocketAddr),
     Unix(std::path::PathBuf),
 }
 
@@ -69,7 +74,7 @@ impl std::fmt::Display for BoundAddr {
 }
 
 impl BoundAddr {
-    pub fn tcp(&self) -> Option<SocketAddr> {
+    pub fn tcp(&self) -> Option<std::net::SocketAddr> {
         match self {
             BoundAddr::Tcp(a) => Some(*a),
             BoundAddr::Unix(_) => None,
@@ -77,18 +82,102 @@ impl BoundAddr {
     }
 }
 
+/// A provider's refresher: the only writer of its credential.
+struct ProviderTask {
+    config: Arc<ProviderConfig>,
+    reader: CredentialReader,
+    cancel: CancellationToken,
+}
+
+/// One configured listener (bound once per worker for TCP).
+struct ListenerEntry {
+    listen: Listen,
+    /// `None` for the main listener, else the route's provider.
+    provider: Option<String>,
+    require_auth: bool,
+    addr: BoundAddr,
+    /// One cell per worker serving this listener.
+    cells: Vec<Arc<ListenerCell>>,
+    cancel: CancellationToken,
+}
+
+/// What the token engine needs to start a refresher.
+struct EngineDeps {
+    client: crate::token::TokenHttp,
+    store: Arc<dyn crate::token::TokenStore>,
+    clock: crate::clock::Clock,
+    observer: crate::token::Observer,
+}
+
+struct State {
+    proxy: ProxySettings,
+    providers: Vec<ProviderTask>,
+    listeners: Vec<ListenerEntry>,
+    shared: Arc<Shared>,
+    engine: EngineDeps,
+    limit: Arc<Semaphore>,
+}
+
+/// A running credproxy.
+pub struct Running {
+    pub admin: Option<BoundAddr>,
+    state: parking_lot::Mutex<State>,
+    admin_state: Option<Arc<crate::admin::AdminState>>,
+    metrics: Arc<Metrics>,
+    workers: Workers,
+    /// Stops everything: accept loops, refreshers, admin.
+    cancel: CancellationToken,
+    /// Accept loops and connections.
+    tracker: TaskTracker,
+    /// Refreshers, admin, pool eviction.
+    background: TaskTracker,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: Vec<String>,
+    pub restarted: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub listeners_opened: Vec<String>,
+    pub listeners_closed: Vec<String>,
+    /// Settings that only take effect after a restart.
+    pub needs_restart: Vec<String>,
+}
+
 impl Running {
-    pub fn main_addr(&self) -> &BoundAddr {
-        &self.listeners[0].1
+    /// The main listener's address.
+    pub fn main_addr(&self) -> BoundAddr {
+        let st = self.state.lock();
+        st.listeners
+            .iter()
+            .find(|l| l.provider.is_none())
+            .map(|l| l.addr.clone())
+            .expect("there is always a main listener")
     }
 
     /// The address of the route listener for `provider`.
-    pub fn route_addr(&self, provider: &str) -> Option<&BoundAddr> {
-        let index = self.shared.router.index_of(provider)?;
-        self.listeners
+    pub fn route_addr(&self, provider: &str) -> Option<BoundAddr> {
+        let st = self.state.lock();
+        st.listeners
             .iter()
-            .find(|(r, _)| *r == Role::Route(index))
-            .map(|(_, a)| a)
+            .find(|l| l.provider.as_deref() == Some(provider))
+            .map(|l| l.addr.clone())
+    }
+
+    /// The request path's current state (providers, readers, settings).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.state.lock().shared.clone()
+    }
+
+    /// The current snapshot of `provider`'s credential.
+    pub fn snapshot(&self, provider: &str) -> Option<credential::Snapshot> {
+        let st = self.state.lock();
+        st.providers
+            .iter()
+            .find(|p| p.config.name == provider)
+            .map(|p| p.reader.snapshot())
     }
 
     pub fn cancel_token(&self) -> CancellationToken {
@@ -111,12 +200,183 @@ impl Running {
             );
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.background.wait()).await;
+        self.workers.stop();
         drained
+    }
+
+    /// Apply a new, already validated config (SIGHUP). On error the old config stays in force.
+    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AppError> {
+        let mut summary = ReloadSummary::default();
+        let old_proxy = self.state.lock().proxy.clone();
+        let p = &config.proxy;
+        for (what, changed) in [
+            ("state_dir", p.state_dir != old_proxy.state_dir),
+            ("admin_listen", p.admin_listen != old_proxy.admin_listen),
+            (
+                "max_connections",
+                p.max_connections != old_proxy.max_connections,
+            ),
+            ("socket_mode", p.socket_mode != old_proxy.socket_mode),
+        ] {
+            if changed {
+                summary.needs_restart.push(what.to_owned());
+            }
+        }
+        // Everything that can fail comes first, before anything changes.
+        let roots = crate::tls::roots(p.ca_file.as_deref())?;
+        let upstream_tls = crate::tls::client_config(roots, &[b"h2", b"http/1.1"])?;
+        let mut new_binds = Vec::new();
+        {
+            let st = self.state.lock();
+            for (listen, _, _) in listener_plan(&config) {
+                if !st.listeners.iter().any(|l| l.listen == listen) {
+                    new_binds.push((
+                        listen.clone(),
+                        bind::bind(&listen, self.workers_for(&listen), p.socket_mode)?,
+                    ));
+                }
+            }
+        }
+
+        let mut st = self.state.lock();
+        // Providers: keep the unchanged (token and schedule), restart the changed, add, remove.
+        let mut old: Vec<ProviderTask> = std::mem::take(&mut st.providers);
+        let mut providers = Vec::new();
+        for cfg in &config.providers {
+            match old.iter().position(|t| t.config.name == cfg.name) {
+                Some(i) if *old[i].config == **cfg => {
+                    summary.kept.push(cfg.name.clone());
+                    providers.push(old.remove(i));
+                }
+                found => {
+                    if let Some(i) = found {
+                        old.remove(i).cancel.cancel();
+                        summary.restarted.push(cfg.name.clone());
+                    } else {
+                        summary.added.push(cfg.name.clone());
+                    }
+                    providers.push(start_provider(
+                        cfg.clone(),
+                        &st.engine,
+                        &self.cancel,
+                        &self.background,
+                    ));
+                }
+            }
+        }
+        for gone in old {
+            summary.removed.push(gone.config.name.clone());
+            gone.cancel.cancel();
+        }
+        st.providers = providers;
+        st.proxy = config.proxy.clone();
+        let shared = build_shared(&config, &st.providers, &self.metrics, upstream_tls);
+        st.shared = shared.clone();
+
+        // Listeners: update the kept, open the new, close the removed.
+        let plan = listener_plan(&config);
+        let mut listeners = Vec::new();
+        let mut old_listeners: Vec<ListenerEntry> = std::mem::take(&mut st.listeners);
+        for (listen, provider, require_auth) in plan {
+            if let Some(i) = old_listeners.iter().position(|l| l.listen == listen) {
+                let mut entry = old_listeners.remove(i);
+                entry.provider = provider;
+                entry.require_auth = require_auth;
+                let state = listener_state(&shared, &config.proxy, &entry);
+                for cell in &entry.cells {
+                    cell.store(state.clone());
+                }
+                listeners.push(entry);
+            } else {
+                let (_, (bound, addr)) = new_binds
+                    .iter()
+                    .position(|(l, _)| *l == listen)
+                    .map(|i| new_binds.remove(i))
+                    .expect("bound above");
+                summary.listeners_opened.push(addr.to_string());
+                listeners.push(self.serve_listener(
+                    listen,
+                    provider,
+                    require_auth,
+                    bound,
+                    addr,
+                    &shared,
+                    &config.proxy,
+                    st.limit.clone(),
+                ));
+            }
+        }
+        for gone in old_listeners {
+            summary.listeners_closed.push(gone.addr.to_string());
+            gone.cancel.cancel();
+        }
+        st.listeners = listeners;
+        drop(st);
+
+        if let Some(admin) = &self.admin_state {
+            admin.providers.store(Arc::new(admin_providers(&shared)));
+        }
+        Ok(summary)
+    }
+
+    fn workers_for(&self, listen: &Listen) -> usize {
+        match listen {
+            Listen::Tcp(_) => self.workers.len(),
+            Listen::Unix(_) => 1,
+        }
+    }
+
+    /// Serve a bound listener on the workers (one socket each).
+    #[allow(clippy::too_many_arguments)]
+    fn serve_listener(
+        &self,
+        listen: Listen,
+        provider: Option<String>,
+        require_auth: bool,
+        bound: Vec<crate::proxy::listener::Bound>,
+        addr: BoundAddr,
+        shared: &Arc<Shared>,
+        proxy: &ProxySettings,
+        limit: Arc<Semaphore>,
+    ) -> ListenerEntry {
+        let cancel = self.cancel.child_token();
+        let mut entry = ListenerEntry {
+            listen,
+            provider,
+            require_auth,
+            addr: addr.clone(),
+            cells: Vec::new(),
+            cancel: cancel.clone(),
+        };
+        let state = listener_state(shared, proxy, &entry);
+        tracing::info!(listen = %addr, role = ?state.info.role, "listening");
+        for (worker, socket) in bound.into_iter().enumerate() {
+            let cell = Arc::new(ArcSwap::new(state.clone()));
+            entry.cells.push(cell.clone());
+            let span = tracing::info_span!("listener", addr = %addr);
+            let fut = crate::proxy::serve(
+                socket,
+                cell,
+                self.workers.pools[worker].clone(),
+                limit.clone(),
+                cancel.clone(),
+                self.tracker.clone(),
+            )
+            .instrument(span);
+            let fut = self.tracker.track_future(fut);
+            self.workers.spawn(worker, fut);
+        }
+        entry
     }
 }
 
-/// Start everything the config describes.
+/// Start everything the config describes, on the caller's runtime.
 pub async fn start(config: Config) -> Result<Running, AppError> {
+    start_with(config, Options::default()).await
+}
+
+/// Start everything the config describes.
+pub async fn start_with(config: Config, options: Options) -> Result<Running, AppError> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let background = TaskTracker::new();
@@ -124,62 +384,23 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
     let roots = crate::tls::roots(p.ca_file.as_deref())?;
     let upstream_tls = crate::tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?;
-    let roots_for_tokens = roots;
-
-    let mut routes = Vec::new();
-    let mut writers: Vec<(Arc<crate::config::ProviderConfig>, CredentialWriter)> = Vec::new();
-    for provider in &config.providers {
-        let (writer, reader) = credential::channel();
-        routes.push(ProviderRoute {
-            config: provider.clone(),
-            reader,
-        });
-        writers.push((provider.clone(), writer));
-    }
-    let prefixes = config
-        .routes
-        .iter()
-        .filter_map(|r| match &r.target {
-            RouteTarget::PathPrefix(prefix) => routes
-                .iter()
-                .position(|p| p.config.name == r.provider)
-                .map(|i| (prefix.clone(), i)),
-            RouteTarget::Listen(_) => None,
-        })
-        .collect();
-    let router = Router::new(routes, prefixes, p.unknown_hosts);
-    // Per-provider metric handles, indexed like the router's providers.
-    let metrics = Arc::new(Metrics::new(
-        &config.providers.iter().map(|p| &p.name).collect::<Vec<_>>(),
-    ));
-    let shared = Arc::new(Shared {
-        metrics: metrics.clone(),
-        router,
-        pool: Pool::new(POOL_IDLE_TIMEOUT),
-        connector: Connector::new(upstream_tls, p.connect_timeout),
-        response_timeout: p.response_timeout,
-        proxy_auth: p.proxy_auth.clone(),
-    });
+    let workers = Workers::start(options.workers).map_err(AppError::Workers)?;
 
     // Bind everything before serving anything: a port in use fails the start, not half of it.
-    let mut bound = Vec::new();
-    bound.push((Role::Main, true, bind(&p.listen, p.socket_mode).await?));
-    for r in &config.routes {
-        if let RouteTarget::Listen(listen) = &r.target {
-            let index = shared.router.index_of(&r.provider).expect("validated");
-            bound.push((
-                Role::Route(index),
-                r.require_auth,
-                bind(listen, p.socket_mode).await?,
-            ));
-        }
+    let mut binds = Vec::new();
+    for (listen, provider, require_auth) in listener_plan(&config) {
+        let copies = match listen {
+            Listen::Tcp(_) => workers.len(),
+            Listen::Unix(_) => 1,
+        };
+        let bound = bind::bind(&listen, copies, p.socket_mode)?;
+        binds.push((listen, provider, require_auth, bound));
     }
-
     // The admin listener: an explicit `admin_listen` must bind; the default is best effort, so a
     // second credproxy on the same machine still starts (without its own admin endpoints).
     let admin_bound = match &p.admin_listen {
-        Some(listen) => Some(bind(listen, p.socket_mode).await?),
-        None => match bind(&Listen::Tcp(crate::admin::DEFAULT_LISTEN), p.socket_mode).await {
+        Some(listen) => Some(bind::bind(listen, 1, p.socket_mode)?),
+        None => match bind::bind(&Listen::Tcp(crate::admin::DEFAULT_LISTEN), 1, p.socket_mode) {
             Ok(b) => Some(b),
             Err(e) => {
                 let cause = std::error::Error::source(&e).map(|c| c.to_string());
@@ -193,158 +414,206 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         },
     };
 
-    // Token refreshes are counted in credproxy_token_refresh_total.
-    let observer = metrics.refresh_observer();
-    start_credentials(
-        writers,
-        &config,
-        roots_for_tokens,
-        observer,
-        &cancel,
-        &background,
-    )
-    .await?;
-
+    // The token store is opened (its directory created 0700) before anything is served.
+    let dir = p.state_dir.clone();
+    let store_err = |source: Box<dyn std::error::Error + Send + Sync>| AppError::Store {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let store: Arc<dyn crate::token::TokenStore> =
+        Arc::new(crate::token::FileStore::open(&dir).map_err(|e| store_err(Box::new(e)))?);
+    let client = crate::token::TokenHttp::new(roots).map_err(|e| store_err(Box::new(e)))?;
+    let metrics = Arc::new(Metrics::new(
+        &config.providers.iter().map(|p| &p.name).collect::<Vec<_>>(),
+    ));
+    let engine = EngineDeps {
+        client,
+        store,
+        clock: crate::clock::Clock::new(),
+        // Token refreshes are counted in credproxy_token_refresh_total.
+        observer: metrics.refresh_observer(),
+    };
+    let providers: Vec<ProviderTask> = config
+        .providers
+        .iter()
+        .map(|cfg| start_provider(cfg.clone(), &engine, &cancel, &background))
+        .collect();
+    let shared = build_shared(&config, &providers, &metrics, upstream_tls);
     let limit = Arc::new(Semaphore::new(p.max_connections));
-    let mut listeners = Vec::new();
-    for (role, require_auth, (listener, addr)) in bound {
-        let loopback = match &addr {
-            BoundAddr::Tcp(a) => a.ip().is_loopback(),
-            BoundAddr::Unix(_) => false,
-        };
-        let info = Arc::new(ListenerInfo {
-            role: role.clone(),
-            require_auth,
-            loopback,
-            local_origin: addr.tcp().map(|a| format!("http://{a}")),
-            header_timeout: p.header_timeout,
-        });
-        tracing::info!(listen = %addr, role = ?role, "listening");
-        let span = tracing::info_span!("listener", addr = %addr);
-        tracker.spawn(
-            crate::proxy::serve(
-                listener,
-                shared.clone(),
-                info,
-                limit.clone(),
-                cancel.clone(),
-                tracker.clone(),
-            )
-            .instrument(span),
-        );
-        listeners.push((role, addr));
-    }
 
-    let admin = admin_bound.map(|(listener, addr)| {
-        let providers = shared
-            .router
-            .providers
-            .iter()
-            .map(|r| (r.config.clone(), r.reader.clone()))
-            .collect();
-        let state = Arc::new(crate::admin::AdminState::new(providers, metrics.clone()));
-        tracing::info!(listen = %addr, "admin listening");
-        let span = tracing::info_span!("admin", addr = %addr);
-        background.spawn(crate::admin::serve(listener, state, cancel.clone()).instrument(span));
-        addr
+    let admin_state = admin_bound.as_ref().map(|_| {
+        Arc::new(crate::admin::AdminState::new(
+            admin_providers(&shared),
+            metrics.clone(),
+        ))
     });
+    let admin = match (admin_bound, &admin_state) {
+        (Some((mut sockets, addr)), Some(state)) => {
+            tracing::info!(listen = %addr, "admin listening");
+            let span = tracing::info_span!("admin", addr = %addr);
+            let socket = sockets.remove(0);
+            background
+                .spawn(crate::admin::serve(socket, state.clone(), cancel.clone()).instrument(span));
+            Some(addr)
+        }
+        _ => None,
+    };
 
     // Park-pool eviction: idle upstream connections are closed after POOL_IDLE_TIMEOUT.
     background.spawn({
-        let shared = shared.clone();
+        let pools = workers.pools.clone();
         let cancel = cancel.clone();
         async move {
             let mut tick = tokio::time::interval(POOL_IDLE_TIMEOUT / 3);
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tick.tick() => { shared.pool.evict_idle(); }
+                    _ = tick.tick() => for pool in &pools { pool.evict_idle(); },
                 }
             }
         }
     });
 
-    Ok(Running {
-        listeners,
+    let running = Running {
         admin,
-        shared,
+        state: parking_lot::Mutex::new(State {
+            proxy: config.proxy.clone(),
+            providers,
+            listeners: Vec::new(),
+            shared: shared.clone(),
+            engine,
+            limit: limit.clone(),
+        }),
+        admin_state,
+        metrics,
+        workers,
         cancel,
         tracker,
         background,
+    };
+    let mut listeners = Vec::new();
+    for (listen, provider, require_auth, (bound, addr)) in binds {
+        listeners.push(running.serve_listener(
+            listen,
+            provider,
+            require_auth,
+            bound,
+            addr,
+            &shared,
+            &config.proxy,
+            limit.clone(),
+        ));
+    }
+    running.state.lock().listeners = listeners;
+    Ok(running)
+}
+
+/// The listeners a config asks for: `(listen, route provider, require_auth)`, main first.
+fn listener_plan(config: &Config) -> Vec<(Listen, Option<String>, bool)> {
+    let mut plan = vec![(config.proxy.listen.clone(), None, true)];
+    for r in &config.routes {
+        if let RouteTarget::Listen(listen) = &r.target {
+            plan.push((listen.clone(), Some(r.provider.clone()), r.require_auth));
+        }
+    }
+    plan
+}
+
+fn start_provider(
+    config: Arc<ProviderConfig>,
+    engine: &EngineDeps,
+    cancel: &CancellationToken,
+    background: &TaskTracker,
+) -> ProviderTask {
+    let (writer, reader) = credential::channel();
+    let cancel = cancel.child_token();
+    let ctx = crate::token::EngineContext::new(
+        engine.client.clone(),
+        engine.store.clone(),
+        engine.clock,
+        cancel.clone(),
+    )
+    .with_observer(engine.observer.clone());
+    background.spawn(crate::token::run(config.clone(), writer, ctx));
+    ProviderTask {
+        config,
+        reader,
+        cancel,
+    }
+}
+
+/// One generation of the request path's state.
+fn build_shared(
+    config: &Config,
+    providers: &[ProviderTask],
+    metrics: &Arc<Metrics>,
+    upstream_tls: Arc<rustls::ClientConfig>,
+) -> Arc<Shared> {
+    let routes: Vec<ProviderRoute> = providers
+        .iter()
+        .map(|t| ProviderRoute {
+            config: t.config.clone(),
+            reader: t.reader.clone(),
+        })
+        .collect();
+    let prefixes = config
+        .routes
+        .iter()
+        .filter_map(|r| match &r.target {
+            RouteTarget::PathPrefix(prefix) => routes
+                .iter()
+                .position(|p| p.config.name == r.provider)
+                .map(|i| (prefix.clone(), i)),
+            RouteTarget::Listen(_) => None,
+        })
+        .collect();
+    let names: Vec<&String> = providers.iter().map(|t| &t.config.name).collect();
+    Arc::new(Shared {
+        // Per-provider metric handles, indexed like the router's providers; the counters
+        // themselves carry on across reloads.
+        metrics: Arc::new(metrics.for_providers(&names)),
+        router: Router::new(routes, prefixes, config.proxy.unknown_hosts),
+        connector: Connector::new(upstream_tls, config.proxy.connect_timeout),
+        response_timeout: config.proxy.response_timeout,
+        proxy_auth: config.proxy.proxy_auth.clone(),
     })
 }
 
-/// One refresher per provider: the only writer of its credential.
-async fn start_credentials(
-    writers: Vec<(Arc<crate::config::ProviderConfig>, CredentialWriter)>,
-    config: &Config,
-    roots: rustls::RootCertStore,
-    observer: crate::token::Observer,
-    cancel: &CancellationToken,
-    background: &TaskTracker,
-) -> Result<(), AppError> {
-    let dir = config.proxy.state_dir.clone();
-    let store_err = |source: Box<dyn std::error::Error + Send + Sync>| AppError::Store {
-        dir: dir.display().to_string(),
-        source,
+fn listener_state(
+    shared: &Arc<Shared>,
+    proxy: &ProxySettings,
+    entry: &ListenerEntry,
+) -> Arc<ListenerState> {
+    let role = match &entry.provider {
+        None => Role::Main,
+        Some(name) => Role::Route(
+            shared
+                .router
+                .index_of(name)
+                .expect("routes name configured providers"),
+        ),
     };
-    // The store is opened (and its directory created 0700) before anything is served.
-    let store: Arc<dyn crate::token::TokenStore> =
-        Arc::new(crate::token::FileStore::open(&dir).map_err(|e| store_err(Box::new(e)))?);
-    let client = crate::token::TokenHttp::new(roots).map_err(|e| store_err(Box::new(e)))?;
-    let clock = crate::clock::Clock::new();
-    for (provider, writer) in writers {
-        let ctx =
-            crate::token::EngineContext::new(client.clone(), store.clone(), clock, cancel.clone())
-                .with_observer(observer.clone());
-        background.spawn(crate::token::run(provider, writer, ctx));
-    }
-    Ok(())
+    let loopback = match &entry.addr {
+        BoundAddr::Tcp(a) => a.ip().is_loopback(),
+        BoundAddr::Unix(_) => false,
+    };
+    Arc::new(ListenerState {
+        shared: shared.clone(),
+        info: ListenerInfo {
+            role,
+            require_auth: entry.require_auth,
+            loopback,
+            local_origin: entry.addr.tcp().map(|a| format!("http://{a}")),
+            header_timeout: proxy.header_timeout,
+        },
+    })
 }
 
-async fn bind(listen: &Listen, socket_mode: u32) -> Result<(Bound, BoundAddr), AppError> {
-    match listen {
-        Listen::Tcp(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| AppError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-            let local = l.local_addr().map_err(|source| AppError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?;
-            Ok((Bound::Tcp(l), BoundAddr::Tcp(local)))
-        }
-        Listen::Unix(path) => {
-            let err = |source| AppError::Bind {
-                addr: format!("unix:{}", path.display()),
-                source,
-            };
-            // A stale socket from a previous run is replaced; anything else at the path is not.
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                use std::os::unix::fs::FileTypeExt;
-                if meta.file_type().is_socket() {
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(err(std::io::Error::new(
-                            std::io::ErrorKind::AddrInUse,
-                            "another process is serving on this socket",
-                        )));
-                    }
-                    std::fs::remove_file(path).map_err(err)?;
-                } else {
-                    return Err(err(std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "the path exists and is not a socket",
-                    )));
-                }
-            }
-            let l = UnixListener::bind(path).map_err(err)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))
-                .map_err(err)?;
-            Ok((Bound::Unix(l, path.clone()), BoundAddr::Unix(path.clone())))
-        }
-    }
+fn admin_providers(shared: &Shared) -> Vec<(Arc<ProviderConfig>, CredentialReader)> {
+    shared
+        .router
+        .providers
+        .iter()
+        .map(|r| (r.config.clone(), r.reader.clone()))
+        .collect()
 }

@@ -132,7 +132,7 @@ impl Preset {
 }
 
 /// One configured API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     pub name: String,
     pub preset: Preset,
@@ -172,7 +172,7 @@ impl Upstream {
 }
 
 /// How a provider's credential is obtained.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AuthConfig {
     /// A fixed token (`preset = "static"`).
     Static { token: Secret },
@@ -239,7 +239,7 @@ impl FieldNames {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuth2Config {
     pub token_url: Uri,
     pub grant: Grant,
@@ -275,7 +275,7 @@ pub struct OAuth2Config {
     pub expires_timezone: jiff::tz::TimeZone,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BlendVisionConfig {
     pub mode: BlendVisionMode,
     /// `x-bv-org-id`; discovered at start from `org_url` when absent.
@@ -286,7 +286,7 @@ pub struct BlendVisionConfig {
 
 // Built once per config load, so the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BlendVisionMode {
     /// A long-lived API token from the BlendVision console.
     ApiToken(Secret),

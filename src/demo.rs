@@ -118,7 +118,7 @@ pub async fn start(opts: Options) -> Result<Demo, DemoError> {
     };
     let (main_addr, route_addr) = match (
         running.main_addr().tcp(),
-        running.route_addr(PROVIDER).and_then(BoundAddr::tcp),
+        running.route_addr(PROVIDER).and_then(|a| a.tcp()),
     ) {
         (Some(m), Some(r)) => (m, r),
         _ => unreachable!("the demo config has a TCP main listener and a TCP route listener"),
@@ -236,7 +236,8 @@ impl Demo {
 
     /// Wait until credproxy holds a usable token for the demo provider.
     pub async fn wait_for_token(&self, wait: Duration) -> Result<(), DemoError> {
-        let router = &self.running.shared.router;
+        let shared = self.running.shared();
+        let router = &shared.router;
         let index = router.index_of(PROVIDER).expect("the demo provider");
         let reader = &router.providers[index].reader;
         reader

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::route::Role;
-use super::service::{ConnCtx, Shared, handle};
-use super::upstream::LocalSlot;
+use super::service::{ConnCtx, ListenerCell, handle};
+use super::upstream::{LocalSlot, Pool};
 
 /// What a listener is, as requests see it.
 #[derive(Debug, Clone)]
@@ -39,21 +39,29 @@ pub struct ListenerInfo {
     pub header_timeout: Duration,
 }
 
-/// A bound listener.
+/// A bound listener, not yet registered with a runtime (so a worker thread can adopt it).
 pub enum Bound {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
 }
 
-/// Accept connections until `cancel`, serving each in a task tracked by `tracker`.
+/// Accept connections until `cancel`, serving each in a task tracked by `tracker`. Runs on the
+/// runtime that will drive the connections (a worker thread's, or the caller's).
 pub async fn serve(
     listener: Bound,
-    shared: Arc<Shared>,
-    info: Arc<ListenerInfo>,
+    cell: Arc<ListenerCell>,
+    pool: Arc<Pool>,
     limit: Arc<Semaphore>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let listener = match Listening::adopt(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "can't register the listener with the runtime");
+            return;
+        }
+    };
     loop {
         // Take a connection slot first: at the limit we stop accepting (the kernel's backlog
         // holds the rest) instead of accepting and dropping.
@@ -63,21 +71,20 @@ pub async fn serve(
         };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            a = accept(&listener) => a,
+            a = listener.accept() => a,
         };
+        let (cell, pool, cancel) = (cell.clone(), pool.clone(), cancel.clone());
         match accepted {
             Ok(Accepted::Tcp(stream)) => {
                 let _ = stream.set_nodelay(true);
-                let (shared, info, cancel) = (shared.clone(), info.clone(), cancel.clone());
                 tracker.spawn(async move {
-                    serve_connection(stream, shared, info, cancel).await;
+                    serve_connection(stream, cell, pool, cancel).await;
                     drop(permit);
                 });
             }
             Ok(Accepted::Unix(stream)) => {
-                let (shared, info, cancel) = (shared.clone(), info.clone(), cancel.clone());
                 tracker.spawn(async move {
-                    serve_connection(stream, shared, info, cancel).await;
+                    serve_connection(stream, cell, pool, cancel).await;
                     drop(permit);
                 });
             }
@@ -88,35 +95,58 @@ pub async fn serve(
             }
         }
     }
-    if let Bound::Unix(_, path) = &listener {
+    if let Listening::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
 }
 
-enum Accepted {
+/// A listener registered with the current runtime.
+pub enum Listening {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+pub enum Accepted {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(l: &Bound) -> std::io::Result<Accepted> {
-    match l {
-        Bound::Tcp(t) => t.accept().await.map(|(s, _)| Accepted::Tcp(s)),
-        Bound::Unix(u, _) => u.accept().await.map(|(s, _)| Accepted::Unix(s)),
+impl Listening {
+    /// Register `b` with the current runtime.
+    pub fn adopt(b: Bound) -> std::io::Result<Self> {
+        Ok(match b {
+            Bound::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listening::Tcp(TcpListener::from_std(l)?)
+            }
+            Bound::Unix(l, path) => {
+                l.set_nonblocking(true)?;
+                Listening::Unix(UnixListener::from_std(l)?, path)
+            }
+        })
+    }
+
+    pub async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listening::Tcp(t) => t.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+            Listening::Unix(u, _) => u.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
     }
 }
 
 /// Serve one downstream connection: HTTP/1.1, with its upstream connection driven alongside.
 pub async fn serve_connection<I>(
     io: I,
-    shared: Arc<Shared>,
-    info: Arc<ListenerInfo>,
+    cell: Arc<ListenerCell>,
+    pool: Arc<Pool>,
     cancel: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = cell.load().info.header_timeout;
     let ctx = Arc::new(ConnCtx {
-        shared,
-        info,
+        cell,
+        pool,
         slot: LocalSlot::default(),
     });
     let svc = {
@@ -126,7 +156,7 @@ pub async fn serve_connection<I>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.info.header_timeout)
+        .header_read_timeout(header_timeout)
         // Header blocks over 64 KiB are refused with 431 by hyper's parser.
         .max_header_size(super::MAX_HEADER_BYTES)
         .max_headers(256);
@@ -153,6 +183,6 @@ pub async fn serve_connection<I>(
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
     if !shutting_down {
-        ctx.slot.park_into(&ctx.shared.pool);
+        ctx.slot.park_into(&ctx.pool);
     }
 }

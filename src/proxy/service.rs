@@ -27,7 +27,6 @@ const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
 /// Everything the request path needs, shared by all connections.
 pub struct Shared {
     pub router: Router,
-    pub pool: Pool,
     pub connector: Connector,
     pub response_timeout: Duration,
     pub proxy_auth: Option<Secret>,
@@ -35,11 +34,30 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// What a listener serves with; swapped as a whole by a reload (SIGHUP), so a request sees one
+/// consistent generation of the config from start to end.
+pub struct ListenerState {
+    pub shared: Arc<Shared>,
+    pub info: ListenerInfo,
+}
+
+/// A listener's current [`ListenerState`].
+pub type ListenerCell = arc_swap::ArcSwap<ListenerState>;
+
 /// Per-connection state handed to each request.
 pub struct ConnCtx {
-    pub shared: Arc<Shared>,
-    pub info: Arc<ListenerInfo>,
+    pub cell: Arc<ListenerCell>,
+    /// This worker's pool of parked upstream connections.
+    pub pool: Arc<Pool>,
     pub slot: LocalSlot,
+}
+
+/// One request's view: the generation it started under, and its connection's upstream slot.
+struct ReqCtx<'a> {
+    shared: &'a Shared,
+    info: &'a ListenerInfo,
+    slot: &'a LocalSlot,
+    pool: &'a Pool,
 }
 
 /// What the log line needs to know about a request.
@@ -55,6 +73,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let start = Instant::now();
+    let state = ctx.cell.load_full();
+    let ctx = &ReqCtx {
+        shared: &state.shared,
+        info: &state.info,
+        slot: &ctx.slot,
+        pool: &ctx.pool,
+    };
     let _inflight = ctx.shared.metrics.inflight();
     let method = req.method().clone();
     let host = request_host(&req).unwrap_or_default();
@@ -98,11 +123,11 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
 }
 
 async fn proxy<'a>(
-    ctx: &'a ConnCtx,
+    ctx: &'a ReqCtx<'a>,
     req: Request<Incoming>,
     outcome: &mut Outcome<'a>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let shared = &*ctx.shared;
+    let shared = ctx.shared;
     // Phase 2: downstream checks.
     if ctx.info.require_auth
         && let Some(secret) = &shared.proxy_auth
@@ -210,7 +235,7 @@ async fn proxy<'a>(
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
     if ctx.info.role != Role::Main || prefix.is_some() {
-        rewrite_location(&mut parts.headers, upstream, &ctx.info, prefix.as_deref());
+        rewrite_location(&mut parts.headers, upstream, ctx.info, prefix.as_deref());
     }
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
@@ -275,7 +300,7 @@ fn upstream_path(
 /// Phase 7 for provider `index`'s request, timed to the response headers (or the error) for
 /// `credproxy_upstream_request_duration_seconds`.
 async fn send_timed(
-    ctx: &ConnCtx,
+    ctx: &ReqCtx<'_>,
     index: usize,
     key: &UpstreamKey,
     upstream: &Upstream,
@@ -291,13 +316,13 @@ async fn send_timed(
 /// Phase 7: send on a connection for `key`, with one retry when a reused connection turned out
 /// closed before the request went out (the keep-alive race).
 async fn send(
-    ctx: &ConnCtx,
+    ctx: &ReqCtx<'_>,
     key: &UpstreamKey,
     upstream: &Upstream,
     path_and_query: PathAndQuery,
     mut req: Request<UpBody>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let shared = &*ctx.shared;
+    let shared = ctx.shared;
     let deadline = Instant::now() + shared.response_timeout;
     let timeout = |what: &str| {
         ProxyError::new(
@@ -312,7 +337,7 @@ async fn send(
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
-            ctx.slot.checkout(key, &shared.pool, &shared.connector),
+            ctx.slot.checkout(key, ctx.pool, &shared.connector),
         )
         .await
         .map_err(|_| timeout("accept a connection"))?
@@ -476,7 +501,7 @@ fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>
 
 /// An unclaimed host with `unknown_hosts = "pass"`: forward untouched (no credential).
 async fn pass_through(
-    ctx: &ConnCtx,
+    ctx: &ReqCtx<'_>,
     req: Request<Incoming>,
     authority: &str,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -591,7 +616,7 @@ fn check_browser(
 /// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
 /// a web page that rebinds a DNS name to 127.0.0.1 sends its own name and is refused.
 fn check_own_host(
-    ctx: &ConnCtx,
+    ctx: &ReqCtx<'_>,
     route: &ProviderRoute,
     host: Option<&str>,
 ) -> Result<(), ProxyError> {

@@ -109,7 +109,8 @@ impl Proxy {
     }
 
     pub fn snapshot(&self, name: &str) -> Snapshot {
-        let router = &self.running.shared.router;
+        let shared = self.running.shared();
+        let router = &shared.router;
         let i = router.index_of(name).expect("provider in the router");
         router.providers[i].reader.snapshot()
     }
