@@ -28,7 +28,7 @@ use self::prompt::PasswordSource;
 use self::redirect::{Listener, Page};
 use super::ConfigArg;
 use super::token::{self, Failure, StoreKind, human_duration};
-use crate::config::{AuthConfig, Grant, OAuth2Config, ProviderConfig};
+use crate::config::{AuthConfig, Grant, OAuth2Config, Preset, ProviderConfig};
 use crate::token::error::chain;
 use crate::token::{EngineContext, Fault, StoredToken, TokenError};
 
@@ -174,6 +174,12 @@ async fn code_flow(
     let plan = callback::plan(cfg.redirect_uri.as_deref(), args.paste).map_err(|e| {
         Failure::config(anyhow!(e)).hint(format!("fix providers.{name}.redirect_uri in the config"))
     })?;
+    if provider.preset == Preset::Baselime && cfg.redirect_uri.is_none() && !args.paste {
+        eprintln!(
+            "note: Baselime accepts only the redirect registered for the integration; if this \
+             login fails, set providers.{name}.redirect_uri to it"
+        );
+    }
     let state = crate::token::random_state();
     let pkce = cfg.pkce.then(crate::token::pkce_pair);
     let challenge = pkce.as_ref().map(|(_, c)| c.as_str());
@@ -220,16 +226,30 @@ async fn code_flow(
                 "After you approve, paste the full URL the browser lands on (its address bar, even \
                  if the page fails to load), or just the code, and press Enter:"
             );
-            let line = prompt::read_line(args.timeout)
-                .await
-                .map_err(|_| timed_out(name, args.timeout))?
-                .ok_or_else(|| {
-                    Failure::runtime(anyhow!("stdin ended before a URL or a code was pasted")).hint(
-                        format!("run `credproxy login {name} --paste` in a terminal"),
-                    )
-                })?;
+            let line = read_pasted(name, args.timeout).await?;
             let code = callback::pasted(&line, &state).map_err(|r| refused(name, r))?;
             session.exchange(&code, redirect_uri.as_deref()).await
+        }
+    }
+}
+
+/// The first non-empty line on stdin (a stray Enter is not an answer), within `timeout`.
+async fn read_pasted(name: &str, timeout: Duration) -> Result<String, Failure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match prompt::read_line(left).await {
+            Err(_) => return Err(timed_out(name, timeout, true)),
+            Ok(Some(line)) if line.trim().is_empty() => continue,
+            Ok(Some(line)) => return Ok(line),
+            Ok(None) => {
+                return Err(Failure::runtime(anyhow!(
+                    "stdin ended before a URL or a code was pasted"
+                ))
+                .hint(format!(
+                    "run `credproxy login {name} --paste` in a terminal"
+                )));
+            }
         }
     }
 }
@@ -253,7 +273,7 @@ impl Session<'_> {
         let name = &self.provider.name;
         let cb = tokio::select! {
             cb = listener.next() => cb,
-            _ = tokio::time::sleep(timeout) => return Err(timed_out(name, timeout)),
+            _ = tokio::time::sleep(timeout) => return Err(timed_out(name, timeout, false)),
             _ = tokio::signal::ctrl_c() => {
                 return Err(Failure::runtime(anyhow!("login to {name} cancelled")));
             }
@@ -331,14 +351,19 @@ fn authorize_url(
     })
 }
 
-fn timed_out(name: &str, timeout: Duration) -> Failure {
+/// No redirect (or paste) in time. `pasting`: the user was asked to paste.
+fn timed_out(name: &str, timeout: Duration, pasting: bool) -> Failure {
+    let also = if pasting {
+        ""
+    } else {
+        "; --paste if the browser can't reach this machine"
+    };
     Failure::runtime(anyhow!(
         "no answer within {}: the login to {name} was not completed",
         human_duration(timeout.as_secs() as i64)
     ))
     .hint(format!(
-        "run `credproxy login {name}` again (--timeout gives more time; --paste if the browser \
-         can't reach this machine)"
+        "run `credproxy login {name}` again (--timeout gives more time{also})"
     ))
 }
 
