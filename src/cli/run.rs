@@ -1,4 +1,4 @@
-//! `credproxy run`: the proxy, until SIGTERM or SIGINT.
+//! `credproxy run`: the proxy, until SIGTERM or SIGINT; SIGHUP reloads the config.
 
 use std::process::ExitCode;
 
@@ -14,6 +14,11 @@ pub struct Args {
     /// Log format (also CREDPROXY_LOG_FORMAT). The level comes from CREDPROXY_LOG, e.g. "debug".
     #[arg(long, value_enum, env = "CREDPROXY_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Worker threads serving connections (default: one per CPU core). Each has its own
+    /// single-threaded runtime and listening socket; token refreshes and the admin listener
+    /// run beside them.
+    #[arg(long, env = "CREDPROXY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -38,7 +43,12 @@ pub fn main(args: Args) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The main runtime carries the refreshers, the admin listener and signals: light work, one
+    // thread. Connections run on the workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -48,7 +58,7 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, path, workers.max(1))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             super::report(&e);
@@ -57,12 +67,26 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-async fn run(config: crate::config::Config) -> anyhow::Result<()> {
+async fn run(
+    config: crate::config::Config,
+    path: std::path::PathBuf,
+    workers: usize,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let grace = config.proxy.shutdown_grace;
-    let running = crate::app::start(config)
+    let mut term = signal(SignalKind::terminate()).context("can't listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("can't listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("can't listen for SIGHUP")?;
+    let running = crate::app::start_with(config, crate::app::Options { workers })
         .await
         .context("credproxy could not start")?;
-    wait_for_signal().await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&running, &path).await,
+        }
+    }
     tracing::info!(?grace, "shutting down: finishing requests in flight");
     if running.shutdown(grace).await {
         tracing::info!("stopped");
@@ -70,13 +94,37 @@ async fn run(config: crate::config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("can't listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("can't listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGHUP: validate the file first; on any error the running config stays in force.
+async fn reload(running: &crate::app::Running, path: &std::path::Path) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+    let config = match crate::config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            tracing::error!("reload refused, the running config stays in force:\n{errors}");
+            return;
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
-    Ok(())
+    match running.reload(config).await {
+        Ok(s) => {
+            tracing::info!(
+                kept = ?s.kept,
+                restarted = ?s.restarted,
+                added = ?s.added,
+                removed = ?s.removed,
+                listeners_opened = ?s.listeners_opened,
+                listeners_closed = ?s.listeners_closed,
+                "config reloaded"
+            );
+            if !s.needs_restart.is_empty() {
+                tracing::warn!(settings = ?s.needs_restart, "these settings take effect after a restart");
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %format!("{:#}", anyhow::Error::from(e)),
+            "reload refused, the running config stays in force"
+        ),
+    }
 }
