@@ -7,15 +7,15 @@
 //! Dependencies point one way: [`proxy`] and [`token`] both depend on [`credential`], never on
 //! each other; [`app`] and [`cli`] sit on top and wire them together.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credential;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
 pub mod secret;
 pub mod tls;
 pub mod token;
-pub mod proxy;
-pub mod metrics;
-pub mod admin;
-pub mod app;
-pub mod demo;
-pub mod cli;

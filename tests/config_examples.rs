@@ -11,7 +11,10 @@ fn examples() -> Vec<std::path::PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     v.sort();
-    assert!(v.len() >= 6, "one example per seed provider and a reference: {v:?}");
+    assert!(
+        v.len() >= 6,
+        "one example per seed provider and a reference: {v:?}"
+    );
     v
 }
 

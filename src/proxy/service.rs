@@ -89,7 +89,7 @@ pub async fn handle(
         index: None,
         blame: None,
     };
-    let resp = match proxy(&ctx, req, &mut outcome).await {
+    let resp = match proxy(ctx, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
             outcome.blame = Some(e.kind.blame());

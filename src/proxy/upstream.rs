@@ -106,6 +106,11 @@ impl AsyncWrite for Stream {
 pub type H1Sender = http1::SendRequest<UpBody>;
 pub type H1Conn = Pin<Box<http1::Connection<TokioIo<Stream>, UpBody>>>;
 pub type H2Sender = http2::SendRequest<UpBody>;
+/// A sent request's outcome; on failure before sending, the request comes back for a retry.
+pub type SendResult = Result<
+    http::Response<hyper::body::Incoming>,
+    hyper::client::conn::TrySendError<http::Request<UpBody>>,
+>;
 
 /// Why an upstream connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -413,16 +418,7 @@ impl LocalSlot {
     pub fn send(
         &self,
         req: http::Request<UpBody>,
-    ) -> Result<
-        impl Future<
-            Output = Result<
-                http::Response<hyper::body::Incoming>,
-                hyper::client::conn::TrySendError<http::Request<UpBody>>,
-            >,
-        > + Send
-        + use<>,
-        http::Request<UpBody>,
-    > {
+    ) -> Result<impl Future<Output = SendResult> + Send + use<>, http::Request<UpBody>> {
         let mut slot = self.conn.lock();
         match slot.as_mut() {
             Some(local) => Ok(local.sender.try_send_request(req)),
