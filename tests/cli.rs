@@ -533,8 +533,6 @@ async fn logout_revokes_and_forgets() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the token engine: a Ready refresher does not re-read the store, so it does not \
-            notice that `logout` removed the file"]
 async fn after_logout_a_running_proxy_reports_login_required() {
     let (s, providers) = logged_in_with_revoke_url().await;
     let proxy = s.harness.start(&providers).await;

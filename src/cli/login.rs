@@ -10,8 +10,8 @@
 //! ```
 //!
 //! A password grant whose password is not in the config prompts for it without echo
-//! (prompt.rs). A running `credproxy run` that waits for this login re-reads the store every
-//! 5 s (`token::refresher::LOGIN_POLL`) and starts using the new token without a restart.
+//! (prompt.rs). A running `credproxy run` re-reads the store every 5 s
+//! ([`crate::token::LOGIN_POLL`]) and starts using the new token without a restart.
 
 mod callback;
 mod prompt;
@@ -45,8 +45,7 @@ and stores the tokens. When the redirect can't reach this machine (a remote shel
 redirect_uri elsewhere), use --paste and paste the URL the browser lands on, or the bare code.\n\n\
 For a password-grant provider whose password is not in the config, credproxy asks for it \
 without echo; only the tokens it gets are stored.\n\n\
-A running `credproxy run` that reports login_required for NAME picks the new tokens up within a \
-few seconds, without a restart.\n\n\
+A running `credproxy run` picks the new tokens up within a few seconds, without a restart.\n\n\
 Exit codes: 0 logged in; 1 the login failed, was refused, or timed out; 2 a config or usage \
 error.",
     after_help = "Examples:\n  \

@@ -1,7 +1,9 @@
 //! `credproxy logout NAME`: revoke the stored tokens where the provider can (RFC 7009), forget
 //! them, and say what was done.
 //!
-//! The work is [`crate::token::logout`]'s, under the store's lock; this file is the command.
+//! The work is [`crate::token::logout`]'s, under the store's lock; this file is the command. A
+//! running `credproxy run` re-reads the store every 5 s: it stops serving the forgotten token and,
+//! for a provider that needs a person, reports `login_required`.
 
 use std::process::ExitCode;
 
@@ -17,7 +19,9 @@ use crate::token::LogoutOutcome;
 provider has a revoke_url.\n\n\
 A failed revocation is reported and the tokens are forgotten anyway. Without a revoke_url the \
 tokens stay valid at the provider until they expire; credproxy just no longer holds them. \
-Afterwards the provider needs `credproxy login NAME` again.\n\n\
+A running `credproxy run` stops using them within a few seconds: a provider that needs a person \
+then reports login_required until `credproxy login NAME`; one that needs none obtains a new token \
+with its configured credentials.\n\n\
 Exit codes: 0 done (or nothing was stored); 1 the store could not be changed; 2 a config or usage \
 error.",
     after_help = "Examples:\n  \
