@@ -114,6 +114,9 @@ async fn accept_loop(
         let Ok((stream, _peer)) = listener.accept().await else {
             continue;
         };
+        // Small replies must not wait for Nagle's delayed ACK (about 40 ms of real time, which a
+        // paused clock turns into a timeout).
+        let _ = stream.set_nodelay(true);
         connections.fetch_add(1, Ordering::SeqCst);
         // Reap finished connections so a long test does not accumulate handles.
         while tasks.try_join_next().is_some() {}
