@@ -52,7 +52,7 @@ error.",
 credproxy login apicbase\n  \
 credproxy login baselime --no-browser --timeout 10m\n  \
 credproxy login apicbase --paste          # on a remote machine: paste the URL the browser lands on\n  \
-credproxy login bace --config ./credproxy.toml   # password grant: prompts for the password"
+credproxy login bace --config ./credproxy.toml   # password grant without a password in the config: prompts"
 )]
 pub struct Args {
     /// The provider, as named in the config (`[providers.NAME]`).
