@@ -551,10 +551,7 @@ fn build_shared(
 ) -> Arc<Shared> {
     let routes: Vec<ProviderRoute> = providers
         .iter()
-        .map(|t| ProviderRoute {
-            config: t.config.clone(),
-            reader: t.reader.clone(),
-        })
+        .map(|t| ProviderRoute::new(t.config.clone(), t.reader.clone()))
         .collect();
     let prefixes = config
         .routes

@@ -4,39 +4,57 @@ use http::header::{self, HeaderMap, HeaderName};
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), plus the de-facto `Proxy-Connection` and `Keep-Alive`.
 /// `Proxy-Authorization` is here too: it is for credproxy and never goes upstream.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
+/// `Transfer-Encoding` is left to hyper, which frames each side itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
+    )
+}
 
 /// Remove hop-by-hop fields, and any field named in `Connection`.
 ///
-/// `Transfer-Encoding` is left to hyper, which frames each side itself.
+/// This runs twice per request, so the common cases are cheap: one pass over the names finds
+/// what to remove (usually nothing, or a bare `Connection: keep-alive`), and only those are
+/// removed; nothing is allocated unless `Connection` names other fields.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Fast path: `Connection: keep-alive`/`close` name nothing else worth removing.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let mut found = false;
+    let mut named_in_connection = false;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            found = true;
+            named_in_connection |= name == header::CONNECTION;
+        }
+    }
+    if !found {
+        return;
+    }
+    if named_in_connection {
+        let extra: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
-        for name in named {
+        for name in extra {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+    // A few names at most: scan again for each rather than collect them into a Vec.
+    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
+        headers.remove(name);
     }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 /// Append `1.1 credproxy` to `Via` (RFC 9110 §7.6.3).

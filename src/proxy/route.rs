@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use http::Uri;
 
+use super::upstream::UpstreamKey;
 use crate::config::host::{normalize, split_host_port};
 use crate::config::{ProviderConfig, UnknownHosts};
 use crate::credential::CredentialReader;
@@ -18,6 +19,24 @@ use crate::credential::CredentialReader;
 pub struct ProviderRoute {
     pub config: Arc<ProviderConfig>,
     pub reader: CredentialReader,
+    /// The upstream's connection key, built once (not per request).
+    pub key: UpstreamKey,
+}
+
+impl ProviderRoute {
+    pub fn new(config: Arc<ProviderConfig>, reader: CredentialReader) -> Self {
+        let up = &config.upstream;
+        let key = UpstreamKey {
+            tls: up.is_tls(),
+            host: up.host.as_str().into(),
+            port: up.port,
+        };
+        ProviderRoute {
+            config,
+            reader,
+            key,
+        }
+    }
 }
 
 /// What a listener is for.
@@ -38,13 +57,13 @@ pub struct Router {
 
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Target<'a> {
+pub enum Target<'r, 'u> {
     /// A provider's upstream; `path_and_query` is what follows the upstream's base path.
     Provider {
         index: usize,
-        path_and_query: &'a str,
+        path_and_query: &'u str,
         /// The prefix removed from the path (for a `path_prefix` route), for Location rewrites.
-        prefix: Option<&'a str>,
+        prefix: Option<&'r str>,
     },
     /// An unclaimed host, forwarded untouched (`unknown_hosts = "pass"`).
     Pass { authority: String },
@@ -82,12 +101,12 @@ impl Router {
     }
 
     /// Route a request that arrived on a listener with `role`.
-    pub fn route<'a>(
-        &'a self,
+    pub fn route<'r, 'u>(
+        &'r self,
         role: &Role,
-        uri: &'a Uri,
-        host_header: Option<&'a str>,
-    ) -> Target<'a> {
+        uri: &'u Uri,
+        host_header: Option<&'u str>,
+    ) -> Target<'r, 'u> {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
         if let Role::Route(index) = role {
             return Target::Provider {
@@ -119,7 +138,7 @@ impl Router {
         }
     }
 
-    fn by_authority<'a>(&'a self, authority: &str, path_and_query: &'a str) -> Target<'a> {
+    fn by_authority<'r, 'u>(&'r self, authority: &str, path_and_query: &'u str) -> Target<'r, 'u> {
         match self.by_host(authority) {
             Some(index) => Target::Provider {
                 index,
