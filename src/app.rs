@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -23,6 +22,7 @@ use tracing::Instrument;
 use crate::config::{Config, Listen, ProviderConfig, ProxySettings, RouteTarget};
 use crate::credential::{self, CredentialReader};
 use crate::metrics::Metrics;
+use crate::proxy::limits::ConnLimits;
 use crate::proxy::service::{ListenerCell, ListenerState};
 use crate::proxy::upstream::Connector;
 use crate::proxy::{ListenerInfo, ProviderRoute, Role, Router, Shared};
@@ -115,7 +115,7 @@ struct State {
     listeners: Vec<ListenerEntry>,
     shared: Arc<Shared>,
     engine: EngineDeps,
-    limit: Arc<Semaphore>,
+    limit: Arc<ConnLimits>,
 }
 
 /// A running credproxy.
@@ -215,6 +215,10 @@ impl Running {
             (
                 "max_connections",
                 p.max_connections != old_proxy.max_connections,
+            ),
+            (
+                "max_connections_per_client",
+                p.max_connections_per_client != old_proxy.max_connections_per_client,
             ),
             ("socket_mode", p.socket_mode != old_proxy.socket_mode),
         ] {
@@ -337,7 +341,7 @@ impl Running {
         addr: BoundAddr,
         shared: &Arc<Shared>,
         proxy: &ProxySettings,
-        limit: Arc<Semaphore>,
+        limit: Arc<ConnLimits>,
     ) -> ListenerEntry {
         let cancel = self.cancel.child_token();
         let mut entry = ListenerEntry {
@@ -439,7 +443,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         .map(|cfg| start_provider(cfg.clone(), &engine, &cancel, &background))
         .collect();
     let shared = build_shared(&config, &providers, &metrics, upstream_tls);
-    let limit = Arc::new(Semaphore::new(p.max_connections));
+    let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
     let admin_state = admin_bound.as_ref().map(|_| {
         Arc::new(crate::admin::AdminState::new(
@@ -572,7 +576,11 @@ fn build_shared(
         router: Router::new(routes, prefixes, config.proxy.unknown_hosts),
         connector: Connector::new(upstream_tls, config.proxy.connect_timeout),
         response_timeout: config.proxy.response_timeout,
-        proxy_auth: config.proxy.proxy_auth.clone(),
+        proxy_auth: config
+            .proxy
+            .proxy_auth
+            .as_ref()
+            .map(crate::proxy::auth::ProxyAuth::new),
     })
 }
 
@@ -598,7 +606,8 @@ fn listener_state(
         shared: shared.clone(),
         info: ListenerInfo {
             role,
-            require_auth: entry.require_auth,
+            // proxy_auth guards TCP listeners; a unix socket is guarded by its file mode.
+            require_auth: entry.require_auth && matches!(entry.addr, BoundAddr::Tcp(_)),
             loopback,
             local_origin: entry.addr.tcp().map(|a| format!("http://{a}")),
             header_timeout: proxy.header_timeout,

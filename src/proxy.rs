@@ -22,6 +22,7 @@
 
 pub mod error;
 pub mod headers;
+pub mod limits;
 pub mod listener;
 pub mod route;
 pub mod service;

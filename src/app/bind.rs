@@ -1,9 +1,19 @@
 //! Binding listeners: TCP (one socket per worker with `SO_REUSEPORT`, so the kernel spreads
 //! connections over the workers) and unix sockets (a stale socket file is replaced safely).
+//!
+//! A unix socket must never be reachable with a wider mode than `socket_mode`, not even for an
+//! instant: `bind` creates the file with `0777 & !umask`, and a `chmod` afterwards leaves a
+//! window in which another local user could connect (connecting needs write permission on the
+//! socket). So the socket is bound inside a fresh private directory (mode 0700) next to the
+//! target, given its mode there, and then renamed into place: the path only ever shows the final
+//! mode, and the rename also replaces a stale socket atomically. (Changing the umask instead would
+//! be process-wide, racing with the token store and the other threads.) Only when the temporary
+//! path would be too long for a socket address (`sun_path`, 108 bytes) does it fall back to
+//! binding in place and `chmod`, with that window, and a warning.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -69,16 +79,81 @@ fn unix(path: &Path, socket_mode: u32) -> std::io::Result<std::os::unix::net::Un
                 "the path exists and is not a socket",
             ));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another process is serving on this socket",
-            ));
+        // Stale means nobody listens (ECONNREFUSED); a socket we may not even try (EACCES,
+        // another user's) is left alone.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is serving on this socket",
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("a socket exists at this path and can't be checked for use: {e}"),
+                ));
+            }
         }
-        std::fs::remove_file(path)?;
     }
-    let l = std::os::unix::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
+    let l = match private_dir(path)? {
+        Some(dir) => {
+            let result = bind_private(&dir, path, socket_mode);
+            let _ = std::fs::remove_dir(&dir);
+            result?
+        }
+        None => {
+            tracing::warn!(path = %path.display(), "the socket path is too long to bind in a private directory first; binding in place and then setting socket_mode");
+            let _ = std::fs::remove_file(path);
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
+            l
+        }
+    };
     l.set_nonblocking(true)?;
     Ok(l)
+}
+
+/// Bind in `dir` (private), set `socket_mode`, then move the socket to `path`.
+fn bind_private(
+    dir: &Path,
+    path: &Path,
+    socket_mode: u32,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    let tmp = dir.join("s");
+    let l = std::os::unix::net::UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(socket_mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(l)
+}
+
+/// A fresh 0700 directory beside `path` (same filesystem, so the rename is atomic), or `None`
+/// when a socket inside it would not fit in `sun_path`.
+fn private_dir(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    const SUN_PATH: usize = 108;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut attempt = 0u32;
+    loop {
+        let dir = parent.join(format!(".cp{}.{attempt}", std::process::id()));
+        if dir.as_os_str().len() + "/s".len() >= SUN_PATH {
+            return Ok(None);
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(Some(dir)),
+            // Left by a crash of an earlier process with our pid, or another listener binding
+            // at this moment: try the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 64 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

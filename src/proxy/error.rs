@@ -211,6 +211,10 @@ impl ProxyError {
         if let Some(d) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
         }
+        if self.kind == ErrorKind::BadRequest {
+            // A malformed request: where the next one would start can't be trusted; close.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.kind == ErrorKind::ProxyAuthRequired {
             h.insert(
                 header::PROXY_AUTHENTICATE,

@@ -31,7 +31,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in headers.keys() {
         if is_hop_by_hop(name) {
             found = true;
-            named_in_connection |= name == header::CONNECTION;
+            // `Connection: keep-alive` (every nginx response) names nothing else to remove.
+            named_in_connection |= name == header::CONNECTION
+                && headers.get_all(name).iter().any(|v| {
+                    !v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                        && !v.as_bytes().eq_ignore_ascii_case(b"close")
+                });
         }
     }
     if !found {

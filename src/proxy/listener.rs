@@ -7,6 +7,7 @@
 //! finish its in-flight request, and let the caller wait on the tracker for the grace period.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
@@ -18,10 +19,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::framing::Guard;
+use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
 use super::route::Role;
 use super::service::{ConnCtx, ListenerCell, handle};
 use super::upstream::{LocalSlot, Pool};
@@ -51,7 +53,7 @@ pub async fn serve(
     listener: Bound,
     cell: Arc<ListenerCell>,
     pool: Arc<Pool>,
-    limit: Arc<Semaphore>,
+    limits: Arc<ConnLimits>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -67,22 +69,36 @@ pub async fn serve(
         // holds the rest) instead of accepting and dropping.
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = limits.global_slot() => match p { Some(p) => p, None => break },
         };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            a = listener.accept() => a,
+            a = listener.accept_from() => a,
         };
         let (cell, pool, cancel) = (cell.clone(), pool.clone(), cancel.clone());
         match accepted {
-            Ok(Accepted::Tcp(stream)) => {
+            Ok((Accepted::Tcp(stream), Some(peer))) => {
+                let Some(slot) = limits.admit(peer) else {
+                    // Over its own limit: told so (best effort, the socket buffer is empty) and
+                    // closed at once; the global slot goes straight back.
+                    tracing::debug!(%peer, "connection refused: max_connections_per_client reached");
+                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                tracker.spawn(async move {
+                    serve_connection(stream, cell, pool, cancel).await;
+                    drop((slot, permit));
+                });
+            }
+            Ok((Accepted::Tcp(stream), None)) => {
                 let _ = stream.set_nodelay(true);
                 tracker.spawn(async move {
                     serve_connection(stream, cell, pool, cancel).await;
                     drop(permit);
                 });
             }
-            Ok(Accepted::Unix(stream)) => {
+            Ok((Accepted::Unix(stream), _)) => {
                 tracker.spawn(async move {
                     serve_connection(stream, cell, pool, cancel).await;
                     drop(permit);
@@ -132,6 +148,17 @@ impl Listening {
             Listening::Unix(u, _) => u.accept().await.map(|(s, _)| Accepted::Unix(s)),
         }
     }
+
+    /// Like [`Listening::accept`], with the peer's address (TCP only), for per-client limits.
+    pub async fn accept_from(&self) -> std::io::Result<(Accepted, Option<IpAddr>)> {
+        match self {
+            Listening::Tcp(t) => t
+                .accept()
+                .await
+                .map(|(s, a)| (Accepted::Tcp(s), Some(a.ip()))),
+            Listening::Unix(u, _) => u.accept().await.map(|(s, _)| (Accepted::Unix(s), None)),
+        }
+    }
 }
 
 /// Serve one downstream connection: HTTP/1.1, with its upstream connection driven alongside.
@@ -161,7 +188,7 @@ pub async fn serve_connection<I>(
         .max_header_size(super::MAX_HEADER_BYTES)
         .max_headers(256);
     let conn = builder
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection(TokioIo::new(Guard::new(io)), svc)
         .with_upgrades();
     let mut conn = pin!(conn);
     let mut cancelled = pin!(cancel.cancelled_owned());

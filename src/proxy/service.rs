@@ -19,7 +19,6 @@ use super::upstream::{Checkout, Connector, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
 use crate::config::{Preset, Upstream};
 use crate::credential::{Credential, Unavailable};
-use crate::secret::Secret;
 
 /// A request body up to this size is kept so the request can be replayed after a 401.
 const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
@@ -29,7 +28,8 @@ pub struct Shared {
     pub router: Router,
     pub connector: Connector,
     pub response_timeout: Duration,
-    pub proxy_auth: Option<Secret>,
+    /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
+    pub proxy_auth: Option<super::auth::ProxyAuth>,
     /// Request metrics, with handles indexed like `router.providers`.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -138,10 +138,11 @@ async fn proxy<'a>(
     let shared = ctx.shared;
     // Phase 2: downstream checks.
     if ctx.info.require_auth
-        && let Some(secret) = &shared.proxy_auth
+        && let Some(auth) = &shared.proxy_auth
     {
-        check_proxy_auth(&req, secret)?;
+        check_proxy_auth(&req, auth)?;
     }
+    check_framing(&req)?;
     // Phase 3: route.
     if req.method() == Method::CONNECT {
         return connect(&shared.router, req);
@@ -427,6 +428,20 @@ fn connect_error(up: &Upstream, e: super::upstream::ConnectError) -> ProxyError 
 }
 
 fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
+    // The client's own body failed (a malformed chunk, a hang-up mid-body): its fault, and the
+    // upstream never got a complete request.
+    if e.is_user()
+        && let Some(cause) = std::error::Error::source(e).filter(|s| s.is::<hyper::Error>())
+    {
+        let mut msg = format!("the request body could not be read: {cause}");
+        let mut src = cause.source();
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        return ProxyError::new(ErrorKind::BadRequest, msg);
+    }
     let kind = if e.is_timeout() {
         ErrorKind::UpstreamTimeout
     } else if e.is_parse() {
@@ -549,43 +564,47 @@ async fn pass_through(
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
-/// `Proxy-Authorization: Basic base64(any-user:SECRET)` or `Bearer SECRET`, compared in constant time.
-fn check_proxy_auth(req: &Request<Incoming>, secret: &Secret) -> Result<(), ProxyError> {
-    use base64::Engine;
+/// `Proxy-Authorization: Basic base64(any-user:SECRET)` or `Bearer SECRET`, compared in constant
+/// time (see `auth.rs`); 407 with `Proxy-Authenticate` otherwise.
+fn check_proxy_auth(
+    req: &Request<Incoming>,
+    auth: &super::auth::ProxyAuth,
+) -> Result<(), ProxyError> {
     let presented = req
         .headers()
         .get(header::PROXY_AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            if scheme.eq_ignore_ascii_case("bearer") {
-                Some(rest.trim().as_bytes().to_vec())
-            } else if scheme.eq_ignore_ascii_case("basic") {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(rest.trim())
-                    .ok()?;
-                let colon = decoded.iter().position(|b| *b == b':')?;
-                Some(decoded[colon + 1..].to_vec())
-            } else {
-                None
-            }
-        });
-    match presented {
-        Some(p) if constant_time_eq(&p, secret.expose().as_bytes()) => Ok(()),
-        _ => Err(ProxyError::new(
-            ErrorKind::ProxyAuthRequired,
-            "this proxy needs Proxy-Authorization: use http://user:SECRET@host:port as the proxy URL, or send Proxy-Authorization: Bearer SECRET",
-        )),
+        .map(HeaderValue::as_bytes);
+    if auth.verify(presented) {
+        return Ok(());
     }
+    Err(ProxyError::new(
+        ErrorKind::ProxyAuthRequired,
+        "this proxy needs Proxy-Authorization: use http://user:SECRET@host:port as the proxy URL, or send Proxy-Authorization: Bearer SECRET",
+    ))
 }
 
-/// Equal without an early exit, so timing does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+/// Transfer codings: hyper refuses a request whose last coding is not `chunked`, but accepts
+/// `gzip, chunked` (credproxy would forward the compressed bytes as if they were the content)
+/// and `chunked` twice (RFC 9112 §6.1: a sender MUST NOT apply chunked more than once). Only a
+/// single, plain `chunked` is accepted. (`Content-Length` together with `Transfer-Encoding` never
+/// gets here: `framing.rs` makes hyper refuse it.)
+fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(());
+    };
+    if codings.next().is_none()
+        && first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Ok(());
     }
-    diff == 0
+    Err(ProxyError::new(
+        ErrorKind::BadRequest,
+        "unsupported Transfer-Encoding: credproxy accepts only a plain `chunked` body (or Content-Length)",
+    ))
 }
 
 /// A browser page must not spend credentials through a local port (CSRF, DNS rebinding).
@@ -627,8 +646,14 @@ fn check_own_host(
     let Some(host) = host else { return Ok(()) };
     let (name, _) = crate::config::host::split_host_port(host);
     let name = crate::config::host::normalize(name);
-    let own =
-        matches!(name.as_ref(), "localhost" | "127.0.0.1" | "[::1]") || name.starts_with("127.");
+    // A loopback *address* (127.0.0.0/8, [::1]) or `localhost`; not a name that merely starts
+    // with `127.` (`127.attacker.example` resolves wherever its owner wants).
+    let own = name == "localhost"
+        || name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !ctx.info.loopback {
         return Ok(());
     }
@@ -672,18 +697,4 @@ fn rewrite_location(
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
         .then(|| &s[prefix.len()..])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_is_eq() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secreT", b"secret"));
-        assert!(!constant_time_eq(b"secret1", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
-        assert!(!constant_time_eq(b"x", b""));
-    }
 }
