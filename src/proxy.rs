@@ -1,9 +1,12 @@
 //! The proxy: from a downstream request to an upstream response, with a credential attached.
 //!
 //! The phases of a request, in order (pingora's habit of naming them):
-//! 1. **accept** (`listener.rs`): a connection on the main listener or a route listener; HTTP/1.1
-//!    framing, header size (64 KiB) and header timeout are enforced by hyper before we see it.
-//! 2. **downstream checks**: `Proxy-Authorization` when `proxy_auth` is set (407).
+//! 1. **accept** (`listener.rs`): a connection on the main listener or a route listener, within
+//!    the global and per-client connection limits; HTTP/1.1 framing, header size (64 KiB) and
+//!    header timeout are enforced by hyper, with `framing.rs` refusing the one ambiguous framing
+//!    hyper accepts (`Content-Length` with `Transfer-Encoding`).
+//! 2. **downstream checks**: `Proxy-Authorization` when `proxy_auth` is set (407, `auth.rs`);
+//!    a transfer coding other than plain `chunked` (400).
 //! 3. **route** (`route.rs`): `CONNECT` is tunnelled or refused; otherwise the provider is found by
 //!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through.
 //! 4. **browser check**: `Origin` / cross-site `Sec-Fetch-Site` are refused (403) unless allowed.
@@ -20,7 +23,9 @@
 //!
 //! Errors credproxy makes are built in one place, `error.rs`.
 
+pub mod auth;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod limits;
 pub mod listener;
