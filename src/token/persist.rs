@@ -205,15 +205,21 @@ pub fn newer(s: &StoredToken, than: Option<&StoredToken>) -> bool {
 }
 
 /// A stored token's obtained and expiry times on tokio's clock.
+///
+/// The file may hold any `i64` (a damaged or hand-edited store): `abs_diff` cannot overflow where
+/// `now_unix - unix` did for `i64::MIN` (found by `fuzz/fuzz_targets/expiry.rs`), a time before
+/// the clock's start is now, and one past what an `Instant` can hold is ten years ahead.
 pub fn instants(clock: &Clock, t: &StoredToken) -> (Instant, Option<Instant>) {
     let now = clock.now();
     let now_unix = clock.unix_now();
     let at = |unix: i64| {
+        let distance = Duration::from_secs(unix.abs_diff(now_unix));
         if unix >= now_unix {
-            now + Duration::from_secs((unix - now_unix) as u64)
+            now.checked_add(distance).unwrap_or_else(|| {
+                now + Duration::from_secs(super::expiry::MAX_LIFETIME_SECS.unsigned_abs())
+            })
         } else {
-            now.checked_sub(Duration::from_secs((now_unix - unix) as u64))
-                .unwrap_or(now)
+            now.checked_sub(distance).unwrap_or(now)
         }
     };
     (at(t.obtained_at), t.expires_at.map(at))
@@ -228,4 +234,45 @@ pub fn valid(clock: &Clock, t: &StoredToken) -> bool {
 pub fn fresh(clock: &Clock, policy: &Policy, t: &StoredToken) -> bool {
     let (obtained, expires) = instants(clock, t);
     valid(clock, t) && refresh_at(obtained, expires, policy, 0.0).is_none_or(|at| at > clock.now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(obtained_at: i64, expires_at: Option<i64>) -> StoredToken {
+        StoredToken {
+            access_token: "t".into(),
+            refresh_token: None,
+            expires_at,
+            obtained_at,
+            fingerprint: String::new(),
+            secrets: Default::default(),
+            details: Default::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stored_times_at_the_ends_of_i64_do_not_overflow() {
+        let clock = Clock::new();
+        let now = clock.now();
+        let (obtained, expires) = instants(&clock, &stored(i64::MIN, Some(i64::MAX)));
+        assert!(obtained <= now);
+        assert!(expires.unwrap() > now + Duration::from_secs(365 * 86_400));
+        let (obtained, expires) = instants(&clock, &stored(i64::MAX, Some(i64::MIN)));
+        assert!(obtained > now);
+        assert!(expires.unwrap() <= now);
+        // And the schedule built on them stays in range.
+        let (obtained, expires) = instants(&clock, &stored(i64::MIN, Some(i64::MAX)));
+        assert!(refresh_at(obtained, expires, &Policy::default(), 1.0).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordinary_stored_times_keep_their_distance_from_now() {
+        let clock = Clock::new();
+        let now_unix = clock.unix_now();
+        let (obtained, expires) = instants(&clock, &stored(now_unix - 60, Some(now_unix + 3600)));
+        assert_eq!(clock.now() - obtained, Duration::from_secs(60));
+        assert_eq!(expires.unwrap() - clock.now(), Duration::from_secs(3600));
+    }
 }
