@@ -62,8 +62,11 @@ impl HostPattern {
                 "`{s}`: a wildcard may only be a whole first label, as in \"*.example.com\""
             ));
         }
-        let labels = name.trim_start_matches('.');
-        if labels.is_empty()
+        // No empty label: "a..b", ".a" or a second trailing dot could never match a normalized
+        // host, and would not survive a round trip through `Display` (found by
+        // `fuzz/fuzz_targets/host_match.rs`).
+        let labels = if wildcard { &name[1..] } else { &name[..] };
+        if labels.split('.').any(str::is_empty)
             || !labels.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']')
             })
@@ -174,6 +177,27 @@ mod tests {
         assert!(!p("*.ab").matches("é.b", None));
         assert!(p("*.ab").matches("é.ab", None));
         assert!(!p("*.example.com").matches("xé", None));
+    }
+
+    #[test]
+    fn empty_labels_are_refused() {
+        for bad in [
+            "a..b",
+            "127.0.0.1..",
+            ".example.com",
+            "*..example.com",
+            "*.",
+            "..",
+            "*.a..b",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+        // One trailing dot is the absolute form of the same name.
+        assert_eq!(p("example.com.").to_string(), "example.com");
+        assert_eq!(
+            p("[::ffff:127.0.0.1]:80").to_string(),
+            "[::ffff:127.0.0.1]:80"
+        );
     }
 
     #[test]
