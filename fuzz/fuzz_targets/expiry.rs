@@ -110,9 +110,12 @@ fuzz_target!(|input: &str| {
             details: Default::default(),
         };
         let (obtained, expires) = instants(&clock, &stored);
+        let _ = clock.unix_at(obtained);
+        let _ = expires.map(|e| clock.unix_at(e));
         for p in [Policy::default(), policy] {
-            let _ = refresh_at(start, Some(at), &p, float);
-            let _ = refresh_at(obtained, expires, &p, float);
+            // The refresher shows the next refresh as Unix time too.
+            let _ = refresh_at(start, Some(at), &p, float).map(|r| clock.unix_at(r));
+            let _ = refresh_at(obtained, expires, &p, float).map(|r| clock.unix_at(r));
         }
     }
     let retry_after = Duration::from_secs(int.unsigned_abs());

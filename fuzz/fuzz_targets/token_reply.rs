@@ -75,6 +75,7 @@ redirect_uri = "http://127.0.0.1:8766/callback"
 [providers.apiv1]
 preset = "api-v1"
 hosts = ["api.example-deployment.com"]
+upstream = "https://api.example-deployment.com"
 token_url = "https://api.example-deployment.com/oauth/token"
 grant = "password"
 client_id = "id"
