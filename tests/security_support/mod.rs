@@ -264,13 +264,30 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// The status codes of every response in the bytes, in order.
+    /// The status codes of the responses in the bytes, in order (each framed by its
+    /// `Content-Length`; a response without one ends the list).
     pub fn statuses(&self) -> Vec<u16> {
-        self.text
-            .match_indices("HTTP/1.1 ")
-            .filter(|(i, _)| *i == 0 || self.text[..*i].ends_with('\n'))
-            .filter_map(|(i, _)| self.text.get(i + 9..i + 12)?.parse().ok())
-            .collect()
+        let mut out = Vec::new();
+        let mut rest = self.text.as_str();
+        while let Some(after) = rest.strip_prefix("HTTP/1.1 ") {
+            let Some(status) = after.get(..3).and_then(|s| s.parse().ok()) else {
+                break;
+            };
+            out.push(status);
+            let Some((head, tail)) = rest.split_once("\r\n\r\n") else {
+                break;
+            };
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            match length {
+                Some(n) if tail.len() >= n => rest = &tail[n..],
+                _ => break,
+            }
+        }
+        out
     }
 }
 
