@@ -62,9 +62,7 @@ pub fn refresh_at(
     }
     .max(floor);
     let spread = lifetime.mul_f64(JITTER_SHARE).min(JITTER_CAP);
-    let at = at
-        .saturating_sub(spread.mul_f64(jitter.clamp(0.0, 1.0)))
-        .max(floor);
+    let at = at.saturating_sub(spread.mul_f64(unit(jitter))).max(floor);
     Some(obtained + at)
 }
 
@@ -77,10 +75,20 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Dura
     let base = BACKOFF_BASE
         .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
         .min(BACKOFF_CAP);
-    let delay = base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0));
+    let delay = base.mul_f64(1.0 - 0.2 * unit(jitter));
     match retry_after {
         Some(ra) => delay.max(ra.min(RETRY_AFTER_CAP)),
         None => delay,
+    }
+}
+
+/// `jitter` within `0..=1`; NaN (which `clamp` passes through, and `Duration::mul_f64` panics
+/// on) counts as 0. Found by `fuzz/fuzz_targets/expiry.rs`: the jitter source is injected.
+fn unit(jitter: f64) -> f64 {
+    if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
     }
 }
 
@@ -176,6 +184,21 @@ mod tests {
             refresh_at(now, Some(now), &Policy::default(), 0.3),
             Some(now)
         );
+    }
+
+    #[test]
+    fn jitter_out_of_range_or_nan_is_clamped_not_a_panic() {
+        let now = Instant::now();
+        let p = Policy::default();
+        let plain = refresh_at(now, Some(now + H), &p, 0.0);
+        assert_eq!(refresh_at(now, Some(now + H), &p, f64::NAN), plain);
+        assert_eq!(refresh_at(now, Some(now + H), &p, -3.0), plain);
+        assert_eq!(
+            refresh_at(now, Some(now + H), &p, f64::INFINITY),
+            refresh_at(now, Some(now + H), &p, 1.0)
+        );
+        assert_eq!(backoff(2, None, f64::NAN), backoff(2, None, 0.0));
+        assert_eq!(backoff(2, None, f64::NEG_INFINITY), backoff(2, None, 0.0));
     }
 
     #[test]
