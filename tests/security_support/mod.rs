@@ -115,22 +115,24 @@ impl Setup {
 
     /// Like [`Setup::start`], with the start error (and its causes) as text.
     pub async fn try_start(proxy_extra: &str, extra: &str) -> Result<Self, String> {
-        let ca = TestCa::new();
+        Self::try_start_with(TestCa::new(), proxy_extra, |_| extra.to_owned()).await
+    }
+
+    /// With a CA the test's own fakes also use, and `extra` built from the upstream's port.
+    pub async fn try_start_with(
+        ca: TestCa,
+        proxy_extra: &str,
+        extra: impl FnOnce(u16) -> String,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let upstream = Upstream::start(&ca).await;
-        let text = config_text(&ca, dir.path(), upstream.port(), proxy_extra, extra);
+        let extra = extra(upstream.port());
+        let text = config_text(&ca, dir.path(), upstream.port(), proxy_extra, &extra);
         let config = credproxy::config::load_str(&text, "security.toml", &|_| None)
             .unwrap_or_else(|e| panic!("config rejected: {e}\n{text}"));
-        let proxy = credproxy::app::start(config).await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        })?;
+        let proxy = credproxy::app::start(config)
+            .await
+            .map_err(|e| error_chain(&e))?;
         Ok(Setup {
             ca,
             dir,
@@ -138,6 +140,19 @@ impl Setup {
             proxy,
             text,
         })
+    }
+
+    /// `GET /status` on the admin listener: the whole body, and provider `name`'s entry.
+    pub async fn status(&self, name: &str) -> (String, Value) {
+        let r = send(self.admin(), get("/status", &[("host", "localhost")])).await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        let entry = v["providers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("no provider {name} in /status: {v}"))
+            .clone();
+        (r.text(), entry)
     }
 
     /// Write the config to `config.toml` in the setup's directory (for the `credproxy` binary).
@@ -203,6 +218,18 @@ token = "{TOKEN}"
         state = dir.join("state").display(),
         ca = ca_file.display(),
     )
+}
+
+/// `e` and its causes, `: `-separated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 /// A response as the client saw it.
