@@ -19,9 +19,6 @@ use serde_json::Value;
 use support::{Fake, Fault, OAuth2Fake, TestCa};
 use tokio::time::Instant;
 
-/// The provider's claimed host, asked for in absolute form.
-const API: &str = "http://api.internal.test/v1/things";
-
 /// credproxy with an `oauth2` client_credentials provider `internal` whose token endpoint is
 /// `fake` and whose upstream is `upstream` (`None`: the fake's own API, which accepts only
 /// tokens it issued and has not seen expire).
