@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+/// Stands in for a time too far ahead for an `Instant` (about 30 years, like tokio's own).
+pub const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     anchor_wall: SystemTime,
@@ -43,27 +46,34 @@ impl Clock {
         to_unix(self.now_wall())
     }
 
-    /// The instant at which the wall clock reads `unix` (seconds), or now if that has passed.
+    /// The instant at which the wall clock reads `unix` (seconds), or now if that has passed, or
+    /// [`FAR_FUTURE`] from now if an `Instant` can't reach it.
     pub fn instant_at_unix(&self, unix: i64) -> Instant {
         let now_unix = self.unix_now_f64();
         let ahead = unix as f64 - now_unix;
+        let now = Instant::now();
         if ahead <= 0.0 {
-            Instant::now()
+            now
         } else {
-            Instant::now() + Duration::from_secs_f64(ahead)
+            Duration::try_from_secs_f64(ahead)
+                .ok()
+                .and_then(|d| now.checked_add(d))
+                .unwrap_or(now + FAR_FUTURE)
         }
     }
 
-    /// The wall-clock Unix time (seconds) of a tokio instant.
+    /// The wall-clock Unix time (seconds) of a tokio instant, saturating at the ends of `i64`.
+    ///
+    /// Checked: an instant built from a sentinel expiry (`i64::MAX` seconds) lies past what
+    /// `SystemTime` holds, and `+` panicked there (found by `fuzz/fuzz_targets/expiry.rs`).
     pub fn unix_at(&self, at: Instant) -> i64 {
         let now = Instant::now();
         let wall = self.now_wall();
-        let wall = if at >= now {
-            wall + (at - now)
+        if at >= now {
+            wall.checked_add(at - now).map_or(i64::MAX, to_unix)
         } else {
-            wall - (now - at)
-        };
-        to_unix(wall)
+            wall.checked_sub(now - at).map_or(i64::MIN, to_unix)
+        }
     }
 
     fn unix_now_f64(&self) -> f64 {
@@ -76,8 +86,8 @@ impl Clock {
 
 fn to_unix(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
     }
 }
 
@@ -99,5 +109,20 @@ mod tests {
             clock.unix_at(Instant::now() + Duration::from_secs(10)),
             clock.unix_now() + 10
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ends_of_i64_saturate_instead_of_overflowing() {
+        let clock = Clock::new();
+        let far = clock.instant_at_unix(i64::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(365 * 86_400));
+        assert!(clock.unix_at(far) > clock.unix_now() + 365 * 86_400);
+        assert_eq!(clock.instant_at_unix(i64::MIN), Instant::now());
+        // An instant further ahead than SystemTime holds (the wall is past 2001, 1e9 s after the
+        // epoch; the monotonic clock's uptime is far less): what `+` panicked on.
+        let beyond = Instant::now() + Duration::from_secs(i64::MAX as u64 - 1_000_000_000);
+        assert_eq!(clock.unix_at(beyond), i64::MAX);
+        assert_eq!(to_unix(UNIX_EPOCH), 0);
+        assert_eq!(to_unix(UNIX_EPOCH - Duration::from_secs(5)), -5);
     }
 }
