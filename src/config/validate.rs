@@ -167,7 +167,8 @@ pub fn load_str(
                 .into(),
         );
     }
-    ctx.warnings.extend(security_warnings(&proxy, &routes));
+    ctx.warnings
+        .extend(security_warnings(&proxy, &providers, &routes));
     Ok(Config {
         proxy,
         providers,
@@ -574,7 +575,11 @@ impl Ctx<'_> {
 
 /// What `credproxy check` (and `run`, at start) warns about: settings that let more callers
 /// spend the credentials than the user may think (docs/SECURITY.md explains each).
-fn security_warnings(proxy: &ProxySettings, routes: &[RouteConfig]) -> Vec<String> {
+fn security_warnings(
+    proxy: &ProxySettings,
+    providers: &[Arc<super::ProviderConfig>],
+    routes: &[RouteConfig],
+) -> Vec<String> {
     let remote = |l: &Listen| matches!(l, Listen::Tcp(a) if !a.ip().is_loopback());
     let mut listeners: Vec<(String, &Listen)> = vec![("proxy.listen".into(), &proxy.listen)];
     for (i, r) in routes.iter().enumerate() {
@@ -626,6 +631,33 @@ fn security_warnings(proxy: &ProxySettings, routes: &[RouteConfig]) -> Vec<Strin
             "proxy.admin_listen = {admin} is reachable from other machines: /status, /metrics and the status page need no \
              authentication (they show provider names, hosts and token states, never a secret)"
         ));
+    }
+    // Plain http off this machine: the credential (or the client's secrets) cross the network
+    // in the clear. Loopback is fine (a sidecar, a test).
+    let local = |host: &str| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    for p in providers {
+        let name = &p.name;
+        if !p.upstream.is_tls() && !local(&p.upstream.host) {
+            out.push(format!(
+                "providers.{name}.upstream is plain http://{}: every request carries {name}'s credential unencrypted; use https",
+                p.upstream.authority
+            ));
+        }
+        if let super::AuthConfig::OAuth2(o) = &p.auth
+            && o.token_url.scheme_str() == Some("http")
+            && !o.token_url.host().is_some_and(local)
+        {
+            out.push(format!(
+                "providers.{name}.token_url is plain http: client secrets, passwords and refresh tokens cross the network unencrypted; use https"
+            ));
+        }
     }
     let unix = listeners.iter().any(|(_, l)| matches!(l, Listen::Unix(_)));
     if unix && proxy.socket_mode & 0o002 != 0 {
@@ -746,6 +778,52 @@ mod tests {
         let text = "[proxy]\nconnect_timeout = \"soon\"\nunknown_hosts = \"maybe\"\n";
         let err = load_str(text, "c.toml", &no_env).unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn security_warnings_name_the_setting_and_the_risk() {
+        let warnings = |text: &str| load_str(text, "c.toml", &no_env).unwrap().warnings;
+        let has = |text: &str, needle: &str| {
+            let w = warnings(text);
+            assert!(
+                w.iter().any(|x| x.contains(needle)),
+                "{needle:?} not in {w:?}"
+            );
+        };
+        let gh =
+            "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n";
+        has(
+            &format!("[proxy]\nlisten = \"0.0.0.0:1\"\nallow_remote = true\n{gh}"),
+            "proxy.proxy_auth is not set",
+        );
+        let auth = "[proxy]\nproxy_auth = \"s\"\n";
+        has(
+            &format!(
+                "{auth}{gh}[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "any local process can spend gh's credentials",
+        );
+        has(
+            &format!(
+                "{auth}{gh}[[routes]]\npath_prefix = \"/gh\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "does nothing on a path_prefix route",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nproxy_auth = \"s\"\n{gh}"),
+            "applies to TCP listeners only",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nsocket_mode = \"0666\"\n{gh}"),
+            "every local user",
+        );
+        has(
+            &format!("{gh}upstream = \"http://api.github.com\"\n"),
+            "providers.gh.upstream is plain http",
+        );
+        // Loopback over plain http (a sidecar), and the defaults: nothing to say.
+        let quiet = format!("{gh}upstream = \"http://127.0.0.1:8000\"\n");
+        assert_eq!(warnings(&quiet), Vec::<String>::new());
     }
 
     #[test]
