@@ -421,6 +421,46 @@ async fn browser_requests_are_refused_unless_the_origin_is_allowed() {
 }
 
 #[tokio::test]
+async fn an_origin_that_is_not_text_is_still_an_origin() {
+    let s = Setup::start("", "").await;
+    let mut req = format!("GET http://{HOST}/x HTTP/1.1\r\nhost: {HOST}\r\norigin: ").into_bytes();
+    req.extend_from_slice(b"https://\xffvil.example\r\nconnection: close\r\n\r\n");
+    let r = raw(s.main(), &req, Duration::from_secs(5)).await;
+    assert_eq!(r.statuses(), [403], "{}", r.text);
+    assert!(r.text.contains("browser_request"), "{}", r.text);
+    assert_eq!(s.upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn browsers_cannot_use_pass_through_to_reach_other_hosts() {
+    let s = Setup::start("unknown_hosts = \"pass\"", "").await;
+    // An unclaimed plain-HTTP host: passed through untouched for programs...
+    let plain = support::TestServer::start(
+        None,
+        support::server::handler(|_req| async {
+            http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"intranet",
+            )))
+        }),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{}/page", plain.port());
+    let host = format!("127.0.0.1:{}", plain.port());
+    let r = send(s.main(), get(&url, &[("host", &host)])).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "intranet");
+    // ...but not for web pages (a rebinding page reading the answer).
+    for headers in [
+        [("host", host.as_str()), ("origin", "https://evil.example")],
+        [("host", host.as_str()), ("sec-fetch-site", "cross-site")],
+    ] {
+        let r = send(s.main(), get(&url, &headers)).await;
+        assert_eq!(r.status, 403, "{headers:?}");
+        assert_eq!(r.json()["error"], "browser_request");
+    }
+}
+
+#[tokio::test]
 async fn dns_rebinding_hosts_are_refused() {
     let s = Setup::start("", ROUTES).await;
     let route = s.route("echo");

@@ -171,7 +171,12 @@ async fn proxy<'a>(
                 },
             ));
         }
-        Target::Pass { authority } => return pass_through(ctx, req, &authority).await,
+        Target::Pass { authority } => {
+            // No credential goes with it, but a web page must not use credproxy as a bridge to
+            // other hosts either (a DNS-rebinding page reading intranet answers).
+            check_browser(&req, None)?;
+            return pass_through(ctx, req, &authority).await;
+        }
     };
     let route = &shared.router.providers[index];
     let provider = &route.config;
@@ -181,7 +186,7 @@ async fn proxy<'a>(
         check_own_host(ctx, route, host_header)?;
     }
     // Phase 4: browser check.
-    check_browser(&req, provider)?;
+    check_browser(&req, Some(provider))?;
     // Phase 5: credential.
     let credential = credential(route).await?;
 
@@ -607,33 +612,41 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
     ))
 }
 
-/// A browser page must not spend credentials through a local port (CSRF, DNS rebinding).
+/// A browser page must not spend credentials through a local port (CSRF, DNS rebinding): any
+/// `Origin` (whatever its value, even one that is not text) or a cross-site `Sec-Fetch-Site` is
+/// refused unless the provider lists the origin in `allow_origins`. `provider` is `None` for a
+/// passed-through unclaimed host, where no origin is allowed.
 fn check_browser(
     req: &Request<Incoming>,
-    provider: &crate::config::ProviderConfig,
+    provider: Option<&crate::config::ProviderConfig>,
 ) -> Result<(), ProxyError> {
     let h = req.headers();
-    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let cross_site = h
-        .get("sec-fetch-site")
-        .is_some_and(|v| v == "cross-site" || v == "same-site");
+    let origin = h.get(header::ORIGIN);
+    let cross_site = h.get("sec-fetch-site").is_some_and(|v| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"cross-site") || v.eq_ignore_ascii_case(b"same-site")
+    });
     if origin.is_none() && !cross_site {
         return Ok(());
     }
-    if let Some(o) = origin {
+    if let (Some(o), Some(p)) = (origin.and_then(|v| v.to_str().ok()), provider) {
         let o = o.trim_end_matches('/').to_ascii_lowercase();
-        if provider.allow_origins.contains(&o) {
+        if p.allow_origins.contains(&o) {
             return Ok(());
         }
     }
-    Err(ProxyError::new(
-        ErrorKind::BrowserRequest,
-        format!(
-            "requests from web pages are refused (Origin or Sec-Fetch-Site present); to allow one, add its origin to providers.{}.allow_origins",
-            provider.name
-        ),
-    )
-    .provider(&provider.name))
+    let refused = "requests from web pages are refused (Origin or Sec-Fetch-Site present)";
+    Err(match provider {
+        Some(p) => ProxyError::new(
+            ErrorKind::BrowserRequest,
+            format!(
+                "{refused}; to allow one, add its origin to providers.{}.allow_origins",
+                p.name
+            ),
+        )
+        .provider(&p.name),
+        None => ProxyError::new(ErrorKind::BrowserRequest, refused),
+    })
 }
 
 /// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
