@@ -16,7 +16,7 @@
 //! let auth = ProxyAuth::new(&Secret::from("s3cret"));
 //! assert!(auth.verify(Some(b"Basic dXNlcjpzM2NyZXQ=")));   // user:s3cret
 //! assert!(auth.verify(Some(b"Bearer s3cret")));
-//! assert!(!auth.verify(Some(b"Bearer s3cret ")));
+//! assert!(!auth.verify(Some(b"Bearer s3cre")));
 //! assert!(!auth.verify(None));
 //! ```
 
