@@ -5,6 +5,10 @@
 //! Each downstream connection is one task that drives both the HTTP/1.1 server connection and its
 //! own upstream connection (see `upstream.rs`). Shutdown: stop accepting, ask every connection to
 //! finish its in-flight request, and let the caller wait on the tracker for the grace period.
+//!
+//! Before hyper sees a connection: a slot under `max_connections` (else the accept loop waits),
+//! a slot under the client's `max_connections_per_client` (else 503 and close; `limits.rs`), and
+//! the framing guard under the parser (`framing.rs`).
 
 use std::future::Future;
 use std::net::IpAddr;
