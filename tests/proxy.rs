@@ -103,6 +103,7 @@ provider = "echo"
 "#,
         state = dir.path().join("state").display(),
         ca = ca_file.display(),
+        extra = extra.replace("UPSTREAM", &port.to_string()),
     );
     let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
     let proxy = credproxy::app::start(config).await.unwrap();
@@ -573,4 +574,29 @@ async fn curl_through_http_proxy_when_installed() {
         header_values(&v, "authorization"),
         vec![format!("Bearer {TOKEN}")]
     );
+}
+
+#[tokio::test]
+async fn forwarded_headers_only_for_providers_that_ask() {
+    let s = setup_with(
+        Alpn::Http1Only,
+        "",
+        "[providers.fwd]\npreset = \"static\"\nhosts = [\"api.fwd.test\"]\nupstream = \"https://localhost:UPSTREAM\"\ntoken = \"t\"\nforwarded = true\n",
+    )
+    .await;
+    // The echo provider did not ask: nothing about the client goes upstream.
+    let (_, body) = send(s.main(), get("http://api.echo.test/", &[])).await;
+    let v = json(&body);
+    assert!(
+        v["headers"].get("forwarded").is_none() && v["headers"].get("x-forwarded-for").is_none()
+    );
+    // The fwd provider asked.
+    let (parts, body) = send(s.main(), get("http://api.fwd.test/", &[])).await;
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert_eq!(
+        header_values(&v, "forwarded"),
+        vec!["for=127.0.0.1;proto=http"]
+    );
+    assert_eq!(header_values(&v, "x-forwarded-for"), vec!["127.0.0.1"]);
 }

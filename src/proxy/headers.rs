@@ -68,6 +68,24 @@ pub fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, VIA.clone());
 }
 
+/// `Forwarded: for=...;proto=http` (RFC 7239) and the de-facto `X-Forwarded-For` /
+/// `X-Forwarded-Proto`, appended to what earlier hops sent. Only for providers that ask
+/// (`forwarded = true`): by default the upstream learns nothing about the local client.
+pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr) {
+    let node = match client {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        // RFC 7239 §6: an IPv6 node is bracketed and, with its colons, quoted.
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&format!("for={node};proto=http")) {
+        headers.append(header::FORWARDED, v);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&client.to_string()) {
+        headers.append("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +103,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_names_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, "::1".parse().unwrap());
+        let fwd: Vec<_> = h.get_all("forwarded").iter().collect();
+        assert_eq!(
+            fwd,
+            ["for=127.0.0.1;proto=http", "for=\"[::1]\";proto=http"]
+        );
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["10.0.0.1", "127.0.0.1", "::1"]);
+        assert_eq!(h["x-forwarded-proto"], "http");
     }
 }

@@ -91,20 +91,20 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 tracker.spawn(async move {
-                    serve_connection(stream, cell, pool, cancel).await;
+                    serve_connection(stream, Some(peer), cell, pool, cancel).await;
                     drop((slot, permit));
                 });
             }
             Ok((Accepted::Tcp(stream), None)) => {
                 let _ = stream.set_nodelay(true);
                 tracker.spawn(async move {
-                    serve_connection(stream, cell, pool, cancel).await;
+                    serve_connection(stream, None, cell, pool, cancel).await;
                     drop(permit);
                 });
             }
             Ok((Accepted::Unix(stream), _)) => {
                 tracker.spawn(async move {
-                    serve_connection(stream, cell, pool, cancel).await;
+                    serve_connection(stream, None, cell, pool, cancel).await;
                     drop(permit);
                 });
             }
@@ -168,6 +168,7 @@ impl Listening {
 /// Serve one downstream connection: HTTP/1.1, with its upstream connection driven alongside.
 pub async fn serve_connection<I>(
     io: I,
+    peer: Option<std::net::IpAddr>,
     cell: Arc<ListenerCell>,
     pool: Arc<Pool>,
     cancel: CancellationToken,
@@ -178,6 +179,7 @@ pub async fn serve_connection<I>(
     let ctx = Arc::new(ConnCtx {
         cell,
         pool,
+        peer,
         slot: LocalSlot::default(),
     });
     let svc = {

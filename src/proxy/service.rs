@@ -12,7 +12,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::error::{Blame, ErrorKind, ProxyError};
-use super::headers::{add_via, strip_hop_by_hop};
+use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
 use super::listener::ListenerInfo;
 use super::route::{ProviderRoute, Role, Router, Target};
 use super::upstream::{Checkout, Connector, LocalSlot, Pool, UpstreamKey};
@@ -49,6 +49,8 @@ pub struct ConnCtx {
     pub cell: Arc<ListenerCell>,
     /// This worker's pool of parked upstream connections.
     pub pool: Arc<Pool>,
+    /// The client's address (TCP), for providers that ask for `Forwarded`.
+    pub peer: Option<std::net::IpAddr>,
     pub slot: LocalSlot,
 }
 
@@ -58,6 +60,7 @@ struct ReqCtx<'a> {
     info: &'a ListenerInfo,
     slot: &'a LocalSlot,
     pool: &'a Pool,
+    peer: Option<std::net::IpAddr>,
 }
 
 /// What the log line needs to know about a request.
@@ -79,6 +82,7 @@ pub async fn handle(
         info: &state.info,
         slot: &ctx.slot,
         pool: &ctx.pool,
+        peer: ctx.peer,
     };
     let _inflight = ctx.shared.metrics.inflight();
     // The access line's fields are copied only when the line will be written: with the level
@@ -212,6 +216,11 @@ async fn proxy<'a>(
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
     for (name, value) in credential.headers() {
         parts.headers.insert(name.clone(), value.clone());
+    }
+    if provider.forwarded
+        && let Some(ip) = ctx.peer
+    {
+        add_forwarded(&mut parts.headers, ip);
     }
     let key = &route.key;
     let req = Request::from_parts(parts, body);
