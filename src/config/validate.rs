@@ -712,9 +712,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(86_400),
             _ => return Err(expected()),
         };
-        total += one
+        // Checked: `+=` panics once the terms ("4294967295d4294967295d…") pass u64::MAX seconds.
+        let term = one
             .checked_mul(u32::try_from(n).map_err(|_| expected())?)
             .ok_or_else(expected)?;
+        total = total.checked_add(term).ok_or_else(expected)?;
         rest = rest[unit_len..].trim_start();
     }
     Ok(total)
@@ -737,6 +739,14 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("five minutes").is_err());
+    }
+
+    #[test]
+    fn a_duration_too_long_for_duration_is_an_error_not_a_panic() {
+        // Each term fits (u32::MAX days); 50,000 of them pass u64::MAX seconds.
+        let long = "4294967295d".repeat(50_000);
+        assert!(parse_duration(&long).is_err());
+        assert!(parse_duration(&"4294967295d".repeat(2)).is_ok());
     }
 
     #[test]
