@@ -169,7 +169,10 @@ impl Refresher {
             Some(t) if self.source.accepts(&t) && persist::valid(&clock, &t) => {
                 let t = self.source.check_stored(&self.ctx, t).await;
                 if persist::valid(&clock, &t) {
-                    tracing::info!(expires_in_s = t.expires_at.map_or(-1, |e| e - clock.unix_now()), "reusing the stored token");
+                    tracing::info!(
+                        expires_in_s = t.expires_at.map_or(-1, |e| e - clock.unix_now()),
+                        "reusing the stored token"
+                    );
                     self.succeed(Outcome {
                         kind: Kind::Adopted,
                         token: t,
@@ -283,12 +286,18 @@ impl Refresher {
         };
         match kind {
             Kind::Adopted if self.held.is_some() => {
-                tracing::info!(expires_in_s = expires_in, "adopted the token another process refreshed")
+                tracing::info!(
+                    expires_in_s = expires_in,
+                    "adopted the token another process refreshed"
+                )
             }
             Kind::Adopted => {}
             Kind::New => tracing::info!(expires_in_s = expires_in, "obtained a new token"),
             Kind::Extended => {
-                tracing::info!(expires_in_s = expires_in, "the token's lifetime was extended")
+                tracing::info!(
+                    expires_in_s = expires_in,
+                    "the token's lifetime was extended"
+                )
             }
         }
         let headers = match self.source.headers(&self.provider, &token) {
