@@ -306,3 +306,40 @@ impl ProviderConfig {
         matches!(&self.auth, AuthConfig::OAuth2(o) if o.grant == Grant::AuthorizationCode)
     }
 }
+
+#[cfg(test)]
+impl OAuth2Config {
+    /// A plain client-credentials config for unit tests; a test changes only what it is about:
+    /// `OAuth2Config { grant: Grant::Password, ..OAuth2Config::example() }`.
+    pub(crate) fn example() -> Self {
+        OAuth2Config {
+            token_url: "https://auth.example/oauth/token"
+                .parse()
+                .expect("a valid URL"),
+            grant: Grant::ClientCredentials,
+            client_id: Some("cid".into()),
+            client_secret: Some(Secret::from("sec")),
+            username: None,
+            password: None,
+            scopes: vec![],
+            scope_separator: " ".into(),
+            format: BodyFormat::Form,
+            client_auth: ClientAuth::Body,
+            redirect_uri: None,
+            authorize_url: None,
+            authorize_params: vec![],
+            token_params: vec![],
+            token_headers: vec![],
+            request_fields: FieldNames::default(),
+            reply_fields: FieldNames::default(),
+            refresh_with_bearer: false,
+            pkce: true,
+            introspect_url: None,
+            revoke_url: None,
+            workspaces_url: None,
+            default_lifetime: Duration::from_secs(3600),
+            refresh_before: None,
+            expires_timezone: jiff::tz::TimeZone::UTC,
+        }
+    }
+}

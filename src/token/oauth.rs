@@ -281,35 +281,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{BodyFormat, ClientAuth, FieldNames, Grant};
+    use crate::config::Grant;
 
     fn cfg() -> OAuth2Config {
         OAuth2Config {
             token_url: "https://api.apicbase.com/oauth/token/".parse().unwrap(),
             grant: Grant::AuthorizationCode,
-            client_id: Some("cid".into()),
-            client_secret: Some(Secret::from("sec")),
-            username: None,
-            password: None,
             scopes: vec!["library".into(), "sales".into()],
-            scope_separator: " ".into(),
-            format: BodyFormat::Form,
-            client_auth: ClientAuth::Body,
-            redirect_uri: None,
             authorize_url: Some("https://app.apicbase.com/oauth/authorize/".parse().unwrap()),
             authorize_params: vec![("prompt".into(), "consent".into())],
-            token_params: vec![],
-            token_headers: vec![],
-            request_fields: FieldNames::default(),
-            reply_fields: FieldNames::default(),
-            refresh_with_bearer: false,
-            pkce: true,
-            introspect_url: None,
-            revoke_url: None,
-            workspaces_url: None,
-            default_lifetime: Duration::from_secs(3600),
-            refresh_before: None,
-            expires_timezone: jiff::tz::TimeZone::UTC,
+            ..OAuth2Config::example()
         }
     }
 

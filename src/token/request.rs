@@ -288,38 +288,17 @@ pub fn token_about(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::{FieldNames, Grant};
+    use crate::config::FieldNames;
 
     pub(crate) fn cfg(format: BodyFormat, auth: ClientAuth) -> OAuth2Config {
         OAuth2Config {
-            token_url: "https://auth.example/oauth/token".parse().unwrap(),
-            grant: Grant::ClientCredentials,
             client_id: Some("my client".into()),
             client_secret: Some(Secret::from("s3cr:t&=")),
-            username: None,
-            password: None,
             scopes: vec!["read".into(), "write".into()],
-            scope_separator: " ".into(),
             format,
             client_auth: auth,
-            redirect_uri: None,
-            authorize_url: None,
-            authorize_params: vec![],
-            token_params: vec![],
-            token_headers: vec![],
-            request_fields: FieldNames::default(),
-            reply_fields: FieldNames::default(),
-            refresh_with_bearer: false,
-            pkce: true,
-            introspect_url: None,
-            revoke_url: None,
-            workspaces_url: None,
-            default_lifetime: Duration::from_secs(3600),
-            refresh_before: None,
-            expires_timezone: jiff::tz::TimeZone::UTC,
+            ..OAuth2Config::example()
         }
     }
 

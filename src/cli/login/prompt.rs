@@ -57,38 +57,16 @@ pub async fn read_line(timeout: Duration) -> Result<Option<String>, tokio::time:
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::{BodyFormat, ClientAuth, FieldNames};
 
     fn cfg(grant: Grant, password: Option<&str>) -> OAuth2Config {
         OAuth2Config {
             token_url: "https://auth.example/token".parse().unwrap(),
             grant,
-            client_id: Some("cid".into()),
             client_secret: None,
             username: Some("me@example.com".into()),
             password: password.map(Secret::from),
-            scopes: vec![],
-            scope_separator: " ".into(),
-            format: BodyFormat::Form,
-            client_auth: ClientAuth::Body,
-            redirect_uri: None,
-            authorize_url: None,
-            authorize_params: vec![],
-            token_params: vec![],
-            token_headers: vec![],
-            request_fields: FieldNames::default(),
-            reply_fields: FieldNames::default(),
-            refresh_with_bearer: false,
-            pkce: true,
-            introspect_url: None,
-            revoke_url: None,
-            workspaces_url: None,
-            default_lifetime: Duration::from_secs(3600),
-            refresh_before: None,
-            expires_timezone: jiff::tz::TimeZone::UTC,
+            ..OAuth2Config::example()
         }
     }
 
