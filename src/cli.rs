@@ -73,6 +73,24 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
+impl ConfigArg {
+    /// Find and load the config; on failure, say what is wrong on stderr and give the exit code.
+    pub fn load(&self) -> Result<(PathBuf, crate::config::Config), ExitCode> {
+        let path = crate::config::locate(self.config.as_deref()).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+        let config = crate::config::load(&path).map_err(|errors| {
+            eprintln!(
+                "error: {errors}\n(run `credproxy check --config {}` for details)",
+                path.display()
+            );
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+        Ok((path, config))
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::logging::{self, LogFormat};
-use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
+use super::{ConfigArg, EXIT_RUNTIME};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,22 +23,9 @@ pub struct Args {
 
 pub fn main(args: Args) -> ExitCode {
     logging::init(args.log_format);
-    let path = match crate::config::locate(args.config.config.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let config = match crate::config::load(&path) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!(
-                "error: {errors}\n(run `credproxy check --config {}` for details)",
-                path.display()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (path, config) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     for w in &config.warnings {
         tracing::warn!("{w}");

@@ -13,7 +13,7 @@ use crate::admin::{self, AdminTarget, ProviderStatus, StatusReport, parse_rfc333
 use crate::config::Config;
 use crate::token::store::{FileStore, TokenStore};
 
-use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
+use super::{ConfigArg, EXIT_RUNTIME};
 
 /// How long to wait for the running proxy before reading the store instead.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,22 +33,9 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let path = match crate::config::locate(args.config.config.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let config = match crate::config::load(&path) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!(
-                "error: {errors}\n(run `credproxy check --config {}` for details)",
-                path.display()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (_, config) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     match run(&config, args.json) {
         Ok(()) => ExitCode::SUCCESS,
