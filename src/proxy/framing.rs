@@ -224,6 +224,20 @@ impl Scanner {
                         self.state = State::Line { first: true };
                     }
                 },
+                State::Line { first }
+                    if b != b'\n'
+                        && (self.line.field == Field::Other
+                            || first && self.line.len >= PREFIX) =>
+                {
+                    // The rest of a request line, or of a field that is neither Content-Length nor
+                    // Transfer-Encoding, does not matter: skip to the line's end in one step
+                    // (most of a head's bytes; byte by byte this guard cost 6% of a request).
+                    let rest = &buf[i..];
+                    let n = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+                    self.line.len += n;
+                    i += n;
+                    continue;
+                }
                 State::Line { first } => {
                     if b != b'\n' {
                         self.line.push(b);
