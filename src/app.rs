@@ -180,10 +180,6 @@ impl Running {
             .map(|p| p.reader.snapshot())
     }
 
-    pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
     /// Stop accepting, let in-flight requests finish within `grace`. Returns whether all
     /// connections finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {

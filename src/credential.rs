@@ -229,10 +229,6 @@ impl CredentialWriter {
         self.tx.send_modify(f);
     }
 
-    pub fn current(&self) -> Snapshot {
-        self.tx.borrow().clone()
-    }
-
     /// Wait until a reader's 401 report was accepted (see [`CredentialReader::report_rejected`]):
     /// the writer should refresh now. Returns the rejected generation.
     pub async fn rejected(&self) -> u64 {
@@ -243,13 +239,6 @@ impl CredentialWriter {
                 return g;
             }
             notified.await;
-        }
-    }
-
-    pub fn reader(&self) -> CredentialReader {
-        CredentialReader {
-            rx: self.tx.subscribe(),
-            rejections: self.rejections.clone(),
         }
     }
 }
