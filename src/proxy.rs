@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fast;
 pub mod framing;
 pub mod headers;
 pub mod limits;
