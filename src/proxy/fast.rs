@@ -74,6 +74,8 @@ pub struct Fast {
     ubuf: Vec<u8>,
     /// The head being written (either direction), then the request's body.
     out: Vec<u8>,
+    /// The response head for downstream, as far as the upstream's fields go.
+    dhead: Vec<u8>,
     /// This connection's upstream connection, idle between requests.
     up: Option<Up>,
 }
@@ -96,8 +98,8 @@ enum Next {
 struct Plan<'s> {
     route: &'s ProviderRoute,
     index: usize,
-    prefix: Option<&'s str>,
     credential: Arc<Credential>,
+    rewrite: Option<Rewrite<'s>>,
     /// Bytes of the request on the downstream connection: head and body.
     len: usize,
     body: usize,
@@ -189,13 +191,12 @@ impl Fast {
     {
         let mut reads = 0;
         loop {
-            if !self.buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
-                match httparse::Request::new(&mut headers).parse(&self.buf) {
-                    Ok(httparse::Status::Complete(n)) => return Head::Complete(n),
-                    Ok(httparse::Status::Partial) if reads < MAX_HEAD_READS => {}
-                    _ => return Head::Fallback,
-                }
+            // Only the end of the head is looked for here; `plan` parses it.
+            if let Some(end) = head_end(&self.buf) {
+                return Head::Complete(end);
+            }
+            if reads >= MAX_HEAD_READS {
+                return Head::Fallback;
             }
             reserve(&mut self.buf, READ_RESERVE);
             let idle = self.buf.is_empty();
@@ -261,7 +262,7 @@ impl Fast {
             Ok(resp) => {
                 let close = plan.close || cancel.is_cancelled() || resp.framing == Framing::Close;
                 let status = resp.status;
-                let next = match self.forward(io, state, &plan, resp, close).await {
+                let next = match self.forward(io, resp, close).await {
                     Ok(()) if close => Next::Close,
                     Ok(()) => Next::KeepAlive,
                     Err(Broken) => Next::Close,
@@ -301,17 +302,14 @@ impl Fast {
     fn plan<'s>(
         &mut self,
         shared: &'s Shared,
-        info: &ListenerInfo,
+        info: &'s ListenerInfo,
         peer: Option<std::net::IpAddr>,
         head: usize,
         fresh: Option<Arc<Credential>>,
     ) -> Option<Plan<'s>> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(
-            req.parse(&self.buf[..head]),
-            Ok(httparse::Status::Complete(_))
-        ) {
+        if req.parse(&self.buf[..head]) != Ok(httparse::Status::Complete(head)) {
             return None;
         }
         let (method, target) = (req.method?, req.path?);
@@ -319,8 +317,10 @@ impl Fast {
             return None;
         }
         let mut fields = Fields::default();
-        for h in req.headers.iter() {
-            fields.note(h)?;
+        let mut kinds = [Field::Other; MAX_REQUEST_HEADERS];
+        for (h, kind) in req.headers.iter().zip(&mut kinds) {
+            *kind = classify(h.name);
+            fields.note(*kind, h)?;
         }
         let (authority, path_and_query) = split_target(target)?;
         let Target::Provider {
@@ -370,8 +370,8 @@ impl Fast {
             &[b" HTTP/1.1\r\nhost: ", up.host_header.as_bytes(), b"\r\n"],
         );
         let creds = credential.headers();
-        for h in req.headers.iter() {
-            let skip = match classify(h.name) {
+        for (h, kind) in req.headers.iter().zip(kinds) {
+            let skip = match kind {
                 Field::Other | Field::Location | Field::ContentLength | Field::Expect => {
                     creds
                         .iter()
@@ -410,11 +410,16 @@ impl Fast {
             let path = path_and_query.split('?').next().unwrap_or("/").to_owned();
             (method.to_owned(), host, path)
         });
+        let rewrite = (info.role != Role::Main || prefix.is_some()).then_some(Rewrite {
+            upstream: up,
+            info,
+            prefix,
+        });
         Some(Plan {
             route,
             index,
-            prefix,
             credential,
+            rewrite,
             len: head + body,
             body,
             head_method: method == "HEAD",
@@ -479,7 +484,9 @@ impl Fast {
                     &mut conn.stream,
                     &self.out,
                     &mut self.ubuf,
+                    &mut self.dhead,
                     plan.head_method,
+                    plan.rewrite,
                 );
                 tokio::select! {
                     biased;
@@ -634,89 +641,16 @@ impl Fast {
     }
 
     /// Write the response head and body downstream.
-    async fn forward<I>(
-        &mut self,
-        io: &mut I,
-        state: &ListenerState,
-        plan: &Plan<'_>,
-        resp: RespHead,
-        close: bool,
-    ) -> Result<(), Broken>
+    async fn forward<I>(&mut self, io: &mut I, resp: RespHead, close: bool) -> Result<(), Broken>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let info = &state.info;
-        let rewrite = info.role != Role::Main || plan.prefix.is_some();
-        let upstream = &plan.route.config.upstream;
         self.out.clear();
-        {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-            let mut parsed = httparse::Response::new(&mut headers);
-            if !matches!(
-                parsed.parse(&self.ubuf[..resp.len]),
-                Ok(httparse::Status::Complete(_))
-            ) {
-                return Err(Broken);
-            }
-            let out = &mut self.out;
-            let status = itoa3(resp.status);
-            put(
-                out,
-                &[
-                    b"HTTP/1.1 ",
-                    &status,
-                    b" ",
-                    parsed.reason.unwrap_or("").as_bytes(),
-                    b"\r\n",
-                ],
-            );
-            let connection_names = parsed
-                .headers
-                .iter()
-                .any(|h| classify(h.name) == Field::Connection && names_other_fields(h.value));
-            for h in parsed.headers.iter() {
-                let keep = match classify(h.name) {
-                    Field::TransferEncoding => {
-                        matches!(resp.framing, Framing::Chunked | Framing::Empty)
-                    }
-                    Field::ContentLength => {
-                        matches!(resp.framing, Framing::Length(_) | Framing::Empty)
-                    }
-                    Field::Location if rewrite => {
-                        if let Some(new) = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|loc| local_location(loc, upstream, info, plan.prefix))
-                            .filter(|new| http::HeaderValue::from_str(new).is_ok())
-                        {
-                            put(out, &[b"location: ", new.as_bytes(), b"\r\n"]);
-                            continue;
-                        }
-                        true
-                    }
-                    Field::Other
-                    | Field::Location
-                    | Field::Host
-                    | Field::Expect
-                    | Field::Origin
-                    | Field::SecFetchSite
-                    | Field::XForwardedProto => {
-                        !(connection_names && named_in_connection(parsed.headers, h.name))
-                    }
-                    Field::Connection
-                    | Field::Upgrade
-                    | Field::ProxyAuthorization
-                    | Field::HopByHop => false,
-                };
-                if keep {
-                    put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
-                }
-            }
-            out.extend_from_slice(VIA);
-            if close {
-                out.extend_from_slice(b"connection: close\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
+        put(&mut self.out, &[&self.dhead, VIA]);
+        if close {
+            self.out.extend_from_slice(b"connection: close\r\n");
         }
+        self.out.extend_from_slice(b"\r\n");
         let mut reusable = resp.reusable;
         let body = &self.ubuf[resp.len..];
         // How much of what was read belongs to this response's body.
@@ -838,12 +772,24 @@ impl Fast {
     }
 }
 
-/// Send a request and read the answer's head, skipping interim (1xx) responses.
+/// Where a `Location` pointing at the upstream is made to point back at this listener
+/// (base-URL and prefix routes).
+#[derive(Clone, Copy)]
+struct Rewrite<'a> {
+    upstream: &'a crate::config::Upstream,
+    info: &'a ListenerInfo,
+    prefix: Option<&'a str>,
+}
+
+/// Send a request and read the answer's head, skipping interim (1xx) responses; the head to
+/// send downstream (without `Via`, `Connection` and the final CRLF) is written to `dhead`.
 async fn exchange_head(
     stream: &mut Stream,
     out: &[u8],
     ubuf: &mut Vec<u8>,
+    dhead: &mut Vec<u8>,
     head_method: bool,
+    rewrite: Option<Rewrite<'_>>,
 ) -> Result<RespHead, HeadError> {
     stream.write_all(out).await.map_err(HeadError::Io)?;
     stream.flush().await.map_err(HeadError::Io)?;
@@ -858,7 +804,7 @@ async fn exchange_head(
                         ubuf.drain(..len);
                         continue;
                     }
-                    return response_head(&parsed, len, head_method);
+                    return response_head(&parsed, len, head_method, dhead, rewrite);
                 }
                 Ok(httparse::Status::Partial) if ubuf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(httparse::Status::Partial) => {
@@ -881,11 +827,14 @@ async fn exchange_head(
     }
 }
 
-/// The framing and reusability of a parsed response head.
+/// A parsed response head: its framing and reusability, and the head for downstream (hop-by-hop
+/// fields dropped, `Location` rewritten) written to `dhead`.
 fn response_head(
     parsed: &httparse::Response<'_, '_>,
     len: usize,
     head_method: bool,
+    dhead: &mut Vec<u8>,
+    rewrite: Option<Rewrite<'_>>,
 ) -> Result<RespHead, HeadError> {
     let status = parsed.code.unwrap_or(0);
     if status == 101 {
@@ -894,8 +843,11 @@ fn response_head(
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = parsed.version != Some(1);
-    for h in parsed.headers.iter() {
-        match classify(h.name) {
+    let mut connection_names = false;
+    let mut kinds = [Field::Other; MAX_RESPONSE_HEADERS];
+    for (h, kind) in parsed.headers.iter().zip(&mut kinds) {
+        *kind = classify(h.name);
+        match kind {
             Field::ContentLength => {
                 let n = parse_length(h.value)
                     .ok_or(HeadError::Protocol("its Content-Length is not a number"))?;
@@ -909,6 +861,7 @@ fn response_head(
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
             Field::Connection => {
+                connection_names |= names_other_fields(h.value);
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
@@ -932,6 +885,42 @@ fn response_head(
             (None, None) => Framing::Close,
         }
     };
+
+    dhead.clear();
+    put(
+        dhead,
+        &[
+            b"HTTP/1.1 ",
+            &itoa3(status),
+            b" ",
+            parsed.reason.unwrap_or("").as_bytes(),
+            b"\r\n",
+        ],
+    );
+    for (h, kind) in parsed.headers.iter().zip(kinds) {
+        let keep = match kind {
+            Field::TransferEncoding => matches!(framing, Framing::Chunked | Framing::Empty),
+            Field::ContentLength => matches!(framing, Framing::Length(_) | Framing::Empty),
+            Field::Location => {
+                if let Some(new) = rewrite
+                    .zip(std::str::from_utf8(h.value).ok())
+                    .and_then(|(r, loc)| local_location(loc, r.upstream, r.info, r.prefix))
+                    .filter(|new| http::HeaderValue::from_str(new).is_ok())
+                {
+                    put(dhead, &[b"location: ", new.as_bytes(), b"\r\n"]);
+                    continue;
+                }
+                true
+            }
+            Field::Connection | Field::Upgrade | Field::ProxyAuthorization | Field::HopByHop => {
+                false
+            }
+            _ => !(connection_names && named_in_connection(parsed.headers, h.name)),
+        };
+        if keep {
+            put(dhead, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
+        }
+    }
     Ok(RespHead {
         len,
         status,
@@ -973,8 +962,8 @@ struct Fields<'b> {
 
 impl<'b> Fields<'b> {
     /// Note one field; `None` when the request is hyper's to serve.
-    fn note(&mut self, h: &httparse::Header<'b>) -> Option<()> {
-        match classify(h.name) {
+    fn note(&mut self, kind: Field, h: &httparse::Header<'b>) -> Option<()> {
+        match kind {
             Field::ContentLength => {
                 if self.content_length.is_some() {
                     return None;
@@ -1109,6 +1098,24 @@ fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
         pq if pq.starts_with('/') => Some((Some(authority), pq)),
         _ => None,
     }
+}
+
+/// Where a request head ends: just past its first empty line (CRLF CRLF, or the bare LFs
+/// httparse also accepts). A buffer starting with empty lines is `plan`'s to refuse.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+        let nl = from + p;
+        match buf.get(nl + 1..nl + 3) {
+            Some([b'\n', _]) => return Some(nl + 2),
+            Some(b"\r\n") => return Some(nl + 3),
+            Some(_) => {}
+            None if buf.get(nl + 1) == Some(&b'\n') => return Some(nl + 2),
+            None => return None,
+        }
+        from = nl + 1;
+    }
+    None
 }
 
 /// A three-digit status code as ASCII.
@@ -1344,6 +1351,16 @@ mod tests {
         ] {
             assert_eq!(ends(&[bad]), Err(()), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn head_ends_at_the_first_empty_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nNEXT"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nNEXT"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\n"), None);
+        assert_eq!(head_end(b""), None);
     }
 
     #[test]
