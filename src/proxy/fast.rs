@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use super::MAX_HEADER_BYTES;
 use super::error::{ErrorKind, ProxyError};
 use super::listener::ListenerInfo;
 use super::route::{ProviderRoute, Role, Target};
@@ -40,20 +41,20 @@ use super::service::{
     ConnCtx, ListenerState, REPLAY_BODY_LIMIT, Shared, access_enabled, access_line, check_own_host,
     connect_error, local_location,
 };
-use super::upstream::{Stream, UpstreamKey};
+use super::upstream::{Stream, UpstreamKey, still_open};
 use crate::config::Preset;
 use crate::credential::Credential;
 
 /// More request fields than this: hyper's turn (it allows 256).
 const MAX_REQUEST_HEADERS: usize = 64;
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// A head still incomplete after this many reads is a slow client: hyper's turn.
-const MAX_HEAD_READS: u32 = 4;
 /// Upstream response heads over this are refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Bodies are copied through a buffer of up to this size.
 const STREAM_BUF: usize = 64 * 1024;
 const READ_RESERVE: usize = 4096;
+/// A connection's buffers that grew past this (a large head or body) are shrunk after it.
+const KEEP_CAPACITY: usize = 128 * 1024;
 const VIA: &[u8] = b"via: 1.1 credproxy\r\n";
 
 /// How a connection's fast path ended.
@@ -104,6 +105,8 @@ struct Plan<'s> {
     len: usize,
     body: usize,
     head_method: bool,
+    /// RFC 9110 §9.2.2: may be sent again when a reused connection closed without answering.
+    idempotent: bool,
     close: bool,
     access: Option<(String, String, String)>,
 }
@@ -125,6 +128,17 @@ struct RespHead {
     framing: Framing,
     /// The upstream connection can carry another request after this response.
     reusable: bool,
+}
+
+/// A 401's body, read whole or not.
+enum Whole {
+    /// All there; `exact`: nothing after it (the connection can carry the replay).
+    Read {
+        exact: bool,
+    },
+    TooBig,
+    Failed,
+    TimedOut,
 }
 
 /// A request head: the parse, or why there is none.
@@ -189,15 +203,25 @@ impl Fast {
     where
         I: AsyncRead + Unpin,
     {
-        let mut reads = 0;
+        // Where the search for the end of the head resumes: each byte is looked at about once,
+        // however slowly the head trickles in.
+        let mut scanned = 0;
         loop {
             // Only the end of the head is looked for here; `plan` parses it.
-            if let Some(end) = head_end(&self.buf) {
-                return Head::Complete(end);
+            if let Some(end) = head_end(&self.buf[scanned..]) {
+                let end = scanned + end;
+                return if end <= MAX_HEADER_BYTES {
+                    Head::Complete(end)
+                } else {
+                    Head::Fallback
+                };
             }
-            if reads >= MAX_HEAD_READS {
+            if self.buf.len() > MAX_HEADER_BYTES {
+                // Too big: hyper answers 431.
                 return Head::Fallback;
             }
+            // A line feed in the last two bytes is looked at again with what follows it.
+            scanned = self.buf.len().saturating_sub(2);
             reserve(&mut self.buf, READ_RESERVE);
             let idle = self.buf.is_empty();
             tokio::select! {
@@ -211,9 +235,6 @@ impl Fast {
                     return Head::Closed;
                 }
                 _ = cancelled.as_mut(), if idle => return Head::Closed,
-            }
-            if !idle {
-                reads += 1;
             }
         }
     }
@@ -260,12 +281,16 @@ impl Fast {
         };
         let (status, next, blame) = match result {
             Ok(resp) => {
-                let close = plan.close || cancel.is_cancelled() || resp.framing == Framing::Close;
+                let close = plan.close || cancel.is_cancelled();
                 let status = resp.status;
                 let next = match self.forward(io, resp, close).await {
                     Ok(()) if close => Next::Close,
                     Ok(()) => Next::KeepAlive,
-                    Err(Broken) => Next::Close,
+                    Err(Broken) => {
+                        // The response was cut short: the upstream connection may be mid-body.
+                        self.up = None;
+                        Next::Close
+                    }
                 };
                 (status, next, None)
             }
@@ -293,6 +318,11 @@ impl Fast {
             self.buf.clear();
         } else {
             self.buf.drain(..plan.len);
+        }
+        for buf in [&mut self.buf, &mut self.out, &mut self.ubuf] {
+            if buf.capacity() > KEEP_CAPACITY && buf.len() <= KEEP_CAPACITY / 2 {
+                buf.shrink_to(KEEP_CAPACITY / 2);
+            }
         }
         next
     }
@@ -372,7 +402,7 @@ impl Fast {
         let creds = credential.headers();
         for (h, kind) in req.headers.iter().zip(kinds) {
             let skip = match kind {
-                Field::Other | Field::Location | Field::ContentLength | Field::Expect => {
+                Field::Other | Field::Location | Field::Expect => {
                     creds
                         .iter()
                         .any(|(n, _)| n.as_str().eq_ignore_ascii_case(h.name))
@@ -384,6 +414,14 @@ impl Fast {
             if !skip {
                 put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
             }
+        }
+        if let Some(n) = fields.content_length {
+            // Written from the value the body was read by (the client's field may have been
+            // named in its `Connection`: dropping it would let the body pass as a request).
+            put(
+                out,
+                &[b"content-length: ", n.to_string().as_bytes(), b"\r\n"],
+            );
         }
         for (name, value) in creds {
             put(
@@ -423,6 +461,10 @@ impl Fast {
             len: head + body,
             body,
             head_method: method == "HEAD",
+            idempotent: matches!(
+                method,
+                "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+            ),
             close: fields.close,
             access,
         })
@@ -464,12 +506,25 @@ impl Fast {
             )
         };
         for attempt in 0..2 {
-            if !self.up.as_ref().is_some_and(|u| u.key == *key) {
+            // The connection kept from the last request: an upstream that closed it, or wrote
+            // to it unasked, while it was idle is not sent another request.
+            if let Some(conn) = self.up.as_mut() {
+                if conn.key != *key {
+                    self.park(&ctx.pool);
+                } else if !still_open(&mut conn.stream).await {
+                    self.up = None;
+                }
+            }
+            if self.up.is_none() {
                 tokio::select! {
                     biased;
                     r = self.checkout(ctx, shared, key) => match r {
                         Ok(true) => {}
-                        Ok(false) => return Ok(None),
+                        Ok(false) if attempt == 0 => return Ok(None),
+                        Ok(false) => return Err(ProxyError::new(
+                            ErrorKind::UpstreamProtocol,
+                            format!("{} switched to HTTP/2 while a request was retried", up.origin()),
+                        )),
                         Err(e) => return Err(connect_error(up, e)),
                     },
                     () = timer.as_mut() => return Err(timeout("accept a connection")),
@@ -500,8 +555,15 @@ impl Fast {
             };
             match outcome {
                 Ok(head) => return Ok(Some(head)),
-                Err(HeadError::Io(e)) if reused && attempt == 0 && self.ubuf.is_empty() => {
+                // The keep-alive race: the upstream closed a reused connection as the request
+                // went out. Sent again when nothing of it was written, or when nothing at all
+                // came back and sending it twice is harmless.
+                Err(HeadError::Unsent(e)) if reused && attempt == 0 => {
                     tracing::debug!(error = %e, "reused upstream connection was closed; retrying on a new one");
+                    self.up = None;
+                }
+                Err(HeadError::Unanswered(e)) if reused && attempt == 0 && plan.idempotent => {
+                    tracing::debug!(error = %e, "reused upstream connection closed without answering; retrying on a new one");
                     self.up = None;
                 }
                 Err(e) => {
@@ -570,9 +632,28 @@ impl Fast {
             return Ok(resp);
         }
         tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
-        if !self.read_whole_body(&resp).await {
-            return Ok(resp);
-        }
+        let origin = provider.upstream.origin();
+        let exact = match self.read_whole_body(&resp, timer.as_mut()).await {
+            Whole::Read { exact } => exact,
+            Whole::TooBig => return Ok(resp),
+            Whole::Failed => {
+                self.up = None;
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamUnreachable,
+                    format!("{origin} failed while sending a 401"),
+                ));
+            }
+            Whole::TimedOut => {
+                self.up = None;
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "{origin} did not finish its 401 within {:?}",
+                        shared.response_timeout
+                    ),
+                ));
+            }
+        };
         let Some(fresh) = route
             .reader
             .wait_newer(plan.credential.generation, provider.wait_for_token)
@@ -581,7 +662,7 @@ impl Fast {
             return Ok(resp);
         };
         // The 401 is dropped; its connection stays if it can carry the replay.
-        if !resp.reusable {
+        if !(resp.reusable && exact) {
             self.up = None;
         }
         let head = plan.len - plan.body;
@@ -603,39 +684,49 @@ impl Fast {
         }
     }
 
-    /// Read the rest of a small body into `ubuf` (for a 401 that may be replaced by a replay).
-    /// `false` when it is too big or only ends with the connection.
-    async fn read_whole_body(&mut self, resp: &RespHead) -> bool {
+    /// Read the rest of a small body into `ubuf` (for a 401 that may be replaced by a replay),
+    /// within the response deadline.
+    async fn read_whole_body(&mut self, resp: &RespHead, mut timer: Pin<&mut Sleep>) -> Whole {
         let Some(up) = self.up.as_mut() else {
-            return false;
+            return Whole::Failed;
         };
         let limit = resp.len + REPLAY_BODY_LIMIT as usize;
         let mut chunked = ChunkedEnd::default();
         let mut fed = resp.len;
         loop {
-            let done = match resp.framing {
-                Framing::Empty => true,
-                Framing::Length(n) => (self.ubuf.len() - resp.len) as u64 >= n,
+            // Where the body ends in `ubuf`, once it is all there.
+            let end = match resp.framing {
+                Framing::Empty => Some(resp.len),
+                Framing::Length(n) => {
+                    let want = resp.len as u64 + n;
+                    (self.ubuf.len() as u64 >= want).then_some(want as usize)
+                }
                 Framing::Chunked => match chunked.feed(&self.ubuf[fed..]) {
-                    Ok(Some(_)) => true,
+                    Ok(Some(n)) => Some(fed + n),
                     Ok(None) => {
                         fed = self.ubuf.len();
-                        false
+                        None
                     }
-                    Err(()) => return false,
+                    Err(()) => return Whole::Failed,
                 },
-                Framing::Close => return false,
+                Framing::Close => return Whole::TooBig,
             };
-            if done {
-                return true;
+            if let Some(end) = end {
+                return Whole::Read {
+                    exact: end == self.ubuf.len(),
+                };
             }
             if self.ubuf.len() >= limit {
-                return false;
+                return Whole::TooBig;
             }
             reserve(&mut self.ubuf, READ_RESERVE);
-            match up.stream.read_buf(&mut self.ubuf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
+            tokio::select! {
+                biased;
+                r = up.stream.read_buf(&mut self.ubuf) => match r {
+                    Ok(0) | Err(_) => return Whole::Failed,
+                    Ok(_) => {}
+                },
+                () = timer.as_mut() => return Whole::TimedOut,
             }
         }
     }
@@ -653,6 +744,8 @@ impl Fast {
         self.out.extend_from_slice(b"\r\n");
         let mut reusable = resp.reusable;
         let body = &self.ubuf[resp.len..];
+        // A body that ends with the connection goes on chunked.
+        let rechunk = resp.framing == Framing::Close;
         // How much of what was read belongs to this response's body.
         let mut chunked = ChunkedEnd::default();
         let (first, mut remaining) = match resp.framing {
@@ -664,7 +757,8 @@ impl Fast {
             Framing::Chunked => match chunked.feed(body) {
                 Ok(Some(end)) => (end, Some(0)),
                 Ok(None) => (body.len(), None),
-                Err(()) => (body.len(), None),
+                // Malformed: none of it goes on, and the connection ends.
+                Err(()) => return Err(Broken),
             },
             Framing::Close => (body.len(), None),
         };
@@ -672,7 +766,11 @@ impl Fast {
             // The upstream sent more than one response's worth: don't trust its framing again.
             reusable = false;
         }
-        self.out.extend_from_slice(&body[..first]);
+        if rechunk {
+            put_chunk(&mut self.out, &body[..first]);
+        } else {
+            self.out.extend_from_slice(&body[..first]);
+        }
         write_all(io, &self.out).await?;
         // The rest of the body, as it comes.
         while remaining != Some(0) {
@@ -685,21 +783,18 @@ impl Fast {
                 None => STREAM_BUF,
             };
             reserve(&mut self.ubuf, want);
-            // A read error ends the body like an early close: cut short.
-            let n: usize = up
+            // A read error (a TLS connection cut without close_notify too) cuts the body short.
+            let n = up
                 .stream
                 .read_buf(&mut (&mut self.ubuf).limit(want))
                 .await
-                .unwrap_or_default();
+                .map_err(|_| Broken)?;
             if n == 0 {
+                if !rechunk {
+                    return Err(Broken);
+                }
                 self.up = None;
-                return match resp.framing {
-                    Framing::Close => {
-                        let _ = io.flush().await;
-                        Ok(())
-                    }
-                    _ => Err(Broken),
-                };
+                return write_all(io, b"0\r\n\r\n").await;
             }
             let take = match (&mut remaining, resp.framing) {
                 (Some(r), _) => {
@@ -713,15 +808,17 @@ impl Fast {
                         end
                     }
                     Ok(None) => n,
-                    Err(()) => {
-                        write_all(io, &self.ubuf).await?;
-                        self.up = None;
-                        return Err(Broken);
-                    }
+                    Err(()) => return Err(Broken),
                 },
                 (None, _) => n,
             };
-            write_all(io, &self.ubuf[..take]).await?;
+            if rechunk {
+                self.out.clear();
+                put_chunk(&mut self.out, &self.ubuf[..take]);
+                write_all(io, &self.out).await?;
+            } else {
+                write_all(io, &self.ubuf[..take]).await?;
+            }
         }
         if !reusable {
             self.up = None;
@@ -791,8 +888,10 @@ async fn exchange_head(
     head_method: bool,
     rewrite: Option<Rewrite<'_>>,
 ) -> Result<RespHead, HeadError> {
-    stream.write_all(out).await.map_err(HeadError::Io)?;
-    stream.flush().await.map_err(HeadError::Io)?;
+    stream.write_all(out).await.map_err(HeadError::Unsent)?;
+    stream.flush().await.map_err(HeadError::Unsent)?;
+    // Anything received, interim responses included, rules out sending the request again.
+    let mut received = false;
     loop {
         if !ubuf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -814,16 +913,22 @@ async fn exchange_head(
             }
         }
         reserve(ubuf, READ_RESERVE * 2);
-        match stream.read_buf(ubuf).await {
-            Ok(0) => {
-                return Err(HeadError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                )));
+        let failed = match stream.read_buf(ubuf).await {
+            Ok(0) => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ),
+            Ok(_) => {
+                received = true;
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => return Err(HeadError::Io(e)),
-        }
+            Err(e) => e,
+        };
+        return Err(if received {
+            HeadError::Io(failed)
+        } else {
+            HeadError::Unanswered(failed)
+        });
     }
 }
 
@@ -839,6 +944,9 @@ fn response_head(
     let status = parsed.code.unwrap_or(0);
     if status == 101 {
         return Err(HeadError::Protocol("it switched protocols unasked"));
+    }
+    if status < 100 {
+        return Err(HeadError::Protocol("its status code is below 100"));
     }
     let mut length: Option<u64> = None;
     let mut chunked = None;
@@ -857,6 +965,9 @@ fn response_head(
                 length = Some(n);
             }
             Field::TransferEncoding => {
+                if parsed.version != Some(1) {
+                    return Err(HeadError::Protocol("it sent Transfer-Encoding in HTTP/1.0"));
+                }
                 let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
@@ -921,6 +1032,10 @@ fn response_head(
             put(dhead, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
         }
     }
+    if framing == Framing::Close {
+        // Re-framed for the client, so its connection lives on and a cut-short body shows.
+        dhead.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
     Ok(RespHead {
         len,
         status,
@@ -930,6 +1045,11 @@ fn response_head(
 }
 
 enum HeadError {
+    /// Writing the request failed: the upstream did not get all of it.
+    Unsent(std::io::Error),
+    /// The request went out and the connection ended before a byte of an answer came back.
+    Unanswered(std::io::Error),
+    /// The connection failed during the answer's head.
     Io(std::io::Error),
     Protocol(&'static str),
 }
@@ -937,7 +1057,7 @@ enum HeadError {
 impl HeadError {
     fn into_proxy_error(self, origin: &str) -> ProxyError {
         match self {
-            HeadError::Io(e) => ProxyError::new(
+            HeadError::Unsent(e) | HeadError::Unanswered(e) | HeadError::Io(e) => ProxyError::new(
                 ErrorKind::UpstreamUnreachable,
                 format!("{origin} failed: {e}"),
             ),
@@ -1072,9 +1192,10 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// A request target byte the fast path passes on: visible ASCII.
+/// A request target byte the fast path passes on: visible ASCII, and no fragment (hyper drops
+/// it; a fragment never goes on the wire).
 fn is_target_byte(b: u8) -> bool {
-    b.is_ascii_graphic()
+    b.is_ascii_graphic() && b != b'#'
 }
 
 /// `(authority, path-and-query)` of an origin-form or `http://` absolute-form target.
@@ -1128,6 +1249,16 @@ fn itoa3(code: u16) -> [u8; 3] {
     ]
 }
 
+/// `data` as one chunk of a chunked body (nothing for no data: an empty chunk would end it).
+fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.is_empty() {
+        put(
+            out,
+            &[format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"],
+        );
+    }
+}
+
 fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
     for p in parts {
         out.extend_from_slice(p);
@@ -1164,6 +1295,8 @@ enum ChunkState {
     DataEnd(u8),
     Trailer,
     Done,
+    /// Malformed: stays so.
+    Failed,
 }
 
 /// Longest chunk-size or trailer line followed.
@@ -1172,6 +1305,17 @@ const MAX_CHUNK_LINE: usize = 8 * 1024;
 impl ChunkedEnd {
     /// Feed the next bytes; `Ok(Some(n))`: the body ends after the first `n` of them.
     fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
+        let result = self.follow(bytes);
+        if result.is_err() {
+            self.state = ChunkState::Failed;
+        }
+        result
+    }
+
+    fn follow(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
+        if let ChunkState::Failed = self.state {
+            return Err(());
+        }
         let mut i = 0;
         while i < bytes.len() {
             match self.state {
@@ -1190,6 +1334,8 @@ impl ChunkedEnd {
                         continue;
                     }
                     self.state = match self.state {
+                        // (httparse reads an empty line as size 0.)
+                        ChunkState::Size if !self.line[0].is_ascii_hexdigit() => return Err(()),
                         ChunkState::Size => match httparse::parse_chunk_size(&self.line) {
                             Ok(httparse::Status::Complete((_, 0))) => ChunkState::Trailer,
                             Ok(httparse::Status::Complete((_, n))) => ChunkState::Data(n),
@@ -1226,6 +1372,7 @@ impl ChunkedEnd {
                     };
                 }
                 ChunkState::Done => return Ok(Some(i)),
+                ChunkState::Failed => return Err(()),
             }
         }
         Ok(matches!(self.state, ChunkState::Done).then_some(i))

@@ -256,6 +256,18 @@ struct ParkedStream {
     since: Instant,
 }
 
+/// Whether an idle connection is still usable: nothing to read (an upstream that closed it, or
+/// wrote to it unasked, makes it readable). Costs no system call when the socket has not become
+/// readable since the last read.
+pub async fn still_open(stream: &mut Stream) -> bool {
+    std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        Poll::Ready(Pin::new(&mut *stream).poll_read(cx, &mut buf).is_pending())
+    })
+    .await
+}
+
 /// Idle connections between downstream connections, and shared HTTP/2 connections.
 pub struct Pool {
     idle: Mutex<HashMap<UpstreamKey, Vec<Parked>>>,
@@ -357,13 +369,7 @@ impl Pool {
                     }
                 }
             };
-            let open = std::future::poll_fn(|cx| {
-                let mut byte = [0u8; 1];
-                let mut buf = ReadBuf::new(&mut byte);
-                Poll::Ready(Pin::new(&mut stream).poll_read(cx, &mut buf).is_pending())
-            })
-            .await;
-            if open {
+            if still_open(&mut stream).await {
                 return Some(stream);
             }
         }
