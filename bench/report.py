@@ -264,7 +264,8 @@ def render(summary, machine, params, out_path):
     ws = warnings(summary)
     if ws:
         parts += ["", "Warnings:"] + [f"- {w}" for w in ws]
-    if "credproxy" not in summary.get("c64", {}):
+    if not any("credproxy" in figures for case, figures in summary.items()
+               if isinstance(figures, dict) and case != "refresh"):
         parts += ["", "credproxy: not measured in this run (no binary, or `credproxy run` did not "
                       "start; see the run's log)."]
     return "\n".join(parts)

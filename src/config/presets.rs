@@ -182,6 +182,28 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
                 );
                 continue;
             }
+            if matches!(
+                name_.as_str(),
+                "content-length"
+                    | "transfer-encoding"
+                    | "connection"
+                    | "keep-alive"
+                    | "proxy-connection"
+                    | "te"
+                    | "trailer"
+                    | "upgrade"
+                    | "expect"
+                    | "proxy-authorization"
+                    | "proxy-authenticate"
+            ) {
+                ctx.err(
+                    span,
+                    &k,
+                    "this header frames the message or belongs to one connection, and credproxy \
+                     manages it; remove it from headers",
+                );
+                continue;
+            }
             if let Some(secret) = ctx.secret(hv, &k)
                 && let Some(v) = ctx.header_value(&secret, span, &k)
             {

@@ -177,6 +177,15 @@ impl ProxyError {
 
     /// The response: JSON body, `Proxy-Status`, and the headers the status calls for.
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, headers, body) = self.into_parts();
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// The response's status, headers and body (for writers that are not hyper).
+    pub fn into_parts(self) -> (StatusCode, http::HeaderMap, Bytes) {
         let (status, code, rfc9209, _) = self.kind.parts();
         let body = serde_json::to_vec(&Body {
             error: code,
@@ -197,9 +206,8 @@ impl ProxyError {
             }
         }
         let proxy_status = format!("credproxy; error={rfc9209}; details=\"{details}\"");
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
+        let mut headers = http::HeaderMap::new();
+        let h = &mut headers;
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -221,7 +229,7 @@ impl ProxyError {
                 HeaderValue::from_static("Basic realm=\"credproxy\", Bearer realm=\"credproxy\""),
             );
         }
-        resp
+        (status, headers, Bytes::from(body))
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fast::{Exit, Fast, Rewind};
 use super::framing::Guard;
 use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
 use super::route::Role;
@@ -175,13 +176,29 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = cell.load().info.header_timeout;
     let ctx = Arc::new(ConnCtx {
         cell,
         pool,
         peer,
         slot: LocalSlot::default(),
     });
+    // The common requests take the fast path; the first one it does not serve hands the
+    // connection, from that request on, to hyper (`fast.rs`).
+    let mut io = io;
+    let mut fast = Fast::default();
+    match fast.run(&mut io, &ctx, &cancel).await {
+        Exit::Closed => {
+            fast.park(&ctx.pool);
+            return;
+        }
+        Exit::Fallback => {}
+    }
+    let (leftover, up) = fast.into_parts();
+    if let Some((key, stream)) = up {
+        ctx.slot.adopt(key, stream).await;
+    }
+    let io = Rewind::new(leftover, io);
+    let header_timeout = ctx.cell.load().info.header_timeout;
     let svc = {
         let ctx = ctx.clone();
         service_fn(move |req| handle(ctx.clone(), req))

@@ -108,6 +108,19 @@ impl Router {
         host_header: Option<&'u str>,
     ) -> Target<'r, 'u> {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = uri.authority().map(|a| a.as_str());
+        self.route_parts(role, authority, path_and_query, host_header)
+    }
+
+    /// [`Router::route`] for a request target already split into its authority (absolute form)
+    /// and its path and query.
+    pub fn route_parts<'r, 'u>(
+        &'r self,
+        role: &Role,
+        authority: Option<&str>,
+        path_and_query: &'u str,
+        host_header: Option<&'u str>,
+    ) -> Target<'r, 'u> {
         if let Role::Route(index) = role {
             return Target::Provider {
                 index: *index,
@@ -116,8 +129,8 @@ impl Router {
             };
         }
         // Absolute form: the client treats us as its HTTP proxy.
-        if let Some(authority) = uri.authority() {
-            return self.by_authority(authority.as_str(), path_and_query);
+        if let Some(authority) = authority {
+            return self.by_authority(authority, path_and_query);
         }
         for (prefix, index) in &self.prefixes {
             if let Some(rest) = path_and_query.strip_prefix(prefix.as_str())

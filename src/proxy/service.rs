@@ -21,7 +21,7 @@ use crate::config::{Preset, Upstream};
 use crate::credential::{Credential, Unavailable};
 
 /// A request body up to this size is kept so the request can be replayed after a 401.
-const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
+pub(super) const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Everything the request path needs, shared by all connections.
 pub struct Shared {
@@ -87,7 +87,7 @@ pub async fn handle(
     let _inflight = ctx.shared.metrics.inflight();
     // The access line's fields are copied only when the line will be written: with the level
     // above info (as benchmarks run) a request allocates nothing for logging.
-    let access = tracing::enabled!(target: "credproxy::access", tracing::Level::INFO).then(|| {
+    let access = access_enabled().then(|| {
         (
             req.method().clone(),
             request_host(&req).unwrap_or_default(),
@@ -109,18 +109,44 @@ pub async fn handle(
     };
     ctx.shared.metrics.request(outcome.index, resp.status());
     if let Some((method, host, path)) = access {
-        tracing::info!(
-            target: "credproxy::access",
-            method = %method,
-            host = %host,
-            path = %path,
-            status = resp.status().as_u16(),
-            duration_ms = (start.elapsed().as_micros() as f64) / 1000.0,
-            provider = outcome.provider.unwrap_or("-"),
-            fault = outcome.blame.map_or("-", Blame::as_str),
+        access_line(
+            method.as_str(),
+            &host,
+            &path,
+            resp.status().as_u16(),
+            start,
+            outcome.provider,
+            outcome.blame,
         );
     }
     Ok(resp)
+}
+
+/// Whether the per-request access line is on (`credproxy::access` at info).
+pub(super) fn access_enabled() -> bool {
+    tracing::enabled!(target: "credproxy::access", tracing::Level::INFO)
+}
+
+/// The per-request access line.
+pub(super) fn access_line(
+    method: &str,
+    host: &str,
+    path: &str,
+    status: u16,
+    start: Instant,
+    provider: Option<&str>,
+    blame: Option<Blame>,
+) {
+    tracing::info!(
+        target: "credproxy::access",
+        method = %method,
+        host = %host,
+        path = %path,
+        status,
+        duration_ms = (start.elapsed().as_micros() as f64) / 1000.0,
+        provider = provider.unwrap_or("-"),
+        fault = blame.map_or("-", Blame::as_str),
+    );
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {
@@ -187,7 +213,7 @@ async fn proxy<'a>(
     outcome.provider = Some(ctx.shared.router.providers[index].config.name.as_str());
     outcome.index = Some(index);
     if ctx.info.loopback && ctx.info.role != Role::Main || prefix.is_some() {
-        check_own_host(ctx, route, host_header)?;
+        check_own_host(ctx.info, route, host_header)?;
     }
     // Phase 4: browser check.
     check_browser(&req, Some(provider))?;
@@ -423,7 +449,7 @@ async fn send(
     ))
 }
 
-fn connect_error(up: &Upstream, e: super::upstream::ConnectError) -> ProxyError {
+pub(super) fn connect_error(up: &Upstream, e: super::upstream::ConnectError) -> ProxyError {
     use super::upstream::ConnectError as C;
     let kind = match &e {
         C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
@@ -660,8 +686,8 @@ fn check_browser(
 
 /// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
 /// a web page that rebinds a DNS name to 127.0.0.1 sends its own name and is refused.
-fn check_own_host(
-    ctx: &ReqCtx<'_>,
+pub(super) fn check_own_host(
+    info: &ListenerInfo,
     route: &ProviderRoute,
     host: Option<&str>,
 ) -> Result<(), ProxyError> {
@@ -676,7 +702,7 @@ fn check_own_host(
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !ctx.info.loopback {
+    if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !info.loopback {
         return Ok(());
     }
     Err(ProxyError::new(
@@ -699,21 +725,28 @@ fn rewrite_location(
     let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let origin = up.origin();
-    let Some(rest) = strip_prefix_ignore_case(loc, &origin) else {
-        return;
-    };
-    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
-    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-        return;
-    }
-    let Some(local) = &info.local_origin else {
-        return;
-    };
-    let new = format!("{local}{}{rest}", prefix.unwrap_or(""));
-    if let Ok(v) = HeaderValue::from_str(&new) {
+    if let Some(new) = local_location(loc, up, info, prefix)
+        && let Ok(v) = HeaderValue::from_str(&new)
+    {
         headers.insert(header::LOCATION, v);
     }
+}
+
+/// `loc` pointing back at this listener, when it points at the upstream (base-URL routes).
+pub(super) fn local_location(
+    loc: &str,
+    up: &Upstream,
+    info: &ListenerInfo,
+    prefix: Option<&str>,
+) -> Option<String> {
+    let origin = up.origin();
+    let rest = strip_prefix_ignore_case(loc, &origin)?;
+    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    let local = info.local_origin.as_ref()?;
+    Some(format!("{local}{}{rest}", prefix.unwrap_or("")))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

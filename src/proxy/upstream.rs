@@ -165,6 +165,46 @@ impl Connector {
     }
 
     pub async fn connect(&self, key: &UpstreamKey) -> Result<Fresh, ConnectError> {
+        let (stream, h2) = self.connect_stream(key).await?;
+        if h2 {
+            return Ok(Fresh::H2(self.handshake_h2(key, stream).await?));
+        }
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                host: key.host.clone(),
+                source,
+            })?;
+        Ok(Fresh::H1(sender, Box::pin(conn)))
+    }
+
+    /// Start HTTP/2 on a stream whose ALPN chose `h2`; the connection is driven by a task of its
+    /// own.
+    pub async fn handshake_h2(
+        &self,
+        key: &UpstreamKey,
+        stream: Stream,
+    ) -> Result<H2Sender, ConnectError> {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                host: key.host.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection closed");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A connected stream (TCP, then TLS for `https` upstreams), and whether ALPN chose `h2`.
+    pub async fn connect_stream(&self, key: &UpstreamKey) -> Result<(Stream, bool), ConnectError> {
         let timeout = self.connect_timeout;
         let timed_out = || ConnectError::Timeout {
             host: key.host.clone(),
@@ -200,31 +240,7 @@ impl Connector {
         } else {
             (Stream::Plain { tcp }, false)
         };
-        let io = TokioIo::new(stream);
-        let handshake_err = |source| ConnectError::Handshake {
-            host: key.host.clone(),
-            source,
-        };
-        if h2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .handshake(io)
-                .await
-                .map_err(handshake_err)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream h2 connection closed");
-                }
-            });
-            Ok(Fresh::H2(sender))
-        } else {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(handshake_err)?;
-            Ok(Fresh::H1(sender, Box::pin(conn)))
-        }
+        Ok((stream, h2))
     }
 }
 
@@ -234,9 +250,28 @@ struct Parked {
     since: Instant,
 }
 
+/// An idle upstream connection of the HTTP/1.1 fast path (`fast.rs`): just the stream.
+struct ParkedStream {
+    stream: Stream,
+    since: Instant,
+}
+
+/// Whether an idle connection is still usable: nothing to read (an upstream that closed it, or
+/// wrote to it unasked, makes it readable). Costs no system call when the socket has not become
+/// readable since the last read.
+pub async fn still_open(stream: &mut Stream) -> bool {
+    std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        Poll::Ready(Pin::new(&mut *stream).poll_read(cx, &mut buf).is_pending())
+    })
+    .await
+}
+
 /// Idle connections between downstream connections, and shared HTTP/2 connections.
 pub struct Pool {
     idle: Mutex<HashMap<UpstreamKey, Vec<Parked>>>,
+    streams: Mutex<HashMap<UpstreamKey, Vec<ParkedStream>>>,
     h2: Mutex<HashMap<UpstreamKey, H2Sender>>,
     idle_timeout: Duration,
     max_idle_per_key: usize,
@@ -246,6 +281,7 @@ impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
         Pool {
             idle: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             idle_timeout,
             max_idle_per_key: 256,
@@ -295,8 +331,48 @@ impl Pool {
             evicted += before - list.len();
             !list.is_empty()
         });
+        let mut streams = self.streams.lock();
+        streams.retain(|_, list| {
+            let before = list.len();
+            list.retain(|p| now.saturating_duration_since(p.since) < self.idle_timeout);
+            evicted += before - list.len();
+            !list.is_empty()
+        });
+        drop(streams);
         self.h2.lock().retain(|_, s| !s.is_closed());
         evicted
+    }
+
+    /// Park an idle fast-path stream (its last response read to the end, nothing unread).
+    pub fn park_stream(&self, key: UpstreamKey, stream: Stream) {
+        let now = Instant::now();
+        let mut streams = self.streams.lock();
+        let list = streams.entry(key).or_default();
+        list.retain(|p| now.saturating_duration_since(p.since) < self.idle_timeout);
+        if list.len() < self.max_idle_per_key {
+            list.push(ParkedStream { stream, since: now });
+        }
+    }
+
+    /// A parked fast-path stream to `key` that is still open: one the upstream closed (or wrote
+    /// to, which it must not do unasked) while it was parked is dropped.
+    pub async fn take_stream(&self, key: &UpstreamKey) -> Option<Stream> {
+        loop {
+            let mut stream = {
+                let now = Instant::now();
+                let mut streams = self.streams.lock();
+                let list = streams.get_mut(key)?;
+                loop {
+                    let p = list.pop()?;
+                    if now.saturating_duration_since(p.since) < self.idle_timeout {
+                        break p.stream;
+                    }
+                }
+            };
+            if still_open(&mut stream).await {
+                return Some(stream);
+            }
+        }
     }
 
     pub fn h2(&self, key: &UpstreamKey) -> Option<H2Sender> {
@@ -402,6 +478,15 @@ impl LocalSlot {
                 pool.put_h2(key.clone(), sender.clone());
                 Ok(Checkout::H2(sender))
             }
+        }
+    }
+
+    /// Take over an idle HTTP/1.1 stream (from the fast path, when hyper takes over its
+    /// downstream connection), so the upstream connection goes on being used.
+    pub async fn adopt(&self, key: UpstreamKey, stream: Stream) {
+        match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+            Ok((sender, conn)) => self.install(key, sender, Box::pin(conn)),
+            Err(e) => tracing::debug!(error = %e, "can't adopt the upstream connection"),
         }
     }
 
