@@ -1,0 +1,161 @@
+//! The fast path's answers downstream: the upstream's response (head, then body by its framing)
+//! or credproxy's own error.
+
+use bytes::BufMut;
+use tokio::io::AsyncReadExt;
+
+use super::*;
+
+impl Fast {
+    /// Write the response head and body downstream.
+    pub(super) async fn forward<I>(
+        &mut self,
+        io: &mut I,
+        resp: RespHead,
+        close: bool,
+    ) -> Result<(), Broken>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.out.clear();
+        put(&mut self.out, &[&self.dhead, VIA]);
+        if close {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        let mut reusable = resp.reusable;
+        let body = &self.ubuf[resp.len..];
+        // A body that ends with the connection goes on chunked.
+        let rechunk = resp.framing == Framing::Close;
+        // How much of what was read belongs to this response's body.
+        let mut chunked = ChunkedEnd::default();
+        let (first, mut remaining) = match resp.framing {
+            Framing::Empty => (0, Some(0)),
+            Framing::Length(n) => {
+                let first = (body.len() as u64).min(n);
+                (first as usize, Some(n - first))
+            }
+            Framing::Chunked => match chunked.feed(body) {
+                Ok(Some(end)) => (end, Some(0)),
+                Ok(None) => (body.len(), None),
+                // Malformed: none of it goes on, and the connection ends.
+                Err(()) => return Err(Broken),
+            },
+            Framing::Close => (body.len(), None),
+        };
+        if first < body.len() {
+            // The upstream sent more than one response's worth: don't trust its framing again.
+            reusable = false;
+        }
+        if rechunk {
+            put_chunk(&mut self.out, &body[..first]);
+        } else {
+            self.out.extend_from_slice(&body[..first]);
+        }
+        write_all(io, &self.out).await?;
+        // The rest of the body, as it comes.
+        while remaining != Some(0) {
+            let Some(up) = self.up.as_mut() else {
+                return Err(Broken);
+            };
+            self.ubuf.clear();
+            let want = match remaining {
+                Some(n) => n.min(STREAM_BUF as u64) as usize,
+                None => STREAM_BUF,
+            };
+            reserve(&mut self.ubuf, want);
+            // A read error (a TLS connection cut without close_notify too) cuts the body short.
+            let n = up
+                .stream
+                .read_buf(&mut (&mut self.ubuf).limit(want))
+                .await
+                .map_err(|_| Broken)?;
+            if n == 0 {
+                if !rechunk {
+                    return Err(Broken);
+                }
+                self.up = None;
+                return write_all(io, b"0\r\n\r\n").await;
+            }
+            let take = match (&mut remaining, resp.framing) {
+                (Some(r), _) => {
+                    *r -= n as u64;
+                    n
+                }
+                (None, Framing::Chunked) => match chunked.feed(&self.ubuf) {
+                    Ok(Some(end)) => {
+                        remaining = Some(0);
+                        reusable &= end == n;
+                        end
+                    }
+                    Ok(None) => n,
+                    Err(()) => return Err(Broken),
+                },
+                (None, _) => n,
+            };
+            if rechunk {
+                self.out.clear();
+                put_chunk(&mut self.out, &self.ubuf[..take]);
+                write_all(io, &self.out).await?;
+            } else {
+                write_all(io, &self.ubuf[..take]).await?;
+            }
+        }
+        if !reusable {
+            self.up = None;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_error<I>(
+        &mut self,
+        io: &mut I,
+        e: ProxyError,
+        head_method: bool,
+    ) -> Result<(), Broken>
+    where
+        I: AsyncWrite + Unpin,
+    {
+        let (status, headers, body) = e.into_parts();
+        let out = &mut self.out;
+        out.clear();
+        put(
+            out,
+            &[
+                b"HTTP/1.1 ",
+                status.as_str().as_bytes(),
+                b" ",
+                status.canonical_reason().unwrap_or("").as_bytes(),
+                b"\r\n",
+            ],
+        );
+        for (name, value) in &headers {
+            put(
+                out,
+                &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"],
+            );
+        }
+        put(
+            out,
+            &[
+                b"content-length: ",
+                body.len().to_string().as_bytes(),
+                b"\r\n\r\n",
+            ],
+        );
+        if !head_method {
+            out.extend_from_slice(&body);
+        }
+        write_all(io, out).await
+    }
+}
+
+/// `data` as one chunk of a chunked body (nothing for no data: an empty chunk would end it).
+pub(super) fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.is_empty() {
+        put(
+            out,
+            &[format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"],
+        );
+    }
+}
