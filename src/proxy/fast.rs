@@ -19,11 +19,20 @@
 //! for good (see `listener.rs`). That covers what needs judgment or machinery: refusals (unknown
 //! hosts, proxy authentication, browser requests; their answers are built in one place), waits
 //! for a credential, `CONNECT`, upgrades, `Expect`, chunked or large request bodies, HTTP/1.0,
-//! HTTP/2 upstreams, malformed or oversized heads (hyper answers 400/431 and the framing guard
-//! sees the bytes), and a head that does not arrive in a few reads (a slow client).
+//! HTTP/2 upstreams, malformed heads and heads over 64 KiB (hyper answers 400/431 and the
+//! framing guard sees the bytes), and a fragment in the target. A slow head stays here, under
+//! the same `header_timeout`.
 //!
 //! Once a request is taken, errors are the fast path's own: upstream failures are answered with
-//! the same JSON errors (`error.rs`); a failure mid-body closes the connection.
+//! the same JSON errors (`error.rs`); a failure mid-body closes the connection. Differences from
+//! the hyper path a client can see, all valid HTTP/1.1: field names and order go on as they came
+//! (hyper lowercases and groups them), no `Date` is added to a response that had none, and a
+//! body that ends with the upstream's connection goes on chunked.
+//!
+//! The parts: `request.rs` decides and writes the upstream head; `send.rs` holds the upstream
+//! connection, sends, reads the answer's head, retries the keep-alive race and applies the 401
+//! rule; `respond.rs` writes the answer downstream; `head.rs` reads fields and response heads;
+//! `chunked.rs` finds where a chunked body ends; `rewind.rs` hands the bytes to hyper.
 
 use std::pin::Pin;
 use std::sync::Arc;
