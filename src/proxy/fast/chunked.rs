@@ -118,6 +118,57 @@ mod tests {
         last
     }
 
+    /// Random chunked bodies (sizes, hex case, extensions, trailers) cut into random reads: the
+    /// end is found at the same byte whatever the cuts.
+    #[test]
+    fn chunked_end_does_not_depend_on_how_reads_cut_the_body() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9112);
+        for _ in 0..2_000 {
+            let mut body = Vec::new();
+            for _ in 0..rng.random_range(0..5) {
+                let n: usize = rng.random_range(1..300);
+                let size = if rng.random() {
+                    format!("{n:x}")
+                } else {
+                    format!("{n:X}")
+                };
+                body.extend_from_slice(size.as_bytes());
+                if rng.random_bool(0.3) {
+                    body.extend_from_slice(b";name=\"v;\\\"x\"");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend((0..n).map(|i| b"\r\n0;"[i % 4]));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            if rng.random_bool(0.3) {
+                body.extend_from_slice(b"x-sum: 1\r\n");
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let mut cuts: Vec<usize> = (0..rng.random_range(0..8))
+                .map(|_| rng.random_range(0..=body.len()))
+                .collect();
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            let mut c = ChunkedEnd::default();
+            let (mut from, mut found) = (0, None);
+            for cut in cuts {
+                match c.feed(&body[from..cut]) {
+                    Ok(None) => from = cut,
+                    Ok(Some(n)) => {
+                        found = Some(from + n);
+                        break;
+                    }
+                    Err(()) => panic!("valid body refused: {:?}", String::from_utf8_lossy(&body)),
+                }
+            }
+            assert_eq!(found, Some(end), "{:?}", String::from_utf8_lossy(&body));
+        }
+    }
+
     #[test]
     fn chunked_end_is_found_across_any_split() {
         let body = b"4;ext=1\r\nRust\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
