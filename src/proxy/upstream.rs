@@ -150,6 +150,13 @@ pub enum Fresh {
     H2(H2Sender),
 }
 
+fn handshake_error(key: &UpstreamKey) -> impl FnOnce(hyper::Error) -> ConnectError + '_ {
+    |source| ConnectError::Handshake {
+        host: key.host.clone(),
+        source,
+    }
+}
+
 /// Makes upstream connections.
 pub struct Connector {
     tls: TlsConnector,
@@ -172,10 +179,7 @@ impl Connector {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                host: key.host.clone(),
-                source,
-            })?;
+            .map_err(handshake_error(key))?;
         Ok(Fresh::H1(sender, Box::pin(conn)))
     }
 
@@ -191,10 +195,7 @@ impl Connector {
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| ConnectError::Handshake {
-                host: key.host.clone(),
-                source,
-            })?;
+            .map_err(handshake_error(key))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection closed");

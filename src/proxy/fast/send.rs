@@ -37,7 +37,7 @@ impl Fast {
         result
     }
 
-    pub(super) async fn send_inner(
+    async fn send_inner(
         &mut self,
         ctx: &ConnCtx,
         shared: &Shared,
