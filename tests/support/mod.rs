@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod server;
 pub mod tls;
 pub mod tokens;
+pub mod wire;
 
 pub mod apicbase;
 pub mod apiv1;
