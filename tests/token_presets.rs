@@ -111,6 +111,38 @@ impl TokenStore for RealTimeStore {
     }
 }
 
+/// A 100 ms ticker (keep it alive), a test CA and a clock: every test's first line.
+fn setup() -> (tokio::task::JoinHandle<()>, TestCa, Clock) {
+    (ticker(), TestCa::new(), Clock::new())
+}
+
+/// The engine's next event is `want`; on failure, prints why the fake refused and the engine's
+/// last error.
+async fn expect_event(e: &mut Engine, fake: &impl Fake, want: &str) {
+    assert_eq!(
+        e.next_event().await,
+        want,
+        "{:?} {:?}",
+        fake.last_rejection(),
+        e.reader.snapshot().last_error
+    );
+}
+
+/// `login_with_code` on real time (outside any store lock), panicking with the fake's refusal.
+async fn login(
+    p: &ProviderConfig,
+    cli: &credproxy::token::EngineContext,
+    fake: &impl Fake,
+    code: &str,
+    redirect: Option<&str>,
+    verifier: Option<&str>,
+) -> StoredToken {
+    let _real_time = inhibit();
+    credproxy::token::login_with_code(p, cli, code, redirect, verifier)
+        .await
+        .unwrap_or_else(|err| panic!("{err:?} {:?}", fake.last_rejection()))
+}
+
 fn secs_left(snap: &credproxy::credential::Snapshot, clock: Clock) -> i64 {
     snap.expires_at_unix.unwrap() - clock.unix_now()
 }
@@ -120,8 +152,7 @@ fn secs_left(snap: &credproxy::credential::Snapshot, clock: Clock) -> i64 {
 /// has expired gets 401 and falls back to the password grant; a 401 storm costs one refresh.
 #[tokio::test(start_paused = true)]
 async fn bace_extends_the_same_token_and_falls_back_when_it_expired() {
-    let _tick = ticker();
-    let (ca, clock) = (TestCa::new(), Clock::new());
+    let (_tick, ca, clock) = setup();
     let fake = BaceFake::start(&ca).await;
     fake.set_token_lifetime(Duration::from_secs(1000));
     let ams = jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap();
@@ -144,22 +175,11 @@ expires_timezone = "Europe/Amsterdam"
     ));
     let store = memory();
     let mut e = engine(&ca, &p, &store, clock);
-    assert_eq!(
-        e.next_event().await,
-        "ok",
-        "{:?} {:?}",
-        fake.last_rejection(),
-        e.reader.snapshot().last_error
-    );
+    expect_event(&mut e, &fake, "ok").await;
     let token = e.token().unwrap();
     assert!(fake.is_valid_token(&token));
 
-    assert_eq!(
-        e.next_event().await,
-        "extended",
-        "{:?}",
-        fake.last_rejection()
-    );
+    expect_event(&mut e, &fake, "extended").await;
     assert_eq!(e.token().unwrap(), token, "the same token lives on");
     let left = secs_left(&e.reader.snapshot(), clock);
     assert!(
@@ -203,8 +223,7 @@ expires_timezone = "Europe/Amsterdam"
 /// the reply leaves out.
 #[tokio::test(start_paused = true)]
 async fn baselime_login_workspaces_and_refresh() {
-    let _tick = ticker();
-    let (ca, clock) = (TestCa::new(), Clock::new());
+    let (_tick, ca, clock) = setup();
     let fake = BaselimeFake::start(&ca).await;
     fake.set_token_lifetime(Duration::from_secs(1000));
     let url = fake.server().ip_url();
@@ -232,11 +251,7 @@ authorize_url = "{url}/oauth/authorize"
         ..CodeGrant::default()
     });
     let (cli, _) = tls_context(&ca, store.clone(), clock);
-    let real_time = inhibit();
-    let t = credproxy::token::login_with_code(&p, &cli, &code, Some(redirect), Some(&verifier))
-        .await
-        .unwrap_or_else(|err| panic!("{err:?} {:?}", fake.last_rejection()));
-    drop(real_time);
+    let t = login(&p, &cli, &fake, &code, Some(redirect), Some(&verifier)).await;
     assert_eq!(fake.workspaces_calls(), 1);
     assert_eq!(t.secrets["apiKey"].expose(), support::baselime::API_KEY);
     assert!(
@@ -253,13 +268,7 @@ authorize_url = "{url}/oauth/authorize"
     );
     assert!(details.contains(&("environmentId".into(), "prod".into())));
     for _ in 0..2 {
-        assert_eq!(
-            e.next_event().await,
-            "ok",
-            "{:?} {:?}",
-            fake.last_rejection(),
-            e.reader.snapshot().last_error
-        );
+        expect_event(&mut e, &fake, "ok").await;
     }
     assert_eq!(
         fake.refresh_grants(),
@@ -280,8 +289,7 @@ authorize_url = "{url}/oauth/authorize"
 /// (refresh works after expiry), not sent back to login.
 #[tokio::test(start_paused = true)]
 async fn apicbase_introspects_and_refreshes_after_expiry() {
-    let _tick = ticker();
-    let (ca, clock) = (TestCa::new(), Clock::new());
+    let (_tick, ca, clock) = setup();
     let fake = ApicbaseFake::start(&ca).await;
     fake.set_token_lifetime(Duration::from_secs(1000));
     fake.set_send_expires_in(false);
@@ -314,11 +322,7 @@ scopes = ["library", "sales"]
     let store = memory();
     let (cli, _) = tls_context(&ca, store.clone(), clock);
     let code = fake.issue_code();
-    let real_time = inhibit();
-    let t = credproxy::token::login_with_code(&p, &cli, &code, Some("http://127.0.0.1:1/cb"), None)
-        .await
-        .unwrap_or_else(|err| panic!("{err:?} {:?}", fake.last_rejection()));
-    drop(real_time);
+    let t = login(&p, &cli, &fake, &code, Some("http://127.0.0.1:1/cb"), None).await;
     assert_eq!(
         fake.introspect_calls(),
         1,
@@ -339,13 +343,7 @@ scopes = ["library", "sales"]
 
     tokio::time::advance(Duration::from_secs(2000)).await;
     let mut e = engine(&ca, &p, &store, clock);
-    assert_eq!(
-        e.next_event().await,
-        "ok",
-        "{:?} {:?}",
-        fake.last_rejection(),
-        e.reader.snapshot().last_error
-    );
+    expect_event(&mut e, &fake, "ok").await;
     assert_eq!(
         (fake.authorization_code_grants(), fake.refresh_grants()),
         (1, 1)
@@ -359,8 +357,7 @@ scopes = ["library", "sales"]
 /// rotating refresh tokens spent once.
 #[tokio::test(start_paused = true)]
 async fn apiv1_password_grant_and_rotation() {
-    let _tick = ticker();
-    let (ca, clock) = (TestCa::new(), Clock::new());
+    let (_tick, ca, clock) = setup();
     let fake = ApiV1Fake::start(&ca).await;
     let url = fake.server().ip_url();
     let p = preset(&format!(
@@ -380,22 +377,10 @@ password = "{}"
         support::apiv1::PASSWORD,
     ));
     let mut e = engine(&ca, &p, &memory(), clock);
-    assert_eq!(
-        e.next_event().await,
-        "ok",
-        "{:?} {:?}",
-        fake.last_rejection(),
-        e.reader.snapshot().last_error
-    );
+    expect_event(&mut e, &fake, "ok").await;
     assert!((secs_left(&e.reader.snapshot(), clock) - 7200).abs() <= 2);
     for _ in 0..3 {
-        assert_eq!(
-            e.next_event().await,
-            "ok",
-            "{:?} {:?}",
-            fake.last_rejection(),
-            e.reader.snapshot().last_error
-        );
+        expect_event(&mut e, &fake, "ok").await;
     }
     assert_eq!((fake.password_grants(), fake.refresh_grants()), (1, 3));
     assert_eq!(fake.refresh_reuse(), 0);
@@ -409,8 +394,7 @@ password = "{}"
 /// injected as a sensitive `x-bv-org-id` beside the Bearer.
 #[tokio::test(start_paused = true)]
 async fn blendvision_api_token_discovers_the_org() {
-    let _tick = ticker();
-    let (ca, clock) = (TestCa::new(), Clock::new());
+    let (_tick, ca, clock) = setup();
     let fake = BlendVisionFake::start(&ca)
         .await
         .with_static_token("bv-console-token");
@@ -424,13 +408,7 @@ org_url = "{url}/bv/org/v1/organizations"
     ));
     let store = memory();
     let mut e = engine(&ca, &p, &store, clock);
-    assert_eq!(
-        e.next_event().await,
-        "ok",
-        "{:?} {:?}",
-        fake.last_rejection(),
-        e.reader.snapshot().last_error
-    );
+    expect_event(&mut e, &fake, "ok").await;
     let c = e.reader.current(Instant::now()).unwrap();
     let headers = c.headers();
     assert_eq!(headers[0].1, "Bearer bv-console-token");
@@ -450,8 +428,7 @@ org_url = "{url}/bv/org/v1/organizations"
 /// token with an `expired_date`, and mint the next one before that date.
 #[tokio::test(start_paused = true)]
 async fn blendvision_mints_and_remints_before_expiry() {
-    let _tick = ticker();
-    let (ca, clock) = (TestCa::new(), Clock::new());
+    let (_tick, ca, clock) = setup();
     let fake = BlendVisionFake::start(&ca).await;
     let url = fake.server().ip_url();
     let p = preset(&format!(
@@ -468,13 +445,7 @@ org_url = "{url}/bv/org/v1/organizations"
         support::blendvision::PASSWORD,
     ));
     let mut e = engine(&ca, &p, &memory(), clock);
-    assert_eq!(
-        e.next_event().await,
-        "ok",
-        "{:?} {:?}",
-        fake.last_rejection(),
-        e.reader.snapshot().last_error
-    );
+    expect_event(&mut e, &fake, "ok").await;
     let first = e.token().unwrap();
     assert!(fake.is_valid_token(&first));
     assert!((secs_left(&e.reader.snapshot(), clock) - 7200).abs() <= 2);
@@ -485,13 +456,7 @@ org_url = "{url}/bv/org/v1/organizations"
         (1, 1, 1)
     );
 
-    assert_eq!(
-        e.next_event().await,
-        "ok",
-        "{:?} {:?}",
-        fake.last_rejection(),
-        e.reader.snapshot().last_error
-    );
+    expect_event(&mut e, &fake, "ok").await;
     assert_ne!(e.token().unwrap(), first);
     assert!(
         fake.is_valid_token(&first),
