@@ -232,7 +232,7 @@ impl Running {
                 if !st.listeners.iter().any(|l| l.listen == listen) {
                     new_binds.push((
                         listen.clone(),
-                        bind::bind(&listen, self.workers_for(&listen), p.socket_mode)?,
+                        bind::bind(&listen, sockets_for(&listen, &self.workers), p.socket_mode)?,
                     ));
                 }
             }
@@ -295,14 +295,12 @@ impl Running {
                     .expect("bound above");
                 summary.listeners_opened.push(addr.to_string());
                 listeners.push(self.serve_listener(
+                    &st,
                     listen,
                     provider,
                     require_auth,
                     bound,
                     addr,
-                    &shared,
-                    &config.proxy,
-                    st.limit.clone(),
                 ));
             }
         }
@@ -319,25 +317,15 @@ impl Running {
         Ok(summary)
     }
 
-    fn workers_for(&self, listen: &Listen) -> usize {
-        match listen {
-            Listen::Tcp(_) => self.workers.len(),
-            Listen::Unix(_) => 1,
-        }
-    }
-
-    /// Serve a bound listener on the workers (one socket each).
-    #[allow(clippy::too_many_arguments)]
+    /// Serve a bound listener on the workers (one socket each), on `st`'s generation.
     fn serve_listener(
         &self,
+        st: &State,
         listen: Listen,
         provider: Option<String>,
         require_auth: bool,
         bound: Vec<crate::proxy::listener::Bound>,
         addr: BoundAddr,
-        shared: &Arc<Shared>,
-        proxy: &ProxySettings,
-        limit: Arc<ConnLimits>,
     ) -> ListenerEntry {
         let cancel = self.cancel.child_token();
         let mut entry = ListenerEntry {
@@ -348,7 +336,7 @@ impl Running {
             cells: Vec::new(),
             cancel: cancel.clone(),
         };
-        let state = listener_state(shared, proxy, &entry);
+        let state = listener_state(&st.shared, &st.proxy, &entry);
         tracing::info!(listen = %addr, role = ?state.info.role, "listening");
         for (worker, socket) in bound.into_iter().enumerate() {
             let cell = Arc::new(ArcSwap::new(state.clone()));
@@ -358,7 +346,7 @@ impl Running {
                 socket,
                 cell,
                 self.workers.pools[worker].clone(),
-                limit.clone(),
+                st.limit.clone(),
                 cancel.clone(),
                 self.tracker.clone(),
             )
@@ -389,11 +377,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     // Bind everything before serving anything: a port in use fails the start, not half of it.
     let mut binds = Vec::new();
     for (listen, provider, require_auth) in listener_plan(&config) {
-        let copies = match listen {
-            Listen::Tcp(_) => workers.len(),
-            Listen::Unix(_) => 1,
-        };
-        let bound = bind::bind(&listen, copies, p.socket_mode)?;
+        let bound = bind::bind(&listen, sockets_for(&listen, &workers), p.socket_mode)?;
         binds.push((listen, provider, require_auth, bound));
     }
     // The admin listener: an explicit `admin_listen` must bind; the default is best effort, so a
@@ -480,9 +464,9 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             proxy: config.proxy.clone(),
             providers,
             listeners: Vec::new(),
-            shared: shared.clone(),
+            shared,
             engine,
-            limit: limit.clone(),
+            limit,
         }),
         admin_state,
         metrics,
@@ -491,20 +475,15 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         tracker,
         background,
     };
-    let mut listeners = Vec::new();
-    for (listen, provider, require_auth, (bound, addr)) in binds {
-        listeners.push(running.serve_listener(
-            listen,
-            provider,
-            require_auth,
-            bound,
-            addr,
-            &shared,
-            &config.proxy,
-            limit.clone(),
-        ));
-    }
-    running.state.lock().listeners = listeners;
+    let mut st = running.state.lock();
+    let listeners = binds
+        .into_iter()
+        .map(|(listen, provider, require_auth, (bound, addr))| {
+            running.serve_listener(&st, listen, provider, require_auth, bound, addr)
+        })
+        .collect();
+    st.listeners = listeners;
+    drop(st);
     Ok(running)
 }
 
@@ -517,6 +496,14 @@ fn listener_plan(config: &Config) -> Vec<(Listen, Option<String>, bool)> {
         }
     }
     plan
+}
+
+/// How many sockets `listen` is bound as: one per worker for TCP, a single one for a unix socket.
+fn sockets_for(listen: &Listen, workers: &Workers) -> usize {
+    match listen {
+        Listen::Tcp(_) => workers.len(),
+        Listen::Unix(_) => 1,
+    }
 }
 
 fn start_provider(
