@@ -43,6 +43,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::MAX_HEADER_BYTES;
 use super::error::{ErrorKind, ProxyError};
+use super::headers::{Field, classify, names_other_fields};
 use super::listener::ListenerInfo;
 use super::route::{ProviderRoute, Role, Target};
 use super::service::{
@@ -61,9 +62,7 @@ mod rewind;
 mod send;
 
 use chunked::ChunkedEnd;
-use head::{
-    Field, Fields, Rewrite, classify, head_end, is_target_byte, named_in_connection, split_target,
-};
+use head::{Fields, Rewrite, head_end, is_target_byte, named_in_connection, split_target};
 use request::Plan;
 pub use rewind::Rewind;
 
