@@ -88,8 +88,7 @@ pub fn main(args: Args) -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    let (_, config) = token::load_config(&args.config)?;
-    let provider = token::find_provider(&config, &args.name)?;
+    let (config, provider) = token::load_provider(&args.config, &args.name)?;
     let name = provider.name.as_str();
     let cfg = match &provider.auth {
         AuthConfig::OAuth2(cfg) => cfg,

@@ -39,8 +39,7 @@ pub struct Args {
 pub fn main(args: Args) -> ExitCode {
     token::init_logging();
     let run = async {
-        let (_, config) = token::load_config(&args.config)?;
-        let provider = token::find_provider(&config, &args.name)?;
+        let (config, provider) = token::load_provider(&args.config, &args.name)?;
         if let AuthConfig::Static { .. } = provider.auth {
             println!(
                 "{} uses a static token from the config: nothing is stored, nothing to log out of",

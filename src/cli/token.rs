@@ -13,7 +13,6 @@
 //! failure into a message, a hint and an exit code.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -53,8 +52,7 @@ pub struct Args {
 pub fn main(args: Args) -> ExitCode {
     init_logging();
     let run = async {
-        let (_, config) = load_config(&args.config)?;
-        let provider = find_provider(&config, &args.name)?;
+        let (config, provider) = load_provider(&args.config, &args.name)?;
         let ctx = engine(&config, StoreKind::for_provider(&provider))?;
         let token = crate::token::obtain_once(&provider, &ctx)
             .await
@@ -138,8 +136,19 @@ pub fn block_on<T>(fut: impl Future<Output = Result<T, Failure>>) -> Result<T, F
     runtime.block_on(fut)
 }
 
+/// Load the config and pick the provider called `name` from it: what every one-shot command on one
+/// provider starts with.
+pub fn load_provider(
+    arg: &ConfigArg,
+    name: &str,
+) -> Result<(Config, Arc<ProviderConfig>), Failure> {
+    let config = load_config(arg)?;
+    let provider = find_provider(&config, name)?;
+    Ok((config, provider))
+}
+
 /// Find and load the config; every problem is printed, with the `check` hint.
-pub fn load_config(arg: &ConfigArg) -> Result<(PathBuf, Config), Failure> {
+fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
     let path = crate::config::locate(arg.config.as_deref()).map_err(Failure::config)?;
     let config = crate::config::load(&path).map_err(|errors| {
         let n = errors.0.len();
@@ -153,11 +162,11 @@ pub fn load_config(arg: &ConfigArg) -> Result<(PathBuf, Config), Failure> {
             path.display()
         ))
     })?;
-    Ok((path, config))
+    Ok(config)
 }
 
 /// The provider called `name`; an unknown name lists the configured ones.
-pub fn find_provider(config: &Config, name: &str) -> Result<Arc<ProviderConfig>, Failure> {
+fn find_provider(config: &Config, name: &str) -> Result<Arc<ProviderConfig>, Failure> {
     if let Some(p) = config.provider(name) {
         return Ok(p.clone());
     }
