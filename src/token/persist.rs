@@ -134,7 +134,6 @@ pub async fn renew_locked(
     base_stored: bool,
     adoptable: impl Fn(&StoredToken) -> bool,
 ) -> Result<Outcome, Failed> {
-    let mut removed = false;
     let fail = |error, base: Option<&StoredToken>, removed| Failed {
         error,
         base: base.cloned(),
@@ -143,11 +142,9 @@ pub async fn renew_locked(
     let guard = lock(ctx, provider)
         .await
         .map_err(|e| fail(e, base, false))?;
-    let stored = match load(&ctx.store, provider).await {
-        Ok(None) if base_stored => {
-            removed = true;
-            None
-        }
+    let loaded = load(&ctx.store, provider).await;
+    let removed = base_stored && matches!(loaded, Ok(None));
+    let stored = match loaded {
         Ok(t) => t.filter(|t| {
             let ok = source.accepts(t);
             if !ok {
