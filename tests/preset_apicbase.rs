@@ -10,9 +10,8 @@ mod support;
 use std::time::Duration;
 
 use support::apicbase::{CLIENT_ID, CLIENT_SECRET};
-use support::client::query_param;
-use support::proxy::{Harness, defaults, injected_bearer, oauth, on_fake};
-use support::{ApicbaseFake, Fake, TestCa, TestClient};
+use support::proxy::{Harness, api_headers, code_of, consent, defaults, keys, oauth, on_fake};
+use support::{ApicbaseFake, Fake, TestCa};
 
 const REDIRECT: &str = "http://127.0.0.1:8766/callback";
 /// The preset's default host, asked for in absolute form as an `HTTP_PROXY` client does.
@@ -48,14 +47,6 @@ introspect_url = "{introspect}"
     )
 }
 
-fn keys(f: &std::collections::BTreeMap<String, String>) -> Vec<&str> {
-    f.keys().map(String::as_str).collect()
-}
-
-fn headers(fake: &ApicbaseFake) -> http::HeaderMap {
-    fake.last_api_headers().expect("the API was called")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apicbase_login_refreshes_introspection_and_restart() {
     let ca = TestCa::new();
@@ -67,26 +58,20 @@ async fn apicbase_login_refreshes_introspection_and_restart() {
 
     // Stand-in for `credproxy login apicbase`: authorize, follow the redirect, exchange at once.
     let cfg = oauth(&config, "apicbase");
-    let url = credproxy::token::authorize_url(&cfg, "st4te", None, None).expect("authorize URL");
-    let consent = TestClient::new(&ca).get(&url, &[]).await;
-    assert_eq!(consent.status, 302, "{}", consent.text());
+    let location = consent(&ca, &cfg).await;
     let asked = fake.last_authorize().expect("an authorize request");
     assert!(
         asked.raw_query.contains("scope=library+sales"),
         "scopes joined with spaces, sent as `+`: {}",
         asked.raw_query
     );
-    let location = consent.header("location").expect("redirect").to_owned();
-    let code = query_param(&location, "code").expect("a code");
-    let login = credproxy::token::login_with_code(
-        config.provider("apicbase").unwrap(),
-        &h.engine(),
-        &code,
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("code exchange: {e:?}; fake: {:?}", fake.last_rejection()));
+    let login = h
+        .login(
+            config.provider("apicbase").unwrap(),
+            &code_of(&location),
+            &fake,
+        )
+        .await;
     assert_eq!(fake.authorization_code_grants(), 1);
     assert_eq!(
         fake.introspect_calls(),
@@ -109,10 +94,8 @@ async fn apicbase_login_refreshes_introspection_and_restart() {
 
     // Start: the stored token is confirmed by introspection, then served.
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        injected_bearer(&headers(&fake)),
+        proxy.get_ok(API, &fake).await,
         login.access_token.expose(),
         "the login's token"
     );
@@ -120,13 +103,9 @@ async fn apicbase_login_refreshes_introspection_and_restart() {
 
     // Two refreshes before expiry, no request sees a 401.
     let seen = proxy
-        .request_until(
-            API,
-            "two refreshes",
-            Duration::from_secs(15),
-            || headers(&fake),
-            || fake.refresh_grants() >= 2,
-        )
+        .until_refreshes(API, &fake, 2, Duration::from_secs(15), || {
+            fake.refresh_grants()
+        })
         .await;
     assert!(seen.len() >= 2, "a refreshed token was served: {seen:?}");
     for r in &fake.token_requests()[1..] {
@@ -149,7 +128,7 @@ async fn apicbase_login_refreshes_introspection_and_restart() {
             API,
             "two refreshes without expires_in",
             Duration::from_secs(15),
-            || headers(&fake),
+            || api_headers(&fake),
             || fake.refresh_grants() >= refreshes + 2,
         )
         .await;
@@ -164,32 +143,14 @@ async fn apicbase_login_refreshes_introspection_and_restart() {
     // serves it, with no token call.
     fake.set_send_expires_in(true);
     fake.set_token_lifetime(Duration::from_secs(120));
-    let refreshes = fake.refresh_grants();
-    proxy
-        .request_until(
-            API,
-            "a long-lived token",
-            Duration::from_secs(10),
-            || headers(&fake),
-            || {
-                fake.refresh_grants() > refreshes
-                    && proxy
-                        .snapshot("apicbase")
-                        .expires_at_unix
-                        .is_some_and(|e| e > jiff::Timestamp::now().as_second() + 60)
-            },
-        )
+    let before = proxy
+        .until_long_lived(API, "apicbase", &fake, 60, || fake.refresh_grants())
         .await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200);
-    let before = injected_bearer(&headers(&fake));
     let (calls, introspections) = (fake.token_calls(), fake.introspect_calls());
     proxy.stop().await;
 
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(injected_bearer(&headers(&fake)), before);
+    assert_eq!(proxy.get_ok(API, &fake).await, before);
     assert_eq!(fake.token_calls(), calls, "the restart reused the token");
     assert_eq!(
         fake.introspect_calls(),
@@ -205,9 +166,7 @@ async fn apicbase_login_refreshes_introspection_and_restart() {
     assert!(!fake.is_valid_token(&before));
     let refreshes = fake.refresh_grants();
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_ne!(injected_bearer(&headers(&fake)), before);
+    assert_ne!(proxy.get_ok(API, &fake).await, before);
     assert_eq!(
         fake.refresh_grants(),
         refreshes + 1,

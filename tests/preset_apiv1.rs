@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use support::apiv1::{CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME};
-use support::proxy::{Harness, injected_bearer};
+use support::proxy::{Harness, keys};
 use support::{ApiV1Fake, Fake, TestCa};
 
 const API: &str = "http://api.v1.test/api/v1/items?page=2";
@@ -33,14 +33,6 @@ password = "{PASSWORD}"
 redirect_uri = "{REDIRECT}"
 "#
     )
-}
-
-fn keys(f: &std::collections::BTreeMap<String, String>) -> Vec<&str> {
-    f.keys().map(String::as_str).collect()
-}
-
-fn headers(fake: &ApiV1Fake) -> http::HeaderMap {
-    fake.last_api_headers().expect("the API was called")
 }
 
 /// Every token request was `application/json` with no parameters, and refreshes had RFC 6749
@@ -71,13 +63,9 @@ async fn apiv1_password_grant_refreshes_and_restart() {
     // First token by the password grant, then two refreshes; no request sees a 401. The reply
     // says `"token_type": "bearer"`; the upstream sees `Bearer` (checked by injected_bearer).
     let seen = proxy
-        .request_until(
-            API,
-            "two refreshes",
-            Duration::from_secs(15),
-            || headers(&fake),
-            || fake.refresh_grants() >= 2,
-        )
+        .until_refreshes(API, &fake, 2, Duration::from_secs(15), || {
+            fake.refresh_grants()
+        })
         .await;
     assert_eq!(fake.password_grants(), 1);
     assert!(seen.len() >= 2, "a refreshed token was served: {seen:?}");
@@ -98,32 +86,14 @@ async fn apiv1_password_grant_refreshes_and_restart() {
 
     // Restart: after a long-lived token is issued, a new proxy serves it with no token call.
     fake.set_token_lifetime(Duration::from_secs(7200));
-    let refreshes = fake.refresh_grants();
-    proxy
-        .request_until(
-            API,
-            "a long-lived token",
-            Duration::from_secs(10),
-            || headers(&fake),
-            || {
-                fake.refresh_grants() > refreshes
-                    && proxy
-                        .snapshot("apiv1")
-                        .expires_at_unix
-                        .is_some_and(|e| e > jiff::Timestamp::now().as_second() + 3600)
-            },
-        )
+    let before = proxy
+        .until_long_lived(API, "apiv1", &fake, 3600, || fake.refresh_grants())
         .await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200);
-    let before = injected_bearer(&headers(&fake));
     let calls = fake.token_calls();
     proxy.stop().await;
 
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(injected_bearer(&headers(&fake)), before);
+    assert_eq!(proxy.get_ok(API, &fake).await, before);
     assert_eq!(fake.token_calls(), calls, "the restart reused the token");
     assert_eq!(fake.password_grants(), 1, "no new password grant");
     assert_eq!(fake.refresh_reuse(), 0);
@@ -141,15 +111,9 @@ async fn apiv1_authorization_code_login_then_rotating_refreshes() {
 
     // Stand-in for `credproxy login apiv1`: a code as the user's browser would bring it back.
     let code = fake.issue_code();
-    let login = credproxy::token::login_with_code(
-        config.provider("apiv1").unwrap(),
-        &h.engine(),
-        &code,
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("code exchange: {e:?}; fake: {:?}", fake.last_rejection()));
+    let login = h
+        .login(config.provider("apiv1").unwrap(), &code, &fake)
+        .await;
     let exchange = &fake.token_requests()[0];
     assert_eq!(
         keys(exchange.fields.as_ref().expect("a JSON body")),
@@ -164,13 +128,9 @@ async fn apiv1_authorization_code_login_then_rotating_refreshes() {
 
     let proxy = h.start(&text).await;
     let seen = proxy
-        .request_until(
-            API,
-            "two refreshes",
-            Duration::from_secs(15),
-            || headers(&fake),
-            || fake.refresh_grants() >= 2,
-        )
+        .until_refreshes(API, &fake, 2, Duration::from_secs(15), || {
+            fake.refresh_grants()
+        })
         .await;
     assert_eq!(seen[0], login.access_token.expose(), "the login's token");
     assert!(seen.len() >= 2, "a refreshed token was served: {seen:?}");

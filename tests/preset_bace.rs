@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use credproxy::credential::MIN_TOKEN_AGE_FOR_401_REFRESH;
 use support::bace::{CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME};
-use support::proxy::{Harness, defaults, injected_bearer, oauth, on_fake, poll};
+use support::proxy::{Harness, Proxy, defaults, keys, oauth, on_fake, poll};
 use support::{BaceFake, Fake, TestCa};
 
 /// The preset's default host, asked for in absolute form as an `HTTP_PROXY` client does.
@@ -43,8 +43,18 @@ token_url = "{token}"
     )
 }
 
-fn keys(f: &std::collections::BTreeMap<String, String>) -> Vec<&str> {
-    f.keys().map(String::as_str).collect()
+/// Wait until credproxy's published expiry for `bace` is within 4 s of the fake's for `token`
+/// (the fake may extend again meanwhile; either way, credproxy follows its clock).
+async fn expiry_follows_the_fake(proxy: &Proxy, fake: &BaceFake, token: &str, what: &str) {
+    let server_expiry = fake.token_expiry(token).flatten().expect("an expiry");
+    let server_unix = jiff::Timestamp::try_from(server_expiry)
+        .unwrap()
+        .as_second();
+    poll(what, Duration::from_secs(5), || {
+        let e = proxy.snapshot("bace").expires_at_unix;
+        e.is_some_and(|e| (e - server_unix).abs() <= 4)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,13 +69,9 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
 
     // First token (password grant), then two refreshes before expiry; no request sees a 401.
     let seen = proxy
-        .request_until(
-            API,
-            "two refreshes",
-            Duration::from_secs(15),
-            || fake.last_api_headers().expect("the API was called"),
-            || fake.refresh_grants() >= 2,
-        )
+        .until_refreshes(API, &fake, 2, Duration::from_secs(15), || {
+            fake.refresh_grants()
+        })
         .await;
     assert_eq!(fake.password_grants(), 1);
     assert_eq!(fake.rejected_calls(), 0, "{:?}", fake.last_rejection());
@@ -109,18 +115,11 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     }
 
     // The naive `expires` became the token's expiry: credproxy's and BACE's agree.
-    let server_expiry = fake.token_expiry(&token).flatten().expect("an expiry");
-    let server_unix = jiff::Timestamp::try_from(server_expiry)
-        .unwrap()
-        .as_second();
-    poll(
+    expiry_follows_the_fake(
+        &proxy,
+        &fake,
+        &token,
         "credproxy to adopt the extended expiry",
-        Duration::from_secs(5),
-        || {
-            let e = proxy.snapshot("bace").expires_at_unix;
-            // The fake may extend again meanwhile; either way, credproxy follows its clock.
-            e.is_some_and(|e| (e - server_unix).abs() <= 4)
-        },
     )
     .await;
 
@@ -142,9 +141,7 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     let calls = fake.token_calls();
     proxy.stop().await;
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(injected_bearer(&fake.last_api_headers().unwrap()), token);
+    assert_eq!(proxy.get_ok(API, &fake).await, token);
     assert_eq!(fake.token_calls(), calls, "the restart reused the token");
     assert_eq!(fake.password_grants(), 1, "no new password grant");
     proxy.stop().await;
@@ -159,9 +156,7 @@ async fn bace_password_grant_extensions_fallback_and_restart() {
     .await;
     let refreshes = fake.refresh_grants();
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let fresh = injected_bearer(&fake.last_api_headers().unwrap());
+    let fresh = proxy.get_ok(API, &fake).await;
     assert_ne!(fresh, token);
     assert_eq!(
         fake.refresh_grants(),
@@ -184,9 +179,7 @@ async fn bace_no_permission_401s_cause_at_most_one_token_call() {
     fake.set_token_lifetime(Duration::from_secs(3600));
     let h = Harness::new(&ca);
     let proxy = h.start(&providers(&fake, "")).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let token = injected_bearer(&fake.last_api_headers().unwrap());
+    let token = proxy.get_ok(API, &fake).await;
 
     // A 401 to a token this young is not taken for expiry at all; wait until it is old enough
     // that credproxy would consider a refresh: the worst case for a storm.
@@ -205,9 +198,7 @@ async fn bace_no_permission_401s_cause_at_most_one_token_call() {
             );
         }
         // And the API still works with the token in between.
-        let r = proxy.get(API).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(injected_bearer(&fake.last_api_headers().unwrap()), token);
+        assert_eq!(proxy.get_ok(API, &fake).await, token);
     }
     assert!(fake.forbidden_calls() >= 50);
     let extra = fake.token_calls() - calls;
@@ -233,26 +224,16 @@ async fn bace_naive_expires_in_the_configured_time_zone() {
         .start(&providers(&fake, "expires_timezone = \"Asia/Tokyo\""))
         .await;
     let seen = proxy
-        .request_until(
-            API,
-            "two refreshes",
-            Duration::from_secs(15),
-            || fake.last_api_headers().expect("the API was called"),
-            || fake.refresh_grants() >= 2,
-        )
+        .until_refreshes(API, &fake, 2, Duration::from_secs(15), || {
+            fake.refresh_grants()
+        })
         .await;
     assert_eq!(seen.len(), 1, "one access token: {seen:?}");
-    let server_expiry = fake.token_expiry(&seen[0]).flatten().expect("an expiry");
-    let server_unix = jiff::Timestamp::try_from(server_expiry)
-        .unwrap()
-        .as_second();
-    poll(
+    expiry_follows_the_fake(
+        &proxy,
+        &fake,
+        &seen[0],
         "credproxy to read the naive expiry in Tokyo time",
-        Duration::from_secs(5),
-        || {
-            let e = proxy.snapshot("bace").expires_at_unix;
-            e.is_some_and(|e| (e - server_unix).abs() <= 4)
-        },
     )
     .await;
     assert_eq!(fake.password_grants(), 1);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use credproxy::credential::Phase;
 use support::baselime::{API_KEY, CLIENT_ID, CLIENT_SECRET};
 use support::client::query_param;
-use support::proxy::{Harness, defaults, injected_bearer, oauth, on_fake, poll};
-use support::{BaselimeFake, Fake, TestCa, TestClient};
+use support::proxy::{Harness, code_of, consent, defaults, keys, oauth, on_fake, poll};
+use support::{BaselimeFake, Fake, TestCa};
 
 const REDIRECT: &str = "http://127.0.0.1:8765/callback";
 /// The preset's default host, asked for in absolute form as an `HTTP_PROXY` client does.
@@ -48,10 +48,6 @@ authorize_url = "{up}/oauth/authorize"
     )
 }
 
-fn keys(f: &std::collections::BTreeMap<String, String>) -> Vec<&str> {
-    f.keys().map(String::as_str).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baselime_login_refreshes_workspaces_and_restart() {
     let ca = TestCa::new();
@@ -71,22 +67,12 @@ async fn baselime_login_refreshes_workspaces_and_restart() {
 
     // Stand-in for `credproxy login baselime`: authorize, follow the redirect, exchange the code.
     let cfg = oauth(&proxy.config, "baselime");
-    let url = credproxy::token::authorize_url(&cfg, "st4te", None, None).expect("authorize URL");
-    let consent = TestClient::new(&ca).get(&url, &[]).await;
-    assert_eq!(consent.status, 302, "{}", consent.text());
-    let location = consent.header("location").expect("redirect").to_owned();
+    let location = consent(&ca, &cfg).await;
     assert!(location.starts_with(REDIRECT), "{location}");
     assert_eq!(query_param(&location, "state").as_deref(), Some("st4te"));
-    let code = query_param(&location, "code").expect("a code");
-    let login = credproxy::token::login_with_code(
-        &proxy.provider("baselime"),
-        &h.engine(),
-        &code,
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("code exchange: {e:?}; fake: {:?}", fake.last_rejection()));
+    let login = h
+        .login(&proxy.provider("baselime"), &code_of(&location), &fake)
+        .await;
     assert_eq!(fake.authorization_code_grants(), 1);
     fake.set_token_lifetime(Duration::from_secs(4));
     // Step 4 of the document: the workspaces are listed with the new token, after the exchange.
@@ -114,13 +100,9 @@ async fn baselime_login_refreshes_workspaces_and_restart() {
 
     // Two refreshes before expiry (refreshed at half-life), no request sees a 401.
     let seen = proxy
-        .request_until(
-            API,
-            "two refreshes",
-            Duration::from_secs(20),
-            || fake.last_api_headers().expect("the API was called"),
-            || fake.refresh_grants() >= 2,
-        )
+        .until_refreshes(API, &fake, 2, Duration::from_secs(20), || {
+            fake.refresh_grants()
+        })
         .await;
     assert_eq!(
         seen[0],
@@ -184,32 +166,14 @@ async fn baselime_login_refreshes_workspaces_and_restart() {
     // Restart: let one long-lived token be issued, then a new proxy on the same store serves it
     // without calling the token endpoint (and without listing workspaces again).
     fake.set_token_lifetime(Duration::from_secs(120));
-    let refreshes = fake.refresh_grants();
-    proxy
-        .request_until(
-            API,
-            "a long-lived token",
-            Duration::from_secs(10),
-            || fake.last_api_headers().expect("the API was called"),
-            || {
-                fake.refresh_grants() > refreshes
-                    && proxy
-                        .snapshot("baselime")
-                        .expires_at_unix
-                        .is_some_and(|e| e > jiff::Timestamp::now().as_second() + 60)
-            },
-        )
+    let before = proxy
+        .until_long_lived(API, "baselime", &fake, 60, || fake.refresh_grants())
         .await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200);
-    let before = injected_bearer(&fake.last_api_headers().unwrap());
     let calls = (fake.token_calls(), fake.workspaces_calls());
     proxy.stop().await;
 
     let proxy = h.start(&text).await;
-    let r = proxy.get(API).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(injected_bearer(&fake.last_api_headers().unwrap()), before);
+    assert_eq!(proxy.get_ok(API, &fake).await, before);
     assert_eq!(
         (fake.token_calls(), fake.workspaces_calls()),
         calls,

@@ -28,6 +28,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::client::{TestClient, query_param};
+use super::core::Fake;
 use super::tls::TestCa;
 
 /// What a client of credproxy sends as its own `Authorization`: credproxy must replace it.
@@ -79,6 +81,19 @@ impl Harness {
         let store: Arc<dyn TokenStore> =
             Arc::new(FileStore::open(&self.state_dir).expect("token store"));
         EngineContext::new(client, store, Clock::new(), CancellationToken::new())
+    }
+
+    /// Stand-in for `credproxy login`: exchange `code` for `provider` in [`Harness::engine`]'s
+    /// context; panics with the fake's latest refusal.
+    pub async fn login(
+        &self,
+        provider: &ProviderConfig,
+        code: &str,
+        fake: &impl Fake,
+    ) -> StoredToken {
+        credproxy::token::login_with_code(provider, &self.engine(), code, None, None)
+            .await
+            .unwrap_or_else(|e| panic!("code exchange: {e:?}; fake: {:?}", fake.last_rejection()))
     }
 
     /// The token stored for `provider`, as the next process would read it.
@@ -171,6 +186,63 @@ impl Proxy {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `GET url` through credproxy: the upstream's 200, and the one bearer the fake's API saw
+    /// (checked by [`injected_bearer`]).
+    pub async fn get_ok(&self, url: &str, fake: &impl Fake) -> String {
+        let r = self.get(url).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        injected_bearer(&api_headers(fake))
+    }
+
+    /// [`Proxy::request_until`] `refresh_grants()` reaches `n` (every response a 200 with one
+    /// injected bearer at the fake's API). Returns the distinct bearers seen.
+    pub async fn until_refreshes(
+        &self,
+        url: &str,
+        fake: &impl Fake,
+        n: usize,
+        deadline: Duration,
+        refresh_grants: impl Fn() -> usize,
+    ) -> Vec<String> {
+        self.request_until(
+            url,
+            &format!("{n} refreshes"),
+            deadline,
+            || api_headers(fake),
+            || refresh_grants() >= n,
+        )
+        .await
+    }
+
+    /// After the fake was told to issue long-lived tokens: request until a refresh has happened
+    /// and `provider`'s published expiry is more than `min_left` seconds away, then serve one
+    /// more request ([`Proxy::get_ok`]). Returns the long-lived bearer.
+    pub async fn until_long_lived(
+        &self,
+        url: &str,
+        provider: &str,
+        fake: &impl Fake,
+        min_left: i64,
+        refresh_grants: impl Fn() -> usize,
+    ) -> String {
+        let refreshes = refresh_grants();
+        self.request_until(
+            url,
+            "a long-lived token",
+            Duration::from_secs(10),
+            || api_headers(fake),
+            || {
+                refresh_grants() > refreshes
+                    && self
+                        .snapshot(provider)
+                        .expires_at_unix
+                        .is_some_and(|e| e > jiff::Timestamp::now().as_second() + min_left)
+            },
+        )
+        .await;
+        self.get_ok(url, fake).await
     }
 
     /// `GET path` on the admin listener (`/status`, `/readyz`).
@@ -288,4 +360,28 @@ pub fn on_fake(fake_origin: &str, url: &Uri) -> String {
 pub fn defaults(providers: &str) -> Config {
     credproxy::config::load_str(providers, "defaults.toml", &|_| None)
         .unwrap_or_else(|e| panic!("defaults config rejected: {e}"))
+}
+
+/// The headers of the latest request the fake's API answered.
+pub fn api_headers(fake: &impl Fake) -> HeaderMap {
+    fake.last_api_headers().expect("the API was called")
+}
+
+/// A token request's field names, sorted.
+pub fn keys(f: &std::collections::BTreeMap<String, String>) -> Vec<&str> {
+    f.keys().map(String::as_str).collect()
+}
+
+/// Stand-in for the browser in `credproxy login`: GET the authorize URL (state `st4te`) at the
+/// fake, which consents with a 302; returns its `Location`.
+pub async fn consent(ca: &TestCa, cfg: &OAuth2Config) -> String {
+    let url = credproxy::token::authorize_url(cfg, "st4te", None, None).expect("authorize URL");
+    let consent = TestClient::new(ca).get(&url, &[]).await;
+    assert_eq!(consent.status, 302, "{}", consent.text());
+    consent.header("location").expect("redirect").to_owned()
+}
+
+/// The `code` a consent redirect carries.
+pub fn code_of(location: &str) -> String {
+    query_param(location, "code").expect("a code")
 }
