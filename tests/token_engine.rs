@@ -29,6 +29,40 @@ fn files(dir: &std::path::Path) -> Arc<dyn TokenStore> {
     Arc::new(FileStore::open(dir).unwrap())
 }
 
+/// An authorization-code provider on `server`: its tokens come from a person's login.
+fn code_provider(server: &TokenServer) -> Arc<credproxy::config::ProviderConfig> {
+    let extra = format!(
+        "grant = \"authorization_code\"\nauthorize_url = \"{}/authorize\"",
+        server.url()
+    );
+    provider("api", &server.url(), &extra)
+}
+
+/// Waiting for a usable credential ends in `LoginRequired`.
+async fn assert_waits_for_login(engine: &Engine) {
+    let err = engine
+        .reader
+        .wait_usable(Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Unavailable::LoginRequired);
+}
+
+/// `credproxy login` in another process (`cli`: its own context on the engine's store), then the
+/// engine adopts the new token and is ready.
+async fn login_and_adopt(
+    p: &credproxy::config::ProviderConfig,
+    cli: &credproxy::token::EngineContext,
+    server: &TokenServer,
+    engine: &mut Engine,
+) {
+    credproxy::token::login_with_code(p, cli, &server.issue_code(), None, None)
+        .await
+        .unwrap();
+    assert_eq!(engine.next_event().await, "adopted");
+    assert_eq!(engine.reader.snapshot().phase, Phase::Ready);
+}
+
 /// Issue 3 point 5: however many requests arrive at expiry, one token call.
 #[tokio::test(start_paused = true)]
 async fn two_hundred_readers_at_expiry_cause_one_token_call() {
@@ -384,11 +418,7 @@ async fn a_refused_refresh_token_waits_for_a_login() {
     let _tick = ticker();
     let clock = Clock::new();
     let server = TokenServer::start(clock).await;
-    let extra = format!(
-        "grant = \"authorization_code\"\nauthorize_url = \"{}/authorize\"",
-        server.url()
-    );
-    let p = provider("api", &server.url(), &extra);
+    let p = code_provider(&server);
     let store = memory();
     let mut engine = Engine::start(p.clone(), store.clone(), clock);
     assert_eq!(engine.next_event().await, "login_required");
@@ -397,12 +427,7 @@ async fn a_refused_refresh_token_waits_for_a_login() {
         0,
         "nothing to call the token server with"
     );
-    let err = engine
-        .reader
-        .wait_usable(Duration::from_secs(1))
-        .await
-        .unwrap_err();
-    assert_eq!(err, Unavailable::LoginRequired);
+    assert_waits_for_login(&engine).await;
 
     // `credproxy login` in another process: exchange a code and store the result.
     let (cli, _) = context(store.clone(), clock);
@@ -448,12 +473,7 @@ async fn a_refused_refresh_token_waits_for_a_login() {
         "no token calls while a login is awaited"
     );
 
-    let code = server.issue_code();
-    credproxy::token::login_with_code(&p, &cli, &code, None, None)
-        .await
-        .unwrap();
-    assert_eq!(engine.next_event().await, "adopted");
-    assert_eq!(engine.reader.snapshot().phase, Phase::Ready);
+    login_and_adopt(&p, &cli, &server, &mut engine).await;
     engine.stop().await;
 }
 
@@ -613,11 +633,7 @@ async fn a_logout_in_another_process_is_noticed() {
     let _tick = ticker();
     let clock = Clock::new();
     let server = TokenServer::start(clock).await;
-    let extra = format!(
-        "grant = \"authorization_code\"\nauthorize_url = \"{}/authorize\"",
-        server.url()
-    );
-    let p = provider("api", &server.url(), &extra);
+    let p = code_provider(&server);
     let store = memory();
     let (cli, _) = context(store.clone(), clock);
     credproxy::token::login_with_code(&p, &cli, &server.issue_code(), None, None)
@@ -636,12 +652,7 @@ async fn a_logout_in_another_process_is_noticed() {
         engine.reader.current(Instant::now()).is_none(),
         "the removed token is not served"
     );
-    let err = engine
-        .reader
-        .wait_usable(Duration::from_secs(1))
-        .await
-        .unwrap_err();
-    assert_eq!(err, Unavailable::LoginRequired);
+    assert_waits_for_login(&engine).await;
     assert_eq!(engine.event_within(Duration::from_secs(600)).await, None);
     assert_eq!(server.token_calls(), calls, "nothing was refreshed");
     assert!(
@@ -649,11 +660,7 @@ async fn a_logout_in_another_process_is_noticed() {
         "the logout stays done"
     );
 
-    credproxy::token::login_with_code(&p, &cli, &server.issue_code(), None, None)
-        .await
-        .unwrap();
-    assert_eq!(engine.next_event().await, "adopted");
-    assert_eq!(engine.reader.snapshot().phase, Phase::Ready);
+    login_and_adopt(&p, &cli, &server, &mut engine).await;
     engine.stop().await;
 }
 
