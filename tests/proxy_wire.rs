@@ -385,3 +385,35 @@ async fn expect_100_continue_gets_the_body_through() {
     assert_eq!(s.up.last().body, b"hello");
     c.get_echoed("/after").await;
 }
+
+#[tokio::test]
+async fn upstream_base_path_and_path_prefix_make_the_upstream_target() {
+    let s = Setup::start_at(
+        Upstream::answering(echo).await,
+        "/api/v1",
+        "",
+        "[[routes]]\npath_prefix = \"/pre\"\nprovider = \"wire\"",
+    )
+    .await;
+    let mut c = s.client().await;
+    for (sent, want) in [
+        ("/items?x=1", "/api/v1/items?x=1"),
+        ("/pre", "/api/v1/"),
+        ("/pre?x=1", "/api/v1/?x=1"),
+        ("/pre/items?x=%20", "/api/v1/items?x=%20"),
+    ] {
+        let r = c.roundtrip(request("GET", sent, &[], b"")).await;
+        assert_status(&r, 200);
+        assert_eq!(s.up.last().target(), want, "sent {sent}");
+        // The same through hyper's path (`Expect` is not the fast path's), on a connection
+        // of its own (a fallback lasts for the connection).
+        let mut h = s.client().await;
+        let r = h
+            .roundtrip(request("GET", sent, &["Expect: 100-continue"], b""))
+            .await;
+        assert_status(&r, 200);
+        let up = s.up.last();
+        assert!(up.head.has("expect"), "not hyper's path: {:?}", up.head);
+        assert_eq!(up.target(), want, "sent {sent} (hyper)");
+    }
+}

@@ -48,7 +48,7 @@ use super::listener::ListenerInfo;
 use super::route::{ProviderRoute, Role, Target};
 use super::service::{
     ConnCtx, ListenerState, REPLAY_BODY_LIMIT, Shared, access_enabled, access_line, check_own_host,
-    connect_error, local_location,
+    connect_error, local_location, path_parts,
 };
 use super::upstream::{Stream, UpstreamKey, still_open};
 use crate::config::Preset;

@@ -332,14 +332,19 @@ fn upstream_path(
         // The common case: nothing to rewrite, no allocation.
         return Ok(pq.clone());
     }
-    let rest = if rest.is_empty() { "/" } else { rest };
-    let joined = if rest.starts_with('?') {
-        format!("{}/{rest}", up.base_path)
-    } else {
-        format!("{}{rest}", up.base_path)
-    };
+    let joined = path_parts(&up.base_path, rest).concat();
     PathAndQuery::from_maybe_shared(Bytes::from(joined))
         .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request path is not valid"))
+}
+
+/// The upstream path in three pieces: the upstream's base path, a `/` when the client's part
+/// needs one, and the client's part (what follows a route's base URL or prefix).
+pub(super) fn path_parts<'a>(base: &'a str, rest: &'a str) -> [&'a str; 3] {
+    match rest {
+        "" => [base, "/", ""],
+        r if r.starts_with('?') => [base, "/", r],
+        r => [base, "", r],
+    }
 }
 
 /// Phase 7 for provider `index`'s request, timed to the response headers (or the error) for

@@ -81,11 +81,9 @@ impl Fast {
         let up = &provider.upstream;
         let out = &mut self.out;
         out.clear();
-        put(out, &[method.as_bytes(), b" ", up.base_path.as_bytes()]);
-        match rest {
-            "" => out.push(b'/'),
-            r if r.starts_with('?') => put(out, &[b"/", r.as_bytes()]),
-            r => out.extend_from_slice(r.as_bytes()),
+        put(out, &[method.as_bytes(), b" "]);
+        for part in path_parts(&up.base_path, rest) {
+            out.extend_from_slice(part.as_bytes());
         }
         put(
             out,

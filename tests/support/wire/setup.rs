@@ -31,12 +31,19 @@ impl Setup {
     /// `proxy_keys` are more `[proxy]` keys: the harness writes its `[proxy]` section first,
     /// so keys given before the first table land in it.
     pub async fn start_with(up: Upstream, proxy_keys: &str) -> Setup {
+        Setup::start_at(up, "", proxy_keys, "").await
+    }
+
+    /// [`Setup::start_with`] with an upstream URL that has a base path (`/api/v1`), and `keys`
+    /// after the provider's own (more of its keys, then tables such as `[[routes]]`).
+    pub async fn start_at(up: Upstream, base: &str, proxy_keys: &str, keys: &str) -> Setup {
         let provider = format!(
             r#"preset = "static"
 token = "{TOKEN}"
-headers = {{ "x-provider" = "from-config" }}"#
+headers = {{ "x-provider" = "from-config" }}
+{keys}"#
         );
-        let providers = wire_provider(proxy_keys, &up, &provider);
+        let providers = wire_provider(proxy_keys, &up, base, &provider);
         Setup::with(TestCa::new(), up, &providers).await
     }
 
@@ -57,7 +64,7 @@ wait_for_token = "5s""#,
             id = o.client_id,
             secret = o.client_secret,
         );
-        let providers = wire_provider(proxy_keys, &up, &provider);
+        let providers = wire_provider(proxy_keys, &up, "", &provider);
         (Setup::with(ca, up, &providers).await, fake)
     }
 
@@ -79,13 +86,14 @@ wait_for_token = "5s""#,
 }
 
 /// The config's providers: `proxy_keys` (see [`Setup::start_with`]), then the one provider,
-/// `wire`, claiming [`HOST`] and forwarding to `up`, with `keys` (its preset and credential).
-fn wire_provider(proxy_keys: &str, up: &Upstream, keys: &str) -> String {
+/// `wire`, claiming [`HOST`] and forwarding to `up` under `base`, with `keys` (its preset and
+/// credential).
+fn wire_provider(proxy_keys: &str, up: &Upstream, base: &str, keys: &str) -> String {
     format!(
         r#"{proxy_keys}
 [providers.wire]
 hosts = ["{HOST}"]
-upstream = "http://127.0.0.1:{port}"
+upstream = "http://127.0.0.1:{port}{base}"
 {keys}
 "#,
         port = up.port(),
