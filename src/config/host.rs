@@ -132,6 +132,18 @@ pub fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The address a host names when it is this machine: `localhost` (as 127.0.0.1) or a loopback
+/// IP literal, with or without IPv6 brackets. A DNS name other than `localhost` is `None`.
+pub fn loopback_ip(host: &str) -> Option<std::net::IpAddr> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .ok()
+        .filter(std::net::IpAddr::is_loopback)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -634,14 +634,7 @@ fn security_warnings(
     }
     // Plain http off this machine: the credential (or the client's secrets) cross the network
     // in the clear. Loopback is fine (a sidecar, a test).
-    let local = |host: &str| {
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    };
+    let local = |host: &str| super::host::loopback_ip(host).is_some();
     for p in providers {
         let name = &p.name;
         if !p.upstream.is_tls() && !local(&p.upstream.host) {

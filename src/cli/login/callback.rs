@@ -7,7 +7,7 @@
 //! only then is the `code` handed over for the exchange.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// The path the redirect comes back to when the config names no `redirect_uri`.
 pub const DEFAULT_PATH: &str = "/callback";
@@ -77,7 +77,7 @@ pub fn plan(configured: Option<&str>, paste: bool) -> Result<Plan, String> {
         });
     }
     let host = uri.host().unwrap_or_default();
-    let ip = loopback_ip(host);
+    let ip = crate::config::host::loopback_ip(host);
     if uri.scheme_str() != Some("http") || ip.is_none() {
         return Ok(Plan::Paste {
             redirect_uri: Some(raw.to_owned()),
@@ -104,14 +104,6 @@ pub fn plan(configured: Option<&str>, paste: bool) -> Result<Plan, String> {
         rest,
         configured: Some(raw.to_owned()),
     }))
-}
-
-fn loopback_ip(host: &str) -> Option<IpAddr> {
-    if host.eq_ignore_ascii_case("localhost") {
-        return Some(Ipv4Addr::LOCALHOST.into());
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().ok().filter(IpAddr::is_loopback)
 }
 
 /// The parameters of a redirect back from the authorization server (RFC 6749 §4.1.2).
