@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use credproxy::app::Running;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -232,47 +231,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
-/// A response as the client saw it.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-}
-
-impl Resp {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text()))
-    }
-}
-
-/// One request over a fresh HTTP/1.1 connection to `addr`, the URI exactly as given.
-pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    send_on(tcp, req).await
-}
-
-/// One request over `io` (TCP or a unix socket).
-pub async fn send_on<I>(io: I, req: Request<Full<Bytes>>) -> Resp
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(conn);
-    let resp = sender.send_request(req).await.expect("HTTP/1.1 exchange");
-    let (parts, body) = resp.into_parts();
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("response body").to_bytes(),
-    }
-}
+// The same response type and senders as the preset tests use.
+pub use crate::support::proxy::{Resp, send, send_on};
 
 /// `GET uri` with `headers`.
 pub fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {

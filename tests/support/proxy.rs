@@ -293,7 +293,15 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
     let tcp = TcpStream::connect(addr)
         .await
         .expect("connect to credproxy");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    send_on(tcp, req).await
+}
+
+/// One HTTP/1.1 request over `io` (TCP or a unix socket).
+pub async fn send_on<I>(io: I, req: Request<Full<Bytes>>) -> Resp
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .expect("HTTP/1.1 handshake");
     tokio::spawn(conn);
