@@ -107,12 +107,25 @@ pub fn plan(configured: Option<&str>, paste: bool) -> Result<Plan, String> {
 }
 
 /// The parameters of a redirect back from the authorization server (RFC 6749 §4.1.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` leaves the code out: with the PKCE verifier this process holds, it is a token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Params {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Params")
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("state", &self.state)
+            .field("error", &self.error)
+            .field("error_description", &self.error_description)
+            .finish()
+    }
 }
 
 impl Params {
@@ -312,6 +325,13 @@ mod tests {
         assert_eq!(check(&no_state, "s1"), Err(Refusal::WrongState));
         let no_code = Params::from_query("state=s1");
         assert_eq!(check(&no_code, "s1"), Err(Refusal::NoCode));
+    }
+
+    #[test]
+    fn debug_leaves_the_code_out() {
+        let shown = format!("{:?}", Params::from_query("code=c0de&state=s1"));
+        assert!(!shown.contains("c0de"), "{shown}");
+        assert!(shown.contains("s1"), "{shown}");
     }
 
     #[test]

@@ -28,11 +28,19 @@ use tokio_util::task::TaskTracker;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A browser's request on the redirect path, waiting for the page to answer it with.
-#[derive(Debug)]
 pub struct Callback {
-    /// The query string, as sent (without `?`).
+    /// The query string, as sent (without `?`). It carries the authorization code.
     pub query: String,
     reply: oneshot::Sender<Page>,
+}
+
+/// The query is left out: it carries the authorization code.
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback")
+            .field("query", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Callback {
