@@ -1,5 +1,7 @@
 //! The fast path's request side: whether it serves a request, and the upstream head it writes.
 
+use std::io::Write;
+
 use super::*;
 
 /// A request the fast path has taken on (its upstream head is in `Fast::out`).
@@ -108,10 +110,8 @@ impl Fast {
         if let Some(n) = fields.content_length {
             // Written from the value the body was read by (the client's field may have been
             // named in its `Connection`: dropping it would let the body pass as a request).
-            put(
-                out,
-                &[b"content-length: ", n.to_string().as_bytes(), b"\r\n"],
-            );
+            // (Writing into a `Vec` can't fail.)
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         for (name, value) in creds {
             put(

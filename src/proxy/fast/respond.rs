@@ -1,6 +1,8 @@
 //! The fast path's answers downstream: the upstream's response (head, then body by its framing)
 //! or credproxy's own error.
 
+use std::io::Write;
+
 use bytes::BufMut;
 use tokio::io::AsyncReadExt;
 
@@ -153,9 +155,8 @@ impl Fast {
 /// `data` as one chunk of a chunked body (nothing for no data: an empty chunk would end it).
 pub(super) fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if !data.is_empty() {
-        put(
-            out,
-            &[format!("{:x}\r\n", data.len()).as_bytes(), data, b"\r\n"],
-        );
+        // (Writing into a `Vec` can't fail.)
+        let _ = write!(out, "{:x}\r\n", data.len());
+        put(out, &[data, b"\r\n"]);
     }
 }
