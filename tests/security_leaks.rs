@@ -23,13 +23,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use credproxy::clock::Clock;
 use credproxy::token::{EngineContext, FileStore, TokenHttp, TokenStore};
-use parking_lot::Mutex;
 use security_support::*;
 use support::blendvision::{EMAIL, PASSWORD as BV_PASSWORD};
+use support::logs::capture_trace;
 use support::{BlendVisionFake, Fake, OAuth2Fake, OAuth2Options, TestCa};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 const PROXY_SECRET: &str = "pa-S3CR3T-4";
 const CODED_SECRET: &str = "cs-a-S3CR3T-1";
@@ -39,19 +38,6 @@ const WRONG_SECRET: &str = "wrong-S3CR3T-5";
 const DEAD_TOKEN: &str = "dead-S3CR3T-6";
 const ORG_ID: &str = "org-S3CR3T-77";
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// What was logged, the admin bodies, and credproxy's own responses, to search at the end.
 #[derive(Default)]
@@ -165,15 +151,7 @@ require_auth = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_leaks_anywhere_in_a_full_session() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .expect("the only subscriber in this binary");
+    let logs = capture_trace();
     let mut seen = Seen::default();
 
     let ca = TestCa::new();
@@ -357,7 +335,7 @@ async fn no_secret_leaks_anywhere_in_a_full_session() {
     assert!(s.proxy.shutdown(Duration::from_secs(3)).await);
 
     // The session really ran, at trace level.
-    let logs = String::from_utf8(buffer.0.lock().clone()).unwrap();
+    let logs = logs.text();
     for must in [
         "TRACE",
         "credproxy::access",

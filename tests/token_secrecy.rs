@@ -6,43 +6,21 @@
 //! introspection, the CLI one-shots and a logout, then greps the buffer. Every secret the token
 //! server or the configuration holds contains `SECRET`.
 
+mod support;
 mod token_support;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use credproxy::clock::Clock;
 use credproxy::token::{FileStore, TokenStore};
-use parking_lot::Mutex;
 use serde_json::json;
+use support::logs::capture_trace;
 use token_support::*;
-use tracing_subscriber::fmt::format::FmtSpan;
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn no_secret_in_any_log_line_at_trace() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .unwrap();
+    let logs = capture_trace();
 
     let _tick = ticker();
     let clock = Clock::new();
@@ -92,7 +70,7 @@ async fn no_secret_in_any_log_line_at_trace() {
     assert_eq!(again.next_event().await, "ok");
     again.stop().await;
 
-    let logs = String::from_utf8(buffer.0.lock().clone()).unwrap();
+    let logs = logs.text();
     for must in [
         "obtained a new token",
         "token refresh failed",

@@ -22,6 +22,7 @@ pub mod core;
 pub mod fault;
 pub mod fields;
 pub mod http;
+pub mod logs;
 pub mod proxy;
 pub mod server;
 pub mod tls;
