@@ -231,7 +231,7 @@ pub fn engine(config: &Config, store: StoreKind) -> Result<EngineContext, Failur
 pub fn token_failure(provider: &ProviderConfig, e: TokenError) -> Failure {
     let name = &provider.name;
     let hint = match e.fault() {
-        Fault::LoginRequired | Fault::RefreshRejected => {
+        Fault::LoginRequired => {
             format!("run `credproxy login {name}` first")
         }
         Fault::Config => format!(

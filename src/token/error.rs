@@ -57,15 +57,12 @@ pub enum Fault {
     /// Worth retrying soon: connect errors, timeouts, 5xx, 429, `temporarily_unavailable`, replies
     /// we can't use, store I/O. The current token is served while valid.
     Transient { retry_after: Option<Duration> },
-    /// The refresh token was refused. [`TokenError::fault`] does not return this (the engine
-    /// handles a refused refresh token itself, see [`TokenError::rejects_refresh`], and reports
-    /// [`Fault::LoginRequired`] when no grant without a person is left); kept for callers that
-    /// match on it.
-    RefreshRejected,
     /// Wrong configuration or credentials (`invalid_client`, a redirect, other 4xx): logged once,
     /// retried only slowly.
     Config,
-    /// Nothing works until a person logs in.
+    /// Nothing works until a person logs in (also what a refused refresh token comes to when no
+    /// grant without a person is left: the engine handles the refusal itself first, see
+    /// [`TokenError::rejects_refresh`]).
     LoginRequired,
 }
 

@@ -400,7 +400,7 @@ impl Refresher {
                 self.next = Some(now + CONFIG_RETRY);
                 (Phase::Failing, "config_error")
             }
-            Fault::LoginRequired | Fault::RefreshRejected => {
+            Fault::LoginRequired => {
                 if self.login.is_none() {
                     tracing::warn!(reason = %msg, "waiting for `credproxy login {}`", self.provider.name);
                 }
