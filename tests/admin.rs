@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use support::server::free_port;
 use support::{Alpn, Fake, Fault, OAuth2Fake, TestCa, TestServer};
 use tokio::net::TcpStream;
 
@@ -564,16 +565,6 @@ impl std::io::Write for BufWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// A port that was free a moment ago: for configs a separate process reads (`admin_listen` must
-/// name the real port for `credproxy status` to find it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn credproxy(args: &[&str], cwd: &std::path::Path) -> std::process::Output {

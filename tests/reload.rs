@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use support::server::free_port;
 use support::{Alpn, Fake, OAuth2Fake, TestCa, TestServer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -119,14 +120,6 @@ provider = "fixed"
         let text = self.config_text(static_token, route_listen);
         credproxy::config::load_str(&text, "t.toml", &|_| None).unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

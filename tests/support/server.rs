@@ -150,3 +150,13 @@ async fn serve_connection(stream: TcpStream, acceptor: Option<TlsAcceptor>, hand
         }
     }
 }
+
+/// A port that was free a moment ago: for configs that must name a real port (a separate process
+/// reads them, or a reload must move a listener to a known address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
