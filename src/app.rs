@@ -47,6 +47,8 @@ pub enum AppError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("can't build the token endpoints' HTTP client")]
+    TokenClient(#[source] crate::token::HttpError),
     #[error("can't start the worker threads")]
     Workers(#[source] std::io::Error),
 }
@@ -399,14 +401,14 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     };
 
     // The token store is opened (its directory created 0700) before anything is served.
-    let dir = p.state_dir.clone();
-    let store_err = |source: Box<dyn std::error::Error + Send + Sync>| AppError::Store {
-        dir: dir.display().to_string(),
-        source,
-    };
-    let store: Arc<dyn crate::token::TokenStore> =
-        Arc::new(crate::token::FileStore::open(&dir).map_err(|e| store_err(Box::new(e)))?);
-    let client = crate::token::TokenHttp::new(roots).map_err(|e| store_err(Box::new(e)))?;
+    let dir = &p.state_dir;
+    let store: Arc<dyn crate::token::TokenStore> = Arc::new(
+        crate::token::FileStore::open(dir).map_err(|e| AppError::Store {
+            dir: dir.display().to_string(),
+            source: Box::new(e),
+        })?,
+    );
+    let client = crate::token::TokenHttp::new(roots).map_err(AppError::TokenClient)?;
     let metrics = Arc::new(Metrics::new(
         &config.providers.iter().map(|p| &p.name).collect::<Vec<_>>(),
     ));
