@@ -417,3 +417,26 @@ async fn upstream_base_path_and_path_prefix_make_the_upstream_target() {
         assert_eq!(up.target(), want, "sent {sent} (hyper)");
     }
 }
+
+#[tokio::test]
+async fn an_upstream_connection_parked_by_hyper_is_reused_by_the_fast_path() {
+    let s = Setup::echoing().await;
+    // `Expect` makes hyper serve this connection; `Connection: close` ends it after the answer,
+    // and its idle upstream connection goes to the pool.
+    let mut a = s.client().await;
+    let r = a
+        .roundtrip(request(
+            "GET",
+            "/by-hyper",
+            &["Expect: 100-continue", "Connection: close"],
+            b"",
+        ))
+        .await;
+    assert_status(&r, 200);
+    assert!(s.up.last().head.has("expect"), "not hyper's path");
+    a.assert_closed("a Connection: close served by hyper").await;
+    // The fast path (a plain GET on a new connection) takes that upstream connection.
+    let mut b = s.client().await;
+    b.get_echoed("/by-fast-path").await;
+    assert_eq!(s.up.connections(), 1);
+}

@@ -5,9 +5,10 @@
 //! task, so a request costs no task switch and no channel hop (hyper-util's pooled `Client` drives
 //! every connection in a task of its own and hands responses over channels, which costs about half
 //! as much CPU again per request on this machine). When a downstream connection ends, its idle
-//! upstream connection is *parked* in the shared [`Pool`] un-polled, and the next downstream
-//! connection that needs that upstream adopts it into its own task. Parked connections are evicted
-//! after `idle_timeout`. HTTP/2 upstreams (chosen by ALPN) multiplex, so one connection per
+//! upstream connection is *parked* in the shared [`Pool`] as a bare stream, and the next
+//! downstream connection that needs that upstream adopts it into its own task, whichever path
+//! serves it (the fast path uses the stream as it is; hyper's path starts its HTTP/1.1 client on
+//! it). Parked connections are probed before reuse and evicted after `idle_timeout`. HTTP/2 upstreams (chosen by ALPN) multiplex, so one connection per
 //! upstream is shared by everyone and driven by a task of its own.
 
 use std::collections::HashMap;
@@ -245,13 +246,8 @@ impl Connector {
     }
 }
 
-struct Parked {
-    sender: H1Sender,
-    conn: H1Conn,
-    since: Instant,
-}
-
-/// An idle upstream connection of the HTTP/1.1 fast path (`fast.rs`): just the stream.
+/// An idle HTTP/1.1 upstream connection between downstream connections: just the stream, so
+/// either path (the fast path or hyper's) can adopt it.
 struct ParkedStream {
     stream: Stream,
     since: Instant,
@@ -271,7 +267,6 @@ pub async fn still_open(stream: &mut Stream) -> bool {
 
 /// Idle connections between downstream connections, and shared HTTP/2 connections.
 pub struct Pool {
-    idle: Mutex<HashMap<UpstreamKey, Vec<Parked>>>,
     streams: Mutex<HashMap<UpstreamKey, Vec<ParkedStream>>>,
     h2: Mutex<HashMap<UpstreamKey, H2Sender>>,
     idle_timeout: Duration,
@@ -281,7 +276,6 @@ pub struct Pool {
 impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             idle_timeout,
@@ -289,49 +283,10 @@ impl Pool {
         }
     }
 
-    /// A parked connection to `key`, if one is fresh. The caller polls it once (it may have been
-    /// closed by the upstream while parked) before use.
-    fn take(&self, key: &UpstreamKey) -> Option<(H1Sender, H1Conn)> {
-        let now = Instant::now();
-        let mut idle = self.idle.lock();
-        let list = idle.get_mut(key)?;
-        while let Some(p) = list.pop() {
-            if now.saturating_duration_since(p.since) < self.idle_timeout {
-                return Some((p.sender, p.conn));
-            }
-        }
-        None
-    }
-
-    /// Park an idle HTTP/1.1 connection for the next downstream connection.
-    pub fn park(&self, key: UpstreamKey, sender: H1Sender, conn: H1Conn) {
-        if !sender.is_ready() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.idle.lock();
-        let list = idle.entry(key).or_default();
-        list.retain(|p| now.saturating_duration_since(p.since) < self.idle_timeout);
-        if list.len() < self.max_idle_per_key {
-            list.push(Parked {
-                sender,
-                conn,
-                since: now,
-            });
-        }
-    }
-
     /// Drop parked connections idle for longer than the timeout (run periodically).
     pub fn evict_idle(&self) -> usize {
         let now = Instant::now();
-        let mut idle = self.idle.lock();
         let mut evicted = 0;
-        idle.retain(|_, list| {
-            let before = list.len();
-            list.retain(|p| now.saturating_duration_since(p.since) < self.idle_timeout);
-            evicted += before - list.len();
-            !list.is_empty()
-        });
         let mut streams = self.streams.lock();
         streams.retain(|_, list| {
             let before = list.len();
@@ -344,7 +299,7 @@ impl Pool {
         evicted
     }
 
-    /// Park an idle fast-path stream (its last response read to the end, nothing unread).
+    /// Park an idle stream (its last response read to the end, nothing unread).
     pub fn park_stream(&self, key: UpstreamKey, stream: Stream) {
         let now = Instant::now();
         let mut streams = self.streams.lock();
@@ -399,6 +354,30 @@ struct LocalConn {
     conn: H1Conn,
 }
 
+impl LocalConn {
+    /// Park the stream, when the connection is idle with nothing unread.
+    fn park(self, pool: &Pool) {
+        if !self.sender.is_ready() {
+            return;
+        }
+        let parts = Pin::into_inner(self.conn).into_parts();
+        if parts.read_buf.is_empty() {
+            pool.park_stream(self.key, parts.io.into_inner());
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 client on an idle stream (no I/O: HTTP/1.1 has no handshake).
+async fn handshake_h1(stream: Stream) -> Option<(H1Sender, H1Conn)> {
+    match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+        Ok((sender, conn)) => Some((sender, Box::pin(conn))),
+        Err(e) => {
+            tracing::debug!(error = %e, "can't start HTTP/1.1 on the upstream connection");
+            None
+        }
+    }
+}
+
 /// The upstream connection owned by one downstream connection, polled by that connection's task.
 #[derive(Default)]
 pub struct LocalSlot {
@@ -434,7 +413,7 @@ impl LocalSlot {
     /// Hand the idle upstream connection to the pool (the downstream connection is ending).
     pub fn park_into(&self, pool: &Pool) {
         if let Some(local) = self.conn.lock().take() {
-            pool.park(local.key, local.sender, local.conn);
+            local.park(pool);
         }
     }
 
@@ -453,22 +432,18 @@ impl LocalSlot {
                 }
                 if local.key != *key {
                     // Another upstream: give this one back to the pool.
-                    let old = slot.take().expect("checked above");
-                    pool.park(old.key, old.sender, old.conn);
+                    slot.take().expect("checked above").park(pool);
                 }
             }
         }
         if let Some(h2) = pool.h2(key) {
             return Ok(Checkout::H2(h2));
         }
-        while let Some((sender, mut conn)) = pool.take(key) {
-            // Poll once in this task: a connection the upstream closed while parked ends here.
-            let alive =
-                std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_pending())).await;
-            if alive && sender.is_ready() {
-                self.install(key.clone(), sender, conn);
-                return Ok(Checkout::Local { reused: true });
-            }
+        if let Some(stream) = pool.take_stream(key).await
+            && let Some((sender, conn)) = handshake_h1(stream).await
+        {
+            self.install(key.clone(), sender, conn);
+            return Ok(Checkout::Local { reused: true });
         }
         match connector.connect(key).await? {
             Fresh::H1(sender, conn) => {
@@ -485,9 +460,8 @@ impl LocalSlot {
     /// Take over an idle HTTP/1.1 stream (from the fast path, when hyper takes over its
     /// downstream connection), so the upstream connection goes on being used.
     pub async fn adopt(&self, key: UpstreamKey, stream: Stream) {
-        match http1::Builder::new().handshake(TokioIo::new(stream)).await {
-            Ok((sender, conn)) => self.install(key, sender, Box::pin(conn)),
-            Err(e) => tracing::debug!(error = %e, "can't adopt the upstream connection"),
+        if let Some((sender, conn)) = handshake_h1(stream).await {
+            self.install(key, sender, conn);
         }
     }
 
