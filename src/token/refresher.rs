@@ -173,11 +173,7 @@ impl Refresher {
                         expires_in_s = t.expires_at.map_or(-1, |e| e - clock.unix_now()),
                         "reusing the stored token"
                     );
-                    self.succeed(Outcome {
-                        kind: Kind::Adopted,
-                        token: t,
-                        save_error: None,
-                    });
+                    self.adopt(t);
                 } else {
                     self.renew_from(Some(t), false).await;
                 }
@@ -259,11 +255,7 @@ impl Refresher {
                     && persist::newer(&t, held.map(|h| &h.token))
                     && persist::valid(&self.ctx.clock, &t) =>
             {
-                self.succeed(Outcome {
-                    kind: Kind::Adopted,
-                    token: t,
-                    save_error: None,
-                });
+                self.adopt(t);
             }
             _ => {}
         }
@@ -371,6 +363,15 @@ impl Refresher {
         (self.ctx.observer)(self.name(), label);
     }
 
+    /// Serve a token from the store (ours at start, or one another process stored) as is.
+    fn adopt(&mut self, token: StoredToken) {
+        self.succeed(Outcome {
+            kind: Kind::Adopted,
+            token,
+            save_error: None,
+        });
+    }
+
     fn fail(&mut self, failed: Failed) {
         let Failed { error, base, .. } = failed;
         if matches!(error, TokenError::Cancelled) {
@@ -434,11 +435,7 @@ impl Refresher {
         }
         tracing::info!("a login landed in the token store");
         if persist::valid(&self.ctx.clock, &stored) {
-            self.succeed(Outcome {
-                kind: Kind::Adopted,
-                token: stored,
-                save_error: None,
-            });
+            self.adopt(stored);
         } else {
             self.renew_from(Some(stored), false).await;
         }
