@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use support::proxy::proxy_section;
 use support::{Alpn, TestCa, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -77,12 +78,7 @@ async fn setup_with(alpn: Alpn, extra_proxy: &str, extra: &str) -> Setup {
     let port = upstream.port();
     let text = format!(
         r#"
-[proxy]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-state_dir = "{state}"
-ca_file = "{ca}"
-response_timeout = "1s"
+{proxy}response_timeout = "1s"
 {extra_proxy}
 
 [providers.echo]
@@ -101,8 +97,7 @@ path_prefix = "/echo"
 provider = "echo"
 {extra}
 "#,
-        state = dir.path().join("state").display(),
-        ca = ca_file.display(),
+        proxy = proxy_section(&dir.path().join("state"), &ca_file),
         extra = extra.replace("UPSTREAM", &port.to_string()),
     );
     let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();

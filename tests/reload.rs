@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use support::proxy::proxy_section;
 use support::server::free_port;
 use support::{Alpn, Fake, OAuth2Fake, TestCa, TestServer};
 use tokio::net::TcpStream;
@@ -82,12 +83,7 @@ impl Env {
         let o = self.fake.options();
         format!(
             r#"
-[proxy]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-state_dir = "{state}"
-ca_file = "{ca}"
-
+{proxy}
 [providers.oauth]
 preset = "oauth2"
 hosts = ["api.oauth.test"]
@@ -107,8 +103,10 @@ token = "{static_token}"
 listen = "{route_listen}"
 provider = "fixed"
 "#,
-            state = self.dir.path().join("state").display(),
-            ca = self.dir.path().join("test-ca.pem").display(),
+            proxy = proxy_section(
+                &self.dir.path().join("state"),
+                &self.dir.path().join("test-ca.pem")
+            ),
             port = self.up.port(),
             fake = self.fake.url(),
             id = o.client_id,

@@ -57,9 +57,8 @@ impl Harness {
     /// The `[proxy]` section plus `providers` (TOML), checked like `credproxy check` does.
     pub fn config(&self, providers: &str) -> Config {
         let text = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nca_file = \"{}\"\n\n{providers}",
-            self.state_dir.display(),
-            self.ca_file.display(),
+            "{}\n{providers}",
+            proxy_section(&self.state_dir, &self.ca_file)
         );
         credproxy::config::load_str(&text, "t.toml", &|_| None)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{text}"))
@@ -368,6 +367,16 @@ pub fn on_fake(fake_origin: &str, url: &Uri) -> String {
 pub fn defaults(providers: &str) -> Config {
     credproxy::config::load_str(providers, "defaults.toml", &|_| None)
         .unwrap_or_else(|e| panic!("defaults config rejected: {e}"))
+}
+
+/// The `[proxy]` section of a test config: both listeners on ephemeral ports, the token store in
+/// `state_dir`, upstreams trusted through `ca_file`. More `[proxy]` keys may follow it.
+pub fn proxy_section(state_dir: &std::path::Path, ca_file: &std::path::Path) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nca_file = \"{}\"\n",
+        state_dir.display(),
+        ca_file.display(),
+    )
 }
 
 /// The headers of the latest request the fake's API answered.
