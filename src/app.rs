@@ -427,22 +427,20 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     let shared = build_shared(&config, &providers, &metrics, upstream_tls);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
-    let admin_state = admin_bound.as_ref().map(|_| {
-        Arc::new(crate::admin::AdminState::new(
-            admin_providers(&shared),
-            metrics.clone(),
-        ))
-    });
-    let admin = match (admin_bound, &admin_state) {
-        (Some((mut sockets, addr)), Some(state)) => {
+    let (admin, admin_state) = match admin_bound {
+        Some((mut sockets, addr)) => {
+            let state = Arc::new(crate::admin::AdminState::new(
+                admin_providers(&shared),
+                metrics.clone(),
+            ));
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);
             background
                 .spawn(crate::admin::serve(socket, state.clone(), cancel.clone()).instrument(span));
-            Some(addr)
+            (Some(addr), Some(state))
         }
-        _ => None,
+        None => (None, None),
     };
 
     // Park-pool eviction: idle upstream connections are closed after POOL_IDLE_TIMEOUT.
