@@ -64,6 +64,7 @@ async fn baselime_login_refreshes_workspaces_and_restart() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"], "login_required", "{}", r.text());
     assert_eq!(fake.token_calls(), 0);
+    assert_eq!(fake.api_calls(), 0, "nothing is forwarded without a token");
 
     // Stand-in for `credproxy login baselime`: authorize, follow the redirect, exchange the code.
     let cfg = oauth(&proxy.config, "baselime");

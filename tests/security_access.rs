@@ -142,12 +142,14 @@ require_auth = false
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["authorization"][0], format!("Bearer {TOKEN}"));
     // The main listener still demands it.
+    let before = s.upstream.hits();
     let r = send(
         s.main(),
         get(&format!("http://{HOST}/x"), &[("host", HOST)]),
     )
     .await;
     assert_eq!(r.status, 407);
+    assert_eq!(s.upstream.hits(), before, "a 407 is never forwarded");
     // Browsers are still refused on the opted-out route.
     let r = send(
         route,
@@ -161,6 +163,11 @@ require_auth = false
     )
     .await;
     assert_eq!(r.status, 403);
+    assert_eq!(
+        s.upstream.hits(),
+        before,
+        "the browser's request was forwarded"
+    );
 
     let config = s.config_file();
     let (code, _, stderr) = credproxy(&["check", "--config", config.to_str().unwrap()]).await;
@@ -258,6 +265,7 @@ async fn unix_socket_listeners_are_private_files_and_serve_requests() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["path"], "/base/url");
     // Browsers are refused here too.
+    let before = s.upstream.hits();
     let r = send_unix(
         &route,
         get(
@@ -267,6 +275,11 @@ async fn unix_socket_listeners_are_private_files_and_serve_requests() {
     )
     .await;
     assert_eq!(r.status, 403);
+    assert_eq!(
+        s.upstream.hits(),
+        before,
+        "the browser's request was forwarded"
+    );
 
     assert!(s.proxy.shutdown(Duration::from_secs(2)).await);
     assert!(
@@ -385,6 +398,7 @@ async fn browser_requests_are_refused_unless_the_origin_is_allowed() {
         }
     }
     // A CORS preflight gets no CORS headers: the browser gives up.
+    let before = s.upstream.hits();
     let r = send(
         s.main(),
         http::Request::builder()
@@ -399,6 +413,7 @@ async fn browser_requests_are_refused_unless_the_origin_is_allowed() {
     .await;
     assert_eq!(r.status, 403);
     assert!(r.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(s.upstream.hits(), before, "the preflight was forwarded");
 
     let allowed: &[&[(&str, &str)]] = &[
         &[],
@@ -435,12 +450,17 @@ async fn an_origin_that_is_not_text_is_still_an_origin() {
 async fn browsers_cannot_use_pass_through_to_reach_other_hosts() {
     let s = Setup::start("unknown_hosts = \"pass\"", "").await;
     // An unclaimed plain-HTTP host: passed through untouched for programs...
+    let plain_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = plain_hits.clone();
     let plain = support::TestServer::start(
         None,
-        support::server::handler(|_req| async {
-            http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
-                b"intranet",
-            )))
+        support::server::handler(move |_req| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"intranet",
+                )))
+            }
         }),
     )
     .await;
@@ -457,6 +477,8 @@ async fn browsers_cannot_use_pass_through_to_reach_other_hosts() {
         let r = send(s.main(), get(&url, &headers)).await;
         assert_eq!(r.status, 403, "{headers:?}");
         assert_eq!(r.json()["error"], "browser_request");
+        let hits = plain_hits.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(hits, 1, "{headers:?} reached the intranet host");
     }
 }
 
