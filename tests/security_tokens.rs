@@ -231,8 +231,12 @@ async fn a_token_server_that_never_answers_leaves_the_last_token_in_service() {
     fake.push_fault(Fault::Delay(Duration::from_secs(600)));
     let end = Instant::now() + Duration::from_secs(30);
     while fake.token_calls() == calls {
-        let (status, _) = call(&s, &fake, "/401/nudge").await;
+        let (status, bearer) = call(&s, &fake, "/401/nudge").await;
         assert_eq!(status, 401, "the upstream's own 401 is passed on");
+        assert_eq!(
+            bearer, first,
+            "the upstream answered it, to the served token"
+        );
         assert!(Instant::now() < end, "the refresher was never nudged");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
