@@ -416,6 +416,12 @@ async fn login_paste_takes_a_bare_code() {
     assert!(out.status.success(), "{out:?}");
     assert!(s.store_file().exists());
     assert_no_secret(&out, &[&code]);
+    assert_eq!(
+        s.fake.authorization_code_grants(),
+        1,
+        "the pasted code was exchanged"
+    );
+    assert!(s.fake.is_valid_token(&token_alone(&s).await));
 }
 
 #[tokio::test(flavor = "multi_thread")]
