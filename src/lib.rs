@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod demo;
+pub mod fields;
 pub mod metrics;
 pub mod proxy;
 pub mod secret;

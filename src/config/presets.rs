@@ -182,20 +182,13 @@ pub fn build(ctx: &mut Ctx<'_>, name: &str, fp: &Spanned<FileProvider>) -> Optio
                 );
                 continue;
             }
-            if matches!(
-                name_.as_str(),
-                "content-length"
-                    | "transfer-encoding"
-                    | "connection"
-                    | "keep-alive"
-                    | "proxy-connection"
-                    | "te"
-                    | "trailer"
-                    | "upgrade"
-                    | "expect"
-                    | "proxy-authorization"
-                    | "proxy-authenticate"
-            ) {
+            let field = crate::fields::classify(name_.as_str());
+            if field.is_hop_by_hop()
+                || matches!(
+                    field,
+                    crate::fields::Field::ContentLength | crate::fields::Field::Expect
+                )
+            {
                 ctx.err(
                     span,
                     &k,
