@@ -197,7 +197,12 @@ async fn a_provider_removed_by_reload_is_no_longer_claimed() {
         .await
         .unwrap();
     let main = running.main_addr().tcp().unwrap();
-    assert_eq!(get(main, "http://api.oauth.test/").await.0, 200);
+    let (status, seen) = get(main, "http://api.oauth.test/").await;
+    assert_eq!(status, 200);
+    assert!(
+        seen.starts_with("Bearer "),
+        "the upstream got the oauth token: {seen:?}"
+    );
     let text = env.config_text("s", "127.0.0.1:0");
     let without_oauth = text
         .replace("[providers.oauth]", "[providers.oauth_gone]")
