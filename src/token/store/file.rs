@@ -12,6 +12,12 @@
 //! and fsyncs the directory, so after a crash at any point the file is the old token or the new
 //! one. Loads never look at temp files.
 //!
+//! Token and lock files are opened with `O_NOFOLLOW`: a symlink planted at `<provider>.json` or
+//! `<provider>.lock` (pointing at another file of the user's, or at a file another user controls)
+//! is refused with an error that says so, never followed. (Temp files are created with
+//! `O_EXCL`, which never follows one either, and `rename` replaces a link rather than writing
+//! through it.)
+//!
 //! Lock files are never deleted: a process waiting on the old file while another deletes and
 //! recreates it would hold a lock nobody else sees. The lock is an advisory `flock` (std's
 //! `File::lock`): it is per open file, so it also serializes threads of one process, and it is
@@ -108,10 +114,11 @@ impl FileStore {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|source| StoreError::Lock {
+            .map_err(|e| StoreError::Lock {
                 path: path.clone(),
-                source,
+                source: refuse_symlink(e),
             })?;
         Ok((file, path))
     }
@@ -175,6 +182,19 @@ impl FileStore {
     }
 }
 
+/// `O_NOFOLLOW` on a symlink fails with `ELOOP` ("too many levels of symbolic links"), which
+/// says nothing useful; say what it is and what to do.
+fn refuse_symlink(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::new(
+            e.kind(),
+            "it is a symbolic link, which credproxy does not follow in its state directory (remove the link; the file is recreated)",
+        )
+    } else {
+        e
+    }
+}
+
 fn temp_prefix(provider: &str) -> String {
     format!(".{provider}.json.tmp-")
 }
@@ -192,10 +212,23 @@ impl TokenStore for FileStore {
     fn load(&self, provider: &str) -> Result<Option<StoredToken>, StoreError> {
         check_provider(provider)?;
         let path = self.token_path(provider);
-        let bytes = match fs::read(&path) {
+        let read = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut f| {
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
+            });
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::Read { path, source }),
+            Err(e) => {
+                return Err(StoreError::Read {
+                    path,
+                    source: refuse_symlink(e),
+                });
+            }
         };
         let corrupt = |e: serde_json::Error| StoreError::Corrupt {
             path: path.clone(),
@@ -301,6 +334,27 @@ mod tests {
         assert!(store.remove("api").unwrap());
         assert!(!store.remove("api").unwrap());
         assert_eq!(store.load("api").unwrap(), None);
+    }
+
+    /// Issue 14 item 14: a symlink planted as the token or lock file is refused, not followed,
+    /// and the error says it is a link; the file it points at is untouched.
+    #[test]
+    fn symlinked_token_and_lock_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path().join("state")).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"{\"version\": 1}").unwrap();
+        std::os::unix::fs::symlink(&victim, store.dir().join("api.json")).unwrap();
+        std::os::unix::fs::symlink(&victim, store.dir().join("api.lock")).unwrap();
+        let err = store.load("api").unwrap_err();
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("symbolic link"), "{text}");
+        let Err(err) = store.lock("api") else {
+            panic!("a symlinked lock file was followed")
+        };
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("symbolic link"), "{text}");
+        assert_eq!(fs::read(&victim).unwrap(), b"{\"version\": 1}");
     }
 
     #[test]
