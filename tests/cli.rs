@@ -303,8 +303,11 @@ async fn a_running_proxy_waiting_for_a_login_picks_it_up() {
     proxy.stop().await;
 }
 
+/// Issue 14 item 13: any local process can reach the login's listener. A redirect without this
+/// login's `state` (another one, or none, even one saying `error=access_denied`) gets 400 and the
+/// login keeps waiting; the real redirect still completes it.
 #[tokio::test(flavor = "multi_thread")]
-async fn login_refuses_a_redirect_with_another_state() {
+async fn login_refuses_a_redirect_with_another_state_and_keeps_waiting() {
     let s = Setup::new("grant = \"authorization_code\"").await;
     let client = TestClient::new(&s.ca);
     let (login, url) = s.login(&[]).await;
@@ -320,12 +323,24 @@ async fn login_refuses_a_redirect_with_another_state() {
         "{}",
         page.text()
     );
+    let origin = &location[..location.find("/callback").unwrap()];
+    for forged in [
+        format!("{origin}/callback?error=access_denied"),
+        format!("{origin}/callback?code=planted"),
+    ] {
+        let page = client.get(&forged, &[]).await;
+        assert_eq!(page.status.as_u16(), 400, "{forged}: {}", page.text());
+    }
+    assert_eq!(s.fake.token_calls(), 0, "no exchange of a forged code");
+
+    let page = client.get(&location, &[]).await;
+    assert_eq!(page.status.as_u16(), 200, "{}", page.text());
     let out = login.finish().await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(out.stderr.contains("state does not match"), "{out:?}");
-    assert!(out.stderr.contains("hint:"), "{out:?}");
-    assert_eq!(s.fake.token_calls(), 0, "no exchange");
-    assert!(!s.store_file().exists());
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("ignored a redirect"), "{out:?}");
+    assert!(!out.stderr.contains("planted"), "{out:?}");
+    assert_eq!(s.fake.authorization_code_grants(), 1);
+    assert!(s.store_file().exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -269,23 +269,39 @@ impl Session<'_> {
         timeout: Duration,
     ) -> Result<StoredToken, Failure> {
         let name = &self.provider.name;
-        let cb = tokio::select! {
-            cb = listener.next() => cb,
-            _ = tokio::time::sleep(timeout) => return Err(timed_out(name, timeout, false)),
-            _ = tokio::signal::ctrl_c() => {
-                return Err(Failure::runtime(anyhow!("login to {name} cancelled")));
-            }
-        };
+        let deadline = tokio::time::Instant::now() + timeout;
         let failed = |detail: String| Page {
             ok: false,
             title: format!("Login to {name} failed"),
             detail,
         };
-        let code = match callback::check(&Params::from_query(&cb.query), self.state) {
-            Ok(code) => code,
-            Err(r) => {
-                cb.respond(failed(format!("{r}.")));
-                return Err(refused(name, r));
+        // A redirect without this login's `state` is anyone's (any local process can reach the
+        // listener): it gets 400 and the wait goes on, so it can neither end the login nor slip
+        // a code of its own in.
+        let (cb, code) = loop {
+            let cb = tokio::select! {
+                cb = listener.next() => cb,
+                _ = tokio::time::sleep_until(deadline) => return Err(timed_out(name, timeout, false)),
+                _ = tokio::signal::ctrl_c() => {
+                    return Err(Failure::runtime(anyhow!("login to {name} cancelled")));
+                }
+            };
+            match callback::check(&Params::from_query(&cb.query), self.state) {
+                Ok(code) => break (cb, code),
+                Err(r) if r.unproven() => {
+                    eprintln!("credproxy: ignored a redirect to the login listener: {r}");
+                    cb.respond(Page {
+                        ok: false,
+                        title: format!("This is not the login to {name} credproxy is waiting for"),
+                        detail: format!(
+                            "{r}. Finish the login in the browser tab credproxy opened."
+                        ),
+                    });
+                }
+                Err(r) => {
+                    cb.respond(failed(format!("{r}.")));
+                    return Err(refused(name, r));
+                }
             }
         };
         match self.exchange(&code, Some(redirect_uri)).await {
@@ -371,7 +387,7 @@ fn refused(name: &str, r: Refusal) -> Failure {
             "approve the access in the browser, or check the client's settings at the provider; \
              then run `credproxy login {name}` again"
         ),
-        Refusal::WrongState | Refusal::NoCode => {
+        Refusal::WrongState | Refusal::DeniedWithoutState { .. } | Refusal::NoCode => {
             format!("run `credproxy login {name}` again and finish it in the browser tab it opens")
         }
         Refusal::Empty | Refusal::NotACode => {

@@ -156,6 +156,13 @@ pub enum Refusal {
     },
     /// The `state` is not this login's (or is missing): possibly a forged redirect (§10.12).
     WrongState,
+    /// An `error` redirect without any `state`: some servers drop it from error redirects, but
+    /// any local process can send one too, so it can't end the login (the server's words are
+    /// shown, and the listener keeps waiting).
+    DeniedWithoutState {
+        error: String,
+        description: Option<String>,
+    },
     /// No `code` and no `error`.
     NoCode,
     /// Nothing was pasted.
@@ -178,6 +185,19 @@ impl fmt::Display for Refusal {
                 }
                 Ok(())
             }
+            Refusal::DeniedWithoutState { error, description } => {
+                write!(
+                    f,
+                    "a redirect says the provider refused the authorization ({}",
+                    printable(error)
+                )?;
+                if let Some(d) = description {
+                    write!(f, ": {}", printable(d))?;
+                }
+                f.write_str(
+                    "), but it carries no state, so it may not come from the provider;                      the login goes on waiting",
+                )
+            }
             Refusal::WrongState => f.write_str(
                 "the redirect's state does not match this login's (it may come from an older \
                  login attempt, or from someone else); the code was not used",
@@ -191,6 +211,18 @@ impl fmt::Display for Refusal {
     }
 }
 
+impl Refusal {
+    /// A redirect that does not prove it is this login's (no `state`, or another one): anyone on
+    /// this machine can send it, so it is answered 400 and the login keeps waiting for the real
+    /// one (until its timeout).
+    pub fn unproven(&self) -> bool {
+        matches!(
+            self,
+            Refusal::WrongState | Refusal::DeniedWithoutState { .. }
+        )
+    }
+}
+
 /// The code, if the redirect is this login's and carries one.
 pub fn check(params: &Params, expected_state: &str) -> Result<String, Refusal> {
     let state_ok = params
@@ -198,12 +230,12 @@ pub fn check(params: &Params, expected_state: &str) -> Result<String, Refusal> {
         .as_deref()
         .is_some_and(|s| same(s, expected_state));
     if let Some(error) = &params.error {
-        // Some servers drop `state` from error redirects; a wrong one is still refused.
-        if params.state.is_none() || state_ok {
-            return Err(Refusal::Denied {
-                error: error.clone(),
-                description: params.error_description.clone(),
-            });
+        let (error, description) = (error.clone(), params.error_description.clone());
+        if state_ok {
+            return Err(Refusal::Denied { error, description });
+        }
+        if params.state.is_none() {
+            return Err(Refusal::DeniedWithoutState { error, description });
         }
     }
     if !state_ok {
@@ -342,11 +374,12 @@ mod tests {
             r.to_string(),
             "the provider refused the authorization: access_denied (User said no)"
         );
-        // Without state (some servers), still the server's refusal; with a wrong one, not.
-        assert!(matches!(
-            check(&Params::from_query("error=access_denied"), "s1"),
-            Err(Refusal::Denied { .. })
-        ));
+        // Without state (some servers; or any local process), the server's words, but unproven:
+        // the login keeps waiting. With a wrong one, not this login's either.
+        let r = check(&Params::from_query("error=access_denied"), "s1").unwrap_err();
+        assert!(matches!(r, Refusal::DeniedWithoutState { .. }), "{r:?}");
+        assert!(r.unproven() && Refusal::WrongState.unproven() && !Refusal::NoCode.unproven());
+        assert!(r.to_string().contains("access_denied"), "{r}");
         assert_eq!(
             check(&Params::from_query("error=access_denied&state=zz"), "s1"),
             Err(Refusal::WrongState)
