@@ -372,6 +372,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     let background = TaskTracker::new();
     let p = &config.proxy;
 
+    bind::raise_fd_limit();
     let roots = crate::tls::roots(p.ca_file.as_deref())?;
     let upstream_tls = crate::tls::client_config(roots.clone(), &[b"h2", b"http/1.1"])?;
     let workers = Workers::start(options.workers).map_err(AppError::Workers)?;

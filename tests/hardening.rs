@@ -176,3 +176,57 @@ async fn a_thousand_idle_admin_connections_do_not_starve_healthz() {
     }
     drop(idle);
 }
+
+/// Item 8: the soft open-file limit is raised to the hard one at start (a few hundred clients
+/// would exhaust the common soft default of 1024).
+#[tokio::test]
+async fn run_raises_the_open_file_limit_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
+             [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t0k3n\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "ulimit -Sn 256 && exec {} run --config {}",
+        env!("CARGO_BIN_EXE_credproxy"),
+        config.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "credproxy did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "credproxy exited");
+        tokio::task::yield_now().await;
+    }
+    let pid = child.id().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "256", "{line}");
+    assert_eq!(soft, hard, "{line}");
+    child.start_kill().unwrap();
+}

@@ -21,6 +21,30 @@ use super::{AppError, BoundAddr};
 use crate::config::Listen;
 use crate::proxy::listener::Bound;
 
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit, once per process. Each proxied request
+/// holds two sockets, and the common soft default (1024) is reached by a few hundred clients;
+/// the hard limit is what the administrator allows. Failing to raise it is not fatal.
+pub fn raise_fd_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let (soft, hard) = (limit.current, limit.maximum);
+        if soft.is_some() && soft != hard {
+            let raised = rustix::process::Rlimit {
+                current: hard,
+                maximum: hard,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::debug!(from = ?soft, to = ?hard, "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"),
+                Err(e) => tracing::debug!(soft = ?soft, hard = ?hard, error = %e, "can't raise the open-file limit (RLIMIT_NOFILE)"),
+            }
+        } else {
+            tracing::debug!(soft = ?soft, hard = ?hard, "open-file limit (RLIMIT_NOFILE)");
+        }
+    });
+}
+
 /// Pending connections the kernel holds for us while we are at `max_connections`.
 const BACKLOG: i32 = 1024;
 
