@@ -363,7 +363,7 @@ async fn the_global_limit_queues_a_flood_until_slots_free_up() {
 }
 
 #[tokio::test]
-async fn a_client_over_its_limit_is_refused_and_others_are_not() {
+async fn a_client_over_its_limit_is_refused_and_every_loopback_address_is_that_client() {
     let s = Setup::start("max_connections_per_client = 3", "").await;
     let addr = s.main();
     let mut mine = Vec::new();
@@ -388,15 +388,17 @@ async fn a_client_over_its_limit_is_refused_and_others_are_not() {
     let flood: Vec<_> = (0..60)
         .map(|_| tokio::spawn(request_from("127.0.0.1", addr)))
         .collect();
-    // ...while another client is served as usual, during the flood.
-    for _ in 0..5 {
-        assert_eq!(request_from("127.0.0.2", addr).await, Some(200));
+    // ...and dialling from another loopback address is still this machine, the same client
+    // (issue 14 item 9: 127.0.0.2, 127.0.0.3, ... can't take more slots). That another client
+    // carries on is `limits.rs`'s unit test (only loopback addresses exist here).
+    for from in ["127.0.0.2", "127.0.0.3"] {
+        assert_eq!(request_from(from, addr).await, Some(503), "{from}");
     }
     for t in flood {
         let status = t.await.unwrap();
         assert!(matches!(status, None | Some(503)), "{status:?}");
     }
-    assert_eq!(s.upstream.hits(), 3 + 5);
+    assert_eq!(s.upstream.hits(), 3);
     // One of the three closes: the client gets a slot back.
     drop(mine.pop());
     let end = Instant::now() + WAIT;

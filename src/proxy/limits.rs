@@ -5,11 +5,15 @@
 //! At the global limit the accept loops stop accepting (the kernel's backlog holds the rest, and
 //! they are served as slots free up). A TCP client over its own limit is answered 503 and its
 //! connection closed at once, while other clients carry on. A client is its IP address; IPv6
-//! clients are counted per /64, the block one host usually holds. Unix-socket connections have no
+//! clients are counted per /64, the block one host usually holds; every loopback address
+//! (127.0.0.0/8, `::1`) is one client, this machine (otherwise one local process could take every
+//! slot by dialling from 127.0.0.2, 127.0.0.3, ...). Unix-socket connections have no
 //! address and count only towards the global limit (whoever may open the socket is trusted by
 //! its file mode).
 //!
 //! The per-client table is touched twice per connection (accept and close), never per request.
+//! It holds an entry only while that client has a connection open, so it never outgrows the
+//! global limit: a client's entry goes when its last connection closes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -91,9 +95,14 @@ impl Drop for ClientSlot {
     }
 }
 
-/// What counts as one client: an IPv4 address (IPv4-mapped IPv6 included), or an IPv6 /64.
+/// What counts as one client: this machine (any loopback address), an IPv4 address
+/// (IPv4-mapped IPv6 included), or an IPv6 /64.
 fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
+    let ip = ip.to_canonical();
+    if ip.is_loopback() {
+        return IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    }
+    match ip {
         IpAddr::V6(v6) => {
             let s = v6.segments();
             IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
@@ -120,8 +129,8 @@ mod tests {
     #[test]
     fn per_client_slots_are_counted_and_given_back() {
         let limits = ConnLimits::new(10, 2);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = limits.admit(a).unwrap();
         let _a2 = limits.admit(a).unwrap();
         assert!(limits.admit(a).is_none(), "a is at its limit");
@@ -141,6 +150,34 @@ mod tests {
         let _m = limits.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
         assert!(limits.admit("10.0.0.1".parse().unwrap()).is_none());
         assert_eq!(limits.clients.lock().len(), 2);
+    }
+
+    /// Issue 14 item 9: dialling from 127.0.0.2, 127.0.0.3, ... is still this machine, one
+    /// client; and the table only holds clients with a connection open.
+    #[test]
+    fn every_loopback_address_is_one_client_and_the_table_empties() {
+        let limits = ConnLimits::new(100_000, 3);
+        let mut held = Vec::new();
+        for i in 0..3 {
+            held.push(
+                limits
+                    .admit(format!("127.0.{i}.7").parse().unwrap())
+                    .unwrap(),
+            );
+        }
+        assert!(limits.admit("127.9.9.9".parse().unwrap()).is_none());
+        assert!(limits.admit("::1".parse().unwrap()).is_none());
+        assert!(limits.admit("::ffff:127.0.0.1".parse().unwrap()).is_none());
+        for i in 0..50_000u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            held.push(limits.admit(IpAddr::from([10, b, c, d])).unwrap());
+        }
+        assert_eq!(limits.clients.lock().len(), 50_001);
+        drop(held);
+        assert!(
+            limits.clients.lock().is_empty(),
+            "no entry outlives its connections"
+        );
     }
 
     #[test]
