@@ -10,6 +10,37 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// A secret file larger than this is refused: a secret is a line, and a path such as `/dev/zero`
+/// or a log file named by mistake must not be read into memory whole.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// The secret in the file at `path`, its trailing newlines trimmed. The error is a sentence that
+/// names the path (never the content): unreadable, empty, over [`MAX_SECRET_FILE`], not UTF-8.
+pub fn read_file(path: &str) -> Result<Secret, String> {
+    use std::io::Read;
+    let mut content = String::new();
+    let read = std::fs::File::open(path).and_then(|f| {
+        // One byte more than allowed tells "too big" from "exactly the limit".
+        f.take(MAX_SECRET_FILE + 1).read_to_string(&mut content)
+    });
+    match read {
+        Ok(n) if n as u64 > MAX_SECRET_FILE => {
+            return Err(format!(
+                "secret file larger than 64 KiB: {path} (a secret file holds the secret alone)"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("can't read secret file {path}: {e}")),
+    }
+    while content.ends_with('\n') || content.ends_with('\r') {
+        content.pop();
+    }
+    if content.is_empty() {
+        return Err(format!("secret file {path} is empty"));
+    }
+    Ok(Secret::from(content))
+}
+
 /// A secret string. Cheap to clone (shared), redacted in `Debug`, never `Display`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -58,5 +89,31 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(s.clone())), "Some([redacted])");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    /// Issue 14 item 14: `/dev/zero` or a large file is refused without being read whole; the
+    /// limit itself is accepted; newlines are trimmed; the content is never in the message.
+    #[test]
+    fn secret_files_are_read_trimmed_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("ok"), "s3cret\r\n").unwrap();
+        assert_eq!(read_file(&path("ok")).unwrap().expose(), "s3cret");
+        let limit = "x".repeat(MAX_SECRET_FILE as usize);
+        std::fs::write(path("limit"), &limit).unwrap();
+        assert_eq!(read_file(&path("limit")).unwrap().expose(), limit);
+        std::fs::write(path("big"), format!("{limit}y")).unwrap();
+        let err = read_file(&path("big")).unwrap_err();
+        assert!(err.starts_with("secret file larger than 64 KiB: "), "{err}");
+        assert!(!err.contains("xxx"), "{err}");
+        let err = read_file("/dev/zero").unwrap_err();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        std::fs::write(path("empty"), "\n").unwrap();
+        assert!(read_file(&path("empty")).unwrap_err().contains("is empty"));
+        assert!(
+            read_file(&path("missing"))
+                .unwrap_err()
+                .starts_with("can't read secret file")
+        );
     }
 }

@@ -230,3 +230,19 @@ async fn run_raises_the_open_file_limit_to_the_hard_limit() {
     assert_eq!(soft, hard, "{line}");
     child.start_kill().unwrap();
 }
+
+/// Item 14: a secret `file` over 64 KiB (here `/dev/zero`, which never ends) is a config error
+/// with the key and line, at load and so at `check`.
+#[test]
+fn a_secret_file_over_64_kib_is_a_config_error() {
+    let text = "[proxy]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\n\n\
+                [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\n\
+                token = { file = \"/dev/zero\" }\n";
+    let err = credproxy::config::load_str(text, "t.toml", &|_| None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("secret file larger than 64 KiB: /dev/zero"), "{err}");
+    assert!(err.contains("t.toml:8"), "{err}");
+    assert!(err.contains("providers.gh.token"), "{err}");
+}

@@ -250,22 +250,9 @@ impl Ctx<'_> {
             }
             SecretSource::File(f) => {
                 let path = self.expand(f, span.clone(), key)?;
-                match std::fs::read_to_string(&path) {
-                    Ok(mut content) => {
-                        while content.ends_with('\n') || content.ends_with('\r') {
-                            content.pop();
-                        }
-                        if content.is_empty() {
-                            self.err(span, key, format!("secret file {path} is empty"));
-                            return None;
-                        }
-                        Some(Secret::from(content))
-                    }
-                    Err(e) => {
-                        self.err(span, key, format!("can't read secret file {path}: {e}"));
-                        None
-                    }
-                }
+                crate::secret::read_file(&path)
+                    .map_err(|message| self.err(span, key, message))
+                    .ok()
             }
         }
     }
