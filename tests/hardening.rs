@@ -238,10 +238,10 @@ fn a_secret_file_over_64_kib_is_a_config_error() {
     let text = "[proxy]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\n\n\
                 [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\n\
                 token = { file = \"/dev/zero\" }\n";
-    let err = credproxy::config::load_str(text, "t.toml", &|_| None)
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(err) = credproxy::config::load_str(text, "t.toml", &|_| None) else {
+        panic!("a 64 KiB+ secret file was accepted")
+    };
+    let err = err.to_string();
     assert!(err.contains("secret file larger than 64 KiB: /dev/zero"), "{err}");
     assert!(err.contains("t.toml:8"), "{err}");
     assert!(err.contains("providers.gh.token"), "{err}");
