@@ -150,3 +150,150 @@ fn spend_one(store: &FileStore, dir: &Path, name: &str) {
     // One write, so lines stay whole even if the lock were broken.
     log.write_all(format!("{name} R{n}\n").as_bytes()).unwrap();
 }
+
+/// One contract every [`TokenStore`] keeps, run against each store by [`store_contract!`]: a new
+/// store is one more line at the bottom (`store_contract!(name, || factory)`, where the factory
+/// returns the store and whatever must live as long as it, such as its directory).
+mod contract {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use credproxy::token::store::{StoreError, TokenStore};
+
+    use super::{generation, token};
+
+    pub fn save_load_remove(store: &dyn TokenStore) {
+        assert!(store.load("p").unwrap().is_none());
+        assert!(!store.remove("p").unwrap(), "nothing to remove yet");
+        store.save("p", &token(1)).unwrap();
+        let loaded = store.load("p").unwrap().expect("saved");
+        assert_eq!(generation(&loaded), 1);
+        assert_eq!(loaded.access_token.expose(), "A1");
+        assert_eq!(loaded.fingerprint, token(1).fingerprint);
+        // Saving again replaces, and other providers are apart.
+        store.save("p", &token(2)).unwrap();
+        assert_eq!(generation(&store.load("p").unwrap().unwrap()), 2);
+        assert!(store.load("other").unwrap().is_none());
+        assert!(store.remove("p").unwrap());
+        assert!(store.load("p").unwrap().is_none());
+        assert!(!store.remove("p").unwrap());
+    }
+
+    pub fn refuses_bad_provider_names(store: &dyn TokenStore) {
+        for bad in ["", "a/b", "..", "a b"] {
+            assert!(
+                matches!(store.load(bad), Err(StoreError::InvalidProvider(_))),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(
+                    store.save(bad, &token(0)),
+                    Err(StoreError::InvalidProvider(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(store.remove(bad), Err(StoreError::InvalidProvider(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    pub fn lock_excludes(store: &dyn TokenStore) {
+        let held = store.lock("p").unwrap();
+        assert!(store.try_lock("p").unwrap().is_none(), "held elsewhere");
+        assert!(
+            store.try_lock("q").unwrap().is_some(),
+            "locks are per provider"
+        );
+        drop(held);
+        assert!(
+            store.try_lock("p").unwrap().is_some(),
+            "free after the guard drops"
+        );
+    }
+
+    /// Threads doing what a refresh does (lock, load R<n>, save R<n+1>) never spend one twice.
+    pub fn concurrent_writers_take_turns(store: Arc<dyn TokenStore>) {
+        const THREADS: u64 = 4;
+        const EACH: u64 = 25;
+        store.save("p", &token(0)).unwrap();
+        let inside = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let store = store.clone();
+                let inside = inside.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..EACH {
+                        let _guard = store.lock("p").unwrap();
+                        assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                        let n = generation(&store.load("p").unwrap().unwrap());
+                        std::thread::sleep(Duration::from_micros(50));
+                        store.save("p", &token(n + 1)).unwrap();
+                        inside.store(false, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(
+            generation(&store.load("p").unwrap().unwrap()),
+            THREADS * EACH
+        );
+    }
+}
+
+/// Runs the [`contract`] against one store. `$factory` returns `(store, keep)`; `keep` lives as
+/// long as the test.
+macro_rules! store_contract {
+    ($name:ident, $factory:expr) => {
+        mod $name {
+            use std::sync::Arc;
+
+            use credproxy::token::store::TokenStore;
+
+            #[allow(clippy::type_complexity)]
+            fn make() -> (Arc<dyn TokenStore>, Box<dyn std::any::Any>) {
+                let (store, keep) = ($factory)();
+                (Arc::new(store), Box::new(keep))
+            }
+
+            #[test]
+            fn save_load_remove() {
+                let (store, _keep) = make();
+                super::contract::save_load_remove(&*store);
+            }
+
+            #[test]
+            fn refuses_bad_provider_names() {
+                let (store, _keep) = make();
+                super::contract::refuses_bad_provider_names(&*store);
+            }
+
+            #[test]
+            fn lock_excludes() {
+                let (store, _keep) = make();
+                super::contract::lock_excludes(&*store);
+            }
+
+            #[test]
+            fn concurrent_writers_take_turns() {
+                let (store, _keep) = make();
+                super::contract::concurrent_writers_take_turns(store);
+            }
+        }
+    };
+}
+
+store_contract!(memory_store, || (
+    credproxy::token::store::MemoryStore::new(),
+    ()
+));
+store_contract!(file_store, || {
+    let dir = tempfile::tempdir().unwrap();
+    let store = credproxy::token::store::FileStore::open(dir.path().join("state")).unwrap();
+    (store, dir)
+});
