@@ -14,10 +14,16 @@
 //! | `GET /` | a self-contained HTML page (inline CSS and JS, no external assets) that refreshes itself from `/status` |
 //!
 //! `HEAD` is answered like `GET` (RFC 9110 §9.3.2); other methods get 405, other paths 404 (JSON).
+//!
+//! Two defences keep it answering: a probe must never wait behind idle connections (at
+//! [`MAX_CONNECTIONS`] the oldest connection is closed to make room, so 1,000 idle sockets can't
+//! starve `/healthz`), and a web page must not read it through DNS rebinding (on TCP, a `Host`
+//! that is not a loopback address, `localhost` or an address of this listener gets 421).
 
 mod client;
 mod status;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -32,7 +38,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,8 +68,9 @@ pub fn listen_of(settings: &ProxySettings) -> Listen {
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// At most this many admin connections at once: probes and scrapes are few, and the admin
-/// listener must not become a way to exhaust the process's file descriptors.
-const MAX_CONNECTIONS: usize = 64;
+/// listener must not become a way to exhaust the process's file descriptors. A connection past
+/// this closes the oldest one (see [`Live`]).
+pub const MAX_CONNECTIONS: usize = 64;
 /// A request's headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -183,27 +189,26 @@ pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: Cancellation
             return;
         }
     };
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let live = Arc::new(Live::default());
     let connections = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
             a = listener.accept() => a,
         };
         let (state, cancel) = (state.clone(), cancel.clone());
         match accepted {
-            Ok(Accepted::Tcp(s)) => connections.spawn(async move {
-                serve_connection(s, state, cancel).await;
-                drop(permit);
-            }),
-            Ok(Accepted::Unix(s)) => connections.spawn(async move {
-                serve_connection(s, state, cancel).await;
-                drop(permit);
-            }),
+            Ok(Accepted::Tcp(s)) => {
+                // Host check: this connection's own address is a host a client may name.
+                let own = s.local_addr().ok().map(|a| a.ip());
+                let slot = live.admit();
+                connections.spawn(slot.serve(s, state, cancel, Some(own)))
+            }
+            Ok(Accepted::Unix(s)) => {
+                // No web page can reach a unix socket: no Host check.
+                let slot = live.admit();
+                connections.spawn(slot.serve(s, state, cancel, None))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "admin listener: accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -218,13 +223,86 @@ pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: Cancellation
     }
 }
 
-async fn serve_connection<I>(io: I, state: Arc<AdminState>, cancel: CancellationToken)
-where
+/// The open admin connections, oldest first. Admitting one past [`MAX_CONNECTIONS`] closes the
+/// oldest: a probe is answered at once, however many idle or trickling sockets someone holds open
+/// (waiting for a free slot instead would put `/healthz` behind their header timeouts, and a
+/// container orchestrator would restart a healthy proxy).
+#[derive(Default)]
+struct Live {
+    conns: parking_lot::Mutex<(u64, VecDeque<(u64, CancellationToken)>)>,
+}
+
+/// One admitted connection: its place in [`Live`] and the token that evicts it.
+struct Slot {
+    live: Arc<Live>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Live {
+    fn admit(self: &Arc<Self>) -> Slot {
+        let evicted = CancellationToken::new();
+        let mut guard = self.conns.lock();
+        let (next, conns) = &mut *guard;
+        let id = *next;
+        *next += 1;
+        while conns.len() >= MAX_CONNECTIONS {
+            if let Some((_, oldest)) = conns.pop_front() {
+                oldest.cancel();
+            }
+        }
+        conns.push_back((id, evicted.clone()));
+        Slot {
+            live: self.clone(),
+            id,
+            evicted,
+        }
+    }
+}
+
+impl Slot {
+    async fn serve<I>(
+        self,
+        io: I,
+        state: Arc<AdminState>,
+        cancel: CancellationToken,
+        own: Option<Option<IpAddr>>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::select! {
+            () = serve_connection(io, state, cancel, own) => {}
+            () = self.evicted.cancelled() => {
+                tracing::debug!("admin connection closed to make room for a new one");
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.live.conns.lock().1.retain(|(id, _)| *id != self.id);
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    state: Arc<AdminState>,
+    cancel: CancellationToken,
+    own: Option<Option<IpAddr>>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, &req)) }
+        async move {
+            if let Some(own) = own
+                && let Some(resp) = misdirected(&req, own)
+            {
+                return Ok::<_, Infallible>(resp);
+            }
+            Ok::<_, Infallible>(handle(&state, &req))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -243,6 +321,34 @@ where
             let _ = conn.await;
         }
     }
+}
+
+/// 421 for a `Host` a web page could have sent through DNS rebinding: anything but a loopback
+/// address, `localhost`, or `own` (the address this TCP connection reached, which covers the
+/// configured `admin_listen` host and, for `0.0.0.0`, the interface a scraper dialled). An IP
+/// literal can't be rebound; a name could, so no name but `localhost` is taken. No `Host` at all
+/// (HTTP/1.0) is no browser's request and is answered.
+fn misdirected<B>(req: &Request<B>, own: Option<IpAddr>) -> Option<Response<Full<Bytes>>> {
+    let host = req.headers().get(header::HOST)?;
+    let ok = host.to_str().is_ok_and(|h| {
+        let (name, _) = crate::config::host::split_host_port(h);
+        let name = crate::config::host::normalize(name);
+        name == "localhost"
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || Some(ip) == own)
+    });
+    (!ok).then(|| {
+        json(
+            StatusCode::MISDIRECTED_REQUEST,
+            &serde_json::json!({
+                "error": "misdirected",
+                "message": "the admin listener answers only Host values that are a loopback address, localhost or its own address (a web page can't read it through DNS rebinding); use http://127.0.0.1:PORT/",
+            }),
+        )
+    })
 }
 
 /// Answer one admin request.

@@ -7,6 +7,8 @@
 //! Dependencies point one way: [`proxy`] and [`token`] both depend on [`credential`], never on
 //! each other; [`app`] and [`cli`] sit on top and wire them together.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod cli;

@@ -426,10 +426,10 @@ fn assert_self_contained(page: &str) {
 /// A global subscriber, installed before any test runs credproxy code: with a per-test
 /// `set_default`, a callsite that another test's thread registers at the same moment can cache
 /// "never" and drop this test's access lines (tracing-core registers callsites globally).
-fn captured_log() -> Arc<std::sync::Mutex<Vec<u8>>> {
-    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+fn captured_log() -> Arc<parking_lot::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<parking_lot::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
-        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let buf = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let writer = {
             let buf = buf.clone();
             move || BufWriter(buf.clone())
@@ -479,7 +479,7 @@ async fn json_access_log_lines_parse_and_carry_no_query_string() {
     let oauth = oauth_token(&s);
     s.proxy.shutdown(Duration::from_secs(2)).await;
 
-    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(buf.lock().clone()).unwrap();
     assert_no_secret("the log", &text, &[TOKEN, oauth.as_str()]);
     let lines: Vec<Value> = text
         .lines()
@@ -555,11 +555,11 @@ async fn json_access_log_lines_parse_and_carry_no_query_string() {
     );
 }
 
-struct BufWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+struct BufWriter(Arc<parking_lot::Mutex<Vec<u8>>>);
 
 impl std::io::Write for BufWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        self.0.lock().extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

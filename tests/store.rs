@@ -7,6 +7,9 @@
 //! processes, or a waiter did not re-read the store, two of them would load the same `R<n>` and the
 //! log would show it spent twice.
 
+// A deadline across child processes, outside any tokio runtime: the real clock is the point.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;

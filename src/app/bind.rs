@@ -1,5 +1,5 @@
 //! Binding listeners: TCP (one socket per worker with `SO_REUSEPORT`, so the kernel spreads
-//! connections over the workers) and unix sockets (a stale socket file is replaced safely).
+//! connections over the workers, after a probe that refuses a port another process listens on) and unix sockets (a stale socket file is replaced safely).
 //!
 //! A unix socket must never be reachable with a wider mode than `socket_mode`, not even for an
 //! instant: `bind` creates the file with `0777 & !umask`, and a `chmod` afterwards leaves a
@@ -36,6 +36,9 @@ pub fn bind(
                 addr: addr.to_string(),
                 source,
             };
+            if addr.port() != 0 {
+                probe(*addr).map_err(err)?;
+            }
             let first = tcp(*addr, copies > 1).map_err(err)?;
             let local = first.local_addr().map_err(err)?;
             let mut all = vec![Bound::Tcp(first)];
@@ -55,6 +58,27 @@ pub fn bind(
             ))
         }
     }
+}
+
+/// Fail when another process listens on `addr`. The workers' sockets share the port with
+/// `SO_REUSEPORT`, which would just as gladly share it with a second `credproxy run` (same user)
+/// and split the traffic between the two in silence. A socket bound *without* `SO_REUSEPORT`
+/// can't join a port that any listener holds, so it is bound (and closed) first: the port is
+/// ours alone when it succeeds. (Two starts within the same microseconds could both pass; a
+/// start racing a start is not the failure this catches: a forgotten second instance is.)
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                "address in use by another process (is another credproxy running with this config? stop it, or pick another port)",
+            )
+        } else {
+            e
+        }
+    })
 }
 
 fn tcp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {

@@ -1,0 +1,178 @@
+//! Hardening (issue 14): the failures an adversarial review found, each shown by a real process
+//! or a real socket.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+/// A port that was free a moment ago (bound and closed).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Item 7: a second `credproxy run` on the same config must not share the port (SO_REUSEPORT
+/// would let it, splitting traffic between the two in silence): it exits 1 and says why.
+#[tokio::test]
+async fn a_second_run_on_the_same_port_fails_with_address_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
+             [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t0k3n\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let run = |workers: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_credproxy"));
+        c.args(["run", "--config"])
+            .arg(&config)
+            .args(["--workers", workers])
+            .env("CREDPROXY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    };
+    // The first one, with two workers (two SO_REUSEPORT sockets on the port).
+    let mut first = run("2").spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first credproxy did not start listening"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first credproxy exited"
+        );
+        tokio::task::yield_now().await;
+    }
+    for workers in ["1", "2"] {
+        let second = run(workers).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(1), "workers={workers}: {stderr}");
+        assert!(
+            stderr.contains("address in use by another process"),
+            "workers={workers}: {stderr}"
+        );
+    }
+    // The first is unharmed.
+    assert!(first.try_wait().unwrap().is_none());
+    first.start_kill().unwrap();
+    let mut rest = String::new();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .await
+        .unwrap();
+}
+
+/// A credproxy in this process with one static provider and an admin listener; its admin address.
+async fn with_admin() -> (
+    credproxy::app::Running,
+    std::net::SocketAddr,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
+         [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t0k3n\"\n",
+        dir.path().join("state").display()
+    );
+    let config = credproxy::config::load_str(&text, "t.toml", &|_| None).unwrap();
+    let running = credproxy::app::start(config).await.unwrap();
+    let admin = running.admin.as_ref().and_then(|a| a.tcp()).unwrap();
+    (running, admin, dir)
+}
+
+/// One raw HTTP/1.1 request on a fresh connection; the status code and the whole answer.
+async fn raw_get(addr: std::net::SocketAddr, path: &str, host: &str) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// Item 6: a web page that rebinds its own name to 127.0.0.1 sends that name as `Host`; the admin
+/// listener answers 421 with the JSON error instead of `/status`.
+#[tokio::test]
+async fn the_admin_listener_answers_only_loopback_and_its_own_host() {
+    let (_running, admin, _dir) = with_admin().await;
+    let port = admin.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        format!("[::1]:{port}"),
+        "127.0.0.2".to_owned(),
+    ] {
+        let (status, out) = raw_get(admin, "/status", &host).await;
+        assert_eq!(status, 200, "Host {host}: {out}");
+    }
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        "127.0.0.1.nip.io".to_owned(),
+        "localhost.attacker.example".to_owned(),
+        "10.1.2.3".to_owned(),
+    ] {
+        let (status, out) = raw_get(admin, "/status", &host).await;
+        assert_eq!(status, 421, "Host {host}: {out}");
+        assert!(out.contains("\"error\":\"misdirected\""), "{out}");
+        assert!(!out.contains("providers"), "no status leaks: {out}");
+    }
+}
+
+/// Item 5: a thousand idle sockets on the admin port (the cap is 64, each would hold its slot
+/// for the 10 s header timeout) must not make `/healthz` wait: the oldest connections are closed
+/// to make room. Without that, the probe waits behind ~15 rounds of header timeouts (minutes),
+/// far past this test's bound.
+#[tokio::test]
+async fn a_thousand_idle_admin_connections_do_not_starve_healthz() {
+    let (_running, admin, _dir) = with_admin().await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    for path in ["/healthz", "/readyz"] {
+        let started = tokio::time::Instant::now();
+        let (status, out) =
+            tokio::time::timeout(Duration::from_secs(5), raw_get(admin, path, "127.0.0.1"))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{path} did not answer with 1000 idle connections open")
+                });
+        assert_eq!(status, 200, "{out}");
+        eprintln!(
+            "{path} answered in {:?} with 1000 idle sockets",
+            started.elapsed()
+        );
+    }
+    drop(idle);
+}
