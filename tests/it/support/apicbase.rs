@@ -17,21 +17,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Method;
 use http::request::Parts;
-use http::{Method, Request};
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
 use super::authorize::{Consent, authorize, check_pkce, check_redirect};
 use super::clock::{FakeClock, unix_secs};
-use super::core::{Fake, FakeCore, check_bearer};
+use super::core::{Endpoints, FakeCore, Served, check_bearer};
 use super::fields::Fields;
-use super::http::{
-    Reject, Reply, json_reply, method_not_allowed, not_found, read_body, require_media_type,
-};
-use super::server::{TestServer, handler};
-use super::tls::{Alpn, TestCa};
+use super::http::{Reject, Reply, json_reply, method_not_allowed, not_found, require_media_type};
+use super::tls::TestCa;
 use super::tokens::{CodeBook, CodeGrant, Grantee, TokenBook};
 
 pub const CLIENT_ID: &str = "apicbase-client";
@@ -41,12 +37,9 @@ pub const USERNAME: &str = "chef@example.com";
 pub const HOSTS: &[&str] = &["api.apicbase.com", "app.apicbase.com"];
 const FORM: &str = "application/x-www-form-urlencoded";
 
-pub struct ApicbaseFake {
-    server: TestServer,
-    state: Arc<State>,
-}
+pub type ApicbaseFake = Served<State>;
 
-struct State {
+pub struct State {
     core: FakeCore,
     tokens: TokenBook,
     codes: CodeBook,
@@ -72,13 +65,7 @@ impl ApicbaseFake {
             refresh_grants: AtomicUsize::new(0),
             introspect_calls: AtomicUsize::new(0),
         });
-        let routed = Arc::clone(&state);
-        let server = TestServer::start(
-            Some(ca.server_config(HOSTS, Alpn::H2AndHttp1)),
-            handler(move |req| Arc::clone(&routed).route(req)),
-        )
-        .await;
-        ApicbaseFake { server, state }
+        Served::serve(ca, HOSTS, state).await
     }
 
     /// Access-token lifetime (default one week).
@@ -126,25 +113,20 @@ impl ApicbaseFake {
     }
 }
 
-impl Fake for ApicbaseFake {
+impl Endpoints for State {
     fn core(&self) -> &FakeCore {
-        &self.state.core
-    }
-    fn server(&self) -> &TestServer {
-        &self.server
+        &self.core
     }
     fn tokens(&self) -> &TokenBook {
-        &self.state.tokens
+        &self.tokens
+    }
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(parts, body)
     }
 }
 
 impl State {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
-            Ok(body) => body,
-            Err(reject) => return self.core.finish(Err(reject)),
-        };
+    async fn route(self: Arc<Self>, parts: Parts, body: Bytes) -> Reply {
         let path = parts.uri.path();
         match (&parts.method, path) {
             (&Method::POST, "/oauth/token/") => {

@@ -17,20 +17,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Method;
 use http::header::CONTENT_TYPE;
 use http::request::Parts;
-use http::{Method, Request};
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use serde_json::json;
 
 use super::authorize::{Consent, authorize, check_pkce, check_redirect};
 use super::clock::FakeClock;
-use super::core::{Fake, FakeCore, check_bearer};
+use super::core::{Endpoints, FakeCore, Served, check_bearer};
 use super::fields::Fields;
-use super::http::{Reject, Reply, json_reply, method_not_allowed, read_body};
-use super::server::{TestServer, handler};
-use super::tls::{Alpn, TestCa};
+use super::http::{Reject, Reply, json_reply, method_not_allowed};
+use super::tls::TestCa;
 use super::tokens::{CodeBook, CodeGrant, Grantee, TokenBook};
 
 pub const CLIENT_ID: &str = "apiv1-client";
@@ -38,12 +36,9 @@ pub const CLIENT_SECRET: &str = "apiv1-secret";
 pub const USERNAME: &str = "user@example.com";
 pub const PASSWORD: &str = "apiv1-password";
 
-pub struct ApiV1Fake {
-    server: TestServer,
-    state: Arc<State>,
-}
+pub type ApiV1Fake = Served<State>;
 
-struct State {
+pub struct State {
     core: FakeCore,
     tokens: TokenBook,
     codes: CodeBook,
@@ -65,13 +60,7 @@ impl ApiV1Fake {
             code_grants: AtomicUsize::new(0),
             refresh_grants: AtomicUsize::new(0),
         });
-        let routed = Arc::clone(&state);
-        let server = TestServer::start(
-            Some(ca.server_config(&[], Alpn::H2AndHttp1)),
-            handler(move |req| Arc::clone(&routed).route(req)),
-        )
-        .await;
-        ApiV1Fake { server, state }
+        Served::serve(ca, &[], state).await
     }
 
     /// `expires_in` of tokens issued from now on (default 7200 s).
@@ -110,25 +99,20 @@ impl ApiV1Fake {
     }
 }
 
-impl Fake for ApiV1Fake {
+impl Endpoints for State {
     fn core(&self) -> &FakeCore {
-        &self.state.core
-    }
-    fn server(&self) -> &TestServer {
-        &self.server
+        &self.core
     }
     fn tokens(&self) -> &TokenBook {
-        &self.state.tokens
+        &self.tokens
+    }
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(parts, body)
     }
 }
 
 impl State {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
-            Ok(body) => body,
-            Err(reject) => return self.core.finish(Err(reject)),
-        };
+    async fn route(self: Arc<Self>, parts: Parts, body: Bytes) -> Reply {
         match (&parts.method, parts.uri.path()) {
             (&Method::POST, "/oauth/token") => {
                 let result = self.token(&parts, &body).await;

@@ -19,21 +19,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::Method;
 use http::request::Parts;
-use http::{Method, Request};
-use hyper::body::Incoming;
 use jiff::tz::TimeZone;
 use parking_lot::Mutex;
 use serde_json::json;
 
 use super::clock::{FakeClock, to_timestamp};
-use super::core::{Fake, FakeCore, check_bearer};
+use super::core::{Endpoints, FakeCore, Served, check_bearer};
 use super::fields::Fields;
-use super::http::{
-    Reject, Reply, bearer, json_reply, media_type, method_not_allowed, not_found, read_body,
-};
-use super::server::{TestServer, handler};
-use super::tls::{Alpn, TestCa};
+use super::http::{Reject, Reply, bearer, json_reply, media_type, method_not_allowed, not_found};
+use super::tls::TestCa;
 use super::tokens::{Grantee, TokenBook};
 
 pub const CLIENT_ID: &str = "bace-client";
@@ -42,12 +38,9 @@ pub const USERNAME: &str = "me@example.com";
 pub const PASSWORD: &str = "bace-password";
 pub const HOST: &str = "dashboard.bace-iot.com";
 
-pub struct BaceFake {
-    server: TestServer,
-    state: Arc<State>,
-}
+pub type BaceFake = Served<State>;
 
-struct State {
+pub struct State {
     core: FakeCore,
     tokens: TokenBook,
     issued_lifetime: Mutex<Duration>,
@@ -71,13 +64,7 @@ impl BaceFake {
             refresh_grants: AtomicUsize::new(0),
             forbidden_calls: AtomicUsize::new(0),
         });
-        let routed = Arc::clone(&state);
-        let server = TestServer::start(
-            Some(ca.server_config(&[HOST], Alpn::H2AndHttp1)),
-            handler(move |req| Arc::clone(&routed).route(req)),
-        )
-        .await;
-        BaceFake { server, state }
+        Served::serve(ca, &[HOST], state).await
     }
 
     /// Lifetime of tokens from the password grant (default 24 h, sent as `expires_in`).
@@ -110,25 +97,20 @@ impl BaceFake {
     }
 }
 
-impl Fake for BaceFake {
+impl Endpoints for State {
     fn core(&self) -> &FakeCore {
-        &self.state.core
-    }
-    fn server(&self) -> &TestServer {
-        &self.server
+        &self.core
     }
     fn tokens(&self) -> &TokenBook {
-        &self.state.tokens
+        &self.tokens
+    }
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(parts, body)
     }
 }
 
 impl State {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
-            Ok(body) => body,
-            Err(reject) => return self.core.finish(Err(reject)),
-        };
+    async fn route(self: Arc<Self>, parts: Parts, body: Bytes) -> Reply {
         let path = parts.uri.path();
         match (&parts.method, path) {
             (&Method::POST, "/oauth2/token") => {

@@ -15,19 +15,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Method;
 use http::request::Parts;
-use http::{Method, Request};
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use serde_json::json;
 
 use super::authorize::{Consent, authorize, check_pkce, check_redirect};
 use super::clock::FakeClock;
-use super::core::{Fake, FakeCore, check_bearer};
+use super::core::{Endpoints, FakeCore, Served, check_bearer};
 use super::fields::Fields;
-use super::http::{Reject, Reply, json_reply, method_not_allowed, read_body, require_media_type};
-use super::server::{TestServer, handler};
-use super::tls::{Alpn, TestCa};
+use super::http::{Reject, Reply, json_reply, method_not_allowed, require_media_type};
+use super::tls::TestCa;
 use super::tokens::{CodeBook, CodeGrant, Grantee, TokenBook};
 
 pub const CLIENT_ID: &str = "baselime-client";
@@ -36,12 +34,9 @@ pub const CLIENT_SECRET: &str = "baselime-secret";
 pub const API_KEY: &str = "baselime-apikey-abc123def456";
 pub const HOST: &str = "api.baselime.io";
 
-pub struct BaselimeFake {
-    server: TestServer,
-    state: Arc<State>,
-}
+pub type BaselimeFake = Served<State>;
 
-struct State {
+pub struct State {
     core: FakeCore,
     tokens: TokenBook,
     codes: CodeBook,
@@ -63,13 +58,7 @@ impl BaselimeFake {
             refresh_grants: AtomicUsize::new(0),
             workspaces_calls: AtomicUsize::new(0),
         });
-        let routed = Arc::clone(&state);
-        let server = TestServer::start(
-            Some(ca.server_config(&[HOST], Alpn::H2AndHttp1)),
-            handler(move |req| Arc::clone(&routed).route(req)),
-        )
-        .await;
-        BaselimeFake { server, state }
+        Served::serve(ca, &[HOST], state).await
     }
 
     /// `expiresIn` of tokens issued from now on (default 86400 s).
@@ -113,25 +102,20 @@ impl BaselimeFake {
     }
 }
 
-impl Fake for BaselimeFake {
+impl Endpoints for State {
     fn core(&self) -> &FakeCore {
-        &self.state.core
-    }
-    fn server(&self) -> &TestServer {
-        &self.server
+        &self.core
     }
     fn tokens(&self) -> &TokenBook {
-        &self.state.tokens
+        &self.tokens
+    }
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(parts, body)
     }
 }
 
 impl State {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
-            Ok(body) => body,
-            Err(reject) => return self.core.finish(Err(reject)),
-        };
+    async fn route(self: Arc<Self>, parts: Parts, body: Bytes) -> Reply {
         match (&parts.method, parts.uri.path()) {
             (&Method::POST, "/oauth/token") => {
                 let result = self.token(&parts, &body).await;

@@ -20,20 +20,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::Method;
 use http::request::Parts;
-use http::{Method, Request};
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use serde_json::json;
 
 use super::clock::FakeClock;
-use super::core::{Fake, FakeCore, check_bearer};
+use super::core::{Endpoints, FakeCore, Served, check_bearer};
 use super::fields::Fields;
-use super::http::{
-    Reject, Reply, json_reply, method_not_allowed, not_found, read_body, require_media_type,
-};
-use super::server::{TestServer, handler};
-use super::tls::{Alpn, TestCa};
+use super::http::{Reject, Reply, json_reply, method_not_allowed, not_found, require_media_type};
+use super::tls::TestCa;
 use super::tokens::{Grantee, TokenBook};
 
 pub const EMAIL: &str = "ops@example.com";
@@ -55,12 +51,9 @@ pub struct MintRequest {
     pub expired_date: Option<jiff::Timestamp>,
 }
 
-pub struct BlendVisionFake {
-    server: TestServer,
-    state: Arc<State>,
-}
+pub type BlendVisionFake = Served<State>;
 
-struct State {
+pub struct State {
     core: FakeCore,
     login_tokens: TokenBook,
     api_tokens: TokenBook,
@@ -86,13 +79,7 @@ impl BlendVisionFake {
             org_calls: AtomicUsize::new(0),
             last_mint: Mutex::new(None),
         });
-        let routed = Arc::clone(&state);
-        let server = TestServer::start(
-            Some(ca.server_config(&[HOST], Alpn::H2AndHttp1)),
-            handler(move |req| Arc::clone(&routed).route(req)),
-        )
-        .await;
-        BlendVisionFake { server, state }
+        Served::serve(ca, &[HOST], state).await
     }
 
     /// Accepts `token` as a never-expiring API token, as one handed out by BlendVision support.
@@ -140,26 +127,21 @@ impl BlendVisionFake {
     }
 }
 
-impl Fake for BlendVisionFake {
+impl Endpoints for State {
     fn core(&self) -> &FakeCore {
-        &self.state.core
-    }
-    fn server(&self) -> &TestServer {
-        &self.server
+        &self.core
     }
     /// The API tokens (minted and static): what the API accepts.
     fn tokens(&self) -> &TokenBook {
-        &self.state.api_tokens
+        &self.api_tokens
+    }
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(parts, body)
     }
 }
 
 impl State {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
-            Ok(body) => body,
-            Err(reject) => return self.core.finish(Err(reject)),
-        };
+    async fn route(self: Arc<Self>, parts: Parts, body: Bytes) -> Reply {
         let path = parts.uri.path();
         match (&parts.method, path) {
             (&Method::POST, LOGIN) => {

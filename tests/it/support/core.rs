@@ -2,10 +2,13 @@
 //! last API request, and the protected API that answers only to a valid bearer.
 //!
 //! The [`Fake`] trait gives each provider fake the same test-facing vocabulary, so an e2e test
-//! reads the same whichever seed provider it drives.
+//! reads the same whichever seed provider it drives. [`Served`] is the one skeleton every provider
+//! fake runs on (the HTTPS server with the test CA's certificate, the request body read, the
+//! [`FakeCore`]); a fake is its [`Endpoints`]: its state, its routes and its quirks.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -20,8 +23,9 @@ use super::authorize::AuthorizeRequest;
 use super::clock::FakeClock;
 use super::fault::{Fault, FaultScript, Outcome, TokenShape};
 use super::fields::Fields;
-use super::http::{Reject, Reply, content_type, json_reply};
-use super::server::TestServer;
+use super::http::{Reject, Reply, content_type, json_reply, read_body};
+use super::server::{TestServer, handler};
+use super::tls::{Alpn, TestCa};
 use super::tokens::TokenBook;
 
 /// One request as the fake's API saw it.
@@ -145,6 +149,60 @@ impl FakeCore {
                 "body": body_text,
             }),
         )
+    }
+}
+
+/// What a provider fake is on top of [`Served`]: its state, with its [`FakeCore`] and the ledger
+/// of access tokens its API accepts, and its routes.
+pub trait Endpoints: Send + Sync + 'static {
+    fn core(&self) -> &FakeCore;
+    /// The ledger of access tokens the protected API accepts.
+    fn tokens(&self) -> &TokenBook;
+    /// Answers one request, its body already read whole.
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send;
+}
+
+/// The skeleton of every provider fake: an HTTPS server (HTTP/2 and HTTP/1.1) with a certificate
+/// from the test CA, reading each request's body (a body it refuses is answered through the
+/// [`FakeCore`], fault script included) before the fake's [`Endpoints`] see it. Stopped when
+/// dropped.
+pub struct Served<S> {
+    pub(super) server: TestServer,
+    pub(super) state: Arc<S>,
+}
+
+impl<S: Endpoints> Served<S> {
+    /// Serves `state` on `127.0.0.1:0`, with a certificate for `hosts` (and `localhost`,
+    /// `127.0.0.1`).
+    pub async fn serve(ca: &TestCa, hosts: &[&str], state: Arc<S>) -> Self {
+        let routed = Arc::clone(&state);
+        let server = TestServer::start(
+            Some(ca.server_config(hosts, Alpn::H2AndHttp1)),
+            handler(move |req| {
+                let state = Arc::clone(&routed);
+                async move {
+                    let (parts, body) = req.into_parts();
+                    match read_body(body).await {
+                        Ok(body) => state.serve(parts, body).await,
+                        Err(reject) => state.core().finish(Err(reject)),
+                    }
+                }
+            }),
+        )
+        .await;
+        Served { server, state }
+    }
+}
+
+impl<S: Endpoints> Fake for Served<S> {
+    fn core(&self) -> &FakeCore {
+        self.state.core()
+    }
+    fn server(&self) -> &TestServer {
+        &self.server
+    }
+    fn tokens(&self) -> &TokenBook {
+        self.state.tokens()
     }
 }
 

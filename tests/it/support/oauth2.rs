@@ -18,21 +18,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Method;
 use http::request::Parts;
-use http::{Method, Request};
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 
 use super::authorize::{Consent, authorize, check_pkce, check_redirect};
 use super::clock::{FakeClock, unix_secs};
-use super::core::{Fake, FakeCore, check_bearer};
+use super::core::{Endpoints, FakeCore, Served, check_bearer};
 use super::fields::Fields;
 use super::http::{
-    Reject, Reply, content_type, json_reply, method_not_allowed, read_body, require_media_type,
+    Reject, Reply, content_type, json_reply, method_not_allowed, require_media_type,
 };
-use super::server::{TestServer, handler};
-use super::tls::{Alpn, TestCa};
+use super::tls::TestCa;
 use super::tokens::{CodeBook, CodeGrant, Grantee, TokenBook};
 
 mod client_auth;
@@ -100,10 +98,7 @@ impl Default for OAuth2Options {
     }
 }
 
-pub struct OAuth2Fake {
-    server: TestServer,
-    state: Arc<State>,
-}
+pub type OAuth2Fake = Served<State>;
 
 #[derive(Default)]
 struct Counters {
@@ -127,7 +122,7 @@ impl Counters {
     }
 }
 
-struct State {
+pub struct State {
     core: FakeCore,
     tokens: TokenBook,
     codes: CodeBook,
@@ -149,13 +144,7 @@ impl OAuth2Fake {
             options: Mutex::new(options),
             counters: Counters::default(),
         });
-        let routed = Arc::clone(&state);
-        let server = TestServer::start(
-            Some(ca.server_config(&[], Alpn::H2AndHttp1)),
-            handler(move |req| Arc::clone(&routed).route(req)),
-        )
-        .await;
-        OAuth2Fake { server, state }
+        Served::serve(ca, &[], state).await
     }
 
     pub fn options(&self) -> OAuth2Options {
@@ -216,25 +205,20 @@ impl OAuth2Fake {
     }
 }
 
-impl Fake for OAuth2Fake {
+impl Endpoints for State {
     fn core(&self) -> &FakeCore {
-        &self.state.core
-    }
-    fn server(&self) -> &TestServer {
-        &self.server
+        &self.core
     }
     fn tokens(&self) -> &TokenBook {
-        &self.state.tokens
+        &self.tokens
+    }
+    fn serve(self: Arc<Self>, parts: Parts, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(parts, body)
     }
 }
 
 impl State {
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(body).await {
-            Ok(body) => body,
-            Err(reject) => return self.core.finish(Err(reject)),
-        };
+    async fn route(self: Arc<Self>, parts: Parts, body: Bytes) -> Reply {
         let result = match (&parts.method, parts.uri.path()) {
             (&Method::POST, "/token") => self.token(&parts, body).await,
             (&Method::POST, "/introspect") => self.introspect(&parts, &body),
