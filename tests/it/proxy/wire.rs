@@ -5,8 +5,8 @@
 //! HEAD/204/304, and the client's `Connection: close`.
 //!
 //! The downstream client is a raw `TcpStream` and the upstream a raw, scripted `TcpListener`
-//! (`support::wire`). Misbehaving upstreams are in `proxy_wire_upstream.rs`; smuggling, limits,
-//! refusals and connection reuse under attack in `proxy_wire_security.rs`. Nothing here depends
+//! (`support::wire`). Misbehaving upstreams are in `wire_upstream.rs`; smuggling, limits,
+//! refusals and connection reuse under attack in `wire_security.rs`. Nothing here depends
 //! on how credproxy's HTTP/1 path is built.
 
 use crate::support;

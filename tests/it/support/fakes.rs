@@ -1,4 +1,4 @@
-//! Self-test of the in-process fakes in `tests/support`: each fake's happy path, at least one
+//! Self-test of the in-process fakes in `support`: each fake's happy path, at least one
 //! strictness refusal, and expiry under tokio's paused clock, driven by a plain hyper client
 //! that trusts only the test CA. If these fail, an e2e failure says nothing about credproxy.
 

@@ -1,6 +1,6 @@
 //! A throwaway certificate authority for end-to-end tests.
 //!
-//! Every fake in `tests/support` serves real TLS so that credproxy's upstream and token clients are
+//! Every fake in `support` serves real TLS so that credproxy's upstream and token clients are
 //! exercised exactly as in production (DESIGN.md, "How an application reaches credproxy": the proxy
 //! forwards over TLS, and `ca_file` adds extra roots). The CA lives only in memory, or in a temp file
 //! written with [`TestCa::write_ca_file`] for configs that take a `ca_file` path.

@@ -8,7 +8,7 @@
 //! an idle runtime jumps virtual time forward meanwhile, enough to time the request out. So the
 //! network parts run with auto-advance held off ([`inhibit`]): every store lock (a refresh is
 //! `lock → call → save → unlock`) holds it, and so do the few calls made outside a lock. Setting
-//! `TCP_NODELAY` on the fakes' accepted sockets (tests/support/server.rs) would make this
+//! `TCP_NODELAY` on the fakes' accepted sockets (`support/server.rs`) would make this
 //! unnecessary.
 
 use crate::support;
