@@ -1,0 +1,4 @@
+//! The admin listener, metrics, JSON access logs, status and healthcheck, and reload.
+
+mod listener;
+mod reload;

@@ -1,0 +1,6 @@
+//! The token engine, the provider presets' token calls, no secret in the logs, and the stores.
+
+mod engine;
+mod presets;
+mod secrecy;
+mod store;
