@@ -1,5 +1,6 @@
-//! The `credproxy` binary's commands, the demo, and the example configs.
+//! The `credproxy` binary's commands, the demo, the example configs, and the README's commands.
 
 mod commands;
 mod config_examples;
 mod demo;
+mod readme;

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../../README.md");
 
 /// The ```sh blocks of the README, each as its lines.
 fn shell_blocks(text: &str) -> Vec<Vec<&str>> {
