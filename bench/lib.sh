@@ -145,15 +145,23 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
+# With BENCH_BASE_PORTS=1, also the ports of run.sh --baseline's second
+# credproxy (CPB_* plain, CPBT_* TLS upstream).
 bench_alloc_ports() {
     local -a p
-    read -r -a p <<<"$(bench_free_ports 15)"
+    local n=15
+    [[ ${BENCH_BASE_PORTS:-0} == 1 ]] && n=21
+    read -r -a p <<<"$(bench_free_ports "$n")"
     UP_PORT=${p[0]} UP_TLS_PORT=${p[1]}
     NGINX_PORT=${p[2]} NGINX_TLS_PORT=${p[3]}
     HAPROXY_PORT=${p[4]} HAPROXY_TLS_PORT=${p[5]}
     CP_PORT=${p[6]} CP_ADMIN_PORT=${p[7]} CP_ROUTE_PORT=${p[8]}
     CPT_PORT=${p[9]} CPT_ADMIN_PORT=${p[10]} CPT_ROUTE_PORT=${p[11]}
     CPR_PORT=${p[12]} CPR_ADMIN_PORT=${p[13]} CPR_ROUTE_PORT=${p[14]}
+    if [[ ${BENCH_BASE_PORTS:-0} == 1 ]]; then
+        CPB_PORT=${p[15]} CPB_ADMIN_PORT=${p[16]} CPB_ROUTE_PORT=${p[17]}
+        CPBT_PORT=${p[18]} CPBT_ADMIN_PORT=${p[19]} CPBT_ROUTE_PORT=${p[20]}
+    fi
 }
 
 # render TEMPLATE OUT: replaces @NAME@ with the value of shell variable NAME.
@@ -348,8 +356,10 @@ bench_rss_sampler() {
     done
 }
 
+# bench_machine_json [BASELINE_BIN]: with an argument, also "credproxy_base"
+# (that binary's --version; null when the argument is "").
 bench_machine_json() {
-    python3 - "$CREDPROXY_BIN" "$REPO_DIR" <<'PY'
+    python3 - "$CREDPROXY_BIN" "$REPO_DIR" "$@" <<'PY'
 import json, os, platform, subprocess, sys
 def run(*cmd):
     try:
@@ -377,6 +387,9 @@ try:
 except OSError:
     pass
 binary, repo = sys.argv[1], sys.argv[2]
+extra = {}
+if len(sys.argv) > 3:
+    extra["credproxy_base"] = run(sys.argv[3], "--version") if sys.argv[3] else None
 print(json.dumps({
     "cpu": cpu, "cores": os.cpu_count(), "mem_mib": mem,
     "kernel": platform.release(), "debian": debian,
@@ -384,6 +397,7 @@ print(json.dumps({
     "openssl": run("openssl", "version"),
     "credproxy": run(binary, "--version") if binary else None,
     "git": run("git", "-C", repo, "describe", "--always", "--dirty"),
+    **extra,
 }))
 PY
 }

@@ -7,6 +7,12 @@
 The raw file has one JSON object per measurement (see run.sh's `measure`).
 Every figure in the table is the median over repetitions; ratios are
 credproxy's median over the peer's median, from the same run.
+
+With `run.sh --baseline BIN` the raw file also holds a target
+`credproxy-base` (a second credproxy from BIN, same config): it gets a
+column and a cp/base ratio like a peer, and a block comparing the two
+(c64 req/s and CPU per request, lat1 p99). `--only-credproxy` (params
+"only_credproxy") leaves the direct, nginx and HAProxy columns out.
 """
 
 import argparse
@@ -18,6 +24,15 @@ from datetime import datetime, timezone
 
 TARGETS = ["direct", "nginx", "haproxy", "credproxy"]
 PEERS = ["nginx", "haproxy", "direct"]
+BASE = "credproxy-base"   # run.sh --baseline BIN: the same config, another binary
+# Column heading of the credproxy/peer ratio.
+RATIO_HEAD = {"nginx": "cp/nginx", "haproxy": "cp/haproxy", "direct": "cp/direct", BASE: "cp/base"}
+# The figures of the credproxy vs credproxy-base block: (label, case, metric, better).
+BASE_ROWS = [
+    ("64 conn: requests/s", "c64", "rps", "higher"),
+    ("64 conn: proxy CPU s per 100k req", "c64", "cpu_s_per_100k", "lower"),
+    ("1 conn: p99 latency (µs)", "lat1", "p99_us", "lower"),
+]
 
 # (label, case, metric, better): better is "higher" or "lower".
 ROWS = [
@@ -156,22 +171,86 @@ def ratio(a, b):
     return a / b
 
 
-def table(summary):
-    cols = ["figure"] + TARGETS + ["cp/nginx", "cp/haproxy", "cp/direct", "better"]
+def has_base(summary):
+    """Whether credproxy-base (run.sh --baseline) was measured in this run."""
+    return any(BASE in figures for case, figures in summary.items() if isinstance(figures, dict))
+
+
+def columns(summary, params=None):
+    """(targets, peers) shown in the table: the default four targets and three
+    peers, plus credproxy-base when measured; without direct, nginx and HAProxy
+    for --only-credproxy."""
+    targets, peers = list(TARGETS), list(PEERS)
+    if (params or {}).get("only_credproxy"):
+        targets, peers = ["credproxy"], []
+    if has_base(summary):
+        targets.append(BASE)
+        peers.append(BASE)
+    return targets, peers
+
+
+def table(summary, params=None):
+    targets, peers = columns(summary, params)
+    # The JSON's ratios: always the three peers (null when not measured), and the baseline.
+    ratio_peers = PEERS + ([BASE] if has_base(summary) else [])
+    cols = ["figure"] + targets + [RATIO_HEAD[p] for p in peers] + ["better"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 2) + ["---"]) + "|"]
     ratios = {}
     for label, case, metric, better in ROWS:
-        vals = [get(summary, case, t, metric) for t in TARGETS]
+        vals = [get(summary, case, t, metric) for t in targets]
         if all(v is None for v in vals):
             continue
-        cp = vals[3]
+        cp = get(summary, case, "credproxy", metric)
+        for peer in ratio_peers:
+            ratios.setdefault(f"{case}.{metric}", {})[peer] = ratio(cp, get(summary, case, peer, metric))
         rs = []
-        for peer in PEERS:
-            r = ratio(cp, get(summary, case, peer, metric))
-            ratios.setdefault(f"{case}.{metric}", {})[peer] = r
+        for peer in peers:
+            r = ratios[f"{case}.{metric}"][peer]
             rs.append("–" if r is None else f"{r:.2f}×")
         lines.append("| " + " | ".join([label] + [fmt(metric, v) for v in vals] + rs + [better]) + " |")
     return "\n".join(lines), ratios
+
+
+def per_rep(raw, case, target, metric):
+    """{rep: value} of one figure, from the raw records."""
+    out = {}
+    for rec in raw or []:
+        if rec.get("case") == case and rec.get("target") == target and "rep" in rec:
+            v = metrics(rec).get(metric)
+            if v is not None:
+                out[rec["rep"]] = v
+    return out
+
+
+def base_comparison(summary, raw, params):
+    """credproxy against credproxy-base: for each figure of BASE_ROWS the two
+    medians over the repetitions and their ratio (credproxy / base), plus the
+    ratio within each repetition (the two were measured back to back)."""
+    if not has_base(summary):
+        return None
+    rows = []
+    for label, case, metric, better in BASE_ROWS:
+        cp, base = get(summary, case, "credproxy", metric), get(summary, case, BASE, metric)
+        a, b = per_rep(raw, case, "credproxy", metric), per_rep(raw, case, BASE, metric)
+        reps = [ratio(a[r], b[r]) for r in sorted(set(a) & set(b))]
+        rows.append({"figure": label, "case": case, "metric": metric, "better": better,
+                     "credproxy": cp, BASE: base, "ratio": ratio(cp, base),
+                     "ratio_per_rep": [r for r in reps if r is not None]})
+    return {"baseline": (params or {}).get("baseline"), "rows": rows}
+
+
+def base_table(cmp):
+    rows = [f"credproxy vs credproxy-base (`{cmp.get('baseline') or '?'}`), medians over the "
+            "repetitions; ratio = credproxy / credproxy-base:",
+            "",
+            "| figure | credproxy | credproxy-base | ratio | per repetition | better |",
+            "|---|---:|---:|---:|---|---|"]
+    for r in cmp["rows"]:
+        ratio_s = "–" if r["ratio"] is None else f"{r['ratio']:.3f}×"
+        reps = " ".join(f"{x:.3f}" for x in r["ratio_per_rep"]) or "–"
+        rows.append(f"| {r['figure']} | {fmt(r['metric'], r['credproxy'])} | "
+                    f"{fmt(r['metric'], r[BASE])} | {ratio_s} | {reps} | {r['better']} |")
+    return "\n".join(rows)
 
 
 def check(summary):
@@ -240,14 +319,16 @@ def refresh_table(summary):
     return "\n".join(rows)
 
 
-def render(summary, machine, params, out_path):
-    tbl, _ = table(summary)
+def render(summary, machine, params, out_path, raw=None):
+    tbl, _ = table(summary, params)
     parts = []
     cores = machine.get("cores")
     parts.append(f"Date: {params['date']}; machine: {machine.get('cpu')}, {cores} cores, "
                  f"{machine.get('mem_mib')} MiB, Linux {machine.get('kernel')}, Debian {machine.get('debian')}")
     parts.append(f"Peers: {machine.get('nginx')}; {machine.get('haproxy')}; {machine.get('wrk')}; "
-                 f"credproxy: {machine.get('credproxy') or 'not measured'} ({machine.get('git')})")
+                 f"credproxy: {machine.get('credproxy') or 'not measured'} ({machine.get('git')})"
+                 + (f"; credproxy-base: {machine.get('credproxy_base') or 'not measured'} "
+                    f"(`{params.get('baseline')}`)" if params.get("baseline") else ""))
     mode = "quick" if params.get("quick") else "full"
     parts.append(f"Mode: {mode}, {params['reps']} repetition(s) of {params['duration_s']} s per case, "
                  f"medians; credproxy log level `{params.get('credproxy_log')}`; load average (1/5/15 min) "
@@ -255,6 +336,12 @@ def render(summary, machine, params, out_path):
                  f"(2 means both cores were already busy before the benchmark's own load). JSON: `{out_path}`")
     parts.append("")
     parts.append(tbl)
+    cmp = base_comparison(summary, raw, params)
+    if cmp:
+        parts += ["", base_table(cmp)]
+    elif params.get("baseline"):
+        parts += ["", f"credproxy-base (`{params['baseline']}`): not measured in this run "
+                      "(it did not start or did not inject the credential; see the run's log)."]
     rt = refresh_table(summary)
     if rt:
         parts += ["", rt]
@@ -304,7 +391,7 @@ def main():
         raw, machine, params = saved["raw"], saved["machine"], saved["params"]
         a.out = None
         rel = re.search(r"(bench/results/.*)$", a.from_json)
-        text = render(summarize(raw), machine, params, rel.group(1) if rel else a.from_json)
+        text = render(summarize(raw), machine, params, rel.group(1) if rel else a.from_json, raw)
         print(text)
         if a.docs:
             update_docs(a.docs, text)
@@ -314,12 +401,12 @@ def main():
     params = json.loads(a.params)
     params["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = summarize(raw)
-    _, ratios = table(summary)
+    _, ratios = table(summary, params)
     rel = a.out
     m = re.search(r"(bench/results/.*)$", a.out or "")
     if m:
         rel = m.group(1)
-    text = render(summary, machine, params, rel)
+    text = render(summary, machine, params, rel, raw)
     print()
     print(text)
     doc = {
@@ -328,6 +415,9 @@ def main():
         "targets": [{"target": n, "result": r, "figures": d} for n, r, d in check(summary)],
         "warnings": warnings(summary), "raw": raw,
     }
+    cmp = base_comparison(summary, raw, params)
+    if cmp:
+        doc["baseline_comparison"] = cmp
     if a.out:
         with open(a.out, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, ensure_ascii=False)

@@ -6,10 +6,13 @@
 # credproxy with a static provider; then measures each case with wrk, the
 # targets interleaved (direct nginx haproxy credproxy, direct nginx ...),
 # and reports medians and the ratios credproxy/peer. See docs/BENCHMARKS.md.
+# --baseline BIN adds a second credproxy from another binary (same config) as
+# the target credproxy-base, for before/after comparisons of a change.
 #
 # usage: bench/run.sh [--quick] [--refresh] [--reps N] [--duration SECS]
 #                     [--cases LIST] [--no-build] [--no-install] [--keep]
 #                     [--docs | --no-docs] [--serve]
+#                     [--baseline BIN] [--only-credproxy]
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -35,6 +38,15 @@ usage: bench/run.sh [options]
                    Ctrl-C instead of measuring (for profiling by hand)
   --docs           rewrite the results section of docs/BENCHMARKS.md
                    (default for full runs; --no-docs to skip)
+  --baseline BIN   also start credproxy from the binary BIN, with the same
+                   configs as the credproxy under test (its own ports and
+                   state dirs), as the target credproxy-base: measured
+                   interleaved with the others, its CPU and RSS its own, and
+                   a block comparing credproxy with it (c64 req/s and CPU per
+                   request, lat1 p99; ratios of medians). Not in --refresh.
+  --only-credproxy skip the direct, nginx and HAProxy targets (with
+                   --baseline: a quick before/after comparison), e.g.
+                   bench/run.sh --baseline OLD --only-credproxy --cases c64,lat1
 
 Results: a table on stdout, JSON in bench/results/<date>[-quick].json.
 Environment: CREDPROXY_BIN (binary to test), BENCH_CREDPROXY_LOG (CREDPROXY_LOG
@@ -43,6 +55,7 @@ EOF
 }
 
 QUICK=0 REFRESH=0 BUILD=1 INSTALL=1 REPS="" DUR="" DOCS=auto SERVE=0
+BASELINE_BIN="" ONLY_CP=0
 CASES="lat1,c64,dl1m,upload,tls64,rss256"
 while (($# > 0)); do
     case $1 in
@@ -57,6 +70,12 @@ while (($# > 0)); do
         --serve) SERVE=1 ;;
         --docs) DOCS=1 ;;
         --no-docs) DOCS=0 ;;
+        --baseline)
+            (($# >= 2)) || die "--baseline takes the path of a credproxy binary"
+            BASELINE_BIN=$2
+            shift
+            ;;
+        --only-credproxy) ONLY_CP=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -73,10 +92,16 @@ IFS=, read -r -a CASE_LIST <<<"$CASES"
 for c in "${CASE_LIST[@]}"; do
     [[ $c =~ ^(lat1|c64|dl1m|upload|tls64|rss256)$ ]] || die "unknown case: $c"
 done
+if [[ -n $BASELINE_BIN ]]; then
+    [[ $BASELINE_BIN == */* ]] || BASELINE_BIN=$(command -v "$BASELINE_BIN" || echo "$BASELINE_BIN")
+    [[ -f $BASELINE_BIN && -x $BASELINE_BIN ]] || die "--baseline $BASELINE_BIN: not an executable file"
+    BASELINE_BIN=$(cd "$(dirname "$BASELINE_BIN")" && pwd)/$(basename "$BASELINE_BIN")
+fi
 
 # --- targets ------------------------------------------------------------------
 
-TARGETS=(direct nginx haproxy)     # credproxy is appended once it is up
+TARGETS=(direct nginx haproxy)     # credproxy (and credproxy-base) are appended once up
+[[ $ONLY_CP == 1 ]] && TARGETS=()
 
 # url TARGET TLS(0|1)
 target_url() {
@@ -91,6 +116,8 @@ target_url() {
         credproxy:0) echo "http://127.0.0.1:$CP_ROUTE_PORT" ;;
         credproxy:1) echo "http://127.0.0.1:$CPT_ROUTE_PORT" ;;
         credproxy-refresh:0) echo "http://127.0.0.1:$CPR_ROUTE_PORT" ;;
+        credproxy-base:0) echo "http://127.0.0.1:$CPB_ROUTE_PORT" ;;
+        credproxy-base:1) echo "http://127.0.0.1:$CPBT_ROUTE_PORT" ;;
         *) die "no url for $t tls=$tls" ;;
     esac
 }
@@ -101,7 +128,17 @@ target_proc() {
     case $t:$tls in
         direct:*) echo "" ;;
         credproxy:1) echo credproxy-tls ;;
+        credproxy-base:1) echo credproxy-base-tls ;;
         *) echo "$t" ;;
+    esac
+}
+
+# Whether TARGET has its TLS-upstream variant running (tls64).
+has_tls() {
+    case $1 in
+        credproxy) [[ $CPT_OK == 1 ]] ;;
+        credproxy-base) [[ $CPBT_OK == 1 ]] ;;
+        *) return 0 ;;
     esac
 }
 
@@ -193,7 +230,7 @@ run_case() {
             dl1m) measure dl1m "$t" "$rep" 0 8 2 "$DUR" /1m ;;
             upload) measure_upload "$t" "$rep" ;;
             tls64)
-                if [[ $t != credproxy || $CPT_OK == 1 ]]; then
+                if has_tls "$t"; then
                     measure tls64 "$t" "$rep" 1 64 2 "$DUR" /small
                 fi
                 ;;
@@ -249,11 +286,32 @@ sanity() {
     fi
 }
 
+# start_credproxy_base NAME TEMPLATE: the --baseline binary with the same
+# template as the credproxy under test; only its ports (CPB_* for CP_*,
+# CPBT_* for CPT_*) and its state directory (state-base-*) differ.
+start_credproxy_base() {
+    local name=$1 tmpl=$2
+    local CREDPROXY_BIN=$BASELINE_BIN
+    # bench_render reads these by name: dynamic scope hands it the base ports.
+    # shellcheck disable=SC2034
+    local CP_PORT=$CPB_PORT CP_ADMIN_PORT=$CPB_ADMIN_PORT CP_ROUTE_PORT=$CPB_ROUTE_PORT
+    # shellcheck disable=SC2034
+    local CPT_PORT=$CPBT_PORT CPT_ADMIN_PORT=$CPBT_ADMIN_PORT CPT_ROUTE_PORT=$CPBT_ROUTE_PORT
+    local admin=$CP_ADMIN_PORT route=$CP_ROUTE_PORT
+    if [[ $name == *-tls ]]; then admin=$CPT_ADMIN_PORT route=$CPT_ROUTE_PORT; fi
+    sed 's|@WORK@/state-|@WORK@/state-base-|g' "$tmpl" >"$WORK/conf/$name.toml.in"
+    grep -q '@WORK@/state-base-' "$WORK/conf/$name.toml.in" ||
+        die "$tmpl: no state_dir under @WORK@/state-; cannot give $name its own"
+    mkdir -p "$WORK/state-base-plain" "$WORK/state-base-tls"
+    bench_start_credproxy "$name" "$WORK/conf/$name.toml.in" "$admin" "$route"
+}
+
 # --- main ---------------------------------------------------------------------
 
 [[ $INSTALL == 1 ]] && bench_ensure_deps
 PATH=$PATH:/usr/sbin
 for cmd in nginx haproxy wrk openssl curl python3; do
+    [[ $cmd == haproxy && $ONLY_CP == 1 ]] && continue
     command -v "$cmd" >/dev/null || die "$cmd is missing (run without --no-install)"
 done
 CREDPROXY_BIN=${CREDPROXY_BIN:-}
@@ -265,13 +323,16 @@ trap 'exit 130' INT TERM
 RAW=$WORK/raw.jsonl
 : >"$RAW"
 bench_make_pki
+[[ -n $BASELINE_BIN ]] && BENCH_BASE_PORTS=1
 bench_alloc_ports
 head -c $((64 << 20)) /dev/urandom >"$WORK/upload-64m.bin"
 
 log "upstream nginx on 127.0.0.1:$UP_PORT (http) and :$UP_TLS_PORT (https)"
 bench_start_upstream
-bench_start_nginx_proxy
-bench_start_haproxy
+if [[ $ONLY_CP == 0 ]]; then
+    bench_start_nginx_proxy
+    bench_start_haproxy
+fi
 
 CP_OK=0 CPT_OK=0 CPR_OK=0
 if bench_start_credproxy credproxy "$BENCH_DIR/credproxy.toml.in" "$CP_ADMIN_PORT" "$CP_ROUTE_PORT"; then
@@ -295,10 +356,29 @@ if [[ $REFRESH == 1 && $CP_OK == 1 ]] &&
     fi
 fi
 
-for t in direct nginx haproxy; do
-    sanity "$t" 0 || die "$t does not pass the credential through; fix the bench configs"
-    sanity "$t" 1 || die "$t (TLS upstream) does not pass the credential through"
-done
+CPB_OK=0 CPBT_OK=0
+if [[ -n $BASELINE_BIN ]]; then
+    log "credproxy-base: $BASELINE_BIN ($("$BASELINE_BIN" --version 2>&1 | head -n 1))"
+    if start_credproxy_base credproxy-base "$BENCH_DIR/credproxy.toml.in"; then
+        if sanity credproxy-base 0; then
+            CPB_OK=1
+            TARGETS+=(credproxy-base)
+        else
+            log "credproxy-base: skipped: it does not inject the credential as expected"
+        fi
+    fi
+    if [[ $CPB_OK == 1 ]] && start_credproxy_base credproxy-base-tls "$BENCH_DIR/credproxy-tls.toml.in"; then
+        if sanity credproxy-base 1; then CPBT_OK=1; else log "credproxy-base-tls: skipped (see above)"; fi
+    fi
+fi
+
+if [[ $ONLY_CP == 0 ]]; then
+    for t in direct nginx haproxy; do
+        sanity "$t" 0 || die "$t does not pass the credential through; fix the bench configs"
+        sanity "$t" 1 || die "$t (TLS upstream) does not pass the credential through"
+    done
+fi
+((${#TARGETS[@]} > 0)) || die "nothing to measure: no credproxy started (--only-credproxy)"
 
 if [[ $SERVE == 1 ]]; then
     echo "Serving until Ctrl-C (work directory $WORK):"
@@ -331,7 +411,7 @@ for t in "${TARGETS[@]}"; do
     hdr=()
     mapfile -t hdr < <(auth_args "$t")
     wrk -t 2 -c 64 -d "${WARM}s" "${hdr[@]}" "$(target_url "$t" 0)/small" >/dev/null
-    if [[ $t != credproxy || $CPT_OK == 1 ]]; then
+    if has_tls "$t"; then
         wrk -t 2 -c 64 -d "${WARM}s" "${hdr[@]}" "$(target_url "$t" 1)/small" >/dev/null
     fi
 done
@@ -351,9 +431,21 @@ SUFFIX=""
 OUT=$BENCH_DIR/results/$STAMP$SUFFIX.json
 mkdir -p "$BENCH_DIR/results"
 [[ $CP_OK == 1 ]] || CREDPROXY_BIN=""
-bench_machine_json >"$WORK/machine.json"
+if [[ -n $BASELINE_BIN ]]; then
+    base_for_json=""
+    [[ $CPB_OK == 1 ]] && base_for_json=$BASELINE_BIN
+    bench_machine_json "$base_for_json" >"$WORK/machine.json"
+else
+    bench_machine_json >"$WORK/machine.json"
+fi
+# Only with the new options, so a default run's JSON keeps its keys.
+extra_params=""
+if [[ -n $BASELINE_BIN ]]; then
+    extra_params+=",\"baseline\":$(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$BASELINE_BIN")"
+fi
+[[ $ONLY_CP == 1 ]] && extra_params+=",\"only_credproxy\":true"
 report_args=(--raw "$RAW" --machine "$WORK/machine.json" --out "$OUT"
-    --params "{\"quick\":$([[ $QUICK == 1 ]] && echo true || echo false),\"reps\":$REPS,\"duration_s\":$DUR,\"refresh_duration_s\":$REFRESH_DUR,\"token_lifetime_s\":$TOKEN_LIFETIME,\"credproxy_log\":\"${BENCH_CREDPROXY_LOG:-warn}\",\"loadavg_start\":\"$LOAD_START\",\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}")
+    --params "{\"quick\":$([[ $QUICK == 1 ]] && echo true || echo false),\"reps\":$REPS,\"duration_s\":$DUR,\"refresh_duration_s\":$REFRESH_DUR,\"token_lifetime_s\":$TOKEN_LIFETIME,\"credproxy_log\":\"${BENCH_CREDPROXY_LOG:-warn}\",\"loadavg_start\":\"$LOAD_START\",\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"$extra_params}")
 [[ $DOCS == 1 ]] && report_args+=(--docs "$REPO_DIR/docs/BENCHMARKS.md")
 python3 -B "$BENCH_DIR/report.py" "${report_args[@]}"
 log "JSON: ${OUT#"$REPO_DIR"/}"
