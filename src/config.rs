@@ -10,6 +10,7 @@ pub mod file;
 pub mod host;
 pub mod presets;
 pub mod validate;
+mod warnings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
