@@ -5,6 +5,7 @@
 //! header names, durations and host patterns. An error names the file, line, column and key path.
 //! `presets/` knows the five seed providers' URLs, field names and quirks.
 
+mod check;
 pub mod env;
 pub mod file;
 pub mod host;

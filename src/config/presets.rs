@@ -15,8 +15,8 @@ use std::time::Duration;
 use http::Uri;
 use toml::Spanned;
 
+use super::check::Ctx;
 use super::file::{FileProvider, Str};
-use super::validate::Ctx;
 use super::{
     AuthConfig, BodyFormat, ClientAuth, FieldNames, Grant, HostPattern, OAuth2Config, Preset,
     ProviderConfig, Upstream,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use http::Uri;
 
 use super::Defaults;
+use crate::config::check::Ctx;
 use crate::config::file::FileProvider;
-use crate::config::validate::Ctx;
 use crate::config::{AuthConfig, BlendVisionConfig, BlendVisionMode, BodyFormat, ClientAuth};
 
 pub const DEFAULTS: Defaults = Defaults {
