@@ -90,7 +90,6 @@ pub struct Ctx<'a> {
     file: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     pub errors: Vec<ConfigError>,
-    pub warnings: Vec<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -105,7 +104,6 @@ impl<'a> Ctx<'a> {
             file,
             lookup,
             errors: Vec::new(),
-            warnings: Vec::new(),
         }
     }
 }

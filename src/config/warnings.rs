@@ -1,13 +1,37 @@
-//! Non-fatal findings: the security warnings `credproxy check` (and `run`, at start) prints
-//! for a config that checked clean.
+//! Non-fatal findings: what `credproxy check` (and `run`, at start) prints for a config that
+//! checked clean: no providers, an open proxy, and the security warnings.
 
 use std::sync::Arc;
 
-use super::{AuthConfig, Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget, host};
+use super::{
+    AuthConfig, Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget, UnknownHosts, host,
+};
+
+/// Every warning for a config that checked clean, in the order `credproxy check` prints them.
+/// `no_providers`: the file has no `[providers.*]` table at all.
+pub(super) fn warnings(
+    no_providers: bool,
+    proxy: &ProxySettings,
+    providers: &[Arc<ProviderConfig>],
+    routes: &[RouteConfig],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if no_providers {
+        out.push("no [providers.*] configured: every request will be refused".into());
+    }
+    if proxy.unknown_hosts == UnknownHosts::Pass && proxy.allow_remote {
+        out.push(
+            "unknown_hosts = \"pass\" with allow_remote = true makes credproxy an open proxy to anyone who can reach it"
+                .into(),
+        );
+    }
+    out.extend(security_warnings(proxy, providers, routes));
+    out
+}
 
 /// What `credproxy check` (and `run`, at start) warns about: settings that let more callers
 /// spend the credentials than the user may think (docs/SECURITY.md explains each).
-pub(super) fn security_warnings(
+fn security_warnings(
     proxy: &ProxySettings,
     providers: &[Arc<ProviderConfig>],
     routes: &[RouteConfig],
@@ -92,4 +116,59 @@ pub(super) fn security_warnings(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn security_warnings_name_the_setting_and_the_risk() {
+        let warnings = |text: &str| load_str(text, "c.toml", &no_env).unwrap().warnings;
+        let has = |text: &str, needle: &str| {
+            let w = warnings(text);
+            assert!(
+                w.iter().any(|x| x.contains(needle)),
+                "{needle:?} not in {w:?}"
+            );
+        };
+        let gh =
+            "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n";
+        has(
+            &format!("[proxy]\nlisten = \"0.0.0.0:1\"\nallow_remote = true\n{gh}"),
+            "proxy.proxy_auth is not set",
+        );
+        let auth = "[proxy]\nproxy_auth = \"s\"\n";
+        has(
+            &format!(
+                "{auth}{gh}[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "any local process can spend gh's credentials",
+        );
+        has(
+            &format!(
+                "{auth}{gh}[[routes]]\npath_prefix = \"/gh\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "does nothing on a path_prefix route",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nproxy_auth = \"s\"\n{gh}"),
+            "applies to TCP listeners only",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nsocket_mode = \"0666\"\n{gh}"),
+            "every local user",
+        );
+        has(
+            &format!("{gh}upstream = \"http://api.github.com\"\n"),
+            "providers.gh.upstream is plain http",
+        );
+        // Loopback over plain http (a sidecar), and the defaults: nothing to say.
+        let quiet = format!("{gh}upstream = \"http://127.0.0.1:8000\"\n");
+        assert_eq!(warnings(&quiet), Vec::<String>::new());
+    }
 }
