@@ -4,9 +4,20 @@
 //!
 //! Checking does not stop at the first problem: `credproxy check` reports all of them, each
 //! with the file, line, column and key path, the value's problem and what was expected.
-//! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`.
+//! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`; `provider.rs`
+//! for a `[providers.NAME]` table, cut by concern into `endpoints.rs`, `grant.rs`, `wire.rs`,
+//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`.
 
+mod blendvision;
+mod endpoints;
+mod grant;
+mod oauth2;
+mod provider;
 mod proxy;
+mod timing;
+mod wire;
+
+pub(super) use provider::build as provider;
 
 use std::fmt;
 use std::ops::Range;
@@ -222,10 +233,6 @@ impl Ctx<'_> {
                 None
             }
         }
-    }
-
-    pub fn opt_url(&mut self, s: &Option<Str>, key: &str) -> Option<Uri> {
-        s.as_ref().and_then(|s| self.url(s, key))
     }
 
     pub fn header_name(&mut self, name: &str, span: Range<usize>, key: &str) -> Option<HeaderName> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::check::{ConfigError, ConfigErrors, Ctx, line_col};
 use super::file::FileConfig;
-use super::{Config, env, presets, warnings};
+use super::{Config, check, env, warnings};
 
 /// The config file to use: `--config`, else `$CREDPROXY_CONFIG`, else `./credproxy.toml`, else
 /// `$XDG_CONFIG_HOME/credproxy/config.toml`, else `/etc/credproxy/config.toml`.
@@ -80,7 +80,7 @@ pub fn load_str(
             );
             continue;
         }
-        if let Some(p) = presets::build(&mut ctx, name, fp) {
+        if let Some(p) = check::provider(&mut ctx, name, fp) {
             providers.push(Arc::new(p));
         }
     }
