@@ -211,3 +211,34 @@ fn reject_foreign_keys(ctx: &mut Ctx<'_>, name: &str, preset: Preset, fp: &FileP
         &oauthish,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn provider_headers_cannot_set_framing_or_connection_fields() {
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "host",
+            "te",
+        ] {
+            let text = format!(
+                "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\nheaders = {{ \"{name}\" = \"1\" }}\n"
+            );
+            let err = load_str(&text, "c.toml", &no_env).unwrap_err();
+            let e = &err.0[0];
+            assert_eq!(e.line, 5, "{name}: {err}");
+            assert!(
+                e.message.contains("remove it from headers"),
+                "{name}: {err}"
+            );
+        }
+    }
+}

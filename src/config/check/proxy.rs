@@ -246,3 +246,34 @@ fn default_state_dir() -> PathBuf {
     }
     PathBuf::from("/var/lib/credproxy")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_allow_remote() {
+        let err = load_str("[proxy]\nlisten = \"0.0.0.0:8080\"\n", "c.toml", &no_env).unwrap_err();
+        assert!(err.to_string().contains("allow_remote"), "{err}");
+        let ok = load_str(
+            "[proxy]\nlisten = \"0.0.0.0:8080\"\nallow_remote = true\n",
+            "c.toml",
+            &no_env,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn route_to_unknown_provider() {
+        let text = "[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"nope\"\n";
+        let err = load_str(text, "c.toml", &no_env).unwrap_err();
+        assert!(
+            err.to_string().contains("no provider named `nope`"),
+            "{err}"
+        );
+    }
+}
