@@ -1,15 +1,19 @@
 //! Configuration: read the TOML file, then check it into the runtime [`Config`].
 //!
 //! Two steps, two sets of types (ripgrep's habit): `file.rs` is the serde picture of what the user
-//! wrote (unknown keys rejected), `validate.rs` turns it into the types below, with parsed URIs,
-//! header names, durations and host patterns. An error names the file, line, column and key path.
-//! `presets/` knows the five seed providers' URLs, field names and quirks.
+//! wrote (unknown keys rejected), `check.rs` (and `check/`) turns it into the types below, with
+//! parsed URIs, header names, durations and host patterns. An error names the file, line, column
+//! and key path. `load.rs` finds, reads and parses the file; `warnings.rs` holds the non-fatal
+//! findings; `presets/` knows the five seed providers' URLs, field names and quirks.
 
+mod check;
 pub mod env;
 pub mod file;
 pub mod host;
+mod load;
 pub mod presets;
 pub mod validate;
+mod warnings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +23,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Uri};
 
+pub use check::{ConfigError, ConfigErrors};
 pub use host::HostPattern;
-pub use validate::{ConfigError, ConfigErrors, load, load_str, locate};
+pub use load::{load, load_str, locate};
 
 use crate::secret::Secret;
 

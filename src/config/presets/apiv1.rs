@@ -3,6 +3,8 @@
 //!
 //! Its base URL is per deployment, so `hosts`, `upstream` and `token_url` have no defaults.
 
+use http::Uri;
+
 use super::Defaults;
 use crate::config::{BodyFormat, ClientAuth, Grant};
 
@@ -22,3 +24,12 @@ pub const DEFAULTS: Defaults = Defaults {
     refresh_with_bearer: false,
     required: &["hosts", "token_url", "upstream"],
 };
+
+/// API v1 documents `https://API_URI/oauth/authorize` beside `https://API_URI/oauth/token`: the
+/// authorize URL when none is configured.
+pub fn authorize_url_beside(token_url: &Uri) -> Option<Uri> {
+    token_url
+        .to_string()
+        .strip_suffix("/oauth/token")
+        .and_then(|b| format!("{b}/oauth/authorize").parse().ok())
+}

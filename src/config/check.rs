@@ -1,0 +1,320 @@
+//! The checker's context and primitives: [`Ctx`] (the text for positions, the `${VAR}` lookup,
+//! the errors so far), [`ConfigError`] with its file:line:column and key path, and the small
+//! checkers every section uses (strings, secrets, URLs, durations, header names and values).
+//!
+//! Checking does not stop at the first problem: `credproxy check` reports all of them, each
+//! with the file, line, column and key path, the value's problem and what was expected.
+//! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`; `provider.rs`
+//! for a `[providers.NAME]` table, cut by concern into `endpoints.rs`, `grant.rs`, `wire.rs`,
+//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`.
+
+mod blendvision;
+mod endpoints;
+mod grant;
+mod oauth2;
+mod provider;
+mod proxy;
+mod timing;
+mod wire;
+
+pub(super) use provider::build as provider;
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use super::env;
+use super::file::{FileSecret, SecretSource, Str};
+use crate::secret::Secret;
+
+/// One thing wrong with the config, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no single place (a missing file).
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `providers.bace.token_url`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    pub(super) fn single(file: &str, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// 1-based line and column of byte `offset`.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+/// Validation state: the text (for positions), the env lookup, what went wrong so far.
+pub struct Ctx<'a> {
+    text: &'a str,
+    file: &'a str,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A fresh context for checking `text` (named `file` in messages), variables from `lookup`.
+    pub(super) fn new(
+        text: &'a str,
+        file: &'a str,
+        lookup: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        Ctx {
+            text,
+            file,
+            lookup,
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl Ctx<'_> {
+    pub fn err(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// A string with `${VAR}` expanded.
+    pub fn string(&mut self, s: &Str, key: &str) -> Option<String> {
+        self.expand(s.get_ref(), s.span(), key)
+    }
+
+    pub fn opt_string(&mut self, s: &Option<Str>, key: &str) -> Option<String> {
+        s.as_ref().and_then(|s| self.string(s, key))
+    }
+
+    /// `${VAR}` expansion of a value found at `span`.
+    pub fn expand(&mut self, value: &str, span: Range<usize>, key: &str) -> Option<String> {
+        match env::expand(value, self.lookup) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(span, key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A secret: inline (with `${VAR}`) or `{ file = ... }` with the trailing newline trimmed.
+    pub fn secret(&mut self, s: &FileSecret, key: &str) -> Option<Secret> {
+        let span = s.span.clone();
+        match &s.source {
+            SecretSource::Value(v) => {
+                let value = self.expand(v, span.clone(), key)?;
+                if value.is_empty() {
+                    self.err(span, key, "is empty: give the secret, or remove the key");
+                    return None;
+                }
+                Some(Secret::from(value))
+            }
+            SecretSource::File(f) => {
+                let path = self.expand(f, span.clone(), key)?;
+                crate::secret::read_file(&path)
+                    .map_err(|message| self.err(span, key, message))
+                    .ok()
+            }
+        }
+    }
+
+    /// Like [`Ctx::opt_secret`], but an empty value (`"${BV_ORG_ID:-}"`) means "not given".
+    pub fn secret_or_unset(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Secret> {
+        let s = s.as_ref()?;
+        if let SecretSource::Value(v) = &s.source {
+            let value = self.expand(v, s.span.clone(), key)?;
+            return (!value.is_empty()).then(|| Secret::from(value));
+        }
+        self.secret(s, key)
+    }
+
+    pub fn opt_secret(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Secret> {
+        s.as_ref().and_then(|s| self.secret(s, key))
+    }
+
+    pub fn duration(&mut self, s: &Option<Str>, key: &str, default: Duration) -> Duration {
+        self.opt_duration(s, key).unwrap_or(default)
+    }
+
+    pub fn opt_duration(&mut self, s: &Option<Str>, key: &str) -> Option<Duration> {
+        let s = s.as_ref()?;
+        let v = self.string(s, key)?;
+        match parse_duration(&v) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(s.span(), key, e);
+                None
+            }
+        }
+    }
+
+    /// An absolute http(s) URL.
+    pub fn url(&mut self, s: &Str, key: &str) -> Option<Uri> {
+        let v = self.string(s, key)?;
+        match v.parse::<Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+            {
+                Some(u)
+            }
+            _ => {
+                self.err(
+                    s.span(),
+                    key,
+                    format!("`{v}` is not an absolute http(s) URL such as \"https://api.example.com/oauth/token\""),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn header_name(&mut self, name: &str, span: Range<usize>, key: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.err(span, key, format!("`{name}` is not a valid header name"));
+                None
+            }
+        }
+    }
+
+    /// A header value built from a secret, marked sensitive (hpack never indexes it, Debug hides it).
+    pub fn header_value(
+        &mut self,
+        v: &Secret,
+        span: Range<usize>,
+        key: &str,
+    ) -> Option<HeaderValue> {
+        match HeaderValue::from_str(v.expose()) {
+            Ok(mut h) => {
+                h.set_sensitive(true);
+                Some(h)
+            }
+            Err(_) => {
+                self.err(span, key, "the value has characters a header can't carry (control characters or non-ASCII)");
+                None
+            }
+        }
+    }
+}
+
+/// `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"30d"`, or several (`"1h30m"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let expected = || {
+        format!(
+            "`{s}` is not a duration: expected a number and a unit, such as \"30s\", \"5m\", \"2h\", \"30d\""
+        )
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(expected());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(expected)?;
+        if digits == 0 {
+            return Err(expected());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = rest[..unit_len].trim();
+        let one = match unit {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(expected()),
+        };
+        // Checked: `+=` panics once the terms ("4294967295d4294967295d…") pass u64::MAX seconds.
+        let term = one
+            .checked_mul(u32::try_from(n).map_err(|_| expected())?)
+            .ok_or_else(expected)?;
+        total = total.checked_add(term).ok_or_else(expected)?;
+        rest = rest[unit_len..].trim_start();
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("five minutes").is_err());
+    }
+
+    #[test]
+    fn a_duration_too_long_for_duration_is_an_error_not_a_panic() {
+        // Each term fits (u32::MAX days); 50,000 of them pass u64::MAX seconds.
+        let long = "4294967295d".repeat(50_000);
+        assert!(parse_duration(&long).is_err());
+        assert!(parse_duration(&"4294967295d".repeat(2)).is_ok());
+    }
+}

@@ -1,0 +1,279 @@
+//! The `[proxy]` section and the `[[routes]]` list: listeners (loopback unless `allow_remote`),
+//! state dir, unknown-host policy, CA file, proxy auth, socket mode, timeouts and limits; each
+//! route's target (its own listener or a path prefix) and provider.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Ctx;
+use crate::config::file::{FileConfig, FileMode, FileProxy, Str};
+use crate::config::{Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts};
+
+impl Ctx<'_> {
+    fn listen(&mut self, s: &Str, key: &str, allow_remote: bool) -> Option<Listen> {
+        let v = self.string(s, key)?;
+        if let Some(path) = v.strip_prefix("unix:") {
+            if path.is_empty() {
+                self.err(
+                    s.span(),
+                    key,
+                    "unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"",
+                );
+                return None;
+            }
+            return Some(Listen::Unix(PathBuf::from(path)));
+        }
+        match v.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !addr.ip().is_loopback() && !allow_remote {
+                    self.err(
+                        s.span(),
+                        key,
+                        format!(
+                            "{addr} is reachable from other machines; anyone who can reach it can spend your \
+                             credentials. Listen on 127.0.0.1, or set allow_remote = true in [proxy] \
+                             (and set proxy_auth too)"
+                        ),
+                    );
+                    return None;
+                }
+                Some(Listen::Tcp(addr))
+            }
+            Err(_) => {
+                self.err(
+                    s.span(),
+                    key,
+                    format!("`{v}` is not an address: expected IP:PORT such as \"127.0.0.1:8080\", or unix:/path"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Check `[proxy]`; `None` when it has an error.
+    pub(in crate::config) fn proxy(&mut self, p: &FileProxy) -> Option<ProxySettings> {
+        let before = self.errors.len();
+        let allow_remote = p.allow_remote.unwrap_or(false);
+        let listen = match &p.listen {
+            Some(s) => self.listen(s, "proxy.listen", allow_remote),
+            None => Some(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))),
+        };
+        let admin_listen = match &p.admin_listen {
+            Some(s) => self.listen(s, "proxy.admin_listen", allow_remote),
+            None => Some(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 9090)))),
+        };
+        let state_dir = match self.opt_string(&p.state_dir, "proxy.state_dir") {
+            Some(s) => PathBuf::from(s),
+            None => default_state_dir(),
+        };
+        let unknown_hosts = match &p.unknown_hosts {
+            None => UnknownHosts::Reject,
+            Some(s) => match self.string(s, "proxy.unknown_hosts").as_deref() {
+                Some("reject") => UnknownHosts::Reject,
+                Some("pass") => UnknownHosts::Pass,
+                Some(other) => {
+                    self.err(
+                        s.span(),
+                        "proxy.unknown_hosts",
+                        format!("`{other}` is not one of \"reject\", \"pass\""),
+                    );
+                    UnknownHosts::Reject
+                }
+                None => UnknownHosts::Reject,
+            },
+        };
+        let ca_file = self
+            .opt_string(&p.ca_file, "proxy.ca_file")
+            .map(PathBuf::from);
+        if let (Some(path), Some(s)) = (&ca_file, &p.ca_file)
+            && let Err(e) = std::fs::metadata(path)
+        {
+            self.err(
+                s.span(),
+                "proxy.ca_file",
+                format!("can't read {}: {e}", path.display()),
+            );
+        }
+        let proxy_auth = self.opt_secret(&p.proxy_auth, "proxy.proxy_auth");
+        let socket_mode = match &p.socket_mode {
+            None => 0o600,
+            Some(m) => {
+                let parsed = match m.get_ref() {
+                    FileMode::Int(i) => u32::try_from(*i).ok(),
+                    FileMode::Str(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                };
+                match parsed.filter(|m| *m <= 0o777) {
+                    Some(m) => m,
+                    None => {
+                        self.err(
+                            m.span(),
+                            "proxy.socket_mode",
+                            "expected an octal file mode such as \"0660\"",
+                        );
+                        0o600
+                    }
+                }
+            }
+        };
+        let connect_timeout = self.duration(
+            &p.connect_timeout,
+            "proxy.connect_timeout",
+            Duration::from_secs(10),
+        );
+        let response_timeout = self.duration(
+            &p.response_timeout,
+            "proxy.response_timeout",
+            Duration::from_secs(60),
+        );
+        let header_timeout = self.duration(
+            &p.header_timeout,
+            "proxy.header_timeout",
+            Duration::from_secs(30),
+        );
+        let shutdown_grace = self.duration(
+            &p.shutdown_grace,
+            "proxy.shutdown_grace",
+            Duration::from_secs(10),
+        );
+        let max_connections = self.count(&p.max_connections, "proxy.max_connections", 10_000);
+        let max_connections_per_client = self.count(
+            &p.max_connections_per_client,
+            "proxy.max_connections_per_client",
+            1_000,
+        );
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(ProxySettings {
+            listen: listen?,
+            admin_listen,
+            state_dir,
+            unknown_hosts,
+            ca_file,
+            allow_remote,
+            proxy_auth,
+            socket_mode,
+            connect_timeout,
+            response_timeout,
+            header_timeout,
+            shutdown_grace,
+            max_connections,
+            max_connections_per_client,
+        })
+    }
+
+    fn count(&mut self, v: &Option<toml::Spanned<i64>>, key: &str, default: usize) -> usize {
+        match v {
+            None => default,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
+            Some(n) => {
+                self.err(n.span(), key, "must be at least 1");
+                default
+            }
+        }
+    }
+
+    /// Check `[[routes]]`: each names a configured provider and exactly one target.
+    pub(in crate::config) fn routes(
+        &mut self,
+        parsed: &FileConfig,
+        proxy: &Option<ProxySettings>,
+    ) -> Vec<RouteConfig> {
+        let allow_remote = proxy.as_ref().is_some_and(|p| p.allow_remote);
+        let mut routes = Vec::new();
+        for (i, r) in parsed.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let provider = r.get_ref().provider.get_ref().clone();
+            if !parsed.providers.contains_key(&provider) {
+                let known: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
+                self.err(
+                    r.get_ref().provider.span(),
+                    &format!("{key}.provider"),
+                    format!(
+                        "no provider named `{provider}` (configured: {})",
+                        known.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let target = match (&r.get_ref().listen, &r.get_ref().path_prefix) {
+                (Some(l), None) => match self.listen(l, &format!("{key}.listen"), allow_remote) {
+                    Some(l) => RouteTarget::Listen(l),
+                    None => continue,
+                },
+                (None, Some(p)) => {
+                    let Some(v) = self.string(p, &format!("{key}.path_prefix")) else {
+                        continue;
+                    };
+                    let trimmed = v.trim_end_matches('/');
+                    if !trimmed.starts_with('/') || trimmed.len() < 2 {
+                        self.err(
+                            p.span(),
+                            &format!("{key}.path_prefix"),
+                            "expected a path such as \"/bace\"",
+                        );
+                        continue;
+                    }
+                    RouteTarget::PathPrefix(trimmed.to_owned())
+                }
+                _ => {
+                    self.err(
+                        r.span(),
+                        &key,
+                        "a route needs exactly one of `listen` or `path_prefix`",
+                    );
+                    continue;
+                }
+            };
+            let require_auth = r.get_ref().require_auth.unwrap_or(true);
+            routes.push(RouteConfig {
+                target,
+                provider,
+                require_auth,
+            });
+        }
+        routes
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("credproxy");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/state/credproxy");
+    }
+    PathBuf::from("/var/lib/credproxy")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_allow_remote() {
+        let err = load_str("[proxy]\nlisten = \"0.0.0.0:8080\"\n", "c.toml", &no_env).unwrap_err();
+        assert!(err.to_string().contains("allow_remote"), "{err}");
+        let ok = load_str(
+            "[proxy]\nlisten = \"0.0.0.0:8080\"\nallow_remote = true\n",
+            "c.toml",
+            &no_env,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn route_to_unknown_provider() {
+        let text = "[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"nope\"\n";
+        let err = load_str(text, "c.toml", &no_env).unwrap_err();
+        assert!(
+            err.to_string().contains("no provider named `nope`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Loading: find the config file, read it, parse the TOML (a syntax error or unknown key names
+//! its file:line:column) and hand the serde picture to the checker (`check.rs`), which expands
+//! `${VAR}` and collects every error; the warnings (`warnings.rs`) come last, for a clean config.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::check::{ConfigError, ConfigErrors, Ctx, line_col};
+use super::file::FileConfig;
+use super::{Config, check, env, warnings};
+
+/// The config file to use: `--config`, else `$CREDPROXY_CONFIG`, else `./credproxy.toml`, else
+/// `$XDG_CONFIG_HOME/credproxy/config.toml`, else `/etc/credproxy/config.toml`.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("CREDPROXY_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let mut tried = vec![PathBuf::from("credproxy.toml")];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(x) = xdg {
+        tried.push(x.join("credproxy/config.toml"));
+    }
+    tried.push(PathBuf::from("/etc/credproxy/config.toml"));
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(ConfigErrors::single(
+        "credproxy",
+        format!(
+            "no config file found (looked for --config, $CREDPROXY_CONFIG, {}); \
+             pass --config PATH, or try `credproxy demo` to see credproxy work without one",
+            list.join(", ")
+        ),
+    ))
+}
+
+/// Read and check the file at `path`, expanding `${VAR}` from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single(&name, format!("can't read the config file: {e}")))?;
+    load_str(&text, &name, &env::process_env)
+}
+
+/// Check config `text` (named `file` in messages), with variables from `lookup`.
+pub fn load_str(
+    text: &str,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let parsed: FileConfig = match toml::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file.to_owned(),
+                line,
+                column,
+                key: String::new(),
+                message: e.message().trim().to_owned(),
+            }]));
+        }
+    };
+    let mut ctx = Ctx::new(text, file, lookup);
+    let proxy = ctx.proxy(&parsed.proxy);
+    let mut providers = Vec::new();
+    for (name, fp) in &parsed.providers {
+        if !valid_name(name) {
+            ctx.err(
+                fp.span(),
+                &format!("providers.{name}"),
+                "a provider name may use letters, digits, '-' and '_' only",
+            );
+            continue;
+        }
+        if let Some(p) = check::provider(&mut ctx, name, fp) {
+            providers.push(Arc::new(p));
+        }
+    }
+    let routes = ctx.routes(&parsed, &proxy);
+    if !ctx.errors.is_empty() {
+        return Err(ConfigErrors(ctx.errors));
+    }
+    let proxy = proxy.expect("no errors means the proxy section was built");
+    let warnings = warnings::warnings(parsed.providers.is_empty(), &proxy, &providers, &routes);
+    Ok(Config {
+        proxy,
+        providers,
+        routes,
+        warnings,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = load_str(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            "c.toml",
+            &no_env,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("c.toml:3:1"), "{msg}");
+        assert!(msg.contains("lisen"), "{msg}");
+    }
+
+    #[test]
+    fn unset_variable_names_key_and_line() {
+        let text = "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"${GH_TOKEN}\"\n";
+        let err = load_str(text, "c.toml", &no_env).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!((e.line, e.key.as_str()), (4, "providers.gh.token"));
+        assert!(e.message.contains("GH_TOKEN is not set"), "{}", e.message);
+    }
+
+    #[test]
+    fn collects_every_error() {
+        let text = "[proxy]\nconnect_timeout = \"soon\"\nunknown_hosts = \"maybe\"\n";
+        let err = load_str(text, "c.toml", &no_env).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+    }
+}

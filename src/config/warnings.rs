@@ -1,0 +1,174 @@
+//! Non-fatal findings: what `credproxy check` (and `run`, at start) prints for a config that
+//! checked clean: no providers, an open proxy, and the security warnings.
+
+use std::sync::Arc;
+
+use super::{
+    AuthConfig, Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget, UnknownHosts, host,
+};
+
+/// Every warning for a config that checked clean, in the order `credproxy check` prints them.
+/// `no_providers`: the file has no `[providers.*]` table at all.
+pub(super) fn warnings(
+    no_providers: bool,
+    proxy: &ProxySettings,
+    providers: &[Arc<ProviderConfig>],
+    routes: &[RouteConfig],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if no_providers {
+        out.push("no [providers.*] configured: every request will be refused".into());
+    }
+    if proxy.unknown_hosts == UnknownHosts::Pass && proxy.allow_remote {
+        out.push(
+            "unknown_hosts = \"pass\" with allow_remote = true makes credproxy an open proxy to anyone who can reach it"
+                .into(),
+        );
+    }
+    out.extend(security_warnings(proxy, providers, routes));
+    out
+}
+
+/// What `credproxy check` (and `run`, at start) warns about: settings that let more callers
+/// spend the credentials than the user may think (docs/SECURITY.md explains each).
+fn security_warnings(
+    proxy: &ProxySettings,
+    providers: &[Arc<ProviderConfig>],
+    routes: &[RouteConfig],
+) -> Vec<String> {
+    let remote = |l: &Listen| matches!(l, Listen::Tcp(a) if !a.ip().is_loopback());
+    let mut listeners: Vec<(String, &Listen)> = vec![("proxy.listen".into(), &proxy.listen)];
+    for (i, r) in routes.iter().enumerate() {
+        if let RouteTarget::Listen(l) = &r.target {
+            listeners.push((format!("routes[{i}].listen"), l));
+        }
+    }
+    let mut out = Vec::new();
+    if proxy.proxy_auth.is_none() {
+        for (key, l) in listeners.iter().filter(|(_, l)| remote(l)) {
+            out.push(format!(
+                "{key} = {l} is reachable from other machines (allow_remote = true) and proxy.proxy_auth is not set: \
+                 anyone who can connect to it can spend the credentials credproxy holds. Set proxy.proxy_auth = \"${{CREDPROXY_SECRET}}\" \
+                 (clients then use http://any-user:SECRET@host:port as their proxy URL), or listen on 127.0.0.1 or a unix socket"
+            ));
+        }
+    } else if !listeners.iter().any(|(_, l)| matches!(l, Listen::Tcp(_))) {
+        out.push(
+            "proxy.proxy_auth is set but every listener is a unix socket: proxy_auth applies to TCP listeners only; \
+             a unix socket is guarded by its file mode (proxy.socket_mode)"
+                .to_owned(),
+        );
+    }
+    for (i, r) in routes.iter().enumerate().filter(|(_, r)| !r.require_auth) {
+        let provider = &r.provider;
+        match &r.target {
+            RouteTarget::PathPrefix(_) => out.push(format!(
+                "routes[{i}] (provider {provider}) has require_auth = false, which does nothing on a path_prefix route: \
+                 it shares the main listener, where proxy_auth applies. Give the route its own listen to opt out"
+            )),
+            RouteTarget::Listen(l) if proxy.proxy_auth.is_some() => out.push(if remote(l) {
+                format!(
+                    "routes[{i}] (provider {provider}) has require_auth = false on {l}, reachable from other machines: \
+                     anyone who can connect to it can spend {provider}'s credentials without proxy_auth"
+                )
+            } else {
+                format!(
+                    "routes[{i}] (provider {provider}) has require_auth = false: any local process can spend {provider}'s \
+                     credentials through {l} without proxy_auth (browsers are still refused)"
+                )
+            }),
+            RouteTarget::Listen(_) => {}
+        }
+    }
+    if let Some(admin) = &proxy.admin_listen
+        && remote(admin)
+    {
+        out.push(format!(
+            "proxy.admin_listen = {admin} is reachable from other machines: /status, /metrics and the status page need no \
+             authentication (they show provider names, hosts and token states, never a secret)"
+        ));
+    }
+    // Plain http off this machine: the credential (or the client's secrets) cross the network
+    // in the clear. Loopback is fine (a sidecar, a test).
+    let local = |host: &str| host::loopback_ip(host).is_some();
+    for p in providers {
+        let name = &p.name;
+        if !p.upstream.is_tls() && !local(&p.upstream.host) {
+            out.push(format!(
+                "providers.{name}.upstream is plain http://{}: every request carries {name}'s credential unencrypted; use https",
+                p.upstream.authority
+            ));
+        }
+        if let AuthConfig::OAuth2(o) = &p.auth
+            && o.token_url.scheme_str() == Some("http")
+            && !o.token_url.host().is_some_and(local)
+        {
+            out.push(format!(
+                "providers.{name}.token_url is plain http: client secrets, passwords and refresh tokens cross the network unencrypted; use https"
+            ));
+        }
+    }
+    let unix = listeners.iter().any(|(_, l)| matches!(l, Listen::Unix(_)));
+    if unix && proxy.socket_mode & 0o002 != 0 {
+        out.push(format!(
+            "proxy.socket_mode = {:04o} lets every local user connect to the unix sockets and spend the credentials",
+            proxy.socket_mode
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn security_warnings_name_the_setting_and_the_risk() {
+        let warnings = |text: &str| load_str(text, "c.toml", &no_env).unwrap().warnings;
+        let has = |text: &str, needle: &str| {
+            let w = warnings(text);
+            assert!(
+                w.iter().any(|x| x.contains(needle)),
+                "{needle:?} not in {w:?}"
+            );
+        };
+        let gh =
+            "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n";
+        has(
+            &format!("[proxy]\nlisten = \"0.0.0.0:1\"\nallow_remote = true\n{gh}"),
+            "proxy.proxy_auth is not set",
+        );
+        let auth = "[proxy]\nproxy_auth = \"s\"\n";
+        has(
+            &format!(
+                "{auth}{gh}[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "any local process can spend gh's credentials",
+        );
+        has(
+            &format!(
+                "{auth}{gh}[[routes]]\npath_prefix = \"/gh\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "does nothing on a path_prefix route",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nproxy_auth = \"s\"\n{gh}"),
+            "applies to TCP listeners only",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nsocket_mode = \"0666\"\n{gh}"),
+            "every local user",
+        );
+        has(
+            &format!("{gh}upstream = \"http://api.github.com\"\n"),
+            "providers.gh.upstream is plain http",
+        );
+        // Loopback over plain http (a sidecar), and the defaults: nothing to say.
+        let quiet = format!("{gh}upstream = \"http://127.0.0.1:8000\"\n");
+        assert_eq!(warnings(&quiet), Vec::<String>::new());
+    }
+}
