@@ -26,10 +26,7 @@ use super::schedule::{Policy, backoff, refresh_at};
 use super::source::Source;
 use super::store::StoredToken;
 use crate::config::{AuthConfig, ProviderConfig};
-use crate::credential::{
-    Credential, CredentialWriter, FORCED_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH, Phase,
-    Snapshot,
-};
+use crate::credential::{Credential, CredentialWriter, Phase, RejectionFilter, Snapshot};
 
 /// How often the store is re-read, so a `credproxy login` or `logout` run in another process is
 /// noticed without a restart, and a token another process refreshed is adopted. One small file
@@ -60,7 +57,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         attempt: 0,
         login: None,
         config_logged: false,
-        last_forced: None,
+        rejections: RejectionFilter::default(),
     };
     r.start().await;
     loop {
@@ -148,7 +145,8 @@ struct Refresher {
     /// Waiting for a login: what the store held when we gave up (a login replaces it).
     login: Option<Option<StoredToken>>,
     config_logged: bool,
-    last_forced: Option<Instant>,
+    /// The 401 rule's memory on the writer's side.
+    rejections: RejectionFilter,
 }
 
 impl Refresher {
@@ -451,24 +449,17 @@ impl Refresher {
             Some("not the current token")
         } else if !self.source.refreshable() {
             Some("this token can't be replaced")
-        } else if h.forced {
-            Some("this token was already refreshed after a 401")
-        } else if now.saturating_duration_since(h.obtained) < MIN_TOKEN_AGE_FOR_401_REFRESH {
-            Some("the token is too new for a 401 to mean it expired")
-        } else if self
-            .last_forced
-            .is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
-        {
-            Some("a 401 forced a refresh less than 30 s ago")
         } else {
-            None
+            self.rejections
+                .admit(h.forced, h.obtained, now)
+                .err()
+                .map(|n| n.why())
         };
         if let Some(why) = ignore {
             tracing::debug!(generation = g, why, "not refreshing after a 401");
             return;
         }
         h.forced = true;
-        self.last_forced = Some(now);
         tracing::info!(
             generation = g,
             "the upstream rejected the current token; refreshing it"
