@@ -164,9 +164,9 @@ impl Refresher {
         };
         let clock = self.ctx.clock;
         match stored {
-            Some(t) if self.source.accepts(&t) && persist::valid(&clock, &t) => {
+            Some(t) if self.source.accepts(&t) && t.is_valid(&clock) => {
                 let t = self.source.check_stored(&self.ctx, t).await;
-                if persist::valid(&clock, &t) {
+                if t.is_valid(&clock) {
                     tracing::info!(
                         expires_in_s = t.expires_at.map_or(-1, |e| e - clock.unix_now()),
                         "reusing the stored token"
@@ -194,9 +194,9 @@ impl Refresher {
         // After a 401 any other valid token is worth trying; on schedule, only one not yet due.
         let adoptable = move |t: &StoredToken| {
             if forced {
-                persist::valid(&clock, t)
+                t.is_valid(&clock)
             } else {
-                persist::fresh(&clock, &policy, t)
+                t.is_fresh(&clock, &policy)
             }
         };
         let base_stored = self.held.as_ref().is_some_and(|h| h.stored);
@@ -250,8 +250,8 @@ impl Refresher {
             }
             Some(t)
                 if self.source.accepts(&t)
-                    && persist::newer(&t, held.map(|h| &h.token))
-                    && persist::valid(&self.ctx.clock, &t) =>
+                    && t.is_newer_than(held.map(|h| &h.token))
+                    && t.is_valid(&self.ctx.clock) =>
             {
                 self.adopt(t);
             }
@@ -300,7 +300,7 @@ impl Refresher {
                 });
             }
         };
-        let (obtained, expires) = persist::instants(&clock, &token);
+        let (obtained, expires) = token.instants(&clock);
         let forced = self
             .held
             .as_ref()
@@ -428,11 +428,11 @@ impl Refresher {
             }
         };
         let seen = self.login.as_ref().and_then(|s| s.as_ref());
-        if !persist::newer(&stored, seen) {
+        if !stored.is_newer_than(seen) {
             return;
         }
         tracing::info!("a login landed in the token store");
-        if persist::valid(&self.ctx.clock, &stored) {
+        if stored.is_valid(&self.ctx.clock) {
             self.adopt(stored);
         } else {
             self.renew_from(Some(stored), false).await;
