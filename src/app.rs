@@ -418,7 +418,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         store,
         clock: crate::clock::Clock::new(),
         // Token refreshes are counted in credproxy_token_refresh_total.
-        observer: metrics.refresh_observer(),
+        observer: {
+            let metrics = metrics.clone();
+            Arc::new(move |provider, result| metrics.token_refresh(provider, result))
+        },
     };
     let providers: Vec<ProviderTask> = config
         .providers

@@ -21,6 +21,12 @@ use tokio::time::Instant;
 
 use crate::secret::Secret;
 
+mod rejection;
+
+pub use rejection::{
+    FORCED_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH, NotForced, RejectionFilter,
+};
+
 /// Headers to inject, built once when the token changes.
 pub struct Credential {
     headers: Box<[(HeaderName, HeaderValue)]>,
@@ -168,14 +174,8 @@ struct Rejections {
 struct RejectionState {
     /// The last generation a forced refresh was granted for (at most one per token).
     forced_generation: u64,
-    /// When the last forced refresh was granted (at most one per 30 s per provider).
-    last_forced: Option<Instant>,
+    filter: RejectionFilter,
 }
-
-/// A token younger than this is not refreshed on a 401: the 401 is about something else.
-pub const MIN_TOKEN_AGE_FOR_401_REFRESH: Duration = Duration::from_secs(10);
-/// At most one forced refresh per provider in this period.
-pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The one writer of a provider's credential.
 pub struct CredentialWriter {
@@ -286,22 +286,20 @@ impl CredentialReader {
     pub fn report_rejected(&self, credential: &Credential) -> bool {
         let now = Instant::now();
         let current = self.rx.borrow().credential.as_ref().map(|c| c.generation);
-        if current != Some(credential.generation)
-            || now.saturating_duration_since(credential.obtained_at) < MIN_TOKEN_AGE_FOR_401_REFRESH
-        {
+        if current != Some(credential.generation) {
             return false;
         }
         {
             let mut st = self.rejections.state.lock();
-            if st.forced_generation >= credential.generation
-                || st
-                    .last_forced
-                    .is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
+            let already_forced = st.forced_generation >= credential.generation;
+            if st
+                .filter
+                .admit(already_forced, credential.obtained_at, now)
+                .is_err()
             {
                 return false;
             }
             st.forced_generation = credential.generation;
-            st.last_forced = Some(now);
         }
         self.rejections
             .generation

@@ -257,12 +257,6 @@ impl Metrics {
             .inc();
     }
 
-    /// An observer for the token engine (`EngineContext::with_observer`).
-    pub fn refresh_observer(self: &Arc<Self>) -> crate::token::Observer {
-        let metrics = self.clone();
-        Arc::new(move |provider, result| metrics.token_refresh(provider, result))
-    }
-
     /// The OpenMetrics text exposition, after setting each provider's token expiry gauge from
     /// `expiries` (`None`: the token does not expire or there is none; the series is left out).
     pub fn encode<'a>(&self, expiries: impl IntoIterator<Item = (&'a str, Option<i64>)>) -> String {
@@ -323,7 +317,7 @@ mod tests {
         m.request(None, http::StatusCode::FORBIDDEN);
         m.request(Some(1), http::StatusCode::from_u16(799).unwrap());
         m.upstream_duration(0, Duration::from_millis(3));
-        (m.refresh_observer())("bace", "ok");
+        m.token_refresh("bace", "ok");
         let guard = m.inflight();
         let text = m.encode([("bace", Some(1_900_000_000)), ("github", None)]);
         assert_eq!(

@@ -44,8 +44,6 @@ pub use error::{Fault, TokenError};
 pub use http::{HttpError, TokenHttp};
 pub use oauth::{authorize_url, exchange_code, pkce_challenge, pkce_pair, random_state};
 pub use oneshot::{LogoutOutcome, login_with_code, login_with_password, logout, obtain_once};
-/// A stored token's Unix times on tokio's clock (public for the fuzz targets).
-pub use persist::instants;
 pub use refresher::{CONFIG_RETRY, LOGIN_POLL};
 pub use store::{FileStore, MemoryStore, StoredToken, TokenStore};
 

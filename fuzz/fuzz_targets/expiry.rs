@@ -1,7 +1,7 @@
 //! Expiry parsing and the conversions after it: `expiry::lifetime_secs`, `absolute_unix` (Unix
 //! numbers, numeric strings, RFC 3339, naive timestamps in a zone), `plausible`, `jwt_exp`; then
 //! the wall-clock to tokio-clock conversions (`Clock::instant_at_unix`, `Clock::unix_at`, a
-//! stored token's `token::instants`) and the schedule (`refresh_at`, `backoff`) on the results.
+//! stored token's `StoredToken::instants`) and the schedule (`refresh_at`, `backoff`) on the results.
 //!
 //! Invariants: no panic or overflow for any number (huge, negative, NaN); a lifetime is
 //! 1 s..=10 years; an absolute expiry is after "now" and within ten years of it.
@@ -14,7 +14,7 @@ use base64::Engine as _;
 use credproxy::clock::Clock;
 use credproxy::token::expiry::{self, MAX_LIFETIME_SECS};
 use credproxy::token::schedule::{Policy, backoff, refresh_at};
-use credproxy::token::{StoredToken, instants};
+use credproxy::token::StoredToken;
 use jiff::tz::TimeZone;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
@@ -109,7 +109,7 @@ fuzz_target!(|input: &str| {
             secrets: Default::default(),
             details: Default::default(),
         };
-        let (obtained, expires) = instants(&clock, &stored);
+        let (obtained, expires) = stored.instants(&clock);
         let _ = clock.unix_at(obtained);
         let _ = expires.map(|e| clock.unix_at(e));
         for p in [Policy::default(), policy] {

@@ -1,4 +1,4 @@
-//! Token-reply parsing in every dialect: `reply::parse_token` with the field names and time zone of
+//! Token-reply parsing in every dialect: `reply::parse_grant` / `reply::parse_refresh` with the field names and time zone of
 //! each preset (RFC 6749 form/JSON/multipart, Baselime's camelCase, BACE's
 //! `{"refreshed": true, "expires": "…"}`, Apicbase, API v1, BlendVision's login), as a first
 //! grant and as a refresh, and `reply::parse_error` for RFC 6749 §5.2 bodies.
@@ -14,7 +14,7 @@ use credproxy::config::{AuthConfig, FieldNames, OAuth2Config, load_str};
 use credproxy::credential::Credential;
 use credproxy::secret::Secret;
 use credproxy::token::expiry::{self, MAX_LIFETIME_SECS};
-use credproxy::token::reply::{self, Expiry, Reply, ReplyError};
+use credproxy::token::reply::{self, Expiry, RefreshReply, ReplyError};
 use credproxy::token::request::{GrantRequest, token_request};
 use jiff::tz::TimeZone;
 use libfuzzer_sys::fuzz_target;
@@ -134,15 +134,14 @@ fuzz_target!(|body: &[u8]| {
 });
 
 fn check(cfg: &OAuth2Config, body: &[u8], now: i64, refreshing: bool) {
-    let parsed = reply::parse_token(
-        body,
-        &cfg.reply_fields,
-        &cfg.expires_timezone,
-        now,
-        refreshing,
-    );
+    let (fields, tz) = (&cfg.reply_fields, &cfg.expires_timezone);
+    let parsed = if refreshing {
+        reply::parse_refresh(body, fields, tz, now)
+    } else {
+        reply::parse_grant(body, fields, tz, now).map(RefreshReply::Token)
+    };
     match parsed {
-        Ok(Reply::Token(set)) => {
+        Ok(RefreshReply::Token(set)) => {
             let token = set.access_token.expose();
             assert!(
                 reply::visible_ascii(token),
@@ -171,7 +170,7 @@ fn check(cfg: &OAuth2Config, body: &[u8], now: i64, refreshing: bool) {
             let req = token_request(cfg, &grant);
             assert_eq!(req.method(), http::Method::POST);
         }
-        Ok(Reply::Extended { expiry }) => {
+        Ok(RefreshReply::Extended { expiry }) => {
             assert!(refreshing, "an extension answered a first grant");
             check_expiry(expiry, now);
         }

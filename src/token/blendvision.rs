@@ -17,7 +17,7 @@ use super::EngineContext;
 use super::error::TokenError;
 use super::expiry;
 use super::oauth::call;
-use super::reply::{self, Reply, ReplyError, visible_ascii};
+use super::reply::{self, ReplyError, visible_ascii};
 use super::request::{self, sensitive};
 use super::schedule::Policy;
 use super::store::{self, StoredToken};
@@ -156,21 +156,17 @@ impl BvSource {
         );
         let req = request::build(Method::POST, url, HeaderMap::new(), Some(body));
         let reply = call(&ctx.client, LOGIN_ENDPOINT, req, &ctx.clock).await?;
-        let parsed = reply::parse_token(
+        reply::parse_grant(
             &reply.body,
             &FieldNames::default(),
             &jiff::tz::TimeZone::UTC,
             ctx.clock.unix_now(),
-            false,
-        );
-        match parsed {
-            Ok(Reply::Token(set)) => Ok(set.access_token),
-            Ok(Reply::Extended { .. }) => unreachable!("not a refresh"),
-            Err(source) => Err(TokenError::Reply {
-                endpoint: LOGIN_ENDPOINT,
-                source,
-            }),
-        }
+        )
+        .map(|set| set.access_token)
+        .map_err(|source| TokenError::Reply {
+            endpoint: LOGIN_ENDPOINT,
+            source,
+        })
     }
 
     /// `POST mint_url {name, expired_date}` with the login token → `(token, expired_date)`.

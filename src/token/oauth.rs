@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::error::TokenError;
 use super::expiry;
 use super::http::{HttpReply, TokenHttp};
-use super::reply::{self, Expiry, Reply, TokenSet};
+use super::reply::{self, Expiry, RefreshReply, TokenSet};
 use super::request::{self, GrantRequest};
 use crate::clock::Clock;
 use crate::config::OAuth2Config;
@@ -49,33 +49,72 @@ pub async fn call(
     })
 }
 
-/// One token request and its parsed reply (expiry not yet resolved).
-pub async fn token_call(
+/// A first grant (client credentials, password, authorization code) and its parsed reply
+/// (expiry not yet resolved). A refresh goes through [`refresh_call`], whose reply may be an
+/// extension.
+pub async fn grant_call(
     http: &TokenHttp,
     cfg: &OAuth2Config,
     grant: &GrantRequest<'_>,
     clock: &Clock,
-) -> Result<Reply, TokenError> {
-    let refreshing = matches!(grant, GrantRequest::Refresh { .. });
-    tracing::debug!(grant = grant.grant_type(), url = %cfg.token_url, "token request");
-    let reply = call(
-        http,
-        TOKEN_ENDPOINT,
-        request::token_request(cfg, grant),
-        clock,
-    )
-    .await?;
-    reply::parse_token(
+) -> Result<TokenSet, TokenError> {
+    let reply = token_request(http, cfg, grant, clock).await?;
+    reply::parse_grant(
         &reply.body,
         &cfg.reply_fields,
         &cfg.expires_timezone,
         clock.unix_now(),
-        refreshing,
     )
     .map_err(|source| TokenError::Reply {
         endpoint: TOKEN_ENDPOINT,
         source,
     })
+}
+
+/// A refresh (RFC 6749 §6) and its parsed reply (expiry not yet resolved): a new token or an
+/// extension of the one sent. `access_token`: sent as `Authorization: Bearer` (BACE);
+/// `redirect_uri`: repeated from the code exchange (Baselime).
+pub async fn refresh_call(
+    http: &TokenHttp,
+    cfg: &OAuth2Config,
+    refresh_token: &Secret,
+    access_token: Option<&Secret>,
+    redirect_uri: Option<&str>,
+    clock: &Clock,
+) -> Result<RefreshReply, TokenError> {
+    let grant = GrantRequest::Refresh {
+        refresh_token,
+        access_token,
+        redirect_uri,
+    };
+    let reply = token_request(http, cfg, &grant, clock).await?;
+    reply::parse_refresh(
+        &reply.body,
+        &cfg.reply_fields,
+        &cfg.expires_timezone,
+        clock.unix_now(),
+    )
+    .map_err(|source| TokenError::Reply {
+        endpoint: TOKEN_ENDPOINT,
+        source,
+    })
+}
+
+/// Send one token request; its 2xx reply.
+async fn token_request(
+    http: &TokenHttp,
+    cfg: &OAuth2Config,
+    grant: &GrantRequest<'_>,
+    clock: &Clock,
+) -> Result<HttpReply, TokenError> {
+    tracing::debug!(grant = grant.grant_type(), url = %cfg.token_url, "token request");
+    call(
+        http,
+        TOKEN_ENDPOINT,
+        request::token_request(cfg, grant),
+        clock,
+    )
+    .await
 }
 
 /// What an introspection endpoint says about a token (RFC 7662 §2.2).
@@ -173,14 +212,10 @@ pub async fn exchange_code(
         redirect_uri: redirect_uri.or(cfg.redirect_uri.as_deref()),
         code_verifier: pkce_verifier,
     };
-    match token_call(http, cfg, &grant, clock).await? {
-        Reply::Token(mut set) => {
-            let at = resolve_expiry(http, cfg, &set.access_token, set.expiry, clock).await;
-            set.expiry = Expiry::At(at);
-            Ok(set)
-        }
-        Reply::Extended { .. } => unreachable!("an extension is only accepted on a refresh"),
-    }
+    let mut set = grant_call(http, cfg, &grant, clock).await?;
+    let at = resolve_expiry(http, cfg, &set.access_token, set.expiry, clock).await;
+    set.expiry = Expiry::At(at);
+    Ok(set)
 }
 
 /// The URL a person opens to authorize credproxy (RFC 6749 §4.1.1): `response_type=code`,

@@ -28,12 +28,12 @@ pub async fn obtain_once(
     let (clock, policy) = (ctx.clock, source.policy());
     if let Some(t) = persist::load(&ctx.store, &provider.name).await?
         && source.accepts(&t)
-        && persist::fresh(&clock, &policy, &t)
+        && t.is_fresh(&clock, &policy)
     {
         return Ok(t);
     }
     let outcome = persist::renew_locked(ctx, &source, &provider.name, None, false, |t| {
-        persist::fresh(&clock, &policy, t)
+        t.is_fresh(&clock, &policy)
     })
     .await
     .map_err(|f| f.error)?;

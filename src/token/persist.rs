@@ -7,16 +7,11 @@
 //! before anything uses it.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::EngineContext;
 use super::error::{TokenError, chain};
-use super::schedule::{Policy, refresh_at};
 use super::source::{Renewed, Source};
 use super::store::{StoreLock, StoredToken, TokenStore};
-use crate::clock::Clock;
 
 /// The stored token, if any. A corrupt or unreadable file is logged and treated as no token: the
 /// next save replaces it.
@@ -158,7 +153,7 @@ pub async fn renew_locked(
         }
     };
     let base = match stored {
-        Some(s) if newer(&s, base) => {
+        Some(s) if s.is_newer_than(base) => {
             if adoptable(&s) {
                 drop(guard);
                 return Ok(Outcome {
@@ -187,89 +182,4 @@ pub async fn renew_locked(
         token: renewed.into_token(),
         save_error,
     })
-}
-
-/// Whether stored token `s` is newer than `than` (which we hold): obtained later, or another
-/// token obtained in the same second.
-pub fn newer(s: &StoredToken, than: Option<&StoredToken>) -> bool {
-    match than {
-        None => true,
-        Some(h) => {
-            s.obtained_at > h.obtained_at
-                || (s.obtained_at == h.obtained_at && s.access_token != h.access_token)
-        }
-    }
-}
-
-/// A stored token's obtained and expiry times on tokio's clock.
-///
-/// The file may hold any `i64` (a damaged or hand-edited store): `abs_diff` cannot overflow where
-/// `now_unix - unix` did for `i64::MIN` (found by `fuzz/fuzz_targets/expiry.rs`), a time before
-/// the clock's start is now, and one past what an `Instant` can hold is ten years ahead.
-pub fn instants(clock: &Clock, t: &StoredToken) -> (Instant, Option<Instant>) {
-    let now = clock.now();
-    let now_unix = clock.unix_now();
-    let at = |unix: i64| {
-        let distance = Duration::from_secs(unix.abs_diff(now_unix));
-        if unix >= now_unix {
-            now.checked_add(distance).unwrap_or_else(|| {
-                now + Duration::from_secs(super::expiry::MAX_LIFETIME_SECS.unsigned_abs())
-            })
-        } else {
-            now.checked_sub(distance).unwrap_or(now)
-        }
-    };
-    (at(t.obtained_at), t.expires_at.map(at))
-}
-
-/// Not expired.
-pub fn valid(clock: &Clock, t: &StoredToken) -> bool {
-    t.expires_at.is_none_or(|e| e > clock.unix_now())
-}
-
-/// Not yet due for a refresh (without jitter): reuse it rather than refresh.
-pub fn fresh(clock: &Clock, policy: &Policy, t: &StoredToken) -> bool {
-    let (obtained, expires) = instants(clock, t);
-    valid(clock, t) && refresh_at(obtained, expires, policy, 0.0).is_none_or(|at| at > clock.now())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(obtained_at: i64, expires_at: Option<i64>) -> StoredToken {
-        StoredToken {
-            access_token: "t".into(),
-            refresh_token: None,
-            expires_at,
-            obtained_at,
-            fingerprint: String::new(),
-            secrets: Default::default(),
-            details: Default::default(),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stored_times_at_the_ends_of_i64_do_not_overflow() {
-        let clock = Clock::new();
-        let now = clock.now();
-        let (obtained, expires) = instants(&clock, &stored(i64::MIN, Some(i64::MAX)));
-        assert!(obtained <= now);
-        assert!(expires.unwrap() > now + Duration::from_secs(365 * 86_400));
-        let (obtained, expires) = instants(&clock, &stored(i64::MAX, Some(i64::MIN)));
-        assert!(obtained > now);
-        assert!(expires.unwrap() <= now);
-        // And the schedule built on them stays in range.
-        let (obtained, expires) = instants(&clock, &stored(i64::MIN, Some(i64::MAX)));
-        assert!(refresh_at(obtained, expires, &Policy::default(), 1.0).is_some());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ordinary_stored_times_keep_their_distance_from_now() {
-        let clock = Clock::new();
-        let now_unix = clock.unix_now();
-        let (obtained, expires) = instants(&clock, &stored(now_unix - 60, Some(now_unix + 3600)));
-        assert_eq!(clock.now() - obtained, Duration::from_secs(60));
-        assert_eq!(expires.unwrap() - clock.now(), Duration::from_secs(3600));
-    }
 }

@@ -1,15 +1,23 @@
 //! The refresher: one task per provider, the only writer of its credential.
 //!
 //! ```text
-//! start: stored token valid? ──yes──▶ (introspect if configured) ─▶ publish
-//!          └─no──▶ renew (store lock → re-read → refresh / primary grant → save) ─▶ publish
-//! loop:  refresh time ─▶ renew           401 report for the current token ─▶ renew, once
-//!        failure: transient ─▶ backoff (1 s … 5 min, Retry-After), token served while valid
-//!                 config    ─▶ logged once, retried hourly
-//!                 login     ─▶ login_required; no token calls until a login lands in the store
-//! every 5 s: re-read the store: adopt a newer token another process stored (`credproxy login`,
-//!            `credproxy token`, another `run`); notice that `credproxy logout` removed ours
+//! Starting: stored token valid? ──yes──▶ (introspect if configured) ─▶ publish ─▶ Serving
+//!             └─no──▶ renew (store lock → re-read → refresh / primary grant → save)
+//! renew ok ─▶ publish ─▶ Serving { refresh_at }
+//! Serving:  refresh_at ─▶ renew          401 report for the current token ─▶ renew, once
+//! renew failed: transient ─▶ Failing { retry_at: backoff (1 s … 5 min, Retry-After) }
+//!               config    ─▶ Failing { retry_at: in an hour }, logged once per failure streak
+//!               login     ─▶ LoginRequired { seen }: no token calls until a login lands in the
+//!                            store (a renewal from it that fails otherwise keeps the state and
+//!                            retries at its `retry_at`)
+//! Failing:  retry_at ─▶ renew; the token is served while valid
+//! every 5 s: LoginRequired: has a login landed? Otherwise: re-read the store, adopt a newer
+//!            token another process stored (`credproxy login`, `credproxy token`, another
+//!            `run`); notice that `credproxy logout` removed ours
 //! ```
+//!
+//! The states are [`State`]'s variants; the token being served ([`Held`]) is apart from them: it
+//! is kept through failures while it is valid.
 //!
 //! A renewal is never cancelled half-way: a token server may already have rotated the refresh
 //! token, and the new one must reach the store. Each call is bounded by the HTTP timeout.
@@ -26,10 +34,10 @@ use super::schedule::{Policy, backoff, refresh_at};
 use super::source::Source;
 use super::store::StoredToken;
 use crate::config::{AuthConfig, ProviderConfig};
-use crate::credential::{
-    Credential, CredentialWriter, FORCED_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH, Phase,
-    Snapshot,
-};
+use crate::credential::{Credential, CredentialWriter, Phase, RejectionFilter, Snapshot};
+use state::{Failures, State};
+
+mod state;
 
 /// How often the store is re-read, so a `credproxy login` or `logout` run in another process is
 /// noticed without a restart, and a token another process refreshed is adopted. One small file
@@ -55,16 +63,13 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         policy,
         held: None,
         generation: 0,
-        next: None,
+        state: State::Starting,
         next_poll: Instant::now() + LOGIN_POLL,
-        attempt: 0,
-        login: None,
-        config_logged: false,
-        last_forced: None,
+        rejections: RejectionFilter::default(),
     };
     r.start().await;
     loop {
-        let (next, poll) = (r.next, r.next_poll);
+        let (next, poll) = (r.state.timer(), r.next_poll);
         let event = tokio::select! {
             _ = r.ctx.cancel.cancelled() => break,
             _ = sleep_until(next) => Event::Timer,
@@ -75,7 +80,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             Event::Timer => r.renew(false).await,
             Event::Poll => {
                 r.next_poll = r.ctx.clock.now() + LOGIN_POLL;
-                if r.login.is_some() {
+                if r.state.awaits_login() {
                     r.poll_login().await;
                 } else {
                     r.watch_store().await;
@@ -139,16 +144,11 @@ struct Refresher {
     policy: Policy,
     held: Option<Held>,
     generation: u64,
-    /// When the timer fires next: a refresh or a retry (`None` while a login is awaited).
-    next: Option<Instant>,
+    state: State,
     /// When the store is re-read next.
     next_poll: Instant,
-    /// Consecutive transient failures (for the backoff).
-    attempt: u32,
-    /// Waiting for a login: what the store held when we gave up (a login replaces it).
-    login: Option<Option<StoredToken>>,
-    config_logged: bool,
-    last_forced: Option<Instant>,
+    /// The 401 rule's memory on the writer's side.
+    rejections: RejectionFilter,
 }
 
 impl Refresher {
@@ -166,9 +166,9 @@ impl Refresher {
         };
         let clock = self.ctx.clock;
         match stored {
-            Some(t) if self.source.accepts(&t) && persist::valid(&clock, &t) => {
+            Some(t) if self.source.accepts(&t) && t.is_valid(&clock) => {
                 let t = self.source.check_stored(&self.ctx, t).await;
-                if persist::valid(&clock, &t) {
+                if t.is_valid(&clock) {
                     tracing::info!(
                         expires_in_s = t.expires_at.map_or(-1, |e| e - clock.unix_now()),
                         "reusing the stored token"
@@ -196,9 +196,9 @@ impl Refresher {
         // After a 401 any other valid token is worth trying; on schedule, only one not yet due.
         let adoptable = move |t: &StoredToken| {
             if forced {
-                persist::valid(&clock, t)
+                t.is_valid(&clock)
             } else {
-                persist::fresh(&clock, &policy, t)
+                t.is_fresh(&clock, &policy)
             }
         };
         let base_stored = self.held.as_ref().is_some_and(|h| h.stored);
@@ -252,8 +252,8 @@ impl Refresher {
             }
             Some(t)
                 if self.source.accepts(&t)
-                    && persist::newer(&t, held.map(|h| &h.token))
-                    && persist::valid(&self.ctx.clock, &t) =>
+                    && t.is_newer_than(held.map(|h| &h.token))
+                    && t.is_valid(&self.ctx.clock) =>
             {
                 self.adopt(t);
             }
@@ -302,7 +302,7 @@ impl Refresher {
                 });
             }
         };
-        let (obtained, expires) = persist::instants(&clock, &token);
+        let (obtained, expires) = token.instants(&clock);
         let forced = self
             .held
             .as_ref()
@@ -330,8 +330,8 @@ impl Refresher {
             tracing::warn!(error = %msg, "the new token could not be saved; using it anyway");
             msg
         });
-        self.next = refresh_at(obtained, expires, &self.policy, (self.ctx.jitter)());
-        if let Some(at) = self.next {
+        let next = refresh_at(obtained, expires, &self.policy, (self.ctx.jitter)());
+        if let Some(at) = next {
             tracing::debug!(
                 refresh_in_s = at.saturating_duration_since(clock.now()).as_secs(),
                 "next refresh scheduled"
@@ -343,7 +343,7 @@ impl Refresher {
             last_error,
             expires_at_unix: token.expires_at,
             last_refresh_unix: Some(token.obtained_at),
-            next_refresh_unix: self.next.map(|at| clock.unix_at(at)),
+            next_refresh_unix: next.map(|at| clock.unix_at(at)),
             details: token
                 .details
                 .iter()
@@ -357,9 +357,7 @@ impl Refresher {
             forced,
             stored,
         });
-        self.attempt = 0;
-        self.config_logged = false;
-        self.login = None;
+        self.state = State::Serving { refresh_at: next };
         (self.ctx.observer)(self.name(), label);
     }
 
@@ -383,34 +381,51 @@ impl Refresher {
             .held
             .as_ref()
             .is_some_and(|h| h.expires.is_none_or(|e| e > now));
-        let (phase, label) = match error.fault() {
+        let awaiting_login = self.state.awaits_login();
+        let previous = std::mem::take(&mut self.state);
+        let mut failures = previous.failures();
+        // Retried later; still waiting for a login if one was awaited (a renewal from a login
+        // that landed failed for another reason).
+        let retry = move |retry_at: Instant, failures: Failures| match previous {
+            State::LoginRequired { seen, .. } => State::LoginRequired {
+                seen,
+                retry_at: Some(retry_at),
+                failures,
+            },
+            _ => State::Failing { retry_at, failures },
+        };
+        let (state, phase, label) = match error.fault() {
             Fault::Transient { retry_after } => {
-                let delay = backoff(self.attempt, retry_after, (self.ctx.jitter)());
-                self.attempt = self.attempt.saturating_add(1);
+                let delay = backoff(failures.attempt, retry_after, (self.ctx.jitter)());
+                failures.attempt = failures.attempt.saturating_add(1);
                 tracing::warn!(error = %msg, retry_in_s = delay.as_secs_f32(), serving_current_token = valid, "token refresh failed");
-                self.next = Some(now + delay);
-                (Phase::Failing, "transient_error")
+                let state = retry(now + delay, failures);
+                (state, Phase::Failing, "transient_error")
             }
             Fault::Config => {
-                if self.config_logged {
+                if failures.config_logged {
                     tracing::debug!(error = %msg, "token request still refused");
                 } else {
                     tracing::error!(error = %msg, retry_in_s = CONFIG_RETRY.as_secs(), "token request refused; check the provider's configuration");
-                    self.config_logged = true;
+                    failures.config_logged = true;
                 }
-                self.next = Some(now + CONFIG_RETRY);
-                (Phase::Failing, "config_error")
+                let state = retry(now + CONFIG_RETRY, failures);
+                (state, Phase::Failing, "config_error")
             }
             Fault::LoginRequired => {
-                if self.login.is_none() {
+                if !awaiting_login {
                     tracing::warn!(reason = %msg, "waiting for `credproxy login {}`", self.provider.name);
                 }
-                self.login = Some(base);
-                self.next = None;
-                (Phase::LoginRequired, "login_required")
+                let state = State::LoginRequired {
+                    seen: base,
+                    retry_at: None,
+                    failures,
+                };
+                (state, Phase::LoginRequired, "login_required")
             }
         };
-        let next_unix = self.next.map(|at| self.ctx.clock.unix_at(at));
+        self.state = state;
+        let next_unix = self.state.timer().map(|at| self.ctx.clock.unix_at(at));
         self.writer.update(|s| {
             s.phase = phase;
             s.last_error = Some(msg);
@@ -429,12 +444,15 @@ impl Refresher {
                 return;
             }
         };
-        let seen = self.login.as_ref().and_then(|s| s.as_ref());
-        if !persist::newer(&stored, seen) {
+        let State::LoginRequired { seen, .. } = &self.state else {
+            return;
+        };
+        let seen = seen.as_ref();
+        if !stored.is_newer_than(seen) {
             return;
         }
         tracing::info!("a login landed in the token store");
-        if persist::valid(&self.ctx.clock, &stored) {
+        if stored.is_valid(&self.ctx.clock) {
             self.adopt(stored);
         } else {
             self.renew_from(Some(stored), false).await;
@@ -445,30 +463,23 @@ impl Refresher {
     async fn on_rejected(&mut self, g: u64) {
         let now = self.ctx.clock.now();
         let Some(h) = &mut self.held else { return };
-        let ignore = if self.login.is_some() {
+        let ignore = if self.state.awaits_login() {
             Some("a login is awaited")
         } else if g != self.generation {
             Some("not the current token")
         } else if !self.source.refreshable() {
             Some("this token can't be replaced")
-        } else if h.forced {
-            Some("this token was already refreshed after a 401")
-        } else if now.saturating_duration_since(h.obtained) < MIN_TOKEN_AGE_FOR_401_REFRESH {
-            Some("the token is too new for a 401 to mean it expired")
-        } else if self
-            .last_forced
-            .is_some_and(|t| now.saturating_duration_since(t) < FORCED_REFRESH_INTERVAL)
-        {
-            Some("a 401 forced a refresh less than 30 s ago")
         } else {
-            None
+            self.rejections
+                .admit(h.forced, h.obtained, now)
+                .err()
+                .map(|n| n.why())
         };
         if let Some(why) = ignore {
             tracing::debug!(generation = g, why, "not refreshing after a 401");
             return;
         }
         h.forced = true;
-        self.last_forced = Some(now);
         tracing::info!(
             generation = g,
             "the upstream rejected the current token; refreshing it"

@@ -3,8 +3,10 @@
 //! The body is parsed as a `serde_json::Value` and picked apart by hand rather than deserialized
 //! into a struct: serde's type errors quote the offending value, and that value may be a token.
 //! Field names go through the provider's `reply_fields` (Baselime answers `accessToken`, BACE's
-//! refresh `expires`). What comes out is either a new token ([`Reply::Token`]) or BACE's "same
-//! token, new expiry" ([`Reply::Extended`]). Error bodies are RFC 6749 §5.2 ([`OAuthError`]).
+//! refresh `expires`). A first grant's reply ([`parse_grant`]) is a new token ([`TokenSet`]); a
+//! refresh reply ([`parse_refresh`]) is either a new token ([`RefreshReply::Token`]) or BACE's
+//! "same token, new expiry" ([`RefreshReply::Extended`]). Error bodies are RFC 6749 §5.2
+//! ([`OAuthError`]).
 
 use jiff::tz::TimeZone;
 use serde_json::{Map, Value};
@@ -13,9 +15,9 @@ use super::expiry;
 use crate::config::FieldNames;
 use crate::secret::Secret;
 
-/// A successful answer.
+/// A successful answer to a refresh.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub enum RefreshReply {
     Token(TokenSet),
     /// `{"refreshed": true, "expires": …}`: the token we sent lives on until the new expiry.
     Extended {
@@ -58,15 +60,38 @@ pub enum ReplyError {
     UnexpectedExtension,
 }
 
-/// Parse a 2xx token reply. `refreshing`: this answers a refresh of the current token, so an
-/// extension (`refreshed: true` without a new token) is acceptable.
-pub fn parse_token(
+/// Parse a 2xx reply to a first grant (client credentials, password, authorization code, a
+/// login): a new token, never an extension (there is no token to extend).
+pub fn parse_grant(
     body: &[u8],
     fields: &FieldNames,
     tz: &TimeZone,
     now_unix: i64,
-    refreshing: bool,
-) -> Result<Reply, ReplyError> {
+) -> Result<TokenSet, ReplyError> {
+    match parse_reply(body, fields, tz, now_unix)? {
+        RefreshReply::Token(set) => Ok(set),
+        RefreshReply::Extended { .. } => Err(ReplyError::UnexpectedExtension),
+    }
+}
+
+/// Parse a 2xx reply to a refresh of the current token: a new token, or an extension
+/// (`refreshed: true` without a new token).
+pub fn parse_refresh(
+    body: &[u8],
+    fields: &FieldNames,
+    tz: &TimeZone,
+    now_unix: i64,
+) -> Result<RefreshReply, ReplyError> {
+    parse_reply(body, fields, tz, now_unix)
+}
+
+/// Both kinds of reply; [`parse_grant`] refuses the extension.
+fn parse_reply(
+    body: &[u8],
+    fields: &FieldNames,
+    tz: &TimeZone,
+    now_unix: i64,
+) -> Result<RefreshReply, ReplyError> {
     let obj = object(body)?;
     let field = |name: &str| obj.get(fields.get(name)).filter(|v| !v.is_null());
 
@@ -81,13 +106,7 @@ pub fn parse_token(
     let expiry = expiry_of(&obj, fields, tz, now_unix);
     let access = match field("access_token") {
         Some(v) => v.as_str().ok_or(ReplyError::InvalidAccessToken)?,
-        None if truthy(field("refreshed")) => {
-            return if refreshing {
-                Ok(Reply::Extended { expiry })
-            } else {
-                Err(ReplyError::UnexpectedExtension)
-            };
-        }
+        None if truthy(field("refreshed")) => return Ok(RefreshReply::Extended { expiry }),
         None => {
             return Err(ReplyError::MissingAccessToken(
                 fields.get("access_token").to_owned(),
@@ -102,7 +121,7 @@ pub fn parse_token(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(Secret::from);
-    Ok(Reply::Token(TokenSet {
+    Ok(RefreshReply::Token(TokenSet {
         access_token: Secret::from(access),
         refresh_token,
         expiry,
@@ -245,19 +264,32 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000;
 
-    fn parse(v: Value, refreshing: bool) -> Result<Reply, ReplyError> {
-        parse_token(
+    /// A first grant's reply, or (`refreshing`) a refresh's.
+    fn parse(v: Value, refreshing: bool) -> Result<RefreshReply, ReplyError> {
+        parse_as(
             v.to_string().as_bytes(),
             &FieldNames::default(),
             &TimeZone::UTC,
-            NOW,
             refreshing,
         )
     }
 
-    fn token(r: Result<Reply, ReplyError>) -> TokenSet {
+    fn parse_as(
+        body: &[u8],
+        fields: &FieldNames,
+        tz: &TimeZone,
+        refreshing: bool,
+    ) -> Result<RefreshReply, ReplyError> {
+        if refreshing {
+            parse_refresh(body, fields, tz, NOW)
+        } else {
+            parse_grant(body, fields, tz, NOW).map(RefreshReply::Token)
+        }
+    }
+
+    fn token(r: Result<RefreshReply, ReplyError>) -> TokenSet {
         match r.unwrap() {
-            Reply::Token(t) => t,
+            RefreshReply::Token(t) => t,
             other => panic!("not a token: {other:?}"),
         }
     }
@@ -353,22 +385,22 @@ mod tests {
         let fields = FieldNames(vec![("expires_at".into(), "expires".into())]);
         let body = json!({"refreshed": true, "expires": "2023-11-28 22:13:20"}).to_string();
         let ams = TimeZone::get("Europe/Amsterdam").unwrap();
-        let r = parse_token(body.as_bytes(), &fields, &TimeZone::UTC, NOW, true).unwrap();
+        let r = parse_as(body.as_bytes(), &fields, &TimeZone::UTC, true).unwrap();
         assert_eq!(
             r,
-            Reply::Extended {
+            RefreshReply::Extended {
                 expiry: Expiry::At(NOW + 14 * 86_400)
             }
         );
-        let r = parse_token(body.as_bytes(), &fields, &ams, NOW, true).unwrap();
+        let r = parse_as(body.as_bytes(), &fields, &ams, true).unwrap();
         assert_eq!(
             r,
-            Reply::Extended {
+            RefreshReply::Extended {
                 expiry: Expiry::At(NOW + 14 * 86_400 - 3600)
             }
         );
         // Not on a first grant: there is no token to extend.
-        let r = parse_token(body.as_bytes(), &fields, &TimeZone::UTC, NOW, false);
+        let r = parse_as(body.as_bytes(), &fields, &TimeZone::UTC, false);
         assert_eq!(r, Err(ReplyError::UnexpectedExtension));
         // refreshed: false is not an extension.
         let r = parse(json!({"refreshed": false}), true);
@@ -388,8 +420,8 @@ mod tests {
         ]);
         let body =
             json!({"accessToken": "x.y.z", "expiresIn": 86400, "tokenType": "Bearer"}).to_string();
-        let r = parse_token(body.as_bytes(), &fields, &TimeZone::UTC, NOW, true).unwrap();
-        let Reply::Token(t) = r else { panic!() };
+        let r = parse_as(body.as_bytes(), &fields, &TimeZone::UTC, true).unwrap();
+        let RefreshReply::Token(t) = r else { panic!() };
         assert_eq!(t.access_token.expose(), "x.y.z");
         assert_eq!(
             t.refresh_token, None,
@@ -397,13 +429,13 @@ mod tests {
         );
         assert_eq!(t.expiry, Expiry::At(NOW + 86400));
         let wrong = json!({"access_token": "x"}).to_string();
-        let r = parse_token(wrong.as_bytes(), &fields, &TimeZone::UTC, NOW, false);
+        let r = parse_as(wrong.as_bytes(), &fields, &TimeZone::UTC, false);
         assert_eq!(r, Err(ReplyError::MissingAccessToken("accessToken".into())));
     }
 
     #[test]
     fn malformed_bodies() {
-        let p = |b: &[u8]| parse_token(b, &FieldNames::default(), &TimeZone::UTC, NOW, false);
+        let p = |b: &[u8]| parse_as(b, &FieldNames::default(), &TimeZone::UTC, false);
         assert_eq!(p(b"{\"access_token\": \"a\""), Err(ReplyError::NotJson));
         assert_eq!(p(b"<html>"), Err(ReplyError::NotJson));
         assert_eq!(p(b"[\"a\"]"), Err(ReplyError::NotObject));

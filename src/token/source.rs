@@ -15,7 +15,7 @@ use super::EngineContext;
 use super::blendvision::BvSource;
 use super::error::{TokenError, chain};
 use super::oauth::{self, Introspection};
-use super::reply::{Expiry, Reply, TokenSet, visible_ascii};
+use super::reply::{Expiry, RefreshReply, TokenSet, visible_ascii};
 use super::request::GrantRequest;
 use super::schedule::Policy;
 use super::store::{self, StoredToken};
@@ -216,14 +216,19 @@ impl OAuth2Source {
         } else {
             None
         };
-        let grant = GrantRequest::Refresh {
-            refresh_token: rt,
-            access_token: self.cfg.refresh_with_bearer.then_some(&cur.access_token),
-            redirect_uri,
-        };
+        let access_token = self.cfg.refresh_with_bearer.then_some(&cur.access_token);
         let now = ctx.clock.unix_now();
-        match oauth::token_call(&ctx.client, &self.cfg, &grant, &ctx.clock).await? {
-            Reply::Token(set) => {
+        let reply = oauth::refresh_call(
+            &ctx.client,
+            &self.cfg,
+            rt,
+            access_token,
+            redirect_uri,
+            &ctx.clock,
+        )
+        .await?;
+        match reply {
+            RefreshReply::Token(set) => {
                 let mut t = self.stored(ctx, set, now).await;
                 // RFC 6749 §6: a refresh reply may omit the refresh token; the old one stays valid.
                 if t.refresh_token.is_none() {
@@ -233,7 +238,7 @@ impl OAuth2Source {
                 t.details = cur.details.clone();
                 Ok(Renewed::New(t))
             }
-            Reply::Extended { expiry } => {
+            RefreshReply::Extended { expiry } => {
                 let at = oauth::resolve_expiry(
                     &ctx.client,
                     &self.cfg,
@@ -267,16 +272,12 @@ impl OAuth2Source {
             }
         };
         let now = ctx.clock.unix_now();
-        match oauth::token_call(&ctx.client, &self.cfg, &grant, &ctx.clock).await? {
-            Reply::Token(set) => {
-                let mut t = self.stored(ctx, set, now).await;
-                if let Some(cur) = current {
-                    t.details = cur.details.clone();
-                }
-                Ok(t)
-            }
-            Reply::Extended { .. } => unreachable!("an extension is only accepted on a refresh"),
+        let set = oauth::grant_call(&ctx.client, &self.cfg, &grant, &ctx.clock).await?;
+        let mut t = self.stored(ctx, set, now).await;
+        if let Some(cur) = current {
+            t.details = cur.details.clone();
         }
+        Ok(t)
     }
 
     /// A token set as it will be stored, its expiry resolved.

@@ -33,6 +33,7 @@ use crate::secret::Secret;
 
 mod file;
 mod memory;
+mod time;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
