@@ -136,6 +136,10 @@ pub struct Snapshot {
     pub expires_at_unix: Option<i64>,
     pub last_refresh_unix: Option<i64>,
     pub next_refresh_unix: Option<i64>,
+    /// Set while the refresher waits out a failure (backoff, or a refused configuration): no
+    /// attempt is in flight, and the next one starts then. Requests without a usable token are
+    /// answered at once rather than wait for a token that can't come sooner (issue 14 item 4).
+    pub retry_at: Option<Instant>,
     /// Public facts worth showing (Baselime's workspace and environment ids).
     pub details: Vec<(String, String)>,
 }
@@ -149,6 +153,7 @@ impl Snapshot {
             expires_at_unix: None,
             last_refresh_unix: None,
             next_refresh_unix: None,
+            retry_at: None,
             details: Vec::new(),
         }
     }
@@ -212,6 +217,11 @@ pub fn channel() -> (CredentialWriter, CredentialReader) {
 pub enum Unavailable {
     /// None came within `wait_for_token`.
     Timeout { last_error: Option<String> },
+    /// Refreshes are failing and none is in flight: none can come before `retry_in`.
+    Failing {
+        last_error: Option<String>,
+        retry_in: Duration,
+    },
     /// A person must log in.
     LoginRequired,
     /// The writer is gone (shutdown or reload).
@@ -253,18 +263,29 @@ impl CredentialReader {
         self.rx.borrow().clone()
     }
 
-    /// A usable credential, waiting up to `wait` for one to be published.
+    /// A usable credential, waiting up to `wait` for one to be published, but only while one
+    /// can come: a login that is needed, or a refresher waiting out a failure (no attempt in
+    /// flight), answers at once.
     pub async fn wait_usable(&self, wait: Duration) -> Result<Arc<Credential>, Unavailable> {
         let mut rx = self.rx.clone();
         let deadline = Instant::now() + wait;
         loop {
             {
                 let snap = rx.borrow_and_update();
-                if let Some(c) = snap.usable(Instant::now()) {
+                let now = Instant::now();
+                if let Some(c) = snap.usable(now) {
                     return Ok(c.clone());
                 }
                 if snap.phase == Phase::LoginRequired {
                     return Err(Unavailable::LoginRequired);
+                }
+                if snap.phase == Phase::Failing
+                    && let Some(at) = snap.retry_at
+                {
+                    return Err(Unavailable::Failing {
+                        last_error: snap.last_error.clone(),
+                        retry_in: at.saturating_duration_since(now),
+                    });
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {

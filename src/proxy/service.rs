@@ -310,6 +310,24 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
             .provider(name)
             .retry_after(Duration::from_secs(5)))
         }
+        Err(Unavailable::Failing {
+            last_error,
+            retry_in,
+        }) => {
+            let why = last_error
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
+            // Retry-After in whole seconds, rounded up, at least 1.
+            let secs = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
+            Err(ProxyError::new(
+                ErrorKind::CredentialUnavailable,
+                format!(
+                    "no valid token for provider {name}, and none can come before the next attempt in {secs} s{why}"
+                ),
+            )
+            .provider(name)
+            .retry_after(Duration::from_secs(secs.max(1))))
+        }
         Err(Unavailable::Closed) => Err(ProxyError::new(
             ErrorKind::CredentialUnavailable,
             format!("provider {name} is shutting down or being reloaded"),

@@ -189,9 +189,14 @@ impl Refresher {
     }
 
     async fn renew_from(&mut self, base: Option<StoredToken>, forced: bool) {
-        if self.held.is_some() {
-            self.writer.update(|s| s.phase = Phase::Refreshing);
-        }
+        // An attempt is in flight: requests without a usable token may wait for it.
+        let held = self.held.is_some();
+        self.writer.update(|s| {
+            if held {
+                s.phase = Phase::Refreshing;
+            }
+            s.retry_at = None;
+        });
         let (clock, policy) = (self.ctx.clock, self.policy);
         // After a 401 any other valid token is worth trying; on schedule, only one not yet due.
         let adoptable = move |t: &StoredToken| {
@@ -344,6 +349,7 @@ impl Refresher {
             expires_at_unix: token.expires_at,
             last_refresh_unix: Some(token.obtained_at),
             next_refresh_unix: next.map(|at| clock.unix_at(at)),
+            retry_at: None,
             details: token
                 .details
                 .iter()
@@ -425,11 +431,13 @@ impl Refresher {
             }
         };
         self.state = state;
-        let next_unix = self.state.timer().map(|at| self.ctx.clock.unix_at(at));
+        let timer = self.state.timer();
+        let next_unix = timer.map(|at| self.ctx.clock.unix_at(at));
         self.writer.update(|s| {
             s.phase = phase;
             s.last_error = Some(msg);
             s.next_refresh_unix = next_unix;
+            s.retry_at = timer.filter(|_| phase == Phase::Failing);
         });
         (self.ctx.observer)(self.name(), label);
     }

@@ -242,7 +242,10 @@ fn a_secret_file_over_64_kib_is_a_config_error() {
         panic!("a 64 KiB+ secret file was accepted")
     };
     let err = err.to_string();
-    assert!(err.contains("secret file larger than 64 KiB: /dev/zero"), "{err}");
+    assert!(
+        err.contains("secret file larger than 64 KiB: /dev/zero"),
+        "{err}"
+    );
     assert!(err.contains("t.toml:8"), "{err}");
     assert!(err.contains("providers.gh.token"), "{err}");
 }

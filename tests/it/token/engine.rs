@@ -507,6 +507,44 @@ async fn invalid_client_is_not_retried_in_a_loop() {
     engine.stop().await;
 }
 
+/// Issue 14 item 4: with no token and the refresher waiting out a failure (here `invalid_client`,
+/// retried hourly), a request gets its answer at once, with the time of the next attempt, not
+/// after `wait_for_token`. While an attempt is in flight, it still waits for it.
+#[tokio::test(start_paused = true)]
+async fn without_a_refresh_in_flight_waiting_ends_at_once() {
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    let p = provider("api", &server.url(), "");
+    let mut wrong = (*p).clone();
+    if let credproxy::config::AuthConfig::OAuth2(cfg) = &mut wrong.auth {
+        cfg.client_secret = Some(credproxy::secret::Secret::from("wrong"));
+    }
+    let mut engine = Engine::start(Arc::new(wrong), memory(), clock);
+    assert_eq!(engine.next_event().await, "config_error");
+    let asked = Instant::now();
+    let r = engine.reader.wait_usable(Duration::from_secs(10)).await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(100),
+        "waited {:?} for a token that can't come",
+        asked.elapsed()
+    );
+    match r {
+        Err(Unavailable::Failing {
+            last_error,
+            retry_in,
+        }) => {
+            assert!(last_error.unwrap().contains("invalid_client"));
+            assert!(
+                retry_in > Duration::from_secs(3500) && retry_in <= Duration::from_secs(3600),
+                "{retry_in:?}"
+            );
+        }
+        other => panic!("expected Failing, got {other:?}"),
+    }
+    engine.stop().await;
+}
+
 /// Issue 3 point 7: a flood of 401 reports forces at most one refresh per token, none for a token
 /// younger than 10 s, and at most one per 30 s.
 #[tokio::test(start_paused = true)]
