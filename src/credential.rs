@@ -35,6 +35,19 @@ pub struct Credential {
     pub obtained_at: Instant,
     /// `None`: does not expire (a static token).
     pub expires_at: Option<Instant>,
+    /// The last instant it is sent: [`SAFETY_MARGIN`] before `expires_at` (issue 14 item 2).
+    usable_until: Option<Instant>,
+}
+
+/// A token is not sent in the last 5 s of its life, or its last 10 % when that is shorter: it
+/// must not expire on its way, or in a clock that runs a little ahead of ours. Requests in that
+/// window wait for the refresh, which is due by then ([`crate::token`]'s schedule keeps it so).
+pub const SAFETY_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long before its expiry a token with `lifetime` stops being sent: the smaller of
+/// [`SAFETY_MARGIN`] and a tenth of its lifetime.
+pub fn safety_margin(lifetime: Duration) -> Duration {
+    SAFETY_MARGIN.min(lifetime / 10)
 }
 
 impl std::fmt::Debug for Credential {
@@ -79,11 +92,14 @@ impl Credential {
         let mut headers = Vec::with_capacity(1 + extra.len());
         headers.push((http::header::AUTHORIZATION, value));
         headers.extend(extra.iter().cloned());
+        let usable_until =
+            expires_at.map(|e| e - safety_margin(e.saturating_duration_since(obtained_at)));
         Ok(Credential {
             headers: headers.into_boxed_slice(),
             generation,
             obtained_at,
             expires_at,
+            usable_until,
         })
     }
 
@@ -91,9 +107,9 @@ impl Credential {
         &self.headers
     }
 
-    /// Usable at `now`: not expired (with no margin: the refresher works ahead of expiry).
+    /// Usable at `now`: more than the safety margin before its expiry.
     pub fn is_valid_at(&self, now: Instant) -> bool {
-        self.expires_at.is_none_or(|e| now < e)
+        self.usable_until.is_none_or(|u| now < u)
     }
 }
 
@@ -368,6 +384,21 @@ mod tests {
             expires_in.map(|d| now + d),
         )
         .unwrap()
+    }
+
+    /// Issue 14 item 2: a token stops being sent 5 s before it expires, or 10 % of its lifetime
+    /// when that is shorter; a token without expiry is always sent.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_not_sent_in_its_safety_margin() {
+        let start = Instant::now();
+        let short = cred("t", 1, Some(Duration::from_secs(5)));
+        assert!(short.is_valid_at(start + Duration::from_millis(4499)));
+        assert!(!short.is_valid_at(start + Duration::from_millis(4500)));
+        let long = cred("t", 2, Some(Duration::from_secs(3600)));
+        assert!(long.is_valid_at(start + Duration::from_millis(3594_999)));
+        assert!(!long.is_valid_at(start + Duration::from_secs(3595)));
+        assert!(cred("t", 3, None).is_valid_at(start + Duration::from_secs(1 << 40)));
+        assert_eq!(safety_margin(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct Policy {
 /// `None` for a token that does not expire. Default: at 75 % of the lifetime but never later than
 /// 60 s before expiry; with `refresh_before`: that long before expiry. Either way never earlier
 /// than half the lifetime. `jitter` (`0..1`) then moves it earlier by up to 5 % of the lifetime
-/// (at most 5 min), never before half the lifetime.
+/// (at most 5 min), never before half the lifetime. Always by the time the token stops being sent
+/// ([`crate::credential::safety_margin`] before expiry).
 pub fn refresh_at(
     obtained: Instant,
     expires: Option<Instant>,
@@ -63,6 +64,9 @@ pub fn refresh_at(
     .max(floor);
     let spread = lifetime.mul_f64(JITTER_SHARE).min(JITTER_CAP);
     let at = at.saturating_sub(spread.mul_f64(unit(jitter))).max(floor);
+    // Due by the time the token stops being sent (a `refresh_before` shorter than the safety
+    // margin would leave requests waiting for a refresh not yet started).
+    let at = at.min(lifetime - crate::credential::safety_margin(lifetime));
     Some(obtained + at)
 }
 
