@@ -395,7 +395,7 @@ mod tests {
         assert!(short.is_valid_at(start + Duration::from_millis(4499)));
         assert!(!short.is_valid_at(start + Duration::from_millis(4500)));
         let long = cred("t", 2, Some(Duration::from_secs(3600)));
-        assert!(long.is_valid_at(start + Duration::from_millis(3594_999)));
+        assert!(long.is_valid_at(start + Duration::from_millis(3_594_999)));
         assert!(!long.is_valid_at(start + Duration::from_secs(3595)));
         assert!(cred("t", 3, None).is_valid_at(start + Duration::from_secs(1 << 40)));
         assert_eq!(safety_margin(Duration::ZERO), Duration::ZERO);
