@@ -5,7 +5,8 @@
 //! `"2022-04-04 14:19:49"`, BlendVision's mint reply an RFC 3339 `expired_date`, introspection
 //! (RFC 7662 §2.2) a Unix `exp`. Each reader here answers `None` for "no usable expiry", and the
 //! caller then falls back (JWT `exp`, introspection, `default_lifetime`). A lifetime of zero, a
-//! negative one, or one over ten years is "unknown", never "now" or "forever".
+//! negative one, an `expires_in` over a year or an absolute expiry over ten years ahead is
+//! "unknown", never "now" or "forever".
 
 use base64::Engine as _;
 use jiff::Timestamp;
@@ -16,13 +17,20 @@ use serde_json::Value;
 /// Longest lifetime believed; anything longer is a server bug or a sentinel, treated as unknown.
 pub const MAX_LIFETIME_SECS: i64 = 10 * 366 * 86_400;
 
+/// Longest *relative* lifetime (`expires_in`) believed: a year. Real access tokens live minutes to
+/// weeks (the seeds: 2 h to 14 days); `1e12`, `2147483647` and the like are sentinels for "no
+/// idea", and taking them at their word trusted a 5 s token for years. Absolute expiries (BACE's
+/// `expires`, BlendVision's `expired_date`, a JWT `exp`) keep the ten-year bound.
+pub const MAX_EXPIRES_IN_SECS: i64 = 366 * 86_400;
+
 /// Numbers this large are milliseconds, not seconds (seconds would be past the year 5000).
 const MILLIS_THRESHOLD: f64 = 100_000_000_000.0;
 
-/// `expires_in`: seconds as a JSON number or a numeric string; `None` unless `0 < n <= 10 y`.
+/// `expires_in`: seconds as a JSON number or a numeric string; `None` ("unknown") unless
+/// `0 < n <= 1 year` ([`MAX_EXPIRES_IN_SECS`]).
 pub fn lifetime_secs(v: &Value) -> Option<i64> {
     let n = number(v)?;
-    if n.is_finite() && n >= 1.0 && n <= MAX_LIFETIME_SECS as f64 {
+    if n.is_finite() && n >= 1.0 && n <= MAX_EXPIRES_IN_SECS as f64 {
         Some(n as i64)
     } else {
         None
@@ -117,6 +125,9 @@ mod tests {
             json!(-2147483648i64),
             json!("-2147483648"),
             json!(20 * 365 * 86_400),
+            json!(367 * 86_400),
+            json!(1e12),
+            json!(2147483647),
             json!("soon"),
             json!(null),
             json!(true),

@@ -132,6 +132,9 @@ mod tests {
             .unwrap();
         let (obtained, expires) = stored(now_unix - 60, Some(now_unix + 3600)).instants(&clock);
         assert_eq!(clock.now() - obtained, Duration::from_secs(60) + frac);
-        assert_eq!(expires.unwrap() - clock.now(), Duration::from_secs(3600) - frac);
+        assert_eq!(
+            expires.unwrap() - clock.now(),
+            Duration::from_secs(3600) - frac
+        );
     }
 }
