@@ -326,7 +326,7 @@ impl Running {
         listen: Listen,
         provider: Option<String>,
         require_auth: bool,
-        bound: Vec<crate::proxy::listener::Bound>,
+        bound: Vec<crate::net::Bound>,
         addr: BoundAddr,
     ) -> ListenerEntry {
         let cancel = self.cancel.child_token();

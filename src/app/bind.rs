@@ -19,7 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{AppError, BoundAddr};
 use crate::config::Listen;
-use crate::proxy::listener::Bound;
+use crate::net::Bound;
 
 /// Pending connections the kernel holds for us while we are at `max_connections`.
 const BACKLOG: i32 = 1024;
