@@ -23,7 +23,7 @@ use crate::config::{Config, Listen, ProviderConfig, ProxySettings, RouteTarget};
 use crate::credential::{self, CredentialReader};
 use crate::metrics::Metrics;
 use crate::proxy::limits::ConnLimits;
-use crate::proxy::service::{ListenerCell, ListenerState};
+use crate::proxy::state::{ListenerCell, ListenerState};
 use crate::proxy::upstream::Connector;
 use crate::proxy::{ListenerInfo, ProviderRoute, Role, Router, Shared};
 use workers::Workers;

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod listener;
 pub mod route;
 pub mod service;
+pub mod state;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -44,9 +45,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 pub use error::{Blame, ErrorKind, ProxyError};
-pub use listener::{ListenerInfo, serve};
+pub use listener::serve;
 pub use route::{ProviderRoute, Role, Router};
-pub use service::Shared;
+pub use state::{ListenerInfo, Shared};
 
 /// Body of a request sent upstream: the client's, streamed, or a kept copy for a replay.
 pub type UpBody = Either<Incoming, Full<Bytes>>;

@@ -44,12 +44,12 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use super::MAX_HEADER_BYTES;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::{Field, classify, names_other_fields};
-use super::listener::ListenerInfo;
 use super::route::{ProviderRoute, Role, Target};
 use super::service::{
-    ConnCtx, ListenerState, REPLAY_BODY_LIMIT, Shared, access_enabled, access_line, check_own_host,
-    connect_error, local_location, path_parts,
+    REPLAY_BODY_LIMIT, access_enabled, access_line, check_own_host, connect_error, local_location,
+    path_parts,
 };
+use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
 use crate::config::Preset;
 use crate::credential::Credential;

@@ -28,22 +28,9 @@ pub use crate::net::{Accepted, Bound, Listening};
 use super::fast::{Exit, Fast, Rewind};
 use super::framing::Guard;
 use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
-use super::route::Role;
-use super::service::{ConnCtx, ListenerCell, handle};
+use super::service::handle;
+use super::state::{ConnCtx, ListenerCell};
 use super::upstream::{LocalSlot, Pool};
-
-/// What a listener is, as requests see it.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    pub role: Role,
-    /// Whether `proxy_auth` applies here (`require_auth = false` opts a route out).
-    pub require_auth: bool,
-    /// Bound to a loopback address (the DNS-rebinding `Host` check applies).
-    pub loopback: bool,
-    /// `http://127.0.0.1:7001`: where a rewritten `Location` points.
-    pub local_origin: Option<String>,
-    pub header_timeout: Duration,
-}
 
 /// Accept connections until `cancel`, serving each in a task tracked by `tracker`. Runs on the
 /// runtime that will drive the connections (a worker thread's, or the caller's).

@@ -13,46 +13,15 @@ use tokio::time::Instant;
 
 use super::error::{Blame, ErrorKind, ProxyError};
 use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
-use super::listener::ListenerInfo;
 use super::route::{ProviderRoute, Role, Router, Target};
-use super::upstream::{Checkout, Connector, LocalSlot, Pool, UpstreamKey};
+use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
 use crate::config::{Preset, Upstream};
 use crate::credential::{Credential, Unavailable};
 
 /// A request body up to this size is kept so the request can be replayed after a 401.
 pub(super) const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
-
-/// Everything the request path needs, shared by all connections.
-pub struct Shared {
-    pub router: Router,
-    pub connector: Connector,
-    pub response_timeout: Duration,
-    /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
-    pub proxy_auth: Option<super::auth::ProxyAuth>,
-    /// Request metrics, with handles indexed like `router.providers`.
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// What a listener serves with; swapped as a whole by a reload (SIGHUP), so a request sees one
-/// consistent generation of the config from start to end.
-pub struct ListenerState {
-    pub shared: Arc<Shared>,
-    pub info: ListenerInfo,
-}
-
-/// A listener's current [`ListenerState`].
-pub type ListenerCell = arc_swap::ArcSwap<ListenerState>;
-
-/// Per-connection state handed to each request.
-pub struct ConnCtx {
-    pub cell: Arc<ListenerCell>,
-    /// This worker's pool of parked upstream connections.
-    pub pool: Arc<Pool>,
-    /// The client's address (TCP), for providers that ask for `Forwarded`.
-    pub peer: Option<std::net::IpAddr>,
-    pub slot: LocalSlot,
-}
 
 /// One request's view: the generation it started under, and its connection's upstream slot.
 struct ReqCtx<'a> {
