@@ -28,7 +28,9 @@
 //! `service.rs`, on hyper, serves everything else, and takes over a connection from the first
 //! request the fast path declines (before any byte of it was sent on).
 
+pub mod access;
 pub mod auth;
+pub mod checks;
 pub mod error;
 pub mod fast;
 pub mod framing;

@@ -42,13 +42,13 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::MAX_HEADER_BYTES;
+use super::access::{access_enabled, access_line};
+use super::checks::check_own_host;
 use super::error::{ErrorKind, ProxyError};
 use super::headers::{Field, classify, names_other_fields};
 use super::route::{ProviderRoute, Role, Target};
-use super::service::{
-    REPLAY_BODY_LIMIT, access_enabled, access_line, check_own_host, connect_error, local_location,
-    path_parts,
-};
+use super::route::{local_location, path_parts};
+use super::service::{REPLAY_BODY_LIMIT, connect_error};
 use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
 use crate::config::Preset;

@@ -11,9 +11,12 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::error::{Blame, ErrorKind, ProxyError};
+use super::access::{Outcome, access_enabled, access_line};
+use super::checks::check_own_host;
+use super::error::{ErrorKind, ProxyError};
 use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
 use super::route::{ProviderRoute, Role, Router, Target};
+use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
@@ -30,14 +33,6 @@ struct ReqCtx<'a> {
     slot: &'a LocalSlot,
     pool: &'a Pool,
     peer: Option<std::net::IpAddr>,
-}
-
-/// What the log line needs to know about a request.
-struct Outcome<'a> {
-    provider: Option<&'a str>,
-    /// The provider's index in the router, for metrics.
-    index: Option<usize>,
-    blame: Option<Blame>,
 }
 
 pub async fn handle(
@@ -89,33 +84,6 @@ pub async fn handle(
         );
     }
     Ok(resp)
-}
-
-/// Whether the per-request access line is on (`credproxy::access` at info).
-pub(super) fn access_enabled() -> bool {
-    tracing::enabled!(target: "credproxy::access", tracing::Level::INFO)
-}
-
-/// The per-request access line.
-pub(super) fn access_line(
-    method: &str,
-    host: &str,
-    path: &str,
-    status: u16,
-    start: Instant,
-    provider: Option<&str>,
-    blame: Option<Blame>,
-) {
-    tracing::info!(
-        target: "credproxy::access",
-        method = %method,
-        host = %host,
-        path = %path,
-        status,
-        duration_ms = (start.elapsed().as_micros() as f64) / 1000.0,
-        provider = provider.unwrap_or("-"),
-        fault = blame.map_or("-", Blame::as_str),
-    );
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {
@@ -249,7 +217,12 @@ async fn proxy<'a>(
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
     if ctx.info.role != Role::Main || prefix.is_some() {
-        rewrite_location(&mut parts.headers, upstream, ctx.info, prefix);
+        rewrite_location(
+            &mut parts.headers,
+            upstream,
+            ctx.info.local_origin.as_deref(),
+            prefix,
+        );
     }
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
@@ -285,34 +258,6 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
         )
         .provider(name)
         .retry_after(Duration::from_secs(1))),
-    }
-}
-
-/// The upstream path: its base path, then what the client asked for.
-fn upstream_path(
-    up: &Upstream,
-    rest: &str,
-    original: Option<&PathAndQuery>,
-) -> Result<PathAndQuery, ProxyError> {
-    if up.base_path.is_empty()
-        && let Some(pq) = original
-        && pq.as_str() == rest
-    {
-        // The common case: nothing to rewrite, no allocation.
-        return Ok(pq.clone());
-    }
-    let joined = path_parts(&up.base_path, rest).concat();
-    PathAndQuery::from_maybe_shared(Bytes::from(joined))
-        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request path is not valid"))
-}
-
-/// The upstream path in three pieces: the upstream's base path, a `/` when the client's part
-/// needs one, and the client's part (what follows a route's base URL or prefix).
-pub(super) fn path_parts<'a>(base: &'a str, rest: &'a str) -> [&'a str; 3] {
-    match rest {
-        "" => [base, "/", ""],
-        r if r.starts_with('?') => [base, "/", r],
-        r => [base, "", r],
     }
 }
 
@@ -656,74 +601,4 @@ fn check_browser(
         .provider(&p.name),
         None => ProxyError::new(ErrorKind::BrowserRequest, refused),
     })
-}
-
-/// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
-/// a web page that rebinds a DNS name to 127.0.0.1 sends its own name and is refused.
-pub(super) fn check_own_host(
-    info: &ListenerInfo,
-    route: &ProviderRoute,
-    host: Option<&str>,
-) -> Result<(), ProxyError> {
-    let Some(host) = host else { return Ok(()) };
-    let (name, _) = crate::config::host::split_host_port(host);
-    let name = crate::config::host::normalize(name);
-    // A loopback *address* (127.0.0.0/8, [::1]) or `localhost`; not a name that merely starts
-    // with `127.` (`127.attacker.example` resolves wherever its owner wants).
-    let own = name == "localhost"
-        || name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !info.loopback {
-        return Ok(());
-    }
-    Err(ProxyError::new(
-        ErrorKind::UnknownHost,
-        format!(
-            "Host {host} is neither this listener's address nor a host of provider {}",
-            route.config.name
-        ),
-    )
-    .provider(&route.config.name))
-}
-
-/// For base-URL routes: a redirect to the upstream points back at this listener instead.
-fn rewrite_location(
-    headers: &mut http::HeaderMap,
-    up: &Upstream,
-    info: &ListenerInfo,
-    prefix: Option<&str>,
-) {
-    let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    if let Some(new) = local_location(loc, up, info, prefix)
-        && let Ok(v) = HeaderValue::from_str(&new)
-    {
-        headers.insert(header::LOCATION, v);
-    }
-}
-
-/// `loc` pointing back at this listener, when it points at the upstream (base-URL routes).
-pub(super) fn local_location(
-    loc: &str,
-    up: &Upstream,
-    info: &ListenerInfo,
-    prefix: Option<&str>,
-) -> Option<String> {
-    let origin = up.origin();
-    let rest = strip_prefix_ignore_case(loc, &origin)?;
-    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
-    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-        return None;
-    }
-    let local = info.local_origin.as_ref()?;
-    Some(format!("{local}{}{rest}", prefix.unwrap_or("")))
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
 }
