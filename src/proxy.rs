@@ -32,6 +32,7 @@ pub mod access;
 pub mod auth;
 pub mod checks;
 pub mod error;
+pub mod exchange;
 pub mod fast;
 pub mod framing;
 pub mod headers;

@@ -45,13 +45,15 @@ use super::MAX_HEADER_BYTES;
 use super::access::{access_enabled, access_line};
 use super::checks::check_own_host;
 use super::error::{ErrorKind, ProxyError};
+use super::exchange::{
+    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
+    retry, timeout_error,
+};
 use super::headers::{Field, classify, names_other_fields};
 use super::route::{ProviderRoute, Role, Target};
 use super::route::{local_location, path_parts};
-use super::service::{REPLAY_BODY_LIMIT, connect_error};
 use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
-use crate::config::Preset;
 use crate::credential::Credential;
 
 mod chunked;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
@@ -14,17 +14,18 @@ use tokio::time::Instant;
 use super::access::{Outcome, access_enabled, access_line};
 use super::checks::check_own_host;
 use super::error::{ErrorKind, ProxyError};
+use super::exchange::{
+    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
+    retry, timeout_error, upstream_error,
+};
 use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
 use super::route::{ProviderRoute, Role, Router, Target};
 use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
-use crate::config::{Preset, Upstream};
+use crate::config::Upstream;
 use crate::credential::{Credential, Unavailable};
-
-/// A request body up to this size is kept so the request can be replayed after a 401.
-pub(super) const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
 
 /// One request's view: the generation it started under, and its connection's upstream slot.
 struct ReqCtx<'a> {
@@ -167,7 +168,7 @@ async fn proxy<'a>(
         .insert(header::HOST, upstream.host_header.clone());
     add_via(&mut parts.headers);
     parts.version = http::Version::HTTP_11;
-    let refreshable = provider.preset != Preset::Static;
+    let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
     let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
@@ -192,8 +193,7 @@ async fn proxy<'a>(
     let mut resp = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await?;
 
     // Phase 8: the upstream's answer.
-    if resp.status() == StatusCode::UNAUTHORIZED
-        && refreshable
+    if is_rejection(resp.status().as_u16(), refreshable)
         && route.reader.report_rejected(&credential)
     {
         tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
@@ -288,16 +288,7 @@ async fn send(
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = ctx.shared;
     let deadline = Instant::now() + shared.response_timeout;
-    let timeout = |what: &str| {
-        ProxyError::new(
-            ErrorKind::UpstreamTimeout,
-            format!(
-                "{} did not {what} within {:?}",
-                upstream.origin(),
-                shared.response_timeout
-            ),
-        )
-    };
+    let timeout = |what: &str| timeout_error(upstream, shared.response_timeout, what);
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -344,7 +335,7 @@ async fn send(
                     Ok(Err(mut e)) => {
                         ctx.slot.discard();
                         match e.take_message() {
-                            Some(back) if reused && attempt == 0 => {
+                            Some(back) if retry(Failed::Unsent, reused, attempt, false) => {
                                 tracing::debug!(error = %e.error(), "reused upstream connection was closed; retrying on a new one");
                                 req = back;
                             }
@@ -359,56 +350,7 @@ async fn send(
             }
         }
     }
-    Err(ProxyError::new(
-        ErrorKind::UpstreamUnreachable,
-        format!(
-            "{} closed the connection before answering",
-            upstream.origin()
-        ),
-    ))
-}
-
-pub(super) fn connect_error(up: &Upstream, e: super::upstream::ConnectError) -> ProxyError {
-    use super::upstream::ConnectError as C;
-    let kind = match &e {
-        C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
-        C::Timeout { .. } => ErrorKind::UpstreamTimeout,
-        C::Tcp { .. } | C::Handshake { .. } => ErrorKind::UpstreamUnreachable,
-    };
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    let _ = up;
-    ProxyError::new(kind, msg)
-}
-
-fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
-    // The client's own body failed (a malformed chunk, a hang-up mid-body): its fault, and the
-    // upstream never got a complete request.
-    if e.is_user()
-        && let Some(cause) = std::error::Error::source(e).filter(|s| s.is::<hyper::Error>())
-    {
-        let mut msg = format!("the request body could not be read: {cause}");
-        let mut src = cause.source();
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        return ProxyError::new(ErrorKind::BadRequest, msg);
-    }
-    let kind = if e.is_timeout() {
-        ErrorKind::UpstreamTimeout
-    } else if e.is_parse() {
-        ErrorKind::UpstreamProtocol
-    } else {
-        ErrorKind::UpstreamUnreachable
-    };
-    ProxyError::new(kind, format!("{} failed: {e}", up.origin()))
+    Err(closed_error(upstream))
 }
 
 /// Keep a small body in memory so the request can be replayed; stream anything else.
@@ -417,7 +359,7 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
         return Ok((Either::Right(Full::new(Bytes::new())), Some(Bytes::new())));
     }
     match body.size_hint().exact() {
-        Some(n) if n <= REPLAY_BODY_LIMIT => {
+        Some(n) if fits_replay(n) => {
             let bytes = Limited::new(body, REPLAY_BODY_LIMIT as usize)
                 .collect()
                 .await

@@ -75,7 +75,7 @@ impl Fast {
             None => route.reader.current(Instant::now())?,
         };
         let body = fields.content_length.unwrap_or(0);
-        if body > REPLAY_BODY_LIMIT {
+        if !fits_replay(body) {
             return None;
         }
         let body = body as usize;
