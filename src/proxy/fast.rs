@@ -43,7 +43,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::MAX_HEADER_BYTES;
 use super::access::{access_enabled, access_line};
-use super::checks::check_own_host;
+use super::checks::{check_own_host, proxy_auth_ok};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,

@@ -12,7 +12,10 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::access::{Outcome, access_enabled, access_line};
-use super::checks::check_own_host;
+use super::checks::{
+    check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required,
+    unsupported_framing,
+};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
@@ -105,12 +108,22 @@ async fn proxy<'a>(
 ) -> Result<Response<RespBody>, ProxyError> {
     let shared = ctx.shared;
     // Phase 2: downstream checks.
-    if ctx.info.require_auth
-        && let Some(auth) = &shared.proxy_auth
-    {
-        check_proxy_auth(&req, auth)?;
+    let h = req.headers();
+    if !proxy_auth_ok(
+        ctx.info,
+        shared.proxy_auth.as_ref(),
+        h.get(header::PROXY_AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    ) {
+        return Err(proxy_auth_required());
     }
-    check_framing(&req)?;
+    if !framing_ok(
+        h.get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    ) {
+        return Err(unsupported_framing());
+    }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
         return connect(&shared.router, req);
@@ -142,7 +155,7 @@ async fn proxy<'a>(
         Target::Pass { authority } => {
             // No credential goes with it, but a web page must not use credproxy as a bridge to
             // other hosts either (a DNS-rebinding page reading intranet answers).
-            check_browser(&req, None)?;
+            browser(&req, None)?;
             return pass_through(ctx, req, &authority).await;
         }
     };
@@ -154,7 +167,7 @@ async fn proxy<'a>(
         check_own_host(ctx.info, route, host_header)?;
     }
     // Phase 4: browser check.
-    check_browser(&req, Some(provider))?;
+    browser(&req, Some(provider))?;
     // Phase 5: credential.
     let credential = credential(route).await?;
 
@@ -465,82 +478,15 @@ async fn pass_through(
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
-/// `Proxy-Authorization: Basic base64(any-user:SECRET)` or `Bearer SECRET`, compared in constant
-/// time (see `auth.rs`); 407 with `Proxy-Authenticate` otherwise.
-fn check_proxy_auth(
-    req: &Request<Incoming>,
-    auth: &super::auth::ProxyAuth,
-) -> Result<(), ProxyError> {
-    let presented = req
-        .headers()
-        .get(header::PROXY_AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    if auth.verify(presented) {
-        return Ok(());
-    }
-    Err(ProxyError::new(
-        ErrorKind::ProxyAuthRequired,
-        "this proxy needs Proxy-Authorization: use http://user:SECRET@host:port as the proxy URL, or send Proxy-Authorization: Bearer SECRET",
-    ))
-}
-
-/// Transfer codings: hyper refuses a request whose last coding is not `chunked`, but accepts
-/// `gzip, chunked` (credproxy would forward the compressed bytes as if they were the content)
-/// and `chunked` twice (RFC 9112 §6.1: a sender MUST NOT apply chunked more than once). Only a
-/// single, plain `chunked` is accepted. (`Content-Length` together with `Transfer-Encoding` never
-/// gets here: `framing.rs` makes hyper refuse it.)
-fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
-    let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
-    let Some(first) = codings.next() else {
-        return Ok(());
-    };
-    if codings.next().is_none()
-        && first
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked")
-    {
-        return Ok(());
-    }
-    Err(ProxyError::new(
-        ErrorKind::BadRequest,
-        "unsupported Transfer-Encoding: credproxy accepts only a plain `chunked` body (or Content-Length)",
-    ))
-}
-
-/// A browser page must not spend credentials through a local port (CSRF, DNS rebinding): any
-/// `Origin` (whatever its value, even one that is not text) or a cross-site `Sec-Fetch-Site` is
-/// refused unless the provider lists the origin in `allow_origins`. `provider` is `None` for a
-/// passed-through unclaimed host, where no origin is allowed.
-fn check_browser(
+/// Phase 4 over this request's fields ([`check_browser`]).
+fn browser(
     req: &Request<Incoming>,
     provider: Option<&crate::config::ProviderConfig>,
 ) -> Result<(), ProxyError> {
     let h = req.headers();
-    let origin = h.get(header::ORIGIN);
-    let cross_site = h.get("sec-fetch-site").is_some_and(|v| {
-        let v = v.as_bytes();
-        v.eq_ignore_ascii_case(b"cross-site") || v.eq_ignore_ascii_case(b"same-site")
-    });
-    if origin.is_none() && !cross_site {
-        return Ok(());
-    }
-    if let (Some(o), Some(p)) = (origin.and_then(|v| v.to_str().ok()), provider) {
-        let o = o.trim_end_matches('/').to_ascii_lowercase();
-        if p.allow_origins.contains(&o) {
-            return Ok(());
-        }
-    }
-    let refused = "requests from web pages are refused (Origin or Sec-Fetch-Site present)";
-    Err(match provider {
-        Some(p) => ProxyError::new(
-            ErrorKind::BrowserRequest,
-            format!(
-                "{refused}; to allow one, add its origin to providers.{}.allow_origins",
-                p.name
-            ),
-        )
-        .provider(&p.name),
-        None => ProxyError::new(ErrorKind::BrowserRequest, refused),
-    })
+    check_browser(
+        h.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        h.get("sec-fetch-site").map(HeaderValue::as_bytes),
+        provider,
+    )
 }

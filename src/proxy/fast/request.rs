@@ -59,10 +59,7 @@ impl Fast {
         };
         let route = &shared.router.providers[index];
         let provider = &*route.config;
-        if info.require_auth
-            && let Some(auth) = &shared.proxy_auth
-            && !auth.verify(fields.proxy_authorization)
-        {
+        if !proxy_auth_ok(info, shared.proxy_auth.as_ref(), fields.proxy_authorization) {
             return None;
         }
         if (info.loopback && info.role != Role::Main || prefix.is_some())
