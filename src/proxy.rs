@@ -36,6 +36,7 @@ pub mod exchange;
 pub mod fast;
 pub mod framing;
 pub mod headers;
+pub mod inject;
 pub mod limits;
 pub mod listener;
 pub mod route;

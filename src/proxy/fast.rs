@@ -50,6 +50,7 @@ use super::exchange::{
     retry, timeout_error,
 };
 use super::headers::{Field, classify, names_other_fields};
+use super::inject::{VIA_LINE, drops_client_field};
 use super::route::{ProviderRoute, Role, Target};
 use super::route::{local_location, path_parts};
 use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
@@ -78,7 +79,6 @@ const STREAM_BUF: usize = 64 * 1024;
 const READ_RESERVE: usize = 4096;
 /// A connection's buffers that grew past this (a large head or body) are shrunk after it.
 const KEEP_CAPACITY: usize = 128 * 1024;
-const VIA: &[u8] = b"via: 1.1 credproxy\r\n";
 
 /// How a connection's fast path ended.
 pub enum Exit {

@@ -21,7 +21,8 @@ use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
     retry, timeout_error, upstream_error,
 };
-use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
+use super::headers::{add_via, strip_hop_by_hop};
+use super::inject;
 use super::route::{ProviderRoute, Role, Router, Target};
 use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
@@ -175,11 +176,7 @@ async fn proxy<'a>(
     let upstream = &provider.upstream;
     let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::HOST, upstream.host_header.clone());
-    add_via(&mut parts.headers);
+    inject::request_head(&mut parts.headers, &upstream.host_header);
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
@@ -191,14 +188,8 @@ async fn proxy<'a>(
     };
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
-    for (name, value) in credential.headers() {
-        parts.headers.insert(name.clone(), value.clone());
-    }
-    if provider.forwarded
-        && let Some(ip) = ctx.peer
-    {
-        add_forwarded(&mut parts.headers, ip);
-    }
+    inject::set_credential(&mut parts.headers, &credential);
+    inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
     let req = Request::from_parts(parts, body);
 
@@ -219,16 +210,13 @@ async fn proxy<'a>(
             let mut req = Request::new(Either::Right(Full::new(body)));
             *req.method_mut() = method;
             *req.headers_mut() = headers;
-            for (name, value) in fresh.headers() {
-                req.headers_mut().insert(name.clone(), value.clone());
-            }
+            inject::set_credential(req.headers_mut(), &fresh);
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
             resp = send_timed(ctx, index, key, upstream, path_and_query, req).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
+    inject::response_head(&mut parts.headers);
     if ctx.info.role != Role::Main || prefix.is_some() {
         rewrite_location(
             &mut parts.headers,
@@ -473,8 +461,7 @@ async fn pass_through(
     )
     .await?;
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
+    inject::response_head(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 

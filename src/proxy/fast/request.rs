@@ -90,16 +90,9 @@ impl Fast {
         );
         let creds = credential.headers();
         for (h, kind) in req.headers.iter().zip(kinds) {
-            let skip = match kind {
-                Field::Other | Field::Location | Field::Expect => {
-                    creds
-                        .iter()
-                        .any(|(n, _)| n.as_str().eq_ignore_ascii_case(h.name))
-                        || fields.connection_names && named_in_connection(req.headers, h.name)
-                }
-                Field::XForwardedProto => provider.forwarded,
-                _ => true,
-            };
+            let skip = drops_client_field(kind, h.name, creds, provider.forwarded, || {
+                fields.connection_names && named_in_connection(req.headers, h.name)
+            });
             if !skip {
                 put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
             }
@@ -128,7 +121,7 @@ impl Fast {
                 );
             }
         }
-        put(out, &[VIA, b"\r\n"]);
+        put(out, &[VIA_LINE, b"\r\n"]);
 
         let access = access_enabled().then(|| {
             let host = authority.or(fields.host).unwrap_or_default().to_owned();
