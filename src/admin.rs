@@ -48,7 +48,7 @@ use crate::clock::Clock;
 use crate::config::{Listen, ProviderConfig, ProxySettings};
 use crate::credential::{CredentialReader, Phase, Snapshot};
 use crate::metrics::Metrics;
-use crate::proxy::listener::{Accepted, Bound, Listening};
+use crate::net::{Accepted, Bound, Listening};
 
 /// Where the admin listener binds when `admin_listen` is not set.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);

@@ -23,7 +23,7 @@ use crate::config::{Config, Listen, ProviderConfig, ProxySettings, RouteTarget};
 use crate::credential::{self, CredentialReader};
 use crate::metrics::Metrics;
 use crate::proxy::limits::ConnLimits;
-use crate::proxy::service::{ListenerCell, ListenerState};
+use crate::proxy::state::{ListenerCell, ListenerState};
 use crate::proxy::upstream::Connector;
 use crate::proxy::{ListenerInfo, ProviderRoute, Role, Router, Shared};
 use workers::Workers;
@@ -326,7 +326,7 @@ impl Running {
         listen: Listen,
         provider: Option<String>,
         require_auth: bool,
-        bound: Vec<crate::proxy::listener::Bound>,
+        bound: Vec<crate::net::Bound>,
         addr: BoundAddr,
     ) -> ListenerEntry {
         let cancel = self.cancel.child_token();

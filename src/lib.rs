@@ -18,6 +18,7 @@ pub mod credential;
 pub mod demo;
 pub mod fields;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod secret;
 pub mod tls;

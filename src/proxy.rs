@@ -1,42 +1,56 @@
 //! The proxy: from a downstream request to an upstream response, with a credential attached.
 //!
-//! The phases of a request, in order (pingora's habit of naming them):
+//! The phases of a request, in order (pingora's habit of naming them), and the file that is
+//! each one's single home; both transports (below) call these, neither has its own copy:
 //! 1. **accept** (`listener.rs`): a connection on the main listener or a route listener, within
-//!    the global and per-client connection limits; HTTP/1.1 framing, header size (64 KiB) and
-//!    header timeout are enforced by hyper, with `framing.rs` refusing the one ambiguous framing
-//!    hyper accepts (`Content-Length` with `Transfer-Encoding`).
-//! 2. **downstream checks**: `Proxy-Authorization` when `proxy_auth` is set (407, `auth.rs`);
-//!    a transfer coding other than plain `chunked` (400).
+//!    the global and per-client connection limits (`limits.rs`); HTTP/1.1 framing, header size
+//!    (64 KiB) and header timeout are enforced by hyper, with `framing.rs` refusing the one
+//!    ambiguous framing hyper accepts (`Content-Length` with `Transfer-Encoding`). What a request
+//!    is served with (the config generation, the connection's context) is in `state.rs`.
+//! 2. **downstream checks** (`checks.rs`): `Proxy-Authorization` when `proxy_auth` is set (407,
+//!    verified by `auth.rs`); a transfer coding other than plain `chunked` (400).
 //! 3. **route** (`route.rs`): `CONNECT` is tunnelled or refused; otherwise the provider is found by
 //!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through.
-//! 4. **browser check**: `Origin` / cross-site `Sec-Fetch-Site` are refused (403) unless allowed.
+//!    On a loopback route listener, `Host` must be its own (DNS rebinding, `checks.rs`).
+//! 4. **browser check** (`checks.rs`): `Origin` / cross-site `Sec-Fetch-Site` are refused (403)
+//!    unless allowed.
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
-//!    `wait_for_token` (503 `credential_unavailable` / `login_required`).
+//!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
-//!    headers *replace* the client's, `Via` added; body streamed, not buffered.
+//!    headers *replace* the client's, `Via` added (`inject.rs`, over `headers.rs`'s field
+//!    classification); the path joined to the upstream's base path (`route.rs`); body streamed,
+//!    not buffered.
 //! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a
-//!    new one; response headers within `response_timeout` (504), connect errors 502.
+//!    new one; response headers within `response_timeout` (504), connect errors 502. The
+//!    keep-alive retry and the classification of upstream failures are `exchange.rs`'s.
 //! 8. **upstream response**: a 401 to the current credential nudges the refresher and is replayed
-//!    once with the new credential when the body could be kept; hop-by-hop stripped, `Via` added,
-//!    `Location` rewritten for base-URL routes.
-//! 9. **log**: one line per request with whose fault an error was.
+//!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
+//!    hop-by-hop stripped, `Via` added (`inject.rs`), `Location` rewritten for base-URL routes
+//!    (`route.rs`).
+//! 9. **log** (`access.rs`): one line per request with whose fault an error was.
 //!
 //! Errors credproxy makes are built in one place, `error.rs`.
 //!
-//! Two implementations run these phases. `fast.rs` serves the common HTTP/1.1 request (a valid
+//! Two transports run these phases. `fast.rs` serves the common HTTP/1.1 request (a valid
 //! credential, no body or a small one, an HTTP/1.1 upstream) by editing its head as bytes;
 //! `service.rs`, on hyper, serves everything else, and takes over a connection from the first
-//! request the fast path declines (before any byte of it was sent on).
+//! request the fast path declines (before any byte of it was sent on). The listener dispatches to
+//! both; neither transport imports the other, and the phase modules import neither.
 
+pub mod access;
 pub mod auth;
+pub mod checks;
 pub mod error;
+pub mod exchange;
 pub mod fast;
 pub mod framing;
 pub mod headers;
+pub mod inject;
 pub mod limits;
 pub mod listener;
 pub mod route;
 pub mod service;
+pub mod state;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -44,9 +58,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 pub use error::{Blame, ErrorKind, ProxyError};
-pub use listener::{ListenerInfo, serve};
+pub use listener::serve;
 pub use route::{ProviderRoute, Role, Router};
-pub use service::Shared;
+pub use state::{ListenerInfo, Shared};
 
 /// Body of a request sent upstream: the client's, streamed, or a kept copy for a replay.
 pub type UpBody = Either<Incoming, Full<Bytes>>;

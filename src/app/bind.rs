@@ -19,7 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{AppError, BoundAddr};
 use crate::config::Listen;
-use crate::proxy::listener::Bound;
+use crate::net::Bound;
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit, once per process. Each proxied request
 /// holds two sockets, and the common soft default (1024) is reached by a few hundred clients;

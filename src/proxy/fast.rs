@@ -42,16 +42,19 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::MAX_HEADER_BYTES;
+use super::access::{access_enabled, access_line};
+use super::checks::{check_own_host, proxy_auth_ok};
 use super::error::{ErrorKind, ProxyError};
-use super::headers::{Field, classify, names_other_fields};
-use super::listener::ListenerInfo;
-use super::route::{ProviderRoute, Role, Target};
-use super::service::{
-    ConnCtx, ListenerState, REPLAY_BODY_LIMIT, Shared, access_enabled, access_line, check_own_host,
-    connect_error, local_location, path_parts,
+use super::exchange::{
+    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
+    retry, timeout_error,
 };
+use super::headers::{Field, classify, names_other_fields};
+use super::inject::{VIA_LINE, drops_client_field};
+use super::route::{ProviderRoute, Role, Target};
+use super::route::{local_location, path_parts};
+use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
-use crate::config::Preset;
 use crate::credential::Credential;
 
 mod chunked;
@@ -76,7 +79,6 @@ const STREAM_BUF: usize = 64 * 1024;
 const READ_RESERVE: usize = 4096;
 /// A connection's buffers that grew past this (a large head or body) are shrunk after it.
 const KEEP_CAPACITY: usize = 128 * 1024;
-const VIA: &[u8] = b"via: 1.1 credproxy\r\n";
 
 /// How a connection's fast path ended.
 pub enum Exit {

@@ -11,8 +11,6 @@
 //! the framing guard under the parser (`framing.rs`).
 
 use std::future::Future;
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,35 +20,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use crate::net::{Accepted, Bound, Listening};
 
 use super::fast::{Exit, Fast, Rewind};
 use super::framing::Guard;
 use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
-use super::route::Role;
-use super::service::{ConnCtx, ListenerCell, handle};
+use super::service::handle;
+use super::state::{ConnCtx, ListenerCell};
 use super::upstream::{LocalSlot, Pool};
-
-/// What a listener is, as requests see it.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    pub role: Role,
-    /// Whether `proxy_auth` applies here (`require_auth = false` opts a route out).
-    pub require_auth: bool,
-    /// Bound to a loopback address (the DNS-rebinding `Host` check applies).
-    pub loopback: bool,
-    /// `http://127.0.0.1:7001`: where a rewritten `Location` points.
-    pub local_origin: Option<String>,
-    pub header_timeout: Duration,
-}
-
-/// A bound listener, not yet registered with a runtime (so a worker thread can adopt it).
-pub enum Bound {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener, PathBuf),
-}
 
 /// Accept connections until `cancel`, serving each in a task tracked by `tracker`. Runs on the
 /// runtime that will drive the connections (a worker thread's, or the caller's).
@@ -118,51 +98,6 @@ pub async fn serve(
     }
     if let Listening::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
-    }
-}
-
-/// A listener registered with the current runtime.
-pub enum Listening {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
-pub enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-impl Listening {
-    /// Register `b` with the current runtime.
-    pub fn adopt(b: Bound) -> std::io::Result<Self> {
-        Ok(match b {
-            Bound::Tcp(l) => {
-                l.set_nonblocking(true)?;
-                Listening::Tcp(TcpListener::from_std(l)?)
-            }
-            Bound::Unix(l, path) => {
-                l.set_nonblocking(true)?;
-                Listening::Unix(UnixListener::from_std(l)?, path)
-            }
-        })
-    }
-
-    pub async fn accept(&self) -> std::io::Result<Accepted> {
-        match self {
-            Listening::Tcp(t) => t.accept().await.map(|(s, _)| Accepted::Tcp(s)),
-            Listening::Unix(u, _) => u.accept().await.map(|(s, _)| Accepted::Unix(s)),
-        }
-    }
-
-    /// Like [`Listening::accept`], with the peer's address (TCP only), for per-client limits.
-    pub async fn accept_from(&self) -> std::io::Result<(Accepted, Option<IpAddr>)> {
-        match self {
-            Listening::Tcp(t) => t
-                .accept()
-                .await
-                .map(|(s, a)| (Accepted::Tcp(s), Some(a.ip()))),
-            Listening::Unix(u, _) => u.accept().await.map(|(s, _)| (Accepted::Unix(s), None)),
-        }
     }
 }
 

@@ -7,11 +7,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::Uri;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 
+use super::error::{ErrorKind, ProxyError};
 use super::upstream::UpstreamKey;
 use crate::config::host::{normalize, split_host_port};
-use crate::config::{ProviderConfig, UnknownHosts};
+use crate::config::{ProviderConfig, UnknownHosts, Upstream};
 use crate::credential::CredentialReader;
 
 /// A provider as the proxy sees it: its config and its credential.
@@ -166,4 +170,71 @@ impl Router {
             },
         }
     }
+}
+
+/// The upstream path: its base path, then what the client asked for.
+pub fn upstream_path(
+    up: &Upstream,
+    rest: &str,
+    original: Option<&PathAndQuery>,
+) -> Result<PathAndQuery, ProxyError> {
+    if up.base_path.is_empty()
+        && let Some(pq) = original
+        && pq.as_str() == rest
+    {
+        // The common case: nothing to rewrite, no allocation.
+        return Ok(pq.clone());
+    }
+    let joined = path_parts(&up.base_path, rest).concat();
+    PathAndQuery::from_maybe_shared(Bytes::from(joined))
+        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request path is not valid"))
+}
+
+/// The upstream path in three pieces: the upstream's base path, a `/` when the client's part
+/// needs one, and the client's part (what follows a route's base URL or prefix).
+pub fn path_parts<'a>(base: &'a str, rest: &'a str) -> [&'a str; 3] {
+    match rest {
+        "" => [base, "/", ""],
+        r if r.starts_with('?') => [base, "/", r],
+        r => [base, "", r],
+    }
+}
+
+/// For base-URL routes: a redirect to the upstream points back at this listener instead.
+pub fn rewrite_location(
+    headers: &mut http::HeaderMap,
+    up: &Upstream,
+    local_origin: Option<&str>,
+    prefix: Option<&str>,
+) {
+    let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if let Some(new) = local_location(loc, up, local_origin, prefix)
+        && let Ok(v) = HeaderValue::from_str(&new)
+    {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+/// `loc` pointing back at this listener, when it points at the upstream (base-URL routes).
+pub fn local_location(
+    loc: &str,
+    up: &Upstream,
+    local_origin: Option<&str>,
+    prefix: Option<&str>,
+) -> Option<String> {
+    let origin = up.origin();
+    let rest = strip_prefix_ignore_case(loc, &origin)?;
+    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    let local = local_origin?;
+    Some(format!("{local}{}{rest}", prefix.unwrap_or("")))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
 }

@@ -6,53 +6,30 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::error::{Blame, ErrorKind, ProxyError};
-use super::headers::{add_forwarded, add_via, strip_hop_by_hop};
-use super::listener::ListenerInfo;
+use super::access::{Outcome, access_enabled, access_line};
+use super::checks::{
+    check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required,
+    unsupported_framing,
+};
+use super::error::{ErrorKind, ProxyError};
+use super::exchange::{
+    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
+    retry, timeout_error, upstream_error,
+};
+use super::headers::{add_via, strip_hop_by_hop};
+use super::inject;
 use super::route::{ProviderRoute, Role, Router, Target};
-use super::upstream::{Checkout, Connector, LocalSlot, Pool, UpstreamKey};
+use super::route::{rewrite_location, upstream_path};
+use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
-use crate::config::{Preset, Upstream};
+use crate::config::Upstream;
 use crate::credential::{Credential, Unavailable};
-
-/// A request body up to this size is kept so the request can be replayed after a 401.
-pub(super) const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
-
-/// Everything the request path needs, shared by all connections.
-pub struct Shared {
-    pub router: Router,
-    pub connector: Connector,
-    pub response_timeout: Duration,
-    /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
-    pub proxy_auth: Option<super::auth::ProxyAuth>,
-    /// Request metrics, with handles indexed like `router.providers`.
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// What a listener serves with; swapped as a whole by a reload (SIGHUP), so a request sees one
-/// consistent generation of the config from start to end.
-pub struct ListenerState {
-    pub shared: Arc<Shared>,
-    pub info: ListenerInfo,
-}
-
-/// A listener's current [`ListenerState`].
-pub type ListenerCell = arc_swap::ArcSwap<ListenerState>;
-
-/// Per-connection state handed to each request.
-pub struct ConnCtx {
-    pub cell: Arc<ListenerCell>,
-    /// This worker's pool of parked upstream connections.
-    pub pool: Arc<Pool>,
-    /// The client's address (TCP), for providers that ask for `Forwarded`.
-    pub peer: Option<std::net::IpAddr>,
-    pub slot: LocalSlot,
-}
 
 /// One request's view: the generation it started under, and its connection's upstream slot.
 struct ReqCtx<'a> {
@@ -61,14 +38,6 @@ struct ReqCtx<'a> {
     slot: &'a LocalSlot,
     pool: &'a Pool,
     peer: Option<std::net::IpAddr>,
-}
-
-/// What the log line needs to know about a request.
-struct Outcome<'a> {
-    provider: Option<&'a str>,
-    /// The provider's index in the router, for metrics.
-    index: Option<usize>,
-    blame: Option<Blame>,
 }
 
 pub async fn handle(
@@ -122,33 +91,6 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Whether the per-request access line is on (`credproxy::access` at info).
-pub(super) fn access_enabled() -> bool {
-    tracing::enabled!(target: "credproxy::access", tracing::Level::INFO)
-}
-
-/// The per-request access line.
-pub(super) fn access_line(
-    method: &str,
-    host: &str,
-    path: &str,
-    status: u16,
-    start: Instant,
-    provider: Option<&str>,
-    blame: Option<Blame>,
-) {
-    tracing::info!(
-        target: "credproxy::access",
-        method = %method,
-        host = %host,
-        path = %path,
-        status,
-        duration_ms = (start.elapsed().as_micros() as f64) / 1000.0,
-        provider = provider.unwrap_or("-"),
-        fault = blame.map_or("-", Blame::as_str),
-    );
-}
-
 fn request_host(req: &Request<Incoming>) -> Option<String> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str().to_owned()),
@@ -167,12 +109,22 @@ async fn proxy<'a>(
 ) -> Result<Response<RespBody>, ProxyError> {
     let shared = ctx.shared;
     // Phase 2: downstream checks.
-    if ctx.info.require_auth
-        && let Some(auth) = &shared.proxy_auth
-    {
-        check_proxy_auth(&req, auth)?;
+    let h = req.headers();
+    if !proxy_auth_ok(
+        ctx.info,
+        shared.proxy_auth.as_ref(),
+        h.get(header::PROXY_AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    ) {
+        return Err(proxy_auth_required());
     }
-    check_framing(&req)?;
+    if !framing_ok(
+        h.get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    ) {
+        return Err(unsupported_framing());
+    }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
         return connect(&shared.router, req);
@@ -204,7 +156,7 @@ async fn proxy<'a>(
         Target::Pass { authority } => {
             // No credential goes with it, but a web page must not use credproxy as a bridge to
             // other hosts either (a DNS-rebinding page reading intranet answers).
-            check_browser(&req, None)?;
+            browser(&req, None)?;
             return pass_through(ctx, req, &authority).await;
         }
     };
@@ -216,7 +168,7 @@ async fn proxy<'a>(
         check_own_host(ctx.info, route, host_header)?;
     }
     // Phase 4: browser check.
-    check_browser(&req, Some(provider))?;
+    browser(&req, Some(provider))?;
     // Phase 5: credential.
     let credential = credential(route).await?;
 
@@ -224,13 +176,9 @@ async fn proxy<'a>(
     let upstream = &provider.upstream;
     let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::HOST, upstream.host_header.clone());
-    add_via(&mut parts.headers);
+    inject::request_head(&mut parts.headers, &upstream.host_header);
     parts.version = http::Version::HTTP_11;
-    let refreshable = provider.preset != Preset::Static;
+    let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
     let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
@@ -240,14 +188,8 @@ async fn proxy<'a>(
     };
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
-    for (name, value) in credential.headers() {
-        parts.headers.insert(name.clone(), value.clone());
-    }
-    if provider.forwarded
-        && let Some(ip) = ctx.peer
-    {
-        add_forwarded(&mut parts.headers, ip);
-    }
+    inject::set_credential(&mut parts.headers, &credential);
+    inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
     let req = Request::from_parts(parts, body);
 
@@ -255,8 +197,7 @@ async fn proxy<'a>(
     let mut resp = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await?;
 
     // Phase 8: the upstream's answer.
-    if resp.status() == StatusCode::UNAUTHORIZED
-        && refreshable
+    if is_rejection(resp.status().as_u16(), refreshable)
         && route.reader.report_rejected(&credential)
     {
         tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
@@ -269,18 +210,20 @@ async fn proxy<'a>(
             let mut req = Request::new(Either::Right(Full::new(body)));
             *req.method_mut() = method;
             *req.headers_mut() = headers;
-            for (name, value) in fresh.headers() {
-                req.headers_mut().insert(name.clone(), value.clone());
-            }
+            inject::set_credential(req.headers_mut(), &fresh);
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
             resp = send_timed(ctx, index, key, upstream, path_and_query, req).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
+    inject::response_head(&mut parts.headers);
     if ctx.info.role != Role::Main || prefix.is_some() {
-        rewrite_location(&mut parts.headers, upstream, ctx.info, prefix);
+        rewrite_location(
+            &mut parts.headers,
+            upstream,
+            ctx.info.local_origin.as_deref(),
+            prefix,
+        );
     }
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
@@ -337,34 +280,6 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
     }
 }
 
-/// The upstream path: its base path, then what the client asked for.
-fn upstream_path(
-    up: &Upstream,
-    rest: &str,
-    original: Option<&PathAndQuery>,
-) -> Result<PathAndQuery, ProxyError> {
-    if up.base_path.is_empty()
-        && let Some(pq) = original
-        && pq.as_str() == rest
-    {
-        // The common case: nothing to rewrite, no allocation.
-        return Ok(pq.clone());
-    }
-    let joined = path_parts(&up.base_path, rest).concat();
-    PathAndQuery::from_maybe_shared(Bytes::from(joined))
-        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request path is not valid"))
-}
-
-/// The upstream path in three pieces: the upstream's base path, a `/` when the client's part
-/// needs one, and the client's part (what follows a route's base URL or prefix).
-pub(super) fn path_parts<'a>(base: &'a str, rest: &'a str) -> [&'a str; 3] {
-    match rest {
-        "" => [base, "/", ""],
-        r if r.starts_with('?') => [base, "/", r],
-        r => [base, "", r],
-    }
-}
-
 /// Phase 7 for provider `index`'s request, timed to the response headers (or the error) for
 /// `credproxy_upstream_request_duration_seconds`.
 async fn send_timed(
@@ -392,16 +307,7 @@ async fn send(
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = ctx.shared;
     let deadline = Instant::now() + shared.response_timeout;
-    let timeout = |what: &str| {
-        ProxyError::new(
-            ErrorKind::UpstreamTimeout,
-            format!(
-                "{} did not {what} within {:?}",
-                upstream.origin(),
-                shared.response_timeout
-            ),
-        )
-    };
+    let timeout = |what: &str| timeout_error(upstream, shared.response_timeout, what);
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -448,7 +354,7 @@ async fn send(
                     Ok(Err(mut e)) => {
                         ctx.slot.discard();
                         match e.take_message() {
-                            Some(back) if reused && attempt == 0 => {
+                            Some(back) if retry(Failed::Unsent, reused, attempt, false) => {
                                 tracing::debug!(error = %e.error(), "reused upstream connection was closed; retrying on a new one");
                                 req = back;
                             }
@@ -463,56 +369,7 @@ async fn send(
             }
         }
     }
-    Err(ProxyError::new(
-        ErrorKind::UpstreamUnreachable,
-        format!(
-            "{} closed the connection before answering",
-            upstream.origin()
-        ),
-    ))
-}
-
-pub(super) fn connect_error(up: &Upstream, e: super::upstream::ConnectError) -> ProxyError {
-    use super::upstream::ConnectError as C;
-    let kind = match &e {
-        C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
-        C::Timeout { .. } => ErrorKind::UpstreamTimeout,
-        C::Tcp { .. } | C::Handshake { .. } => ErrorKind::UpstreamUnreachable,
-    };
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    let _ = up;
-    ProxyError::new(kind, msg)
-}
-
-fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
-    // The client's own body failed (a malformed chunk, a hang-up mid-body): its fault, and the
-    // upstream never got a complete request.
-    if e.is_user()
-        && let Some(cause) = std::error::Error::source(e).filter(|s| s.is::<hyper::Error>())
-    {
-        let mut msg = format!("the request body could not be read: {cause}");
-        let mut src = cause.source();
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        return ProxyError::new(ErrorKind::BadRequest, msg);
-    }
-    let kind = if e.is_timeout() {
-        ErrorKind::UpstreamTimeout
-    } else if e.is_parse() {
-        ErrorKind::UpstreamProtocol
-    } else {
-        ErrorKind::UpstreamUnreachable
-    };
-    ProxyError::new(kind, format!("{} failed: {e}", up.origin()))
+    Err(closed_error(upstream))
 }
 
 /// Keep a small body in memory so the request can be replayed; stream anything else.
@@ -521,7 +378,7 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
         return Ok((Either::Right(Full::new(Bytes::new())), Some(Bytes::new())));
     }
     match body.size_hint().exact() {
-        Some(n) if n <= REPLAY_BODY_LIMIT => {
+        Some(n) if fits_replay(n) => {
             let bytes = Limited::new(body, REPLAY_BODY_LIMIT as usize)
                 .collect()
                 .await
@@ -622,157 +479,19 @@ async fn pass_through(
     )
     .await?;
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
+    inject::response_head(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
-/// `Proxy-Authorization: Basic base64(any-user:SECRET)` or `Bearer SECRET`, compared in constant
-/// time (see `auth.rs`); 407 with `Proxy-Authenticate` otherwise.
-fn check_proxy_auth(
-    req: &Request<Incoming>,
-    auth: &super::auth::ProxyAuth,
-) -> Result<(), ProxyError> {
-    let presented = req
-        .headers()
-        .get(header::PROXY_AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    if auth.verify(presented) {
-        return Ok(());
-    }
-    Err(ProxyError::new(
-        ErrorKind::ProxyAuthRequired,
-        "this proxy needs Proxy-Authorization: use http://user:SECRET@host:port as the proxy URL, or send Proxy-Authorization: Bearer SECRET",
-    ))
-}
-
-/// Transfer codings: hyper refuses a request whose last coding is not `chunked`, but accepts
-/// `gzip, chunked` (credproxy would forward the compressed bytes as if they were the content)
-/// and `chunked` twice (RFC 9112 §6.1: a sender MUST NOT apply chunked more than once). Only a
-/// single, plain `chunked` is accepted. (`Content-Length` together with `Transfer-Encoding` never
-/// gets here: `framing.rs` makes hyper refuse it.)
-fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
-    let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
-    let Some(first) = codings.next() else {
-        return Ok(());
-    };
-    if codings.next().is_none()
-        && first
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked")
-    {
-        return Ok(());
-    }
-    Err(ProxyError::new(
-        ErrorKind::BadRequest,
-        "unsupported Transfer-Encoding: credproxy accepts only a plain `chunked` body (or Content-Length)",
-    ))
-}
-
-/// A browser page must not spend credentials through a local port (CSRF, DNS rebinding): any
-/// `Origin` (whatever its value, even one that is not text) or a cross-site `Sec-Fetch-Site` is
-/// refused unless the provider lists the origin in `allow_origins`. `provider` is `None` for a
-/// passed-through unclaimed host, where no origin is allowed.
-fn check_browser(
+/// Phase 4 over this request's fields ([`check_browser`]).
+fn browser(
     req: &Request<Incoming>,
     provider: Option<&crate::config::ProviderConfig>,
 ) -> Result<(), ProxyError> {
     let h = req.headers();
-    let origin = h.get(header::ORIGIN);
-    let cross_site = h.get("sec-fetch-site").is_some_and(|v| {
-        let v = v.as_bytes();
-        v.eq_ignore_ascii_case(b"cross-site") || v.eq_ignore_ascii_case(b"same-site")
-    });
-    if origin.is_none() && !cross_site {
-        return Ok(());
-    }
-    if let (Some(o), Some(p)) = (origin.and_then(|v| v.to_str().ok()), provider) {
-        let o = o.trim_end_matches('/').to_ascii_lowercase();
-        if p.allow_origins.contains(&o) {
-            return Ok(());
-        }
-    }
-    let refused = "requests from web pages are refused (Origin or Sec-Fetch-Site present)";
-    Err(match provider {
-        Some(p) => ProxyError::new(
-            ErrorKind::BrowserRequest,
-            format!(
-                "{refused}; to allow one, add its origin to providers.{}.allow_origins",
-                p.name
-            ),
-        )
-        .provider(&p.name),
-        None => ProxyError::new(ErrorKind::BrowserRequest, refused),
-    })
-}
-
-/// On a loopback route listener, `Host` must be the listener's own address or a claimed host:
-/// a web page that rebinds a DNS name to 127.0.0.1 sends its own name and is refused.
-pub(super) fn check_own_host(
-    info: &ListenerInfo,
-    route: &ProviderRoute,
-    host: Option<&str>,
-) -> Result<(), ProxyError> {
-    let Some(host) = host else { return Ok(()) };
-    let (name, _) = crate::config::host::split_host_port(host);
-    let name = crate::config::host::normalize(name);
-    // A loopback *address* (127.0.0.0/8, [::1]) or `localhost`; not a name that merely starts
-    // with `127.` (`127.attacker.example` resolves wherever its owner wants).
-    let own = name == "localhost"
-        || name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if own || route.config.hosts.iter().any(|h| h.matches(&name, None)) || !info.loopback {
-        return Ok(());
-    }
-    Err(ProxyError::new(
-        ErrorKind::UnknownHost,
-        format!(
-            "Host {host} is neither this listener's address nor a host of provider {}",
-            route.config.name
-        ),
+    check_browser(
+        h.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        h.get("sec-fetch-site").map(HeaderValue::as_bytes),
+        provider,
     )
-    .provider(&route.config.name))
-}
-
-/// For base-URL routes: a redirect to the upstream points back at this listener instead.
-fn rewrite_location(
-    headers: &mut http::HeaderMap,
-    up: &Upstream,
-    info: &ListenerInfo,
-    prefix: Option<&str>,
-) {
-    let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    if let Some(new) = local_location(loc, up, info, prefix)
-        && let Ok(v) = HeaderValue::from_str(&new)
-    {
-        headers.insert(header::LOCATION, v);
-    }
-}
-
-/// `loc` pointing back at this listener, when it points at the upstream (base-URL routes).
-pub(super) fn local_location(
-    loc: &str,
-    up: &Upstream,
-    info: &ListenerInfo,
-    prefix: Option<&str>,
-) -> Option<String> {
-    let origin = up.origin();
-    let rest = strip_prefix_ignore_case(loc, &origin)?;
-    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
-    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-        return None;
-    }
-    let local = info.local_origin.as_ref()?;
-    Some(format!("{local}{}{rest}", prefix.unwrap_or("")))
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
 }

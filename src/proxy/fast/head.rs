@@ -95,7 +95,9 @@ pub(super) fn response_head(
             Field::Location => {
                 if let Some(new) = rewrite
                     .zip(std::str::from_utf8(h.value).ok())
-                    .and_then(|(r, loc)| local_location(loc, r.upstream, r.info, r.prefix))
+                    .and_then(|(r, loc)| {
+                        local_location(loc, r.upstream, r.info.local_origin.as_deref(), r.prefix)
+                    })
                     .filter(|new| http::HeaderValue::from_str(new).is_ok())
                 {
                     put(dhead, &[b"location: ", new.as_bytes(), b"\r\n"]);

@@ -59,10 +59,7 @@ impl Fast {
         };
         let route = &shared.router.providers[index];
         let provider = &*route.config;
-        if info.require_auth
-            && let Some(auth) = &shared.proxy_auth
-            && !auth.verify(fields.proxy_authorization)
-        {
+        if !proxy_auth_ok(info, shared.proxy_auth.as_ref(), fields.proxy_authorization) {
             return None;
         }
         if (info.loopback && info.role != Role::Main || prefix.is_some())
@@ -75,7 +72,7 @@ impl Fast {
             None => route.reader.current(Instant::now())?,
         };
         let body = fields.content_length.unwrap_or(0);
-        if body > REPLAY_BODY_LIMIT {
+        if !fits_replay(body) {
             return None;
         }
         let body = body as usize;
@@ -93,16 +90,9 @@ impl Fast {
         );
         let creds = credential.headers();
         for (h, kind) in req.headers.iter().zip(kinds) {
-            let skip = match kind {
-                Field::Other | Field::Location | Field::Expect => {
-                    creds
-                        .iter()
-                        .any(|(n, _)| n.as_str().eq_ignore_ascii_case(h.name))
-                        || fields.connection_names && named_in_connection(req.headers, h.name)
-                }
-                Field::XForwardedProto => provider.forwarded,
-                _ => true,
-            };
+            let skip = drops_client_field(kind, h.name, creds, provider.forwarded, || {
+                fields.connection_names && named_in_connection(req.headers, h.name)
+            });
             if !skip {
                 put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
             }
@@ -131,7 +121,7 @@ impl Fast {
                 );
             }
         }
-        put(out, &[VIA, b"\r\n"]);
+        put(out, &[VIA_LINE, b"\r\n"]);
 
         let access = access_enabled().then(|| {
             let host = authority.or(fields.host).unwrap_or_default().to_owned();

@@ -20,7 +20,7 @@ impl Fast {
         I: AsyncRead + AsyncWrite + Unpin,
     {
         self.out.clear();
-        put(&mut self.out, &[&self.dhead, VIA]);
+        put(&mut self.out, &[&self.dhead, VIA_LINE]);
         if close {
             self.out.extend_from_slice(b"connection: close\r\n");
         }

@@ -46,16 +46,7 @@ impl Fast {
     ) -> Result<Option<RespHead>, ProxyError> {
         let up = &plan.route.config.upstream;
         let key = &plan.route.key;
-        let timeout = |what: &str| {
-            ProxyError::new(
-                ErrorKind::UpstreamTimeout,
-                format!(
-                    "{} did not {what} within {:?}",
-                    up.origin(),
-                    shared.response_timeout
-                ),
-            )
-        };
+        let timeout = |what: &str| timeout_error(up, shared.response_timeout, what);
         for attempt in 0..2 {
             // The connection kept from the last request: an upstream that closed it, or wrote
             // to it unasked, while it was idle is not sent another request.
@@ -109,11 +100,15 @@ impl Fast {
                 // The keep-alive race: the upstream closed a reused connection as the request
                 // went out. Sent again when nothing of it was written, or when nothing at all
                 // came back and sending it twice is harmless.
-                Err(HeadError::Unsent(e)) if reused && attempt == 0 => {
+                Err(HeadError::Unsent(e))
+                    if retry(Failed::Unsent, reused, attempt, plan.idempotent) =>
+                {
                     tracing::debug!(error = %e, "reused upstream connection was closed; retrying on a new one");
                     self.up = None;
                 }
-                Err(HeadError::Unanswered(e)) if reused && attempt == 0 && plan.idempotent => {
+                Err(HeadError::Unanswered(e))
+                    if retry(Failed::Unanswered, reused, attempt, plan.idempotent) =>
+                {
                     tracing::debug!(error = %e, "reused upstream connection closed without answering; retrying on a new one");
                     self.up = None;
                 }
@@ -123,10 +118,7 @@ impl Fast {
                 }
             }
         }
-        Err(ProxyError::new(
-            ErrorKind::UpstreamUnreachable,
-            format!("{} closed the connection before answering", up.origin()),
-        ))
+        Err(closed_error(up))
     }
 
     /// Make `self.up` a connection to `key`: a parked one or a new one. `Ok(false)`: the upstream
@@ -176,8 +168,7 @@ impl Fast {
     ) -> Result<RespHead, ProxyError> {
         let route = plan.route;
         let provider = &route.config;
-        if resp.status != 401
-            || provider.preset == Preset::Static
+        if !is_rejection(resp.status, refreshable(provider.preset))
             || !route.reader.report_rejected(&plan.credential)
         {
             return Ok(resp);

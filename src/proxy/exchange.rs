@@ -1,0 +1,121 @@
+//! Phases 7 and 8 as decisions both transports make the same way: the keep-alive retry, the 401
+//! rule, what a request body must be to be kept for a replay, and how an upstream failure becomes
+//! a [`ProxyError`]. Plain functions over a few values: the transports keep the I/O.
+
+use std::time::Duration;
+
+use super::error::{ErrorKind, ProxyError};
+use super::upstream::ConnectError;
+use crate::config::{Preset, Upstream};
+
+/// A request body up to this size is kept so the request can be replayed after a 401.
+pub const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
+
+/// A body of `len` bytes can be kept for a replay after a 401.
+#[inline]
+pub fn fits_replay(len: u64) -> bool {
+    len <= REPLAY_BODY_LIMIT
+}
+
+/// A provider's credential can be refreshed (so a 401 is worth reporting, and a body worth
+/// keeping); a static one can't.
+#[inline]
+pub fn refreshable(preset: Preset) -> bool {
+    preset != Preset::Static
+}
+
+/// The 401 rule's first half: an answer to report to the credential's reader
+/// (`report_rejected`, which decides whether a refresh follows). A replay follows only when the
+/// request's body was kept and a newer credential came within `wait_for_token`.
+#[inline]
+pub fn is_rejection(status: u16, refreshable: bool) -> bool {
+    status == 401 && refreshable
+}
+
+/// How far a failed attempt on an upstream connection got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// The request did not (all) go out.
+    Unsent,
+    /// It went out, and the connection ended before a byte of an answer came back.
+    Unanswered,
+}
+
+/// The keep-alive race: the upstream closed a reused connection as the request went out. The
+/// first attempt is sent again on a new connection when it was not sent, or when nothing at all
+/// came back and sending it twice is harmless (`idempotent`, RFC 9110 §9.2.2).
+#[inline]
+pub fn retry(failed: Failed, reused: bool, attempt: u32, idempotent: bool) -> bool {
+    reused
+        && attempt == 0
+        && match failed {
+            Failed::Unsent => true,
+            Failed::Unanswered => idempotent,
+        }
+}
+
+/// No answer within `response_timeout` (`what`: "accept a connection", "answer").
+#[cold]
+pub fn timeout_error(up: &Upstream, response_timeout: Duration, what: &str) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamTimeout,
+        format!("{} did not {what} within {response_timeout:?}", up.origin()),
+    )
+}
+
+/// Both attempts ended with the connection closed before an answer.
+#[cold]
+pub fn closed_error(up: &Upstream) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamUnreachable,
+        format!("{} closed the connection before answering", up.origin()),
+    )
+}
+
+/// A connection that could not be made: TLS, timeout, or unreachable, with its causes.
+#[cold]
+pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
+    use ConnectError as C;
+    let kind = match &e {
+        C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
+        C::Timeout { .. } => ErrorKind::UpstreamTimeout,
+        C::Tcp { .. } | C::Handshake { .. } => ErrorKind::UpstreamUnreachable,
+    };
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    let _ = up;
+    ProxyError::new(kind, msg)
+}
+
+/// A hyper exchange that failed: the client's body (400), a timeout, a bad answer, or the
+/// connection.
+#[cold]
+pub fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
+    // The client's own body failed (a malformed chunk, a hang-up mid-body): its fault, and the
+    // upstream never got a complete request.
+    if e.is_user()
+        && let Some(cause) = std::error::Error::source(e).filter(|s| s.is::<hyper::Error>())
+    {
+        let mut msg = format!("the request body could not be read: {cause}");
+        let mut src = cause.source();
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        return ProxyError::new(ErrorKind::BadRequest, msg);
+    }
+    let kind = if e.is_timeout() {
+        ErrorKind::UpstreamTimeout
+    } else if e.is_parse() {
+        ErrorKind::UpstreamProtocol
+    } else {
+        ErrorKind::UpstreamUnreachable
+    };
+    ProxyError::new(kind, format!("{} failed: {e}", up.origin()))
+}

@@ -1,0 +1,55 @@
+//! What a request is served with: the config generation a listener serves ([`Shared`],
+//! [`ListenerInfo`], swapped as one [`ListenerState`] by a reload) and the per-connection context
+//! ([`ConnCtx`]). Both transports (`fast.rs`, `service.rs`) and the listener read these; this
+//! module imports neither of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::auth::ProxyAuth;
+use super::route::{Role, Router};
+use super::upstream::{Connector, LocalSlot, Pool};
+
+/// Everything the request path needs, shared by all connections.
+pub struct Shared {
+    pub router: Router,
+    pub connector: Connector,
+    pub response_timeout: Duration,
+    /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
+    pub proxy_auth: Option<ProxyAuth>,
+    /// Request metrics, with handles indexed like `router.providers`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What a listener is, as requests see it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub role: Role,
+    /// Whether `proxy_auth` applies here (`require_auth = false` opts a route out).
+    pub require_auth: bool,
+    /// Bound to a loopback address (the DNS-rebinding `Host` check applies).
+    pub loopback: bool,
+    /// `http://127.0.0.1:7001`: where a rewritten `Location` points.
+    pub local_origin: Option<String>,
+    pub header_timeout: Duration,
+}
+
+/// What a listener serves with; swapped as a whole by a reload (SIGHUP), so a request sees one
+/// consistent generation of the config from start to end.
+pub struct ListenerState {
+    pub shared: Arc<Shared>,
+    pub info: ListenerInfo,
+}
+
+/// A listener's current [`ListenerState`].
+pub type ListenerCell = arc_swap::ArcSwap<ListenerState>;
+
+/// Per-connection state handed to each request.
+pub struct ConnCtx {
+    pub cell: Arc<ListenerCell>,
+    /// This worker's pool of parked upstream connections.
+    pub pool: Arc<Pool>,
+    /// The client's address (TCP), for providers that ask for `Forwarded`.
+    pub peer: Option<std::net::IpAddr>,
+    pub slot: LocalSlot,
+}
