@@ -19,6 +19,9 @@
 //! [`MAX_CONNECTIONS`] the oldest connection is closed to make room, so 1,000 idle sockets can't
 //! starve `/healthz`), and a web page must not read it through DNS rebinding (on TCP, a `Host`
 //! that is not a loopback address, `localhost` or an address of this listener gets 421).
+//!
+//! (Over 500 lines with its unit tests, the last 90-odd lines: they test this file's
+//! internals, so they stay beside them.)
 
 mod client;
 mod status;

@@ -22,6 +22,9 @@
 //! recreates it would hold a lock nobody else sees. The lock is an advisory `flock` (std's
 //! `File::lock`): it is per open file, so it also serializes threads of one process, and it is
 //! released by the kernel when a process dies. Network filesystems may not honour it.
+//!
+//! (Over 500 lines with its unit tests, the last 240-odd lines: they test this file's
+//! internals, so they stay beside them.)
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
