@@ -16,22 +16,44 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A config with one static provider whose main listener is on `port`.
+fn static_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
+             [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t0k3n\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Wait until `child` accepts connections on `port` (failing if it exits first).
+async fn wait_listening(child: &mut tokio::process::Child, port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "credproxy did not start listening"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "credproxy exited");
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Item 7: a second `credproxy run` on the same config must not share the port (SO_REUSEPORT
 /// would let it, splitting traffic between the two in silence): it exits 1 and says why.
 #[tokio::test]
 async fn a_second_run_on_the_same_port_fails_with_address_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
-             [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t0k3n\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let config = static_config(dir.path(), port);
     let run = |workers: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_credproxy"));
         c.args(["run", "--config"])
@@ -46,21 +68,7 @@ async fn a_second_run_on_the_same_port_fails_with_address_in_use() {
     };
     // The first one, with two workers (two SO_REUSEPORT sockets on the port).
     let mut first = run("2").spawn().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first credproxy did not start listening"
-        );
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the first credproxy exited"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_listening(&mut first, port).await;
     for workers in ["1", "2"] {
         let second = run(workers).output().await.unwrap();
         let stderr = String::from_utf8_lossy(&second.stderr);
@@ -183,16 +191,7 @@ async fn a_thousand_idle_admin_connections_do_not_starve_healthz() {
 async fn run_raises_the_open_file_limit_to_the_hard_limit() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
-             [providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t0k3n\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let config = static_config(dir.path(), port);
     let script = format!(
         "ulimit -Sn 256 && exec {} run --config {}",
         env!("CARGO_BIN_EXE_credproxy"),
@@ -206,18 +205,7 @@ async fn run_raises_the_open_file_limit_to_the_hard_limit() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "credproxy did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "credproxy exited");
-        tokio::task::yield_now().await;
-    }
+    wait_listening(&mut child, port).await;
     let pid = child.id().unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = limits
