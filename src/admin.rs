@@ -341,7 +341,8 @@ fn misdirected<B>(req: &Request<B>, own: Option<IpAddr>) -> Option<Response<Full
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback() || Some(ip) == own)
+                .map(|ip| ip.to_canonical())
+                .is_ok_and(|ip| ip.is_loopback() || Some(ip) == own.map(|o| o.to_canonical()))
     });
     (!ok).then(|| {
         json(

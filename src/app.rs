@@ -252,14 +252,19 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     // Bind everything before serving anything: a port in use fails the start, not half of it.
     let mut binds = Vec::new();
     for (listen, provider, require_auth) in listener_plan(&config) {
-        let bound = bind::bind(&listen, sockets_for(&listen, &workers), p.socket_mode)?;
+        let bound = bind::bind(&listen, sockets_for(&listen, &workers), p.socket_mode, true)?;
         binds.push((listen, provider, require_auth, bound));
     }
     // The admin listener: an explicit `admin_listen` must bind; the default is best effort, so a
     // second credproxy on the same machine still starts (without its own admin endpoints).
     let admin_bound = match &p.admin_listen {
-        Some(listen) => Some(bind::bind(listen, 1, p.socket_mode)?),
-        None => match bind::bind(&Listen::Tcp(crate::admin::DEFAULT_LISTEN), 1, p.socket_mode) {
+        Some(listen) => Some(bind::bind(listen, 1, p.socket_mode, true)?),
+        None => match bind::bind(
+            &Listen::Tcp(crate::admin::DEFAULT_LISTEN),
+            1,
+            p.socket_mode,
+            true,
+        ) {
             Ok(b) => Some(b),
             Err(e) => {
                 let cause = std::error::Error::source(&e).map(|c| c.to_string());

@@ -298,8 +298,11 @@ impl CredentialReader {
                 if snap.phase == Phase::LoginRequired {
                     return Err(Unavailable::LoginRequired);
                 }
+                // Only when the next attempt starts after this wait would end: a short backoff
+                // (1 s after a transient failure) is worth waiting for.
                 if snap.phase == Phase::Failing
                     && let Some(at) = snap.retry_at
+                    && at > deadline
                 {
                     return Err(Unavailable::Failing {
                         last_error: snap.last_error.clone(),
@@ -387,6 +390,40 @@ mod tests {
             expires_in.map(|d| now + d),
         )
         .unwrap()
+    }
+
+    /// Issue 14 item 4: a next attempt beyond the wait answers at once; one within it (a 1 s
+    /// backoff) is waited for.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_refresher_is_waited_for_only_when_its_retry_comes_in_time() {
+        let (w, r) = channel();
+        w.update(|s| {
+            s.phase = Phase::Failing;
+            s.last_error = Some("503".into());
+            s.retry_at = Some(Instant::now() + Duration::from_secs(60));
+        });
+        let asked = Instant::now();
+        let e = r.wait_usable(Duration::from_secs(10)).await.unwrap_err();
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+        assert!(
+            matches!(e, Unavailable::Failing { retry_in, .. } if retry_in == Duration::from_secs(60))
+        );
+
+        w.update(|s| s.retry_at = Some(Instant::now() + Duration::from_secs(1)));
+        let waiting = tokio::spawn({
+            let r = r.clone();
+            async move { r.wait_usable(Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        w.publish(Snapshot {
+            credential: Some(Arc::new(cred("t", 1, None))),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+        assert!(
+            waiting.await.unwrap().is_ok(),
+            "the retry within the wait was waited for"
+        );
     }
 
     /// Issue 14 item 2: a token stops being sent 5 s before it expires, or 10 % of its lifetime

@@ -49,10 +49,14 @@ pub fn raise_fd_limit() {
 const BACKLOG: i32 = 1024;
 
 /// Bind `listen` `copies` times (TCP) or once (unix). All TCP copies share the port.
+///
+/// `probe`: first make sure no other process listens on the address (at start; a reload skips
+/// it, since the listener being replaced may hold an overlapping wildcard address itself).
 pub fn bind(
     listen: &Listen,
     copies: usize,
     socket_mode: u32,
+    probe: bool,
 ) -> Result<(Vec<Bound>, BoundAddr), AppError> {
     match listen {
         Listen::Tcp(addr) => {
@@ -60,8 +64,8 @@ pub fn bind(
                 addr: addr.to_string(),
                 source,
             };
-            if addr.port() != 0 {
-                probe(*addr).map_err(err)?;
+            if probe && addr.port() != 0 {
+                probe_port(*addr).map_err(err)?;
             }
             let first = tcp(*addr, copies > 1).map_err(err)?;
             let local = first.local_addr().map_err(err)?;
@@ -90,7 +94,7 @@ pub fn bind(
 /// can't join a port that any listener holds, so it is bound (and closed) first: the port is
 /// ours alone when it succeeds. (Two starts within the same microseconds could both pass; a
 /// start racing a start is not the failure this catches: a forgotten second instance is.)
-fn probe(addr: SocketAddr) -> std::io::Result<()> {
+fn probe_port(addr: SocketAddr) -> std::io::Result<()> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into()).map_err(|e| {

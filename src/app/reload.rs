@@ -51,7 +51,12 @@ impl Running {
                 if !st.listeners.iter().any(|l| l.listen == listen) {
                     new_binds.push((
                         listen.clone(),
-                        bind::bind(&listen, sockets_for(&listen, &self.workers), p.socket_mode)?,
+                        bind::bind(
+                            &listen,
+                            sockets_for(&listen, &self.workers),
+                            p.socket_mode,
+                            false,
+                        )?,
                     ));
                 }
             }

@@ -294,7 +294,7 @@ impl Session<'_> {
                         ok: false,
                         title: format!("This is not the login to {name} credproxy is waiting for"),
                         detail: format!(
-                            "{r}. Finish the login in the browser tab credproxy opened."
+                            "{r}. If you refused the access yourself, press Ctrl-C where `credproxy login` runs; otherwise finish the login in the browser tab credproxy opened."
                         ),
                     });
                 }

@@ -211,6 +211,8 @@ async fn proxy<'a>(
             *req.method_mut() = method;
             *req.headers_mut() = headers;
             inject::set_credential(req.headers_mut(), &fresh);
+            // As the first send had it (the fast path's replay rebuilds its head the same way).
+            inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
             resp = send_timed(ctx, index, key, upstream, path_and_query, req).await?;
         }
