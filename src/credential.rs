@@ -10,7 +10,7 @@
 //! The other direction, reader → writer, carries one thing: "the upstream rejected credential
 //! generation N with 401" ([`CredentialReader::report_rejected`]). The writer decides what to do.
 //!
-//! (Over 500 lines with its unit tests, the last 130-odd lines: they test this file's
+//! (Over 500 lines with its unit tests, the last 170-odd lines: they test this file's
 //! internals, so they stay beside them.)
 
 use std::sync::Arc;
