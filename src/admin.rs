@@ -194,6 +194,7 @@ pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: Cancellation
     };
     let live = Arc::new(Live::default());
     let connections = TaskTracker::new();
+    let mut accept_errors = crate::net::AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -213,8 +214,7 @@ pub async fn serve(listener: Bound, state: Arc<AdminState>, cancel: Cancellation
                 connections.spawn(slot.serve(s, state, cancel, None))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "admin listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_errors.failed("admin", &e).await;
                 continue;
             }
         };

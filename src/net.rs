@@ -57,3 +57,62 @@ impl Listening {
         }
     }
 }
+
+/// What an accept loop does when `accept` fails (`EMFILE`, `ENFILE`, `ENOBUFS`, ...): pause
+/// briefly rather than spin, and warn at most once per [`AcceptErrors::WARN_EVERY`] (with the
+/// count of failures in between) rather than every few milliseconds into the log.
+#[derive(Debug, Default)]
+pub struct AcceptErrors {
+    last_warned: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl AcceptErrors {
+    pub const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Accepting pauses this long after a failure: long enough for connections to close and give
+    /// descriptors back, short enough not to be noticed.
+    pub const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Record a failure of `listener`'s accept, warn if due, and pause. Returns whether it warned.
+    pub async fn failed(&mut self, listener: &str, error: &std::io::Error) -> bool {
+        let now = tokio::time::Instant::now();
+        self.since += 1;
+        let due = self
+            .last_warned
+            .is_none_or(|at| now.saturating_duration_since(at) >= Self::WARN_EVERY);
+        if due {
+            tracing::warn!(
+                listener,
+                %error,
+                failures = self.since,
+                "accept failed (out of file descriptors?); pausing accepts briefly, next warning in 10 s at the earliest"
+            );
+            self.last_warned = Some(now);
+            self.since = 0;
+        } else {
+            tracing::debug!(listener, %error, "accept failed");
+        }
+        tokio::time::sleep(Self::PAUSE).await;
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 item 8: 20 s of failing accepts warn twice (at 0 s and 10 s), not 200 times.
+    #[tokio::test(start_paused = true)]
+    async fn accept_failures_warn_at_most_every_ten_seconds() {
+        let mut errors = AcceptErrors::default();
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let start = tokio::time::Instant::now();
+        let mut warnings = Vec::new();
+        while start.elapsed() < std::time::Duration::from_secs(20) {
+            if errors.failed("main", &emfile).await {
+                warnings.push(start.elapsed().as_secs());
+            }
+        }
+        assert_eq!(warnings, [0, 10]);
+    }
+}

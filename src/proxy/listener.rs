@@ -14,7 +14,6 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -49,6 +48,7 @@ pub async fn serve(
             return;
         }
     };
+    let mut accept_errors = crate::net::AcceptErrors::default();
     loop {
         // Take a connection slot first: at the limit we stop accepting (the kernel's backlog
         // holds the rest) instead of accepting and dropping.
@@ -90,9 +90,7 @@ pub async fn serve(
                 });
             }
             Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_errors.failed("proxy", &e).await;
             }
         }
     }

@@ -166,15 +166,14 @@ async fn accept(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut accept_errors = crate::net::AcceptErrors::default();
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_errors.failed("login redirect", &e).await;
                     continue;
                 }
             },
