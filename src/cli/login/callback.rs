@@ -171,31 +171,28 @@ pub enum Refusal {
     NotACode,
 }
 
+/// "the provider refused the authorization: ERROR (DESCRIPTION)", both made printable.
+fn denied(f: &mut fmt::Formatter<'_>, error: &str, description: Option<&str>) -> fmt::Result {
+    write!(
+        f,
+        "the provider refused the authorization: {}",
+        printable(error)
+    )?;
+    if let Some(d) = description {
+        write!(f, " ({})", printable(d))?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Denied { error, description } => {
-                write!(
-                    f,
-                    "the provider refused the authorization: {}",
-                    printable(error)
-                )?;
-                if let Some(d) = description {
-                    write!(f, " ({})", printable(d))?;
-                }
-                Ok(())
-            }
+            Refusal::Denied { error, description } => denied(f, error, description.as_deref()),
             Refusal::DeniedWithoutState { error, description } => {
-                write!(
-                    f,
-                    "a redirect says the provider refused the authorization ({}",
-                    printable(error)
-                )?;
-                if let Some(d) = description {
-                    write!(f, ": {}", printable(d))?;
-                }
+                denied(f, error, description.as_deref())?;
                 f.write_str(
-                    "), but it carries no state, so it may not come from the provider;                      the login goes on waiting",
+                    ", says a redirect that carries no state, so it may not come from the \
+                     provider; the login goes on waiting",
                 )
             }
             Refusal::WrongState => f.write_str(
