@@ -278,11 +278,14 @@ impl Session<'_> {
         // A redirect without this login's `state` is anyone's (any local process can reach the
         // listener): it gets 400 and the wait goes on, so it can neither end the login nor slip
         // a code of its own in.
+        // One Ctrl-C listener for the whole wait: a new one per redirect could miss a Ctrl-C
+        // pressed while a refused redirect was being answered.
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         let (cb, code) = loop {
             let cb = tokio::select! {
                 cb = listener.next() => cb,
                 _ = tokio::time::sleep_until(deadline) => return Err(timed_out(name, timeout, false)),
-                _ = tokio::signal::ctrl_c() => {
+                _ = ctrl_c.as_mut() => {
                     return Err(Failure::runtime(anyhow!("login to {name} cancelled")));
                 }
             };

@@ -245,9 +245,7 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
         )
         .provider(name)),
         Err(Unavailable::Timeout { last_error }) => {
-            let why = last_error
-                .map(|e| format!(" (last error: {e})"))
-                .unwrap_or_default();
+            let why = last_error_note(last_error);
             Err(ProxyError::new(
                 ErrorKind::CredentialUnavailable,
                 format!("no valid token for provider {name} within {wait:?}{why}"),
@@ -259,9 +257,7 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
             last_error,
             retry_in,
         }) => {
-            let why = last_error
-                .map(|e| format!(" (last error: {e})"))
-                .unwrap_or_default();
+            let why = last_error_note(last_error);
             // Retry-After in whole seconds, rounded up, at least 1.
             let secs = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
             Err(ProxyError::new(
@@ -280,6 +276,14 @@ async fn credential(route: &ProviderRoute) -> Result<Arc<Credential>, ProxyError
         .provider(name)
         .retry_after(Duration::from_secs(1))),
     }
+}
+
+/// " (last error: ...)" for a 503's message, or nothing (the error text names the problem, never
+/// a secret: see `credential::Snapshot::last_error`).
+fn last_error_note(last_error: Option<String>) -> String {
+    last_error
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
 }
 
 /// Phase 7 for provider `index`'s request, timed to the response headers (or the error) for

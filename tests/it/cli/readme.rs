@@ -45,11 +45,7 @@ fn the_readme_demo_block_works_as_written() {
         .nth(1)
         .unwrap()
         .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::server::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_credproxy"))
         .args(args.replace(&readme_addr, &addr).split_whitespace())

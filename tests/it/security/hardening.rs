@@ -7,14 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-/// A port that was free a moment ago (bound and closed).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::server::free_port;
 
 /// A config with one static provider whose main listener is on `port`.
 fn static_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {

@@ -475,18 +475,22 @@ async fn a_refused_refresh_token_waits_for_a_login() {
     engine.stop().await;
 }
 
+/// A provider on `server` with a client secret the server refuses (`invalid_client`).
+fn wrong_secret(server: &TokenServer) -> Arc<credproxy::config::ProviderConfig> {
+    let mut wrong = (*provider("api", &server.url(), "")).clone();
+    if let credproxy::config::AuthConfig::OAuth2(cfg) = &mut wrong.auth {
+        cfg.client_secret = Some(credproxy::secret::Secret::from("wrong"));
+    }
+    Arc::new(wrong)
+}
+
 /// Issue 3 point 6: `invalid_client` is a configuration error: reported, not retried in a loop.
 #[tokio::test(start_paused = true)]
 async fn invalid_client_is_not_retried_in_a_loop() {
     let _tick = ticker();
     let clock = Clock::new();
     let server = TokenServer::start(clock).await;
-    let p = provider("api", &server.url(), "");
-    let mut wrong = (*p).clone();
-    if let credproxy::config::AuthConfig::OAuth2(cfg) = &mut wrong.auth {
-        cfg.client_secret = Some(credproxy::secret::Secret::from("wrong"));
-    }
-    let mut engine = Engine::start(Arc::new(wrong), memory(), clock);
+    let mut engine = Engine::start(wrong_secret(&server), memory(), clock);
     assert_eq!(engine.next_event().await, "config_error");
     let snap = engine.reader.snapshot();
     assert_eq!(snap.phase, Phase::Failing);
@@ -515,12 +519,7 @@ async fn without_a_refresh_in_flight_waiting_ends_at_once() {
     let _tick = ticker();
     let clock = Clock::new();
     let server = TokenServer::start(clock).await;
-    let p = provider("api", &server.url(), "");
-    let mut wrong = (*p).clone();
-    if let credproxy::config::AuthConfig::OAuth2(cfg) = &mut wrong.auth {
-        cfg.client_secret = Some(credproxy::secret::Secret::from("wrong"));
-    }
-    let mut engine = Engine::start(Arc::new(wrong), memory(), clock);
+    let mut engine = Engine::start(wrong_secret(&server), memory(), clock);
     assert_eq!(engine.next_event().await, "config_error");
     let asked = Instant::now();
     let r = engine.reader.wait_usable(Duration::from_secs(10)).await;
