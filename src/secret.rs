@@ -18,10 +18,11 @@ pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// names the path (never the content): unreadable, empty, over [`MAX_SECRET_FILE`], not UTF-8.
 pub fn read_file(path: &str) -> Result<Secret, String> {
     use std::io::Read;
-    let mut content = String::new();
+    let mut bytes = Vec::new();
     let read = std::fs::File::open(path).and_then(|f| {
-        // One byte more than allowed tells "too big" from "exactly the limit".
-        f.take(MAX_SECRET_FILE + 1).read_to_string(&mut content)
+        // One byte more than allowed tells "too big" from "exactly the limit"; the size is
+        // judged before the encoding, so a big binary file says "too big", not "not UTF-8".
+        f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes)
     });
     match read {
         Ok(n) if n as u64 > MAX_SECRET_FILE => {
@@ -32,6 +33,9 @@ pub fn read_file(path: &str) -> Result<Secret, String> {
         Ok(_) => {}
         Err(e) => return Err(format!("can't read secret file {path}: {e}")),
     }
+    let Ok(mut content) = String::from_utf8(bytes) else {
+        return Err(format!("secret file {path} is not UTF-8 text"));
+    };
     while content.ends_with('\n') || content.ends_with('\r') {
         content.pop();
     }
@@ -108,6 +112,13 @@ mod tests {
         assert!(!err.contains("xxx"), "{err}");
         let err = read_file("/dev/zero").unwrap_err();
         assert!(err.contains("larger than 64 KiB"), "{err}");
+        // A big binary file is "too big" (its size is judged first), a small one "not UTF-8".
+        std::fs::write(path("binary"), vec![0xff; 70_000]).unwrap();
+        let err = read_file(&path("binary")).unwrap_err();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        std::fs::write(path("latin1"), b"caf\xe9").unwrap();
+        let err = read_file(&path("latin1")).unwrap_err();
+        assert!(err.ends_with("is not UTF-8 text"), "{err}");
         std::fs::write(path("empty"), "\n").unwrap();
         assert!(read_file(&path("empty")).unwrap_err().contains("is empty"));
         assert!(
