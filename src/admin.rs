@@ -534,12 +534,116 @@ mod tests {
         assert_eq!(resp.headers()[header::ALLOW], "GET, HEAD");
         assert_eq!(handle(&state, &get("/nope")).status(), 404);
         assert_eq!(body(&handle(&state, &get("/healthz?x=1"))), "ok\n");
-        let page = body(&handle(&state, &get("/")));
+        let resp = handle(&state, &get("/"));
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'") && !csp.contains("script-src"));
+        let page = body(&resp);
+        assert!(!page.contains("<script"), "the page runs no script");
         assert!(
-            !page.contains("</script><script>"),
-            "the last error is escaped"
+            page.contains("&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "the last error is HTML-escaped: {page}"
         );
-        assert!(page.contains("\\u003c/script\\u003e"));
-        assert!(!page.contains("/*INITIAL_STATUS*/"));
+        assert!(!page.contains("{{ROWS}}") && !page.contains("{{SUB}}"));
+    }
+
+    /// A credential from `obtained` to `expires` seconds from now (paused clock).
+    fn token(generation: u64, lifetime: u64, left: u64) -> Arc<Credential> {
+        let now = tokio::time::Instant::now();
+        let expires = now + std::time::Duration::from_secs(left);
+        let obtained = expires - std::time::Duration::from_secs(lifetime);
+        Arc::new(
+            Credential::bearer(&Secret::from("tok"), &[], generation, obtained, Some(expires))
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_page_as_sent_has_each_states_row_in_words_and_colour() {
+        let names = ["ok", "amber", "red", "never"];
+        let channels: Vec<_> = names.iter().map(|_| credential::channel()).collect();
+        let state = AdminState::new(
+            names
+                .iter()
+                .zip(&channels)
+                .map(|(n, (_, r))| (provider(n), r.clone()))
+                .collect(),
+            Arc::new(Metrics::new(&names)),
+        );
+        state.set_routes(&[RouteConfig {
+            target: RouteTarget::PathPrefix("/okay".into()),
+            provider: "ok".into(),
+            require_auth: false,
+        }]);
+        state.metrics.request(Some(0), StatusCode::OK);
+        state.metrics.upstream_answer(0, Duration::ZERO, Some(401));
+        let now_unix = state.clock.unix_now();
+        let [ok, amber, red, never] = &channels[..] else {
+            unreachable!()
+        };
+        ok.0.publish(Snapshot {
+            credential: Some(token(1, 3600, 1800)),
+            phase: Phase::Ready,
+            expires_at_unix: Some(now_unix + 1800),
+            ..Snapshot::starting()
+        });
+        amber.0.publish(Snapshot {
+            credential: Some(token(1, 3600, 240)),
+            phase: Phase::Failing,
+            expires_at_unix: Some(now_unix + 240),
+            next_refresh_unix: Some(now_unix + 30),
+            last_error: Some("token endpoint answered 503 <Service Unavailable>".into()),
+            ..Snapshot::starting()
+        });
+        red.0.publish(Snapshot {
+            phase: Phase::Failing,
+            next_refresh_unix: Some(now_unix + 60),
+            last_error: Some("invalid_client".into()),
+            ..Snapshot::starting()
+        });
+        let c = Credential::bearer(&Secret::from("tok"), &[], 1, tokio::time::Instant::now(), None)
+            .unwrap();
+        never.0.publish(Snapshot {
+            credential: Some(Arc::new(c)),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+
+        let page = body(&handle(&state, &get("/")));
+        let row = |name: &str| {
+            let start = page
+                .find(&format!("data-provider=\"{name}\""))
+                .unwrap_or_else(|| panic!("no row for {name}: {page}"));
+            let open = page[..start].rfind("<tr").unwrap();
+            let end = start + page[start..].find("</tr>").unwrap();
+            page[open..end].to_owned()
+        };
+        let ok_row = row("ok");
+        assert!(ok_row.contains("class=\"provider health-ok\""), "{ok_row}");
+        assert!(ok_row.contains(">ready<") && ok_row.contains(">in 30 min<"), "{ok_row}");
+        assert!(ok_row.contains(">1 h<"), "token lifetime: {ok_row}");
+        assert!(ok_row.contains("routes prefix /okay"), "{ok_row}");
+        assert!(ok_row.contains("hosts ok.test") && ok_row.contains("upstream https://"));
+        assert!(
+            ok_row.contains("<td class=\"num\">1</td><td class=\"num\">1</td>"),
+            "one request, one upstream 401: {ok_row}"
+        );
+        let amber_row = row("amber");
+        assert!(amber_row.contains("health-warn"), "{amber_row}");
+        assert!(
+            amber_row.contains("valid for 4 min, refresh failing; next attempt in 30 s"),
+            "{amber_row}"
+        );
+        assert!(amber_row.contains("503 &lt;Service Unavailable&gt;"), "{amber_row}");
+        let red_row = row("red");
+        assert!(red_row.contains("health-bad"), "{red_row}");
+        assert!(
+            red_row.contains("no valid token, refresh failing; next attempt in 1 min"),
+            "{red_row}"
+        );
+        let never_row = row("never");
+        assert!(never_row.contains("health-ok") && never_row.contains(">never expires<"));
+        assert!(!page.contains("expires in never") && !page.contains(">in never<"));
+        assert!(page.contains("<meta http-equiv=\"refresh\""));
+        assert!(!page.contains("tok\"") && !page.contains("Bearer"));
     }
 }
