@@ -535,7 +535,9 @@ mod tests {
         assert_eq!(handle(&state, &get("/nope")).status(), 404);
         assert_eq!(body(&handle(&state, &get("/healthz?x=1"))), "ok\n");
         let resp = handle(&state, &get("/"));
-        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.starts_with("default-src 'none'") && !csp.contains("script-src"));
         let page = body(&resp);
         assert!(!page.contains("<script"), "the page runs no script");
@@ -552,8 +554,14 @@ mod tests {
         let expires = now + std::time::Duration::from_secs(left);
         let obtained = expires - std::time::Duration::from_secs(lifetime);
         Arc::new(
-            Credential::bearer(&Secret::from("tok"), &[], generation, obtained, Some(expires))
-                .unwrap(),
+            Credential::bearer(
+                &Secret::from("tok"),
+                &[],
+                generation,
+                obtained,
+                Some(expires),
+            )
+            .unwrap(),
         )
     }
 
@@ -600,8 +608,14 @@ mod tests {
             last_error: Some("invalid_client".into()),
             ..Snapshot::starting()
         });
-        let c = Credential::bearer(&Secret::from("tok"), &[], 1, tokio::time::Instant::now(), None)
-            .unwrap();
+        let c = Credential::bearer(
+            &Secret::from("tok"),
+            &[],
+            1,
+            tokio::time::Instant::now(),
+            None,
+        )
+        .unwrap();
         never.0.publish(Snapshot {
             credential: Some(Arc::new(c)),
             phase: Phase::Ready,
@@ -619,7 +633,10 @@ mod tests {
         };
         let ok_row = row("ok");
         assert!(ok_row.contains("class=\"provider health-ok\""), "{ok_row}");
-        assert!(ok_row.contains(">ready<") && ok_row.contains(">in 30 min<"), "{ok_row}");
+        assert!(
+            ok_row.contains(">ready<") && ok_row.contains(">in 30 min<"),
+            "{ok_row}"
+        );
         assert!(ok_row.contains(">1 h<"), "token lifetime: {ok_row}");
         assert!(ok_row.contains("routes prefix /okay"), "{ok_row}");
         assert!(ok_row.contains("hosts ok.test") && ok_row.contains("upstream https://"));
@@ -633,7 +650,10 @@ mod tests {
             amber_row.contains("valid for 4 min, refresh failing; next attempt in 30 s"),
             "{amber_row}"
         );
-        assert!(amber_row.contains("503 &lt;Service Unavailable&gt;"), "{amber_row}");
+        assert!(
+            amber_row.contains("503 &lt;Service Unavailable&gt;"),
+            "{amber_row}"
+        );
         let red_row = row("red");
         assert!(red_row.contains("health-bad"), "{red_row}");
         assert!(

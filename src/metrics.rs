@@ -461,7 +461,11 @@ mod tests {
         let second = first.for_providers(&["b", "a"]);
         second.request(Some(1), http::StatusCode::OK);
         second.upstream_answer(1, Duration::ZERO, Some(401));
-        assert_eq!(first.provider_counts("a"), (2, 2), "/status counts carry on too");
+        assert_eq!(
+            first.provider_counts("a"),
+            (2, 2),
+            "/status counts carry on too"
+        );
         let text = second.encode([]);
         assert_eq!(
             sample(

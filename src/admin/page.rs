@@ -26,7 +26,9 @@ pub fn render(report: &StatusReport, now_unix: i64) -> String {
         row(&mut rows, p, now_unix);
     }
     if report.providers.is_empty() {
-        rows.push_str("    <tr><td colspan=\"9\" class=\"muted\">no providers configured</td></tr>\n");
+        rows.push_str(
+            "    <tr><td colspan=\"9\" class=\"muted\">no providers configured</td></tr>\n",
+        );
     }
     SHELL
         .replacen("{{SUB}}", &sub, 1)

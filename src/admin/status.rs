@@ -212,9 +212,10 @@ pub fn assess(p: &ProviderStatus, now_unix: i64) -> (Health, String) {
         "unreadable" => (Health::Bad, "token store unreadable".to_owned()),
         "stored" => (Health::Ok, format!("stored, {}", valid_for())),
         "static" => (Health::Ok, "static token".to_owned()),
-        _ if !p.usable && (failing || p.last_error.is_some()) => {
-            (Health::Bad, format!("no valid token, refresh failing{next}"))
-        }
+        _ if !p.usable && (failing || p.last_error.is_some()) => (
+            Health::Bad,
+            format!("no valid token, refresh failing{next}"),
+        ),
         _ if !p.usable => (Health::Bad, "no valid token".to_owned()),
         _ if failing => (
             Health::Warn,

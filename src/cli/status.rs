@@ -109,9 +109,7 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
         .map(|p| match store.as_ref().map(|s| s.load(&p.name)) {
             None | Some(Ok(None)) => ProviderStatus::from_stored(p, None, now),
             Some(Ok(Some(t))) => ProviderStatus::from_stored(p, Some(&t), now),
-            Some(Err(e)) => {
-                ProviderStatus::unreadable(p, super::healthcheck::one_line(&e), now)
-            }
+            Some(Err(e)) => ProviderStatus::unreadable(p, super::healthcheck::one_line(&e), now),
         })
         .collect();
     Ok(StatusReport {

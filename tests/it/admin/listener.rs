@@ -362,6 +362,15 @@ async fn metrics_status_and_page_after_proxied_requests_show_no_secret() {
     assert_eq!(internal["upstream"], s.fake.url());
     assert_eq!(internal["state"], "ready");
     assert_eq!(internal["usable"], true);
+    // Added fields (issue 15 item 10): counts since start, health and its words.
+    assert_eq!(internal["requests"], 1);
+    assert_eq!(internal["upstream_401s"], 0);
+    assert_eq!(internal["health"], "ok");
+    assert_eq!(internal["summary"], "ready");
+    assert_eq!(internal["token_lifetime_secs"], 3600);
+    assert_eq!(echo["requests"], 1);
+    assert_eq!(echo["summary"], "ready");
+    assert_eq!(echo["token_lifetime_secs"], Value::Null);
     let expires_in = internal["expires_in_secs"].as_i64().unwrap();
     assert!((3000..=3600).contains(&expires_in), "{expires_in}");
     let expires_at: jiff::Timestamp = internal["expires_at"].as_str().unwrap().parse().unwrap();
@@ -386,6 +395,10 @@ async fn metrics_status_and_page_after_proxied_requests_show_no_secret() {
     assert_eq!(parts.status, 200);
     assert_eq!(parts.headers["content-type"], "text/html; charset=utf-8");
     assert!(page.starts_with("<!doctype html>") && page.contains("internal"));
+    assert!(
+        page.contains("data-provider=\"echo\"") && page.contains(">never expires<"),
+        "{page}"
+    );
     assert_self_contained(&page);
     assert_no_secret("/", &page, &secrets);
 
