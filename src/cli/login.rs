@@ -251,7 +251,9 @@ async fn code_flow(
             }
             issuer::check(pasted.iss.as_deref(), session.expected)
                 .map_err(|r| wrong_issuer(name, r))?;
-            session.exchange(&pasted.code, redirect_uri.as_deref()).await
+            session
+                .exchange(&pasted.code, redirect_uri.as_deref())
+                .await
         }
     }
 }

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(check(None, Some(&e)), Ok(()));
         let wrong = check(Some("https://evil.example"), Some(&e)).unwrap_err();
         assert!(matches!(wrong, IssRefusal::Wrong { .. }), "{wrong}");
-        assert!(wrong.to_string().contains("https://evil.example"), "{wrong}");
+        assert!(
+            wrong.to_string().contains("https://evil.example"),
+            "{wrong}"
+        );
         // Issuers are compared as strings: a trailing slash is another issuer.
         assert!(check(Some("https://a.example/"), Some(&e)).is_err());
         let required = Expected {
