@@ -247,3 +247,60 @@ async fn a_real_browser_renders_each_states_row_and_colour_class() {
     assert!(dom.contains("<table>"), "a DOM: {dom}");
     assert_states(&dom);
 }
+
+/// `credproxy status` asks the same admin listener and prints the same words, one row per state.
+#[tokio::test(flavor = "multi_thread")]
+async fn credproxy_status_prints_each_state_in_the_pages_words() {
+    let page = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"{}\"\nstate_dir = \"{}\"\n",
+        page.addr,
+        dir.path().join("state").display()
+    );
+    for name in NAMES {
+        config.push_str(&format!(
+            "[providers.{name}]\npreset = \"static\"\nhosts = [\"api.{name}.test\"]\ntoken = \"t\"\n"
+        ));
+    }
+    let path = dir.path().join("credproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .args(["status", "--config", path.to_str().unwrap()])
+        .env_remove("CREDPROXY_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row: {stdout}"))
+    };
+    assert!(line("fresh").contains(" ready "), "{stdout}");
+    assert!(
+        line("wobbly").contains("valid for 4 min, refresh failing; next attempt in 1 min"),
+        "{stdout}"
+    );
+    assert!(
+        line("wobbly").contains("token endpoint answered 503 <Service Unavailable>"),
+        "the terminal shows the text as it is: {stdout}"
+    );
+    assert!(
+        line("broken").contains("no valid token, refresh failing; next attempt in 2 min"),
+        "{stdout}"
+    );
+    assert!(line("forever").contains("never expires"), "{stdout}");
+    assert!(!stdout.contains("in never"), "{stdout}");
+    assert!(
+        stdout.contains("fresh: hosts api.fresh.test · upstream https://fresh.example · token lifetime 1 h · 0 requests, 0 upstream 401s since start"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("page-test-token"));
+}
