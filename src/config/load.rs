@@ -169,5 +169,10 @@ mod tests {
             assert_eq!((e.line, e.key.as_str()), (8, "providers.a.issuer"), "{bad}");
             assert!(e.message.contains("must be an https URL"), "{}", e.message);
         }
+        let static_with_issuer = "[providers.s]\npreset = \"static\"\nhosts = [\"s.test\"]\n\
+                                  token = \"t\"\nissuer = \"https://auth.s.test\"\n";
+        let err = load_str(static_with_issuer, "c.toml", &no_env).unwrap_err();
+        assert_eq!(err.0[0].key, "providers.s.issuer");
+        assert!(err.0[0].message.contains("only used by preset"), "{err}");
     }
 }
