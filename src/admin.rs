@@ -11,7 +11,7 @@
 //! | `GET /readyz` | 200 `{"ready":true}` when every provider holds a usable credential, else 503 `{"ready":false,"providers":[{"name","state","reason"}]}` naming those that don't |
 //! | `GET /metrics` | the OpenMetrics text exposition ([`crate::metrics`]) |
 //! | `GET /status` | [`StatusReport`] as JSON (what `credproxy status` shows) |
-//! | `GET /` | a self-contained HTML page (inline CSS and JS, no external assets) that refreshes itself from `/status` |
+//! | `GET /` | the same as an HTML page rendered here (its rows are in the HTML as sent; inline CSS, no script, no external assets) that reloads itself every 5 s |
 //!
 //! `HEAD` is answered like `GET` (RFC 9110 §9.3.2); other methods get 405, other paths 404 (JSON).
 //!
@@ -24,6 +24,7 @@
 //! internals, so they stay beside them.)
 
 mod client;
+mod page;
 mod status;
 
 use std::collections::VecDeque;
@@ -45,10 +46,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use client::{AdminTarget, ClientError, get};
-pub use status::{ProviderStatus, StatusReport, parse_rfc3339, rfc3339};
+pub use status::{
+    Health, ProviderStatus, StatusReport, assess, expiry, human, lifetime, parse_rfc3339, relative,
+    rfc3339,
+};
 
 use crate::clock::Clock;
-use crate::config::{Listen, ProviderConfig, ProxySettings};
+use crate::config::{Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget};
 use crate::credential::{CredentialReader, Phase, Snapshot};
 use crate::metrics::Metrics;
 use crate::net::{Accepted, Bound, Listening};
@@ -77,9 +81,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// A request's headers must arrive within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The status page; `/*INITIAL_STATUS*/` is replaced with the current `/status` document.
-const PAGE: &str = include_str!("admin/page.html");
-
 /// What the admin endpoints read.
 pub struct AdminState {
     /// Every provider, in config order, with a reader of its credential; replaced on reload.
@@ -89,6 +90,8 @@ pub struct AdminState {
     pub started: jiff::Timestamp,
     /// The wall clock used for "expires in" (follows tokio's paused clock in tests).
     pub clock: Clock,
+    /// The configured routes (a listener or a path prefix per provider); replaced on reload.
+    pub routes: arc_swap::ArcSwap<Vec<RouteConfig>>,
 }
 
 impl AdminState {
@@ -102,13 +105,20 @@ impl AdminState {
             metrics,
             started: jiff::Timestamp::now(),
             clock: Clock::new(),
+            routes: arc_swap::ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Show `routes` beside their providers.
+    pub fn set_routes(&self, routes: &[RouteConfig]) {
+        self.routes.store(Arc::new(routes.to_vec()));
     }
 
     /// The `/status` document.
     pub fn status(&self) -> StatusReport {
         let now = tokio::time::Instant::now();
         let now_unix = self.clock.unix_now();
+        let routes = self.routes.load();
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: Some(self.started.to_string()),
@@ -118,12 +128,25 @@ impl AdminState {
                 .iter()
                 .map(|(config, reader)| {
                     let snap = reader.snapshot();
-                    ProviderStatus::from_snapshot(
-                        config,
-                        &snap,
-                        snap.usable(now).is_some(),
-                        now_unix,
-                    )
+                    let (requests, upstream_401s) = self.metrics.provider_counts(&config.name);
+                    ProviderStatus {
+                        routes: routes
+                            .iter()
+                            .filter(|r| r.provider == config.name)
+                            .map(|r| match &r.target {
+                                RouteTarget::Listen(l) => format!("listen {l}"),
+                                RouteTarget::PathPrefix(p) => format!("prefix {p}"),
+                            })
+                            .collect(),
+                        requests: Some(requests),
+                        upstream_401s: Some(upstream_401s),
+                        ..ProviderStatus::from_snapshot(
+                            config,
+                            &snap,
+                            snap.usable(now).is_some(),
+                            now_unix,
+                        )
+                    }
                 })
                 .collect(),
         }
@@ -381,7 +404,7 @@ pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> 
         }
         "/metrics" => text(StatusCode::OK, METRICS_CONTENT_TYPE, state.metrics_text()),
         "/status" => json(StatusCode::OK, &state.status()),
-        "/" => page(&state.status()),
+        "/" => page(&state.status(), state.clock.unix_now()),
         other => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({
@@ -412,23 +435,16 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     text(status, "application/json", body)
 }
 
-/// The status page, with the current status inlined so it shows at once.
-fn page(status: &StatusReport) -> Response<Full<Bytes>> {
-    let data = serde_json::to_string(status).unwrap_or_else(|_| "null".to_owned());
-    // Inside <script>, `</script>` or `<!--` in a provider's last error must not end the block:
-    // `<`, `>` and `&` only occur inside JSON strings, where \u escapes mean the same.
-    let data = data
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
-    let body = PAGE.replacen("/*INITIAL_STATUS*/null", &data, 1);
+/// The status page, rendered here: it reads without scripts, and runs none.
+fn page(status: &StatusReport, now_unix: i64) -> Response<Full<Bytes>> {
+    let body = page::render(status, now_unix);
     let mut resp = text(StatusCode::OK, "text/html; charset=utf-8", body);
-    // The page needs nothing from anywhere but itself and /status.
+    // The page needs nothing but its own inline style: no script, no fetch, no frame.
     resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; \
-             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
         ),
     );
     resp
@@ -518,12 +534,136 @@ mod tests {
         assert_eq!(resp.headers()[header::ALLOW], "GET, HEAD");
         assert_eq!(handle(&state, &get("/nope")).status(), 404);
         assert_eq!(body(&handle(&state, &get("/healthz?x=1"))), "ok\n");
-        let page = body(&handle(&state, &get("/")));
+        let resp = handle(&state, &get("/"));
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.starts_with("default-src 'none'") && !csp.contains("script-src"));
+        let page = body(&resp);
+        assert!(!page.contains("<script"), "the page runs no script");
         assert!(
-            !page.contains("</script><script>"),
-            "the last error is escaped"
+            page.contains("&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "the last error is HTML-escaped: {page}"
         );
-        assert!(page.contains("\\u003c/script\\u003e"));
-        assert!(!page.contains("/*INITIAL_STATUS*/"));
+        assert!(!page.contains("{{ROWS}}") && !page.contains("{{SUB}}"));
+    }
+
+    /// A credential from `obtained` to `expires` seconds from now (paused clock).
+    fn token(generation: u64, lifetime: u64, left: u64) -> Arc<Credential> {
+        let now = tokio::time::Instant::now();
+        let expires = now + std::time::Duration::from_secs(left);
+        let obtained = expires - std::time::Duration::from_secs(lifetime);
+        Arc::new(
+            Credential::bearer(
+                &Secret::from("tok"),
+                &[],
+                generation,
+                obtained,
+                Some(expires),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_page_as_sent_has_each_states_row_in_words_and_colour() {
+        let names = ["ok", "amber", "red", "never"];
+        let channels: Vec<_> = names.iter().map(|_| credential::channel()).collect();
+        let state = AdminState::new(
+            names
+                .iter()
+                .zip(&channels)
+                .map(|(n, (_, r))| (provider(n), r.clone()))
+                .collect(),
+            Arc::new(Metrics::new(&names)),
+        );
+        state.set_routes(&[RouteConfig {
+            target: RouteTarget::PathPrefix("/okay".into()),
+            provider: "ok".into(),
+            require_auth: false,
+        }]);
+        state.metrics.request(Some(0), StatusCode::OK);
+        state.metrics.upstream_answer(0, Duration::ZERO, Some(401));
+        let now_unix = state.clock.unix_now();
+        let [ok, amber, red, never] = &channels[..] else {
+            unreachable!()
+        };
+        ok.0.publish(Snapshot {
+            credential: Some(token(1, 3600, 1800)),
+            phase: Phase::Ready,
+            expires_at_unix: Some(now_unix + 1800),
+            ..Snapshot::starting()
+        });
+        amber.0.publish(Snapshot {
+            credential: Some(token(1, 3600, 240)),
+            phase: Phase::Failing,
+            expires_at_unix: Some(now_unix + 240),
+            next_refresh_unix: Some(now_unix + 30),
+            last_error: Some("token endpoint answered 503 <Service Unavailable>".into()),
+            ..Snapshot::starting()
+        });
+        red.0.publish(Snapshot {
+            phase: Phase::Failing,
+            next_refresh_unix: Some(now_unix + 60),
+            last_error: Some("invalid_client".into()),
+            ..Snapshot::starting()
+        });
+        let c = Credential::bearer(
+            &Secret::from("tok"),
+            &[],
+            1,
+            tokio::time::Instant::now(),
+            None,
+        )
+        .unwrap();
+        never.0.publish(Snapshot {
+            credential: Some(Arc::new(c)),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+
+        let page = body(&handle(&state, &get("/")));
+        let row = |name: &str| {
+            let start = page
+                .find(&format!("data-provider=\"{name}\""))
+                .unwrap_or_else(|| panic!("no row for {name}: {page}"));
+            let open = page[..start].rfind("<tr").unwrap();
+            let end = start + page[start..].find("</tr>").unwrap();
+            page[open..end].to_owned()
+        };
+        let ok_row = row("ok");
+        assert!(ok_row.contains("class=\"provider health-ok\""), "{ok_row}");
+        assert!(
+            ok_row.contains(">ready<") && ok_row.contains(">in 30 min<"),
+            "{ok_row}"
+        );
+        assert!(ok_row.contains(">1 h<"), "token lifetime: {ok_row}");
+        assert!(ok_row.contains("routes prefix /okay"), "{ok_row}");
+        assert!(ok_row.contains("hosts ok.test") && ok_row.contains("upstream https://"));
+        assert!(
+            ok_row.contains("<td class=\"num\">1</td><td class=\"num\">1</td>"),
+            "one request, one upstream 401: {ok_row}"
+        );
+        let amber_row = row("amber");
+        assert!(amber_row.contains("health-warn"), "{amber_row}");
+        assert!(
+            amber_row.contains("valid for 4 min, refresh failing; next attempt in 30 s"),
+            "{amber_row}"
+        );
+        assert!(
+            amber_row.contains("503 &lt;Service Unavailable&gt;"),
+            "{amber_row}"
+        );
+        let red_row = row("red");
+        assert!(red_row.contains("health-bad"), "{red_row}");
+        assert!(
+            red_row.contains("no valid token, refresh failing; next attempt in 1 min"),
+            "{red_row}"
+        );
+        let never_row = row("never");
+        assert!(never_row.contains("health-ok") && never_row.contains(">never expires<"));
+        assert!(!page.contains("expires in never") && !page.contains(">in never<"));
+        assert!(page.contains("<meta http-equiv=\"refresh\""));
+        assert!(!page.contains("tok\"") && !page.contains("Bearer"));
     }
 }

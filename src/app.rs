@@ -314,6 +314,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
                 admin_providers(&shared),
                 metrics.clone(),
             ));
+            state.set_routes(&config.routes);
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);

@@ -273,6 +273,10 @@ pub struct OAuth2Config {
     pub revoke_url: Option<Uri>,
     /// Baselime: after the code exchange, list workspaces here.
     pub workspaces_url: Option<Uri>,
+    /// The authorization server's issuer identifier (RFC 8414 §2: `https`, no query or
+    /// fragment), exactly as configured: `login` reads its metadata and requires the
+    /// authorization response's `iss` (RFC 9207) to equal it.
+    pub issuer: Option<String>,
     /// Lifetime assumed when a reply gives none we can trust.
     pub default_lifetime: Duration,
     pub refresh_before: Option<Duration>,
@@ -342,6 +346,7 @@ impl OAuth2Config {
             introspect_url: None,
             revoke_url: None,
             workspaces_url: None,
+            issuer: None,
             default_lifetime: Duration::from_secs(3600),
             refresh_before: None,
             expires_timezone: jiff::tz::TimeZone::UTC,

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `credproxy_requests_total` | counter | `provider` (`-` when no provider claimed the request), `code` |
 //! | `credproxy_upstream_request_duration_seconds` | histogram | `provider` |
+//! | `credproxy_upstream_unauthorized_total` | counter | `provider`: upstream answers 401, before any replay |
 //! | `credproxy_token_refresh_total` | counter | `provider`, `result` |
 //! | `credproxy_token_expiry_timestamp_seconds` | gauge | `provider` |
 //! | `credproxy_inflight_requests` | gauge | |
@@ -71,6 +72,10 @@ struct Families {
     upstream_duration: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     token_refresh: Family<RefreshLabels, Counter>,
     token_expiry: Family<ProviderLabel, Gauge>,
+    upstream_401: Family<ProviderLabel, Counter>,
+    /// Requests per provider, all codes together, for `/status` (not exposed: it is the sum of
+    /// `requests_total{provider}`). Kept here so that it carries on across reloads.
+    provider_requests: Family<ProviderLabel, Counter>,
     inflight: Gauge,
     /// Serializes scrapes: the expiry gauges are reset and set from snapshots, then encoded.
     scrape: parking_lot::Mutex<()>,
@@ -83,6 +88,9 @@ struct ProviderHandles {
     codes: Box<[OnceLock<Counter>]>,
     /// `None` for [`UNCLAIMED`]: only a provider's requests are timed upstream.
     upstream_duration: Option<Histogram>,
+    /// `None` for [`UNCLAIMED`], like `upstream_duration`.
+    upstream_401: Option<Counter>,
+    requests: Option<Counter>,
 }
 
 /// Metrics for one provider set: the handles the request path uses, by provider index (the
@@ -142,6 +150,12 @@ impl Metrics {
             Unit::Seconds,
             token_expiry.clone(),
         );
+        let upstream_401 = Family::<ProviderLabel, Counter>::default();
+        registry.register(
+            "upstream_unauthorized",
+            "Upstream answers 401 Unauthorized by provider, counted before any replay with a new token",
+            upstream_401.clone(),
+        );
         let inflight = Gauge::default();
         registry.register(
             "inflight_requests",
@@ -162,6 +176,8 @@ impl Metrics {
             upstream_duration,
             token_refresh,
             token_expiry,
+            upstream_401,
+            provider_requests: Family::default(),
             inflight,
             scrape: parking_lot::Mutex::new(()),
         });
@@ -183,8 +199,16 @@ impl Metrics {
             .enumerate()
             .map(|(i, name)| {
                 let name: Arc<str> = Arc::from(name);
+                let label = ProviderLabel {
+                    provider: name.clone(),
+                };
+                let claimed = i < claimed;
                 ProviderHandles {
-                    upstream_duration: (i < claimed).then(|| {
+                    upstream_401: claimed
+                        .then(|| families.upstream_401.get_or_create_owned(&label)),
+                    requests: claimed
+                        .then(|| families.provider_requests.get_or_create_owned(&label)),
+                    upstream_duration: claimed.then(|| {
                         families
                             .upstream_duration
                             .get_or_create_owned(&ProviderLabel {
@@ -210,6 +234,9 @@ impl Metrics {
     /// Count a finished request. `provider`: the router's index, `None` when none claimed it.
     pub fn request(&self, provider: Option<usize>, status: http::StatusCode) {
         let handles = self.handles(provider);
+        if let Some(c) = &handles.requests {
+            c.inc();
+        }
         let code = status.as_u16();
         match code
             .checked_sub(FIRST_CODE)
@@ -232,11 +259,30 @@ impl Metrics {
         };
     }
 
-    /// How long the upstream took to answer one request (to its response headers).
-    pub fn upstream_duration(&self, provider: usize, elapsed: Duration) {
-        if let Some(h) = &self.handles(Some(provider)).upstream_duration {
+    /// How long the upstream took to answer one request (to its response headers), and with
+    /// what status (`None`: it did not answer).
+    pub fn upstream_answer(&self, provider: usize, elapsed: Duration, status: Option<u16>) {
+        let handles = self.handles(Some(provider));
+        if let Some(h) = &handles.upstream_duration {
             h.observe(elapsed.as_secs_f64());
         }
+        if status == Some(401)
+            && let Some(c) = &handles.upstream_401
+        {
+            c.inc();
+        }
+    }
+
+    /// Provider `name`'s requests and upstream 401s since start (for `/status`).
+    pub fn provider_counts(&self, name: &str) -> (u64, u64) {
+        let label = ProviderLabel {
+            provider: Arc::from(name),
+        };
+        let f = &*self.families;
+        (
+            f.provider_requests.get_or_create(&label).get(),
+            f.upstream_401.get_or_create(&label).get(),
+        )
     }
 
     /// A request in flight until the guard drops.
@@ -316,7 +362,9 @@ mod tests {
         m.request(Some(0), http::StatusCode::OK);
         m.request(None, http::StatusCode::FORBIDDEN);
         m.request(Some(1), http::StatusCode::from_u16(799).unwrap());
-        m.upstream_duration(0, Duration::from_millis(3));
+        m.upstream_answer(0, Duration::from_millis(3), Some(401));
+        m.upstream_answer(1, Duration::from_millis(3), Some(200));
+        m.upstream_answer(1, Duration::from_millis(3), None);
         m.token_refresh("bace", "ok");
         let guard = m.inflight();
         let text = m.encode([("bace", Some(1_900_000_000)), ("github", None)]);
@@ -354,8 +402,24 @@ mod tests {
                 &text,
                 "credproxy_upstream_request_duration_seconds_count{provider=\"github\"}"
             ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_upstream_unauthorized_total{provider=\"bace\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "credproxy_upstream_unauthorized_total{provider=\"github\"}"
+            ),
             Some("0")
         );
+        assert_eq!(m.provider_counts("bace"), (2, 1));
+        assert_eq!(m.provider_counts("github"), (1, 0));
         assert_eq!(
             sample(
                 &text,
@@ -393,8 +457,15 @@ mod tests {
     fn a_reloaded_provider_set_keeps_counting_in_the_same_registry() {
         let first = Metrics::new(&["a"]);
         first.request(Some(0), http::StatusCode::OK);
+        first.upstream_answer(0, Duration::ZERO, Some(401));
         let second = first.for_providers(&["b", "a"]);
         second.request(Some(1), http::StatusCode::OK);
+        second.upstream_answer(1, Duration::ZERO, Some(401));
+        assert_eq!(
+            first.provider_counts("a"),
+            (2, 2),
+            "/status counts carry on too"
+        );
         let text = second.encode([]);
         assert_eq!(
             sample(

@@ -43,6 +43,25 @@ pub struct ProviderStatus {
     pub next_refresh: Option<String>,
     pub last_error: Option<String>,
     pub details: BTreeMap<String, String>,
+    /// Where requests reach it besides its hosts: `listen 127.0.0.1:7001`, `prefix /bace`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// How long the current token lives from when it was obtained; `None`: never expires, or none.
+    #[serde(default)]
+    pub token_lifetime_secs: Option<i64>,
+    /// Requests for this provider since credproxy started (`None` from the token store).
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// Upstream answers 401 to this provider's requests since start, before any replay.
+    #[serde(default)]
+    pub upstream_401s: Option<u64>,
+    /// `ok` (green), `warn` (amber: works now, needs attention), `bad` (red: requests fail).
+    #[serde(default)]
+    pub health: String,
+    /// The state in words, the same on the page and in `credproxy status`: `ready`,
+    /// `valid for 4 min, refresh failing`, `no valid token, refresh failing`.
+    #[serde(default)]
+    pub summary: String,
 }
 
 impl ProviderStatus {
@@ -60,7 +79,21 @@ impl ProviderStatus {
             next_refresh: None,
             last_error: None,
             details: BTreeMap::new(),
+            routes: Vec::new(),
+            token_lifetime_secs: None,
+            requests: None,
+            upstream_401s: None,
+            health: String::new(),
+            summary: String::new(),
         }
+    }
+
+    /// Set [`health`](Self::health) and [`summary`](Self::summary) from the other fields.
+    pub fn assessed(mut self, now_unix: i64) -> Self {
+        let (health, summary) = assess(&self, now_unix);
+        self.health = health.as_str().to_owned();
+        self.summary = summary;
+        self
     }
 
     /// From the running proxy's snapshot; `now_unix` is the wall clock, `usable` whether the
@@ -71,7 +104,12 @@ impl ProviderStatus {
         usable: bool,
         now_unix: i64,
     ) -> Self {
+        let lifetime = snap.credential.as_ref().and_then(|c| {
+            c.expires_at
+                .map(|e| e.saturating_duration_since(c.obtained_at).as_secs() as i64)
+        });
         ProviderStatus {
+            token_lifetime_secs: lifetime,
             state: snap.phase.as_str().to_owned(),
             usable,
             expires_in_secs: snap.expires_at_unix.map(|t| t - now_unix),
@@ -82,6 +120,7 @@ impl ProviderStatus {
             details: snap.details.iter().cloned().collect(),
             ..Self::base(config)
         }
+        .assessed(now_unix)
     }
 
     /// From the token store, when no proxy is running.
@@ -97,7 +136,8 @@ impl ProviderStatus {
                 state: if is_static { "static" } else { "no_token" }.to_owned(),
                 usable: is_static,
                 ..Self::base(config)
-            };
+            }
+            .assessed(now_unix);
         };
         let expired = t.expires_at.is_some_and(|e| e <= now_unix);
         ProviderStatus {
@@ -106,10 +146,137 @@ impl ProviderStatus {
             expires_in_secs: t.expires_at.map(|e| e - now_unix),
             expires_at: t.expires_at.and_then(rfc3339),
             last_refresh: rfc3339(t.obtained_at),
+            token_lifetime_secs: t.expires_at.map(|e| e - t.obtained_at),
             details: t.details.clone(),
             ..Self::base(config)
         }
+        .assessed(now_unix)
     }
+
+    /// The same provider read back from the store, marked unreadable with `error`.
+    pub fn unreadable(config: &ProviderConfig, error: String, now_unix: i64) -> Self {
+        ProviderStatus {
+            state: "unreadable".to_owned(),
+            last_error: Some(error),
+            ..Self::base(config)
+        }
+        .assessed(now_unix)
+    }
+}
+
+/// How a provider stands at a glance: the page's colour, the terminal's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Green: requests get a valid credential and nothing is failing.
+    Ok,
+    /// Amber: requests work now, but something needs attention (refreshes fail while the
+    /// current token still works; the first token is on its way).
+    Warn,
+    /// Red: requests get no credential.
+    Bad,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Warn => "warn",
+            Health::Bad => "bad",
+        }
+    }
+}
+
+/// A provider's health and the words for it, from its public fields. A failed last refresh is
+/// never green: amber while the token it holds still works ("valid for 4 min, refresh failing"),
+/// red when it holds none; either way with the next attempt's time when one is planned.
+pub fn assess(p: &ProviderStatus, now_unix: i64) -> (Health, String) {
+    let failing = p.state == "failing" || (p.state == "refreshing" && p.last_error.is_some());
+    let next = p
+        .next_refresh
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .map(|t| format!("; next attempt {}", relative_secs(t, now_unix)))
+        .unwrap_or_default();
+    let valid_for = || match p.expires_in_secs {
+        Some(s) => format!("valid for {}", human(s)),
+        None => "valid".to_owned(),
+    };
+    match p.state.as_str() {
+        "login_required" => (
+            Health::Bad,
+            format!("login required: run `credproxy login {}`", p.name),
+        ),
+        "starting" if p.last_error.is_none() => (Health::Warn, "starting: no token yet".to_owned()),
+        "expired" => (Health::Bad, "stored token expired".to_owned()),
+        "no_token" => (Health::Bad, "no token stored".to_owned()),
+        "unreadable" => (Health::Bad, "token store unreadable".to_owned()),
+        "stored" => (Health::Ok, format!("stored, {}", valid_for())),
+        "static" => (Health::Ok, "static token".to_owned()),
+        _ if !p.usable && (failing || p.last_error.is_some()) => (
+            Health::Bad,
+            format!("no valid token, refresh failing{next}"),
+        ),
+        _ if !p.usable => (Health::Bad, "no valid token".to_owned()),
+        _ if failing => (
+            Health::Warn,
+            format!("{}, refresh failing{next}", valid_for()),
+        ),
+        "refreshing" => (Health::Ok, "ready, refreshing".to_owned()),
+        // Ready, and the last attempt failed after all (its token could not be saved).
+        _ if p.last_error.is_some() => (Health::Warn, "ready, with an error".to_owned()),
+        _ => (Health::Ok, "ready".to_owned()),
+    }
+}
+
+/// `3 h 12 min`, `4 min`, `40 s`, `2 d 4 h`: the two largest units, for a glance.
+pub fn human(secs: i64) -> String {
+    let s = secs.unsigned_abs();
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if d > 0 && h == 0 {
+        format!("{d} d")
+    } else if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 && m == 0 {
+        format!("{h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else if m > 0 {
+        format!("{m} min")
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// `in 4 min` or `4 min ago`.
+fn relative_secs(t: i64, now: i64) -> String {
+    if t <= now {
+        format!("{} ago", human(now - t))
+    } else {
+        format!("in {}", human(t - now))
+    }
+}
+
+/// An RFC 3339 time relative to `now`: `in 4 min`, `4 min ago`, or `-` when there is none.
+pub fn relative(at: Option<&str>, now: i64) -> String {
+    match at.and_then(parse_rfc3339) {
+        None => "-".to_owned(),
+        Some(t) => relative_secs(t, now),
+    }
+}
+
+/// When the token expires, in words: `in 3 h 12 min`, `expired 40 s ago`, `never expires`, `-`.
+pub fn expiry(p: &ProviderStatus) -> String {
+    match p.expires_in_secs {
+        None if p.usable => "never expires".to_owned(),
+        None => "-".to_owned(),
+        Some(s) if s >= 0 => format!("in {}", human(s)),
+        Some(s) => format!("expired {} ago", human(s)),
+    }
+}
+
+/// The token's lifetime in words: `1 h`, or `-` when it never expires or is unknown.
+pub fn lifetime(p: &ProviderStatus) -> String {
+    p.token_lifetime_secs.map_or_else(|| "-".to_owned(), human)
 }
 
 /// Unix seconds as RFC 3339 in UTC (`2026-11-23T04:00:00Z`); `None` when out of jiff's range.

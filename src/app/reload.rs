@@ -137,6 +137,7 @@ impl Running {
 
         if let Some(admin) = &self.admin_state {
             admin.providers.store(Arc::new(admin_providers(&shared)));
+            admin.set_routes(&config.routes);
         }
         Ok(summary)
     }

@@ -3,9 +3,10 @@
 //! Authorization code (RFC 6749 §4.1) with PKCE S256 (RFC 7636) and a random `state`:
 //!
 //! ```text
-//! plan the redirect (callback.rs) ─▶ bind the one-shot listener (redirect.rs), or --paste
+//! [issuer set: read its metadata, check its issuer (issuer.rs)]
+//!   ─▶ plan the redirect (callback.rs) ─▶ bind the one-shot listener (redirect.rs), or --paste
 //!   ─▶ print the authorize URL (and open the browser) ─▶ wait: redirect | timeout | Ctrl-C
-//!   ─▶ state ok, no error? ─▶ exchange the code at once (Apicbase codes live a minute)
+//!   ─▶ state ok, no error? ─▶ iss ok (issuer.rs)? ─▶ exchange the code at once (Apicbase codes live a minute)
 //!   ─▶ store (under the lock) ─▶ answer the browser's page ─▶ close the listener
 //! ```
 //!
@@ -14,6 +15,7 @@
 //! ([`crate::token::LOGIN_POLL`]) and starts using the new token without a restart.
 
 mod callback;
+mod issuer;
 mod prompt;
 mod redirect;
 
@@ -178,6 +180,16 @@ async fn code_flow(
              login fails, set providers.{name}.redirect_uri to it"
         );
     }
+    let expected = match &cfg.issuer {
+        Some(issuer) => Some(issuer::discover(&ctx.client, issuer).await.map_err(|e| {
+            Failure::runtime(anyhow!("{}", chain(&e)).context(format!("login to {name} failed")))
+                .hint(format!(
+                    "check providers.{name}.issuer: it must be the `issuer` the authorization \
+                     server's metadata names, exactly (or remove it to skip this check)"
+                ))
+        })?),
+        None => None,
+    };
     let state = crate::token::random_state();
     let pkce = cfg.pkce.then(crate::token::pkce_pair);
     let challenge = pkce.as_ref().map(|(_, c)| c.as_str());
@@ -186,6 +198,7 @@ async fn code_flow(
         ctx,
         state: &state,
         verifier: pkce.as_ref().map(|(v, _)| v.expose()),
+        expected: expected.as_ref(),
     };
     match plan {
         Plan::Listen(lp) => {
@@ -225,8 +238,22 @@ async fn code_flow(
                  if the page fails to load), or just the code, and press Enter:"
             );
             let line = read_pasted(name, args.timeout).await?;
-            let code = callback::pasted(&line, &state).map_err(|r| refused(name, r))?;
-            session.exchange(&code, redirect_uri.as_deref()).await
+            let pasted = callback::pasted(&line, &state).map_err(|r| refused(name, r))?;
+            if pasted.bare && session.expected.is_some_and(|e| e.iss_required) {
+                return Err(Failure::runtime(anyhow!(
+                    "a bare code can't show which server issued it, and {name}'s authorization \
+                     server names itself in every response (RFC 9207)"
+                ))
+                .hint(format!(
+                    "run `credproxy login {name} --paste` again and paste the whole URL from the \
+                     browser's address bar"
+                )));
+            }
+            issuer::check(pasted.iss.as_deref(), session.expected)
+                .map_err(|r| wrong_issuer(name, r))?;
+            session
+                .exchange(&pasted.code, redirect_uri.as_deref())
+                .await
         }
     }
 }
@@ -258,6 +285,8 @@ struct Session<'a> {
     ctx: &'a EngineContext,
     state: &'a str,
     verifier: Option<&'a str>,
+    /// The configured `issuer`, checked against the server's metadata.
+    expected: Option<&'a issuer::Expected>,
 }
 
 impl Session<'_> {
@@ -289,8 +318,17 @@ impl Session<'_> {
                     return Err(Failure::runtime(anyhow!("login to {name} cancelled")));
                 }
             };
-            match callback::check(&Params::from_query(&cb.query), self.state) {
-                Ok(code) => break (cb, code),
+            let params = Params::from_query(&cb.query);
+            match callback::check(&params, self.state) {
+                // This login's response (its state), from another server? Then the code is
+                // not exchanged, and the login ends: RFC 9207's mix-up defence.
+                Ok(code) => match issuer::check(params.iss.as_deref(), self.expected) {
+                    Ok(()) => break (cb, code),
+                    Err(r) => {
+                        cb.respond(failed(format!("{r}.")));
+                        return Err(wrong_issuer(name, r));
+                    }
+                },
                 Err(r) if r.unproven() => {
                     eprintln!("credproxy: ignored a redirect to the login listener: {r}");
                     cb.respond(Page {
@@ -381,6 +419,13 @@ fn timed_out(name: &str, timeout: Duration, pasting: bool) -> Failure {
     ))
     .hint(format!(
         "run `credproxy login {name}` again (--timeout gives more time{also})"
+    ))
+}
+
+fn wrong_issuer(name: &str, r: issuer::IssRefusal) -> Failure {
+    Failure::runtime(anyhow!("{r}").context(format!("login to {name} failed"))).hint(format!(
+        "check that providers.{name}.authorize_url belongs to the server providers.{name}.issuer \
+         names, then run `credproxy login {name}` again"
     ))
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::admin::{self, AdminTarget, ProviderStatus, StatusReport, parse_rfc3339};
+use crate::admin::{self, AdminTarget, ProviderStatus, StatusReport, expiry, lifetime, relative};
 use crate::config::Config;
 use crate::token::store::{FileStore, TokenStore};
 
@@ -109,11 +109,7 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
         .map(|p| match store.as_ref().map(|s| s.load(&p.name)) {
             None | Some(Ok(None)) => ProviderStatus::from_stored(p, None, now),
             Some(Ok(Some(t))) => ProviderStatus::from_stored(p, Some(&t), now),
-            Some(Err(e)) => ProviderStatus {
-                state: "unreadable".to_owned(),
-                last_error: Some(super::healthcheck::one_line(&e)),
-                ..ProviderStatus::from_stored(p, None, now)
-            },
+            Some(Err(e)) => ProviderStatus::unreadable(p, super::healthcheck::one_line(&e), now),
         })
         .collect();
     Ok(StatusReport {
@@ -123,44 +119,14 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
     })
 }
 
-/// `3h12m`, `5m`, `40s`, `2d4h`: the two largest units, for a glance.
-fn human(secs: i64) -> String {
-    let s = secs.unsigned_abs();
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    if d > 0 {
-        format!("{d}d{h}h")
-    } else if h > 0 {
-        format!("{h}h{m:02}m")
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{s}s")
-    }
-}
-
-fn expires_in(p: &ProviderStatus) -> String {
-    match p.expires_in_secs {
-        None if p.usable => "never".to_owned(),
-        None => "-".to_owned(),
-        Some(s) if s >= 0 => human(s),
-        Some(s) => format!("expired {} ago", human(s)),
-    }
-}
-
-fn relative(at: Option<&str>, now: i64) -> String {
-    match at.and_then(parse_rfc3339) {
-        None => "-".to_owned(),
-        Some(t) if t <= now => format!("{} ago", human(now - t)),
-        Some(t) => format!("in {}", human(t - now)),
-    }
-}
-
-/// The table `credproxy status` prints, then each provider's public details.
+/// The table `credproxy status` prints, then each provider's hosts, routes, upstream, token
+/// lifetime, counts and public details. The words are the status page's
+/// ([`admin::assess`], [`admin::expiry`], [`admin::relative`]).
 fn table(report: &StatusReport, now: i64) -> String {
     let header = [
         "PROVIDER",
         "STATE",
-        "EXPIRES IN",
+        "EXPIRES",
         "LAST REFRESH",
         "NEXT REFRESH",
         "LAST ERROR",
@@ -171,8 +137,13 @@ fn table(report: &StatusReport, now: i64) -> String {
         .map(|p| {
             [
                 p.name.clone(),
-                p.state.clone(),
-                expires_in(p),
+                // A proxy older than `summary` sends none: its state word, then.
+                if p.summary.is_empty() {
+                    p.state.clone()
+                } else {
+                    p.summary.clone()
+                },
+                expiry(p),
                 relative(p.last_refresh.as_deref(), now),
                 relative(p.next_refresh.as_deref(), now),
                 p.last_error
@@ -208,9 +179,22 @@ fn table(report: &StatusReport, now: i64) -> String {
     if report.providers.is_empty() {
         out.push_str("(no providers configured)\n");
     }
-    for p in report.providers.iter().filter(|p| !p.details.is_empty()) {
-        let details: Vec<String> = p.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        out.push_str(&format!("{}: {}\n", p.name, details.join(", ")));
+    for p in &report.providers {
+        let mut facts = vec![format!("hosts {}", p.hosts.join(", "))];
+        if !p.routes.is_empty() {
+            facts.push(format!("routes {}", p.routes.join(", ")));
+        }
+        facts.push(format!("upstream {}", p.upstream));
+        if p.token_lifetime_secs.is_some() {
+            facts.push(format!("token lifetime {}", lifetime(p)));
+        }
+        if let (Some(requests), Some(rejected)) = (p.requests, p.upstream_401s) {
+            facts.push(format!(
+                "{requests} requests, {rejected} upstream 401s since start"
+            ));
+        }
+        facts.extend(p.details.iter().map(|(k, v)| format!("{k}={v}")));
+        out.push_str(&format!("{}: {}\n", p.name, facts.join(" · ")));
     }
     out
 }
@@ -219,60 +203,109 @@ fn table(report: &StatusReport, now: i64) -> String {
 mod tests {
     use super::*;
 
-    fn provider(name: &str, state: &str) -> ProviderStatus {
-        ProviderStatus {
+    const NOW: i64 = 1_900_000_000;
+
+    /// A provider as the running proxy reports it, with `set` applied before it is assessed.
+    fn provider(name: &str, state: &str, set: impl FnOnce(&mut ProviderStatus)) -> ProviderStatus {
+        let mut p = ProviderStatus {
             name: name.to_owned(),
             preset: "oauth2".to_owned(),
             hosts: vec![format!("{name}.test")],
             upstream: format!("https://{name}.test"),
             state: state.to_owned(),
-            usable: state == "ready",
+            usable: true,
             expires_in_secs: None,
             expires_at: None,
             last_refresh: None,
             next_refresh: None,
             last_error: None,
             details: Default::default(),
+            routes: Vec::new(),
+            token_lifetime_secs: None,
+            requests: Some(0),
+            upstream_401s: Some(0),
+            health: String::new(),
+            summary: String::new(),
+        };
+        set(&mut p);
+        p.assessed(NOW)
+    }
+
+    fn four_states() -> StatusReport {
+        let ready = provider("bace", "ready", |p| {
+            p.expires_in_secs = Some(11_520);
+            p.token_lifetime_secs = Some(14_400);
+            p.last_refresh = admin::rfc3339(NOW - 300);
+            p.next_refresh = admin::rfc3339(NOW + 1200);
+            p.requests = Some(12);
+            p.upstream_401s = Some(1);
+            p.routes = vec!["listen 127.0.0.1:7001".into()];
+            p.details.insert("workspace".into(), "w-1".into());
+        });
+        let amber = provider("github", "failing", |p| {
+            p.expires_in_secs = Some(240);
+            p.token_lifetime_secs = Some(3600);
+            p.last_refresh = admin::rfc3339(NOW - 3360);
+            p.next_refresh = admin::rfc3339(NOW + 30);
+            p.last_error = Some("token endpoint answered 503".into());
+        });
+        let red = provider("baselime", "failing", |p| {
+            p.usable = false;
+            p.next_refresh = admin::rfc3339(NOW + 60);
+            p.last_error = Some("invalid_client:\nclient secret revoked".into());
+        });
+        let never = provider("static", "ready", |p| p.preset = "static".into());
+        StatusReport {
+            version: "0".into(),
+            started_at: None,
+            providers: vec![ready, amber, red, never],
         }
     }
 
     #[test]
     fn durations_read_at_a_glance() {
-        assert_eq!(human(11_520), "3h12m");
-        assert_eq!(human(300), "5m");
-        assert_eq!(human(-40), "40s");
-        assert_eq!(human(2 * 86_400 + 4 * 3600 + 59), "2d4h");
+        assert_eq!(admin::human(11_520), "3 h 12 min");
+        assert_eq!(admin::human(3600), "1 h");
+        assert_eq!(admin::human(300), "5 min");
+        assert_eq!(admin::human(-40), "40 s");
+        assert_eq!(admin::human(2 * 86_400 + 4 * 3600 + 59), "2 d 4 h");
     }
 
     #[test]
-    fn the_table_lines_up_and_says_when_things_happen() {
-        let now = 1_900_000_000;
-        let mut a = provider("bace", "ready");
-        a.expires_in_secs = Some(11_520);
-        a.last_refresh = admin::rfc3339(now - 300);
-        a.next_refresh = admin::rfc3339(now + 1200);
-        a.details.insert("workspace".into(), "w-1".into());
-        let mut b = provider("baselime", "login_required");
-        b.last_error = Some("invalid_grant:\nrefresh token revoked".into());
-        let report = StatusReport {
-            version: "0".into(),
-            started_at: None,
-            providers: vec![a, b],
-        };
-        let text = table(&report, now);
+    fn each_state_reads_in_the_words_of_the_status_page() {
+        let report = four_states();
+        let health: Vec<&str> = report.providers.iter().map(|p| p.health.as_str()).collect();
+        assert_eq!(health, ["ok", "warn", "bad", "ok"]);
+        let text = table(&report, NOW);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "PROVIDER  STATE           EXPIRES IN  LAST REFRESH  NEXT REFRESH  LAST ERROR"
+            "PROVIDER  STATE                                                   EXPIRES        LAST REFRESH  NEXT REFRESH  LAST ERROR"
         );
         assert_eq!(
             lines[1],
-            "bace      ready           3h12m       5m ago        in 20m        -"
+            "bace      ready                                                   in 3 h 12 min  5 min ago     in 20 min     -"
         );
         assert_eq!(
             lines[2],
-            "baselime  login_required  -           -             -             invalid_grant: refresh token revoked"
+            "github    valid for 4 min, refresh failing; next attempt in 30 s  in 4 min       56 min ago    in 30 s       token endpoint answered 503"
         );
-        assert_eq!(lines[3], "bace: workspace=w-1");
+        assert_eq!(
+            lines[3],
+            "baselime  no valid token, refresh failing; next attempt in 1 min  -              -             in 1 min      invalid_client: client secret revoked"
+        );
+        assert_eq!(
+            lines[4],
+            "static    ready                                                   never expires  -             -             -"
+        );
+        assert_eq!(
+            lines[5],
+            "bace: hosts bace.test · routes listen 127.0.0.1:7001 · upstream https://bace.test · token lifetime 4 h · 12 requests, 1 upstream 401s since start · workspace=w-1"
+        );
+        assert_eq!(
+            lines[6],
+            "github: hosts github.test · upstream https://github.test · token lifetime 1 h · 0 requests, 0 upstream 401s since start"
+        );
+        assert!(!text.contains("expires in never") && !text.contains("in never"));
     }
 }

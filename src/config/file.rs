@@ -137,6 +137,8 @@ pub struct FileProvider {
     pub mint_url: Option<Str>,
     pub org_url: Option<Str>,
     pub workspaces_url: Option<Str>,
+    /// The authorization server's issuer identifier (RFC 8414), checked by `login`.
+    pub issuer: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]

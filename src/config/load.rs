@@ -141,4 +141,38 @@ mod tests {
         let err = load_str(text, "c.toml", &no_env).unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
     }
+
+    #[test]
+    fn issuer_is_an_https_url_without_query_or_fragment() {
+        let provider = |issuer: &str| {
+            format!(
+                "[providers.a]\npreset = \"oauth2\"\nhosts = [\"api.a.test\"]\n\
+                 token_url = \"https://auth.a.test/token\"\ngrant = \"client_credentials\"\n\
+                 client_id = \"c\"\nclient_secret = \"s\"\nissuer = \"{issuer}\"\n"
+            )
+        };
+        let ok = load_str(&provider("https://auth.a.test/tenant"), "c.toml", &no_env).unwrap();
+        match &ok.providers[0].auth {
+            crate::config::AuthConfig::OAuth2(c) => {
+                assert_eq!(c.issuer.as_deref(), Some("https://auth.a.test/tenant"))
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "http://auth.a.test",
+            "https://auth.a.test/?x=1",
+            "https://auth.a.test/#f",
+            "auth.a.test",
+        ] {
+            let err = load_str(&provider(bad), "c.toml", &no_env).unwrap_err();
+            let e = &err.0[0];
+            assert_eq!((e.line, e.key.as_str()), (8, "providers.a.issuer"), "{bad}");
+            assert!(e.message.contains("must be an https URL"), "{}", e.message);
+        }
+        let static_with_issuer = "[providers.s]\npreset = \"static\"\nhosts = [\"s.test\"]\n\
+                                  token = \"t\"\nissuer = \"https://auth.s.test\"\n";
+        let err = load_str(static_with_issuer, "c.toml", &no_env).unwrap_err();
+        assert_eq!(err.0[0].key, "providers.s.issuer");
+        assert!(err.0[0].message.contains("only used by preset"), "{err}");
+    }
 }

@@ -287,7 +287,8 @@ fn last_error_note(last_error: Option<String>) -> String {
 }
 
 /// Phase 7 for provider `index`'s request, timed to the response headers (or the error) for
-/// `credproxy_upstream_request_duration_seconds`.
+/// `credproxy_upstream_request_duration_seconds` (and its 401s in
+/// `credproxy_upstream_unauthorized_total`).
 async fn send_timed(
     ctx: &ReqCtx<'_>,
     index: usize,
@@ -298,7 +299,10 @@ async fn send_timed(
 ) -> Result<Response<Incoming>, ProxyError> {
     let sent = Instant::now();
     let result = send(ctx, key, upstream, path_and_query, req).await;
-    ctx.shared.metrics.upstream_duration(index, sent.elapsed());
+    let status = result.as_ref().ok().map(|r| r.status().as_u16());
+    ctx.shared
+        .metrics
+        .upstream_answer(index, sent.elapsed(), status);
     result
 }
 

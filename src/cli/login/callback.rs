@@ -115,6 +115,8 @@ pub struct Params {
     pub state: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+    /// The issuer the response says it comes from (RFC 9207), checked by `issuer::check`.
+    pub iss: Option<String>,
 }
 
 impl fmt::Debug for Params {
@@ -124,6 +126,7 @@ impl fmt::Debug for Params {
             .field("state", &self.state)
             .field("error", &self.error)
             .field("error_description", &self.error_description)
+            .field("iss", &self.iss)
             .finish()
     }
 }
@@ -138,6 +141,7 @@ impl Params {
                 "state" => &mut p.state,
                 "error" => &mut p.error,
                 "error_description" => &mut p.error_description,
+                "iss" => &mut p.iss,
                 _ => continue,
             };
             slot.get_or_insert_with(|| v.into_owned());
@@ -244,8 +248,18 @@ pub fn check(params: &Params, expected_state: &str) -> Result<String, Refusal> {
     }
 }
 
+/// What the user pasted, once its `state` checked out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pasted {
+    pub code: String,
+    /// The redirected URL's `iss` (RFC 9207); `None` for a bare code, which can't carry one.
+    pub iss: Option<String>,
+    /// A bare code, not a URL.
+    pub bare: bool,
+}
+
 /// What the user pasted: the redirected URL (its `state` is checked) or the bare code.
-pub fn pasted(input: &str, expected_state: &str) -> Result<String, Refusal> {
+pub fn pasted(input: &str, expected_state: &str) -> Result<Pasted, Refusal> {
     let s = input.trim();
     if s.is_empty() {
         return Err(Refusal::Empty);
@@ -254,10 +268,19 @@ pub fn pasted(input: &str, expected_state: &str) -> Result<String, Refusal> {
     if looks_like_url {
         let query = s.split_once('?').map_or(s, |(_, q)| q);
         let query = query.split_once('#').map_or(query, |(q, _)| q);
-        return check(&Params::from_query(query), expected_state);
+        let params = Params::from_query(query);
+        return check(&params, expected_state).map(|code| Pasted {
+            code,
+            iss: params.iss,
+            bare: false,
+        });
     }
     if s.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(s.to_owned())
+        Ok(Pasted {
+            code: s.to_owned(),
+            iss: None,
+            bare: true,
+        })
     } else {
         Err(Refusal::NotACode)
     }
@@ -385,13 +408,18 @@ mod tests {
 
     #[test]
     fn pasted_url_or_code() {
-        let url = "http://localhost:8765/cb?code=abc&state=s1";
-        assert_eq!(pasted(url, "s1"), Ok("abc".into()));
-        assert_eq!(pasted(url, "s2"), Err(Refusal::WrongState));
-        assert_eq!(pasted("  abc-123_x  \n", "s1"), Ok("abc-123_x".into()));
-        assert_eq!(pasted("?code=abc&state=s1#frag", "s1"), Ok("abc".into()));
-        assert_eq!(pasted("", "s1"), Err(Refusal::Empty));
-        assert_eq!(pasted("two words", "s1"), Err(Refusal::NotACode));
+        let code = |input: &str, state: &str| pasted(input, state).map(|p| p.code);
+        let url = "http://localhost:8765/cb?code=abc&state=s1&iss=https%3A%2F%2Fa.example";
+        assert_eq!(code(url, "s1"), Ok("abc".into()));
+        let p = pasted(url, "s1").unwrap();
+        assert_eq!(p.iss.as_deref(), Some("https://a.example"));
+        assert!(!p.bare);
+        assert_eq!(code(url, "s2"), Err(Refusal::WrongState));
+        assert_eq!(code("  abc-123_x  \n", "s1"), Ok("abc-123_x".into()));
+        assert!(pasted("abc", "s1").unwrap().bare);
+        assert_eq!(code("?code=abc&state=s1#frag", "s1"), Ok("abc".into()));
+        assert_eq!(code("", "s1"), Err(Refusal::Empty));
+        assert_eq!(code("two words", "s1"), Err(Refusal::NotACode));
     }
 
     #[test]

@@ -105,6 +105,31 @@ fn upstream_of(ctx: &mut Ctx<'_>, uri: &Uri, s: &Str, key: &str) -> Option<Upstr
     up
 }
 
+/// `issuer` (RFC 8414 §2): an `https` URL with no query and no fragment, kept exactly as written
+/// (issuers are compared as strings, RFC 9207 §2.4).
+pub(super) fn issuer(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider) -> Option<String> {
+    let s = fp.issuer.as_ref()?;
+    let key = format!("providers.{name}.issuer");
+    let v = ctx.string(s, &key)?;
+    let uri = v.parse::<Uri>().ok();
+    let ok = uri.as_ref().is_some_and(|u| {
+        u.scheme_str() == Some("https") && u.authority().is_some() && u.query().is_none()
+    }) && !v.contains('#');
+    if !ok {
+        ctx.err(
+            s.span(),
+            &key,
+            format!(
+                "`{v}` is not an issuer identifier: it must be an https URL without a query or \
+                 fragment, such as \"https://auth.example.com\" (the `issuer` of the server's \
+                 /.well-known/oauth-authorization-server)"
+            ),
+        );
+        return None;
+    }
+    Some(v)
+}
+
 /// A URL key: the user's value checked, else the preset's default.
 fn url_or(
     ctx: &mut Ctx<'_>,

@@ -44,6 +44,7 @@ pub(super) fn oauth2(
     );
     let wire = wire::wire(ctx, name, fp, span, d);
     let timing = timing::timing(ctx, name, fp)?;
+    let issuer = endpoints::issuer(ctx, name, fp);
     if ctx.errors.len() > before {
         return None;
     }
@@ -70,6 +71,7 @@ pub(super) fn oauth2(
         introspect_url: urls.introspect_url,
         revoke_url: urls.revoke_url,
         workspaces_url: urls.workspaces_url,
+        issuer,
         default_lifetime: timing.default_lifetime,
         refresh_before: timing.refresh_before,
         expires_timezone: timing.expires_timezone,

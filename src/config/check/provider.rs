@@ -210,6 +210,12 @@ fn reject_foreign_keys(ctx: &mut Ctx<'_>, name: &str, preset: Preset, fp: &FileP
         "token_url",
         &oauthish,
     );
+    only(
+        ctx,
+        fp.issuer.as_ref().map(|s| s.span()),
+        "issuer",
+        &oauthish,
+    );
 }
 
 #[cfg(test)]

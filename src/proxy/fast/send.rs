@@ -33,7 +33,13 @@ impl Fast {
         let sent = Instant::now();
         timer.as_mut().reset(sent + shared.response_timeout);
         let result = self.send_inner(ctx, shared, plan, timer).await;
-        shared.metrics.upstream_duration(plan.index, sent.elapsed());
+        let status = match &result {
+            Ok(Some(head)) => Some(head.status),
+            _ => None,
+        };
+        shared
+            .metrics
+            .upstream_answer(plan.index, sent.elapsed(), status);
         result
     }
 

@@ -362,6 +362,15 @@ async fn metrics_status_and_page_after_proxied_requests_show_no_secret() {
     assert_eq!(internal["upstream"], s.fake.url());
     assert_eq!(internal["state"], "ready");
     assert_eq!(internal["usable"], true);
+    // Added fields (issue 15 item 10): counts since start, health and its words.
+    assert_eq!(internal["requests"], 1);
+    assert_eq!(internal["upstream_401s"], 0);
+    assert_eq!(internal["health"], "ok");
+    assert_eq!(internal["summary"], "ready");
+    assert_eq!(internal["token_lifetime_secs"], 3600);
+    assert_eq!(echo["requests"], 1);
+    assert_eq!(echo["summary"], "ready");
+    assert_eq!(echo["token_lifetime_secs"], Value::Null);
     let expires_in = internal["expires_in_secs"].as_i64().unwrap();
     assert!((3000..=3600).contains(&expires_in), "{expires_in}");
     let expires_at: jiff::Timestamp = internal["expires_at"].as_str().unwrap().parse().unwrap();
@@ -386,6 +395,10 @@ async fn metrics_status_and_page_after_proxied_requests_show_no_secret() {
     assert_eq!(parts.status, 200);
     assert_eq!(parts.headers["content-type"], "text/html; charset=utf-8");
     assert!(page.starts_with("<!doctype html>") && page.contains("internal"));
+    assert!(
+        page.contains("data-provider=\"echo\"") && page.contains(">never expires<"),
+        "{page}"
+    );
     assert_self_contained(&page);
     assert_no_secret("/", &page, &secrets);
 
@@ -398,6 +411,56 @@ async fn metrics_status_and_page_after_proxied_requests_show_no_secret() {
     let (parts, body) = admin_get(&s, "/readyz").await;
     assert_eq!(parts.status, 200);
     assert_no_secret("/readyz", &body, &secrets);
+}
+
+/// Issue 15 item 10: `/status` counts each provider's requests and its upstream's 401s since
+/// start, the same figures the page and `credproxy status` show.
+#[tokio::test]
+async fn status_counts_requests_and_upstream_401s_per_provider() {
+    let s = setup("127.0.0.1:0", Duration::ZERO).await;
+    let get = || {
+        request(
+            s.main(),
+            "GET",
+            "http://api.internal.test/t",
+            "api.internal.test",
+        )
+    };
+    assert_eq!(get().await.0.status, 200);
+    // The token server forgets every token: the next call's first answer is a 401.
+    s.fake.revoke_all_access();
+    let _ = get().await;
+    let (_, body) = admin_get(&s, "/status").await;
+    let v = json(&body);
+    let internal = &v["providers"][1];
+    assert_eq!(internal["name"], "internal");
+    let denied = s.fake.api_denied();
+    assert!(denied >= 1, "the fake answered 401");
+    assert_eq!(internal["requests"], 2, "{internal}");
+    assert_eq!(
+        internal["upstream_401s"].as_u64(),
+        Some(denied as u64),
+        "{internal}"
+    );
+    assert_eq!(v["providers"][0]["requests"], 0);
+    let (_, m) = admin_get(&s, "/metrics").await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"credproxy_upstream_unauthorized_total{provider="internal"}"#
+        ),
+        Some(denied as f64),
+        "{m}"
+    );
+    let (_, page) = admin_get(&s, "/").await;
+    let row = &page[page.find("data-provider=\"internal\"").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains(&format!(
+            "<td class=\"num\">2</td><td class=\"num\">{denied}</td>"
+        )),
+        "{row}"
+    );
 }
 
 /// No `src`/`href` to anywhere else, no CSS `url(...)` or `@import`.

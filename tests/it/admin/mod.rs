@@ -1,4 +1,5 @@
 //! The admin listener, metrics, JSON access logs, status and healthcheck, and reload.
 
 mod listener;
+mod page;
 mod reload;

@@ -651,3 +651,122 @@ async fn check_groups_what_is_missing_by_provider() {
     );
     assert!(Path::new(&s.config).exists());
 }
+
+/// Issue 14 item 13, RFC 8414 + RFC 9207: `login` with `issuer` set for the fake (its RFC 8414
+/// metadata on, saying it always sends `iss`), the fake's redirect carrying `iss = iss`.
+async fn issuer_setup(iss: Option<&str>, metadata_issuer: Option<&str>) -> Setup {
+    let ca = TestCa::new();
+    let fake = OAuth2Fake::start(&ca).await;
+    let u = fake.url();
+    let meta = metadata_issuer.unwrap_or(&u).to_owned();
+    fake.update_options(|o| {
+        o.metadata = Some(serde_json::json!({
+            "issuer": meta,
+            "authorization_endpoint": format!("{u}/authorize"),
+            "token_endpoint": format!("{u}/token"),
+            "authorization_response_iss_parameter_supported": true,
+        }));
+        o.redirect_iss = iss.map(str::to_owned);
+    });
+    let providers = format!(
+        "[providers.fake]\npreset = \"oauth2\"\nhosts = [\"api.fake.test\"]\n\
+         upstream = \"{u}\"\ntoken_url = \"{u}/token\"\nauthorize_url = \"{u}/authorize\"\n\
+         client_id = \"oauth2-client\"\nclient_secret = \"oauth2-secret\"\n\
+         grant = \"authorization_code\"\nissuer = \"{u}\"\n"
+    );
+    Setup::with_providers(ca, fake, providers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_with_issuer_completes_when_iss_is_the_issuer() {
+    let s = issuer_setup(None, None).await;
+    let iss = s.fake.url();
+    s.fake
+        .update_options(|o| o.redirect_iss = Some(iss.clone()));
+    let client = TestClient::new(&s.ca);
+    let (login, url) = s.login(&[]).await;
+    assert_eq!(s.fake.metadata_calls(), 1, "the metadata is read first");
+    let location = authorize(&client, &url).await;
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(iss.as_str()));
+    assert_eq!(client.get(&location, &[]).await.status.as_u16(), 200);
+    let out = login.finish().await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.fake.authorization_code_grants(), 1);
+    assert!(s.store_file().exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_with_issuer_fails_on_another_iss_without_exchanging_the_code() {
+    let s = issuer_setup(Some("https://mix-up.example"), None).await;
+    let client = TestClient::new(&s.ca);
+    let (login, url) = s.login(&[]).await;
+    let location = authorize(&client, &url).await;
+    let page = client.get(&location, &[]).await;
+    assert!(
+        page.text().contains("https://mix-up.example"),
+        "{}",
+        page.text()
+    );
+    let out = login.finish().await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("came from issuer \"https://mix-up.example\", not"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("the code was not used"), "{out:?}");
+    assert_eq!(s.fake.token_calls(), 0, "the code is not exchanged");
+    assert!(!s.store_file().exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_with_issuer_fails_when_a_required_iss_is_missing() {
+    let s = issuer_setup(None, None).await;
+    let client = TestClient::new(&s.ca);
+    let (login, url) = s.login(&[]).await;
+    let location = authorize(&client, &url).await;
+    assert_eq!(query_param(&location, "iss"), None);
+    client.get(&location, &[]).await;
+    let out = login.finish().await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("carries no `iss`, but"), "{out:?}");
+    assert_eq!(s.fake.token_calls(), 0, "the code is not exchanged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_with_issuer_stops_at_metadata_naming_another_issuer() {
+    let s = issuer_setup(None, Some("https://someone-else.example")).await;
+    let out = s.run(&["login", "fake", "--no-browser"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("names issuer \"https://someone-else.example\", not the configured"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("providers.fake.issuer"),
+        "the hint names the key: {out:?}"
+    );
+    assert!(
+        !out.stdout.contains("/authorize"),
+        "no authorize URL: {out:?}"
+    );
+    assert_eq!(s.fake.metadata_calls(), 1);
+    assert_eq!(s.fake.token_calls(), 0);
+}
+
+/// Without `issuer` configured, an `iss` in the response can't be checked: the login goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_without_issuer_goes_on_past_an_iss() {
+    let s = Setup::new("grant = \"authorization_code\"").await;
+    s.fake
+        .update_options(|o| o.redirect_iss = Some("https://whoever.example".into()));
+    let client = TestClient::new(&s.ca);
+    let (login, url) = s.login(&[]).await;
+    let location = authorize(&client, &url).await;
+    assert!(query_param(&location, "iss").is_some());
+    assert_eq!(client.get(&location, &[]).await.status.as_u16(), 200);
+    let out = login.finish().await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.fake.metadata_calls(), 0, "no issuer: no metadata read");
+}

@@ -79,6 +79,10 @@ pub struct OAuth2Options {
     pub expires_in: ExpiresIn,
     pub rotate_refresh: bool,
     pub consent: Consent,
+    /// Served as `GET /.well-known/oauth-authorization-server` (RFC 8414); `None`: 404.
+    pub metadata: Option<Value>,
+    /// Added as `iss` to the authorization response's redirect (RFC 9207).
+    pub redirect_iss: Option<String>,
 }
 
 impl Default for OAuth2Options {
@@ -94,6 +98,8 @@ impl Default for OAuth2Options {
             expires_in: ExpiresIn::Number,
             rotate_refresh: true,
             consent: Consent::Allow,
+            metadata: None,
+            redirect_iss: None,
         }
     }
 }
@@ -108,6 +114,7 @@ struct Counters {
     refresh_token: AtomicUsize,
     introspect: AtomicUsize,
     revoke: AtomicUsize,
+    metadata: AtomicUsize,
 }
 
 impl Counters {
@@ -203,6 +210,10 @@ impl OAuth2Fake {
     pub fn revoke_calls(&self) -> usize {
         self.state.counters.revoke.load(Ordering::SeqCst)
     }
+    /// How many times the RFC 8414 metadata was asked for.
+    pub fn metadata_calls(&self) -> usize {
+        self.state.counters.metadata.load(Ordering::SeqCst)
+    }
 }
 
 impl Endpoints for State {
@@ -232,6 +243,17 @@ impl State {
                     &options.client_id,
                     options.consent,
                 )
+                .map(|reply| match &options.redirect_iss {
+                    Some(iss) => with_iss(reply, iss),
+                    None => reply,
+                })
+            }
+            (&Method::GET, "/.well-known/oauth-authorization-server") => {
+                self.counters.metadata.fetch_add(1, Ordering::SeqCst);
+                return match self.options.lock().metadata.clone() {
+                    Some(doc) => json_reply(200, &doc),
+                    None => json_reply(404, &json!({"error": "not_found"})),
+                };
             }
             (_, "/token" | "/introspect" | "/revoke" | "/authorize") => {
                 return method_not_allowed();
@@ -419,4 +441,22 @@ fn narrow_scope(mut grantee: Grantee, requested: Option<&str>) -> Result<Grantee
             "scope exceeds the original grant",
         ))
     }
+}
+
+/// The authorization response `reply` (a redirect) with `iss` added to its `Location`.
+fn with_iss(mut reply: Reply, iss: &str) -> Reply {
+    let Some(location) = reply
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+    else {
+        return reply;
+    };
+    let iss: String = form_urlencoded::byte_serialize(iss.as_bytes()).collect();
+    let location = format!("{location}&iss={iss}");
+    reply.headers_mut().insert(
+        http::header::LOCATION,
+        http::HeaderValue::from_str(&location).expect("a valid Location"),
+    );
+    reply
 }
