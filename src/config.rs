@@ -11,9 +11,11 @@ pub mod env;
 pub mod file;
 pub mod host;
 mod load;
+mod parse;
 pub mod presets;
 pub mod validate;
 mod warnings;
+mod words;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

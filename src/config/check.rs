@@ -73,6 +73,19 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl ConfigErrors {
+    /// The errors in the order of the file (line, then column); placeless ones first.
+    pub(super) fn sorted(mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(errors)
+    }
+
+    /// Every error on its own line, then the count ("3 errors"): what `check`, `run` and a
+    /// reload print.
+    pub fn report(&self) -> String {
+        let n = self.0.len();
+        format!("{self}\n{n} error{}", if n == 1 { "" } else { "s" })
+    }
+
     pub(super) fn single(file: &str, message: impl Into<String>) -> Self {
         ConfigErrors(vec![ConfigError {
             file: file.to_owned(),

@@ -184,11 +184,19 @@ impl Ctx<'_> {
         let mut routes = Vec::new();
         for (i, r) in parsed.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
-            let provider = r.get_ref().provider.get_ref().clone();
+            let Some(named) = &r.get_ref().provider else {
+                self.err(
+                    r.span(),
+                    &format!("{key}.provider"),
+                    "missing: say which provider this route serves, e.g. provider = \"github\"",
+                );
+                continue;
+            };
+            let provider = named.get_ref().clone();
             if !parsed.providers.contains_key(&provider) {
                 let known: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
                 self.err(
-                    r.get_ref().provider.span(),
+                    named.span(),
                     &format!("{key}.provider"),
                     format!(
                         "no provider named `{provider}` (configured: {})",
@@ -216,6 +224,14 @@ impl Ctx<'_> {
                         continue;
                     }
                     RouteTarget::PathPrefix(trimmed.to_owned())
+                }
+                (None, None) => {
+                    self.err(
+                        r.span(),
+                        &format!("{key}.listen"),
+                        "missing: a route needs `listen` (its own listener) or `path_prefix`",
+                    );
+                    continue;
                 }
                 _ => {
                     self.err(
