@@ -39,6 +39,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Things that are allowed but risky (for `credproxy check`).
     pub warnings: Vec<String>,
+    /// Things worth knowing that are fine as they are (an exact host under another provider's
+    /// wildcard), for `credproxy check`.
+    pub notes: Vec<String>,
 }
 
 impl Config {

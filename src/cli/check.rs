@@ -57,6 +57,9 @@ pub fn main(args: Args) -> ExitCode {
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
+    for n in &config.notes {
+        eprintln!("note: {n}");
+    }
     println!("{}: ok", path.display());
     for p in &config.providers {
         println!("  {}", describe(p));

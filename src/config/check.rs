@@ -9,6 +9,7 @@
 //! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`.
 
 mod blendvision;
+mod clash;
 mod endpoints;
 mod grant;
 mod oauth2;
@@ -238,6 +239,17 @@ impl Ctx<'_> {
     pub fn header_name(&mut self, name: &str, span: Range<usize>, key: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => Some(n),
+            Err(_) if name.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                self.err(
+                    span,
+                    key,
+                    format!(
+                        "{name:?} is not a header name: it can't contain a space, newline or control \
+                         character; use letters, digits and '-', such as \"X-Api-Key\""
+                    ),
+                );
+                None
+            }
             Err(_) => {
                 self.err(span, key, format!("`{name}` is not a valid header name"));
                 None
@@ -252,6 +264,10 @@ impl Ctx<'_> {
         span: Range<usize>,
         key: &str,
     ) -> Option<HeaderValue> {
+        if let Some(problem) = value_problem(v.expose(), false) {
+            self.err(span, key, problem);
+            return None;
+        }
         match HeaderValue::from_str(v.expose()) {
             Ok(mut h) => {
                 h.set_sensitive(true);
@@ -263,6 +279,47 @@ impl Ctx<'_> {
             }
         }
     }
+
+    /// A token sent as `Authorization: Bearer <token>`: no space, no control character. Says
+    /// what is wrong, never the value.
+    pub fn bearer_token(&mut self, v: &Secret, span: Range<usize>, key: &str) -> bool {
+        match value_problem(v.expose(), true) {
+            Some(problem) => {
+                self.err(span, key, problem);
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+/// What makes `v` unfit for a header (for a bearer `token`, a space too), in words that never
+/// repeat the value.
+fn value_problem(v: &str, token: bool) -> Option<&'static str> {
+    if v.contains(['\r', '\n']) {
+        return Some(
+            "contains a newline: a header can't carry it (it would end the header and start \
+             another); check the value or the secret file",
+        );
+    }
+    if v.chars().any(char::is_control) {
+        return Some(
+            "contains a control character (a tab, or an invisible character from a paste): a \
+             header can't carry it",
+        );
+    }
+    if token && v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+        return Some(
+            "starts with \"Bearer \": give the token alone, credproxy sends \"Bearer\" itself",
+        );
+    }
+    if token && v.contains(' ') {
+        return Some("contains a space, which a bearer token can't: check for a stray space");
+    }
+    if v.starts_with(' ') || v.ends_with(' ') {
+        return Some("starts or ends with a space, which HTTP drops from a header value");
+    }
+    None
 }
 
 /// `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"30d"`, or several (`"1h30m"`).

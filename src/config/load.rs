@@ -76,6 +76,10 @@ pub fn load_str(
         }
     }
     let routes = ctx.routes(&parsed, &proxy);
+    let notes = match &proxy {
+        Some(proxy) => ctx.clashes(&parsed, proxy, &providers),
+        None => Vec::new(),
+    };
     // A key taken out for its type error would only be reported again, as "missing".
     let repeats = |e: &ConfigError| {
         dropped.iter().any(|d| {
@@ -97,6 +101,7 @@ pub fn load_str(
         providers,
         routes,
         warnings,
+        notes,
     })
 }
 

@@ -29,7 +29,13 @@ pub(super) fn build(
     let org_id = ctx.secret_or_unset(&fp.org_id, &key("org_id"));
     let refresh_before = ctx.opt_duration(&fp.refresh_before, &key("refresh_before"));
     let mode = match (&fp.api_token, &fp.email) {
-        (Some(t), None) => BlendVisionMode::ApiToken(ctx.secret(t, &key("api_token"))?),
+        (Some(t), None) => {
+            let token = ctx.secret(t, &key("api_token"))?;
+            if !ctx.bearer_token(&token, t.span.clone(), &key("api_token")) {
+                return None;
+            }
+            BlendVisionMode::ApiToken(token)
+        }
         (None, Some(e)) => {
             let email = ctx.string(e, &key("email"))?;
             let password = match &fp.password {

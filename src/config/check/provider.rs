@@ -70,7 +70,9 @@ pub(in crate::config) fn build(
     let auth = match preset {
         Preset::Static => {
             let token = match &fp.token {
-                Some(t) => ctx.secret(t, &key("token")),
+                Some(t) => ctx
+                    .secret(t, &key("token"))
+                    .filter(|v| ctx.bearer_token(v, t.span.clone(), &key("token"))),
                 None => {
                     ctx.err(span.clone(), &key("token"), "missing: a static provider needs token = \"${VAR}\" or token = { file = \"/run/secrets/x\" }");
                     None

@@ -13,39 +13,22 @@ use crate::config::{Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHost
 impl Ctx<'_> {
     fn listen(&mut self, s: &Str, key: &str, allow_remote: bool) -> Option<Listen> {
         let v = self.string(s, key)?;
-        if let Some(path) = v.strip_prefix("unix:") {
-            if path.is_empty() {
+        match resolve_listen(&v) {
+            Ok(Listen::Tcp(addr)) if !addr.ip().is_loopback() && !allow_remote => {
                 self.err(
                     s.span(),
                     key,
-                    "unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"",
+                    format!(
+                        "{addr} is reachable from other machines; anyone who can reach it can spend your \
+                         credentials. Listen on 127.0.0.1, or set allow_remote = true in [proxy] \
+                         (and set proxy_auth too)"
+                    ),
                 );
-                return None;
+                None
             }
-            return Some(Listen::Unix(PathBuf::from(path)));
-        }
-        match v.parse::<SocketAddr>() {
-            Ok(addr) => {
-                if !addr.ip().is_loopback() && !allow_remote {
-                    self.err(
-                        s.span(),
-                        key,
-                        format!(
-                            "{addr} is reachable from other machines; anyone who can reach it can spend your \
-                             credentials. Listen on 127.0.0.1, or set allow_remote = true in [proxy] \
-                             (and set proxy_auth too)"
-                        ),
-                    );
-                    return None;
-                }
-                Some(Listen::Tcp(addr))
-            }
-            Err(_) => {
-                self.err(
-                    s.span(),
-                    key,
-                    format!("`{v}` is not an address: expected IP:PORT such as \"127.0.0.1:8080\", or unix:/path"),
-                );
+            Ok(l) => Some(l),
+            Err(message) => {
+                self.err(s.span(), key, message);
                 None
             }
         }
@@ -251,6 +234,26 @@ impl Ctx<'_> {
         }
         routes
     }
+}
+
+/// A listener address: `IP:PORT`, `localhost:PORT` (127.0.0.1), or `unix:/path`.
+pub(super) fn resolve_listen(v: &str) -> Result<Listen, String> {
+    if let Some(path) = v.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"".into());
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    if let Some(port) = v.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    v.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
+        format!(
+            "`{v}` is not an address: expected IP:PORT such as \"127.0.0.1:8080\", or unix:/path"
+        )
+    })
 }
 
 fn default_state_dir() -> PathBuf {
