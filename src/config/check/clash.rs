@@ -182,12 +182,13 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether two listeners take the same address.
+/// Whether two listeners take the same address. Port 0 is a fresh port each time: never.
 fn overlap(a: &Listen, b: &Listen) -> bool {
     match (a, b) {
         (Listen::Unix(a), Listen::Unix(b)) => a == b,
         (Listen::Tcp(a), Listen::Tcp(b)) => {
             a.port() == b.port()
+                && a.port() != 0
                 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
         }
         _ => false,
