@@ -229,7 +229,7 @@ impl Ctx<'_> {
                 self.err(
                     s.span(),
                     key,
-                    format!("`{v}` is not an absolute http(s) URL such as \"https://api.example.com/oauth/token\""),
+                    format!("must be an absolute http(s) URL such as \"https://api.example.com/oauth/token\", not `{v}`"),
                 );
                 None
             }
@@ -326,7 +326,8 @@ fn value_problem(v: &str, token: bool) -> Option<&'static str> {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let expected = || {
         format!(
-            "`{s}` is not a duration: expected a number and a unit, such as \"30s\", \"5m\", \"2h\", \"30d\""
+            "must be a duration such as \"90s\": a number and a unit (ms, s, m, h, d), as in \"500ms\", \
+             \"5m\", \"1h30m\"; not `{s}`"
         )
     };
     let mut total = Duration::ZERO;

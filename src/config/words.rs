@@ -106,8 +106,12 @@ fn written(got: &str, secret: bool) -> String {
         None => (got, ""),
     };
     match ty {
-        "integer" | "float" if secret => "a number".to_owned(),
+        "integer" | "float" | "floating" if secret => "a number".to_owned(),
         "integer" | "float" => format!("the bare number {value}"),
+        "floating" => format!(
+            "the bare number {}",
+            value.trim_start_matches("point ").trim_matches('`')
+        ),
         "boolean" if secret => "true/false".to_owned(),
         "boolean" => value.to_owned(),
         "string" if secret => "a string".to_owned(),

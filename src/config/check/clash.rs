@@ -142,25 +142,17 @@ impl Ctx<'_> {
     }
 
     /// Two providers claiming one host (or one wildcard) is an error; an exact host under another
-    /// provider's wildcard is allowed, and noted.
+    /// provider's wildcard is allowed, and noted. Providers with other errors take part too (with
+    /// the hosts that could be read), so that fixing those doesn't reveal this.
     fn same_host(&mut self, parsed: &FileConfig, providers: &[Arc<ProviderConfig>]) -> Vec<String> {
         let mut notes = Vec::new();
-        let claims: Vec<(&str, usize, &HostPattern)> = providers
-            .iter()
-            .flat_map(|p| {
-                p.hosts
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, h)| (p.name.as_str(), i, h))
-            })
-            .collect();
-        for (n, &(name, i, h)) in claims.iter().enumerate() {
-            for &(other, j, o) in claims[..n].iter().filter(|c| c.0 != name) {
+        let claims = self.claims(parsed, providers);
+        for (n, (name, i, h, span)) in claims.iter().enumerate() {
+            for (other, _, o, other_span) in claims[..n].iter().filter(|c| c.0 != *name) {
                 if h.same_claim(o) {
-                    let span = host_span(parsed, name, i);
-                    let line = self.line_of(host_span(parsed, other, j).start);
+                    let line = self.line_of(other_span.start);
                     self.err(
-                        span,
+                        span.clone(),
                         &format!("providers.{name}.hosts[{i}]"),
                         format!(
                             "{h} is also claimed by provider {other} (line {line}): a host \
@@ -175,6 +167,35 @@ impl Ctx<'_> {
             }
         }
         notes
+    }
+
+    /// Every provider's hosts with where each was written: the ones in the file, else (a
+    /// preset's) the checked provider's, at its table.
+    fn claims<'p>(
+        &self,
+        parsed: &'p FileConfig,
+        providers: &[Arc<ProviderConfig>],
+    ) -> Vec<(&'p str, usize, HostPattern, Range<usize>)> {
+        let mut out = Vec::new();
+        for (name, fp) in &parsed.providers {
+            match &fp.get_ref().hosts {
+                Some(list) => {
+                    for (i, h) in list.iter().enumerate() {
+                        let v = crate::config::env::expand(h.get_ref(), self.lookup).ok();
+                        if let Some(p) = v.and_then(|v| HostPattern::parse(&v).ok()) {
+                            out.push((name.as_str(), i, p, h.span()));
+                        }
+                    }
+                }
+                None => {
+                    let built = providers.iter().find(|p| p.name == *name);
+                    for (i, h) in built.iter().flat_map(|p| p.hosts.iter()).enumerate() {
+                        out.push((name.as_str(), i, h.clone(), fp.span()));
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn line_of(&self, offset: usize) -> usize {
@@ -212,15 +233,4 @@ fn covered_note(
         "{narrow} (provider {narrow_name}) is also covered by {wide} (provider {wide_name}): \
          requests for {narrow} go to {narrow_name}, the more exact claim"
     )
-}
-
-/// Where `providers.NAME.hosts[i]` was written: the entry, or the table for a preset's hosts.
-fn host_span(parsed: &FileConfig, name: &str, i: usize) -> Range<usize> {
-    let Some(fp) = parsed.providers.get(name) else {
-        return 0..0;
-    };
-    match &fp.get_ref().hosts {
-        Some(list) => list.get(i).map_or(fp.span(), |h| h.span()),
-        None => fp.span(),
-    }
 }

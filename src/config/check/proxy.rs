@@ -59,7 +59,7 @@ impl Ctx<'_> {
                     self.err(
                         s.span(),
                         "proxy.unknown_hosts",
-                        format!("`{other}` is not one of \"reject\", \"pass\""),
+                        format!("must be \"reject\" or \"pass\", not `{other}`"),
                     );
                     UnknownHosts::Reject
                 }
@@ -92,7 +92,7 @@ impl Ctx<'_> {
                         self.err(
                             m.span(),
                             "proxy.socket_mode",
-                            "expected an octal file mode such as \"0660\"",
+                            "must be an octal file mode such as \"0660\"",
                         );
                         0o600
                     }
@@ -202,7 +202,7 @@ impl Ctx<'_> {
                         self.err(
                             p.span(),
                             &format!("{key}.path_prefix"),
-                            "expected a path such as \"/bace\"",
+                            "must be a path such as \"/bace\"",
                         );
                         continue;
                     }
@@ -251,7 +251,8 @@ pub(super) fn resolve_listen(v: &str) -> Result<Listen, String> {
     }
     v.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
         format!(
-            "`{v}` is not an address: expected IP:PORT such as \"127.0.0.1:8080\", or unix:/path"
+            "must be an address such as \"127.0.0.1:8080\" (IP:PORT, localhost:PORT) or \
+             \"unix:/path\", not `{v}`"
         )
     })
 }

@@ -637,7 +637,7 @@ async fn check_lists_every_problem_in_file_order_then_the_count() {
         err.find(needle)
             .unwrap_or_else(|| panic!("{needle:?} not in {err}"))
     };
-    let gh = at("providers.gh.token: CREDPROXY_TEST_UNSET_TOKEN is not set");
+    let gh = at("providers.gh.token: environment variable CREDPROXY_TEST_UNSET_TOKEN is not set");
     let missing = at("providers.svc.token_url: missing");
     let secret = at("providers.svc.client_secret: can't read secret file");
     // The svc table's header line (the missing token_url) comes before its client_secret line.
