@@ -3,8 +3,9 @@
 //! Two steps, two sets of types (ripgrep's habit): `file.rs` is the serde picture of what the user
 //! wrote (unknown keys rejected), `check.rs` (and `check/`) turns it into the types below, with
 //! parsed URIs, header names, durations and host patterns. An error names the file, line, column
-//! and key path. `load.rs` finds, reads and parses the file; `warnings.rs` holds the non-fatal
-//! findings; `presets/` knows the five seed providers' URLs, field names and quirks.
+//! and key path. `load.rs` finds and reads the file, `parse.rs` parses it (every type error, in
+//! the user's words from `words.rs`); `warnings.rs` holds the non-fatal findings; `presets/`
+//! knows the five seed providers' URLs, field names and quirks.
 
 mod check;
 pub mod env;

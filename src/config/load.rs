@@ -1,6 +1,8 @@
-//! Loading: find the config file, read it, parse the TOML (a syntax error or unknown key names
-//! its file:line:column) and hand the serde picture to the checker (`check.rs`), which expands
-//! `${VAR}` and collects every error; the warnings (`warnings.rs`) come last, for a clean config.
+//! Loading: find the config file, read it, parse the TOML (`parse.rs`: a syntax error is one
+//! error; every wrong-typed or unknown key is reported with its file:line:column) and hand the
+//! serde picture to the checker (`check.rs`), which expands `${VAR}` and collects every error,
+//! then looks across sections (`check/clash.rs`). All errors come back sorted by line; the
+//! warnings (`warnings.rs`) and notes come last, for a clean config.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
