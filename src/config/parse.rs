@@ -72,7 +72,14 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
             place.shown.clone(),
             words::serde(e.message(), &place.shown),
         ));
-        remove(tree.get_mut(), &place.path);
+        if !remove(tree.get_mut(), &place.path) {
+            // Can't happen (`find` walked this path), but never loop on the same error.
+            return Ok(Parsed {
+                file: FileConfig::default(),
+                errors,
+                dropped,
+            });
+        }
         dropped.push(place.key);
     }
 }
@@ -155,16 +162,16 @@ fn dotted(path: &[Step]) -> String {
     out
 }
 
-/// Take the entry at `path` (ending in a key) out of the tree.
-fn remove(table: &mut DeTable<'_>, path: &[Step]) {
+/// Take the entry at `path` (ending in a key) out of the tree; whether there was one.
+fn remove(table: &mut DeTable<'_>, path: &[Step]) -> bool {
     let Some((Step::Key(last), parents)) = path.split_last() else {
-        return;
+        return false;
     };
     let mut table = table;
     let mut steps = parents.iter().peekable();
     while let Some(Step::Key(k)) = steps.next() {
         let Some(v) = table.get_mut(&spanned_key(k)) else {
-            return;
+            return false;
         };
         let v = match (v.get_mut(), steps.peek()) {
             (DeValue::Array(a), Some(Step::Index(i))) => {
@@ -172,15 +179,15 @@ fn remove(table: &mut DeTable<'_>, path: &[Step]) {
                 steps.next();
                 match a.get_mut(i).map(|x| x.get_mut()) {
                     Some(DeValue::Table(t)) => t,
-                    _ => return,
+                    _ => return false,
                 }
             }
             (DeValue::Table(t), _) => t,
-            _ => return,
+            _ => return false,
         };
         table = v;
     }
-    table.remove(&spanned_key(last));
+    table.remove(&spanned_key(last)).is_some()
 }
 
 fn spanned_key(k: &str) -> Spanned<Cow<'static, str>> {

@@ -74,6 +74,9 @@ fn wanted(expected: &str, field: &str, key: &str, element: bool) -> String {
     if e == "a boolean" || e == "bool" {
         return format!("{each}must be true or false (without quotes)");
     }
+    if field == "routes" {
+        return "must be a list of tables: write each route as a [[routes]] section".to_owned();
+    }
     if e == "a sequence" {
         return "must be a list such as [\"a\", \"b\"]".to_owned();
     }
@@ -91,9 +94,6 @@ fn wanted(expected: &str, field: &str, key: &str, element: bool) -> String {
             }
             _ => "must be a table such as { name = \"value\" } or a [section]".to_owned(),
         };
-    }
-    if e.starts_with("a sequence") || field == "routes" {
-        return "must be a list of tables: write each route as a [[routes]] section".to_owned();
     }
     format!("{each}must be {e}")
 }
