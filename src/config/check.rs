@@ -309,7 +309,12 @@ fn value_problem(v: &str, token: bool) -> Option<&'static str> {
              header can't carry it",
         );
     }
-    if token && v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+    // Compared as bytes: slicing the `str` could cut a multi-byte character.
+    if token
+        && v.as_bytes()
+            .get(..7)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"bearer "))
+    {
         return Some(
             "starts with \"Bearer \": give the token alone, credproxy sends \"Bearer\" itself",
         );
@@ -380,6 +385,14 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("five minutes").is_err());
+    }
+
+    #[test]
+    fn a_token_with_multi_byte_characters_is_judged_not_sliced() {
+        assert_eq!(value_problem("ééééé", true), None);
+        assert!(value_problem("BEARER abc", true).is_some_and(|m| m.contains("Bearer")));
+        assert!(value_problem("a\u{7f}b", false).is_some());
+        assert_eq!(value_problem("Basic abc", false), None);
     }
 
     #[test]
