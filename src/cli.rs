@@ -82,7 +82,8 @@ impl ConfigArg {
         })?;
         let config = crate::config::load(&path).map_err(|errors| {
             eprintln!(
-                "error: {errors}\n(run `credproxy check --config {}` for details)",
+                "error: {}\n(run `credproxy check --config {}` for details)",
+                errors.report(),
                 path.display()
             );
             ExitCode::from(EXIT_CONFIG)

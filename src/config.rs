@@ -3,17 +3,20 @@
 //! Two steps, two sets of types (ripgrep's habit): `file.rs` is the serde picture of what the user
 //! wrote (unknown keys rejected), `check.rs` (and `check/`) turns it into the types below, with
 //! parsed URIs, header names, durations and host patterns. An error names the file, line, column
-//! and key path. `load.rs` finds, reads and parses the file; `warnings.rs` holds the non-fatal
-//! findings; `presets/` knows the five seed providers' URLs, field names and quirks.
+//! and key path. `load.rs` finds and reads the file, `parse.rs` parses it (every type error, in
+//! the user's words from `words.rs`); `warnings.rs` holds the non-fatal findings; `presets/`
+//! knows the five seed providers' URLs, field names and quirks.
 
 mod check;
 pub mod env;
 pub mod file;
 pub mod host;
 mod load;
+mod parse;
 pub mod presets;
 pub mod validate;
 mod warnings;
+mod words;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +40,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Things that are allowed but risky (for `credproxy check`).
     pub warnings: Vec<String>,
+    /// Things worth knowing that are fine as they are (an exact host under another provider's
+    /// wildcard), for `credproxy check`.
+    pub notes: Vec<String>,
 }
 
 impl Config {

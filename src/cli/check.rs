@@ -1,15 +1,15 @@
-//! `credproxy check [--online]`: validate the config and say what is wrong, where, grouped by
-//! provider; with `--online`, also obtain a token from every provider that needs no person.
+//! `credproxy check [--online]`: validate the config and say what is wrong and where, in file
+//! order; with `--online`, also obtain a token from every provider that needs no person.
 //!
-//! The loader collects every problem (file, line, column, key); this file groups them by the
-//! part of the config they belong to. `--online` uses a throwaway in-memory token store, so it
+//! The loader collects every problem (file, line, column, key); this file prints them in the
+//! order of the file, then their count. `--online` uses a throwaway in-memory token store, so it
 //! never touches the tokens `credproxy run` keeps.
 
 use std::process::ExitCode;
 
 use super::token::{self, StoreKind, human_duration};
 use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
-use crate::config::{AuthConfig, Config, ConfigError, Grant, ProviderConfig};
+use crate::config::{AuthConfig, Config, Grant, ProviderConfig};
 use crate::token::error::chain;
 use crate::token::{EngineContext, Fault};
 
@@ -17,7 +17,7 @@ use crate::token::{EngineContext, Fault};
 #[derive(Debug, clap::Args)]
 #[command(
     long_about = "Check a config file without starting anything: every problem is reported with \
-its file, line, column and key, grouped by provider (an unset ${VAR}, an unreadable secret file, \
+its file, line, column and key, in the order of the file, then their count (an unset ${VAR}, an unreadable secret file, \
 a missing or malformed URL, an unknown key).\n\n\
 With --online, also try to obtain a token from each provider that needs no person \
 (client_credentials, password with the password in the config, static, blendvision) and say which \
@@ -50,20 +50,15 @@ pub fn main(args: Args) -> ExitCode {
     let config = match crate::config::load(&path) {
         Ok(config) => config,
         Err(errors) => {
-            let n = errors.0.len();
-            eprintln!(
-                "error: {} has {n} problem{}:",
-                path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            for line in grouped(&errors.0) {
-                eprintln!("{line}");
-            }
+            eprintln!("{}", errors.report());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     for w in &config.warnings {
         eprintln!("warning: {w}");
+    }
+    for n in &config.notes {
+        eprintln!("note: {n}");
     }
     println!("{}: ok", path.display());
     for p in &config.providers {
@@ -108,43 +103,6 @@ fn describe(p: &ProviderConfig) -> String {
 /// A password grant without the password in the config: `login` prompts for it.
 fn needs_password(p: &ProviderConfig) -> bool {
     matches!(&p.auth, AuthConfig::OAuth2(o) if o.grant == Grant::Password && o.password.is_none())
-}
-
-/// The part of the config an error belongs to: `provider NAME`, `[proxy]`, `[[routes]]`, or the
-/// file as a whole.
-fn section(key: &str) -> String {
-    if let Some(rest) = key.strip_prefix("providers.") {
-        let name = rest.split(['.', '[']).next().unwrap_or(rest);
-        return format!("provider {name}");
-    }
-    if key == "proxy" || key.starts_with("proxy.") {
-        return "[proxy]".to_owned();
-    }
-    if key.starts_with("routes") {
-        return "[[routes]]".to_owned();
-    }
-    "the file".to_owned()
-}
-
-/// Errors grouped by section (in the order sections first appear), each with its place.
-fn grouped(errors: &[ConfigError]) -> Vec<String> {
-    let mut sections: Vec<(String, Vec<&ConfigError>)> = Vec::new();
-    for e in errors {
-        let s = section(&e.key);
-        match sections.iter_mut().find(|(name, _)| *name == s) {
-            Some((_, list)) => list.push(e),
-            None => sections.push((s, vec![e])),
-        }
-    }
-    let mut out = Vec::new();
-    for (name, mut list) in sections {
-        list.sort_by_key(|e| (e.line, e.column));
-        out.push(format!("  {name}:"));
-        for e in list {
-            out.push(format!("    {e}"));
-        }
-    }
-    out
 }
 
 /// What `--online` did with one provider.
@@ -228,50 +186,5 @@ async fn probe(p: &ProviderConfig, ctx: &EngineContext) -> Probe {
                 hint,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(key: &str, line: usize) -> ConfigError {
-        ConfigError {
-            file: "c.toml".into(),
-            line,
-            column: 1,
-            key: key.into(),
-            message: "is wrong".into(),
-        }
-    }
-
-    #[test]
-    fn errors_are_grouped_by_provider_in_line_order() {
-        let errors = [
-            err("providers.bace.client_secret", 9),
-            err("proxy.listen", 2),
-            err("providers.gh.token", 14),
-            err("providers.bace.token_url", 7),
-            err("routes[0].provider", 20),
-            err("", 1),
-        ];
-        assert_eq!(
-            grouped(&errors),
-            [
-                "  provider bace:",
-                "    c.toml:7:1: providers.bace.token_url: is wrong",
-                "    c.toml:9:1: providers.bace.client_secret: is wrong",
-                "  [proxy]:",
-                "    c.toml:2:1: proxy.listen: is wrong",
-                "  provider gh:",
-                "    c.toml:14:1: providers.gh.token: is wrong",
-                "  [[routes]]:",
-                "    c.toml:20:1: routes[0].provider: is wrong",
-                "  the file:",
-                "    c.toml:1:1: is wrong",
-            ]
-        );
-        assert_eq!(section("providers.x.hosts[0]"), "provider x");
-        assert_eq!(section("providers.x"), "provider x");
     }
 }

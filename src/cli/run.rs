@@ -87,7 +87,10 @@ async fn reload(running: &crate::app::Running, path: &std::path::Path) {
     let config = match crate::config::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            tracing::error!("reload refused, the running config stays in force:\n{errors}");
+            tracing::error!(
+                "reload refused, the running config stays in force:\n{}",
+                errors.report()
+            );
             return;
         }
     };

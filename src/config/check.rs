@@ -6,9 +6,11 @@
 //! with the file, line, column and key path, the value's problem and what was expected.
 //! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`; `provider.rs`
 //! for a `[providers.NAME]` table, cut by concern into `endpoints.rs`, `grant.rs`, `wire.rs`,
-//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`.
+//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`; `clash.rs`
+//! looks across sections (listeners, hosts, upstream loops) once they are checked.
 
 mod blendvision;
+mod clash;
 mod endpoints;
 mod grant;
 mod oauth2;
@@ -73,6 +75,19 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl ConfigErrors {
+    /// The errors in the order of the file (line, then column); placeless ones first.
+    pub(super) fn sorted(mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(errors)
+    }
+
+    /// Every error on its own line, then the count ("3 errors"): what `check`, `run` and a
+    /// reload print.
+    pub fn report(&self) -> String {
+        let n = self.0.len();
+        format!("{self}\n{n} error{}", if n == 1 { "" } else { "s" })
+    }
+
     pub(super) fn single(file: &str, message: impl Into<String>) -> Self {
         ConfigErrors(vec![ConfigError {
             file: file.to_owned(),
@@ -215,7 +230,7 @@ impl Ctx<'_> {
                 self.err(
                     s.span(),
                     key,
-                    format!("`{v}` is not an absolute http(s) URL such as \"https://api.example.com/oauth/token\""),
+                    format!("must be an absolute http(s) URL such as \"https://api.example.com/oauth/token\", not `{v}`"),
                 );
                 None
             }
@@ -225,6 +240,17 @@ impl Ctx<'_> {
     pub fn header_name(&mut self, name: &str, span: Range<usize>, key: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => Some(n),
+            Err(_) if name.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                self.err(
+                    span,
+                    key,
+                    format!(
+                        "{name:?} is not a header name: it can't contain a space, newline or control \
+                         character; use letters, digits and '-', such as \"X-Api-Key\""
+                    ),
+                );
+                None
+            }
             Err(_) => {
                 self.err(span, key, format!("`{name}` is not a valid header name"));
                 None
@@ -239,6 +265,10 @@ impl Ctx<'_> {
         span: Range<usize>,
         key: &str,
     ) -> Option<HeaderValue> {
+        if let Some(problem) = value_problem(v.expose(), false) {
+            self.err(span, key, problem);
+            return None;
+        }
         match HeaderValue::from_str(v.expose()) {
             Ok(mut h) => {
                 h.set_sensitive(true);
@@ -250,13 +280,60 @@ impl Ctx<'_> {
             }
         }
     }
+
+    /// A token sent as `Authorization: Bearer <token>`: no space, no control character. Says
+    /// what is wrong, never the value.
+    pub fn bearer_token(&mut self, v: &Secret, span: Range<usize>, key: &str) -> bool {
+        match value_problem(v.expose(), true) {
+            Some(problem) => {
+                self.err(span, key, problem);
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+/// What makes `v` unfit for a header (for a bearer `token`, a space too), in words that never
+/// repeat the value.
+fn value_problem(v: &str, token: bool) -> Option<&'static str> {
+    if v.contains(['\r', '\n']) {
+        return Some(
+            "contains a newline: a header can't carry it (it would end the header and start \
+             another); check the value or the secret file",
+        );
+    }
+    if v.chars().any(char::is_control) {
+        return Some(
+            "contains a control character (a tab, or an invisible character from a paste): a \
+             header can't carry it",
+        );
+    }
+    // Compared as bytes: slicing the `str` could cut a multi-byte character.
+    if token
+        && v.as_bytes()
+            .get(..7)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"bearer "))
+    {
+        return Some(
+            "starts with \"Bearer \": give the token alone, credproxy sends \"Bearer\" itself",
+        );
+    }
+    if token && v.contains(' ') {
+        return Some("contains a space, which a bearer token can't: check for a stray space");
+    }
+    if v.starts_with(' ') || v.ends_with(' ') {
+        return Some("starts or ends with a space, which HTTP drops from a header value");
+    }
+    None
 }
 
 /// `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"30d"`, or several (`"1h30m"`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let expected = || {
         format!(
-            "`{s}` is not a duration: expected a number and a unit, such as \"30s\", \"5m\", \"2h\", \"30d\""
+            "must be a duration such as \"90s\": a number and a unit (ms, s, m, h, d), as in \"500ms\", \
+             \"5m\", \"1h30m\"; not `{s}`"
         )
     };
     let mut total = Duration::ZERO;
@@ -308,6 +385,14 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("five minutes").is_err());
+    }
+
+    #[test]
+    fn a_token_with_multi_byte_characters_is_judged_not_sliced() {
+        assert_eq!(value_problem("ééééé", true), None);
+        assert!(value_problem("BEARER abc", true).is_some_and(|m| m.contains("Bearer")));
+        assert!(value_problem("a\u{7f}b", false).is_some());
+        assert_eq!(value_problem("Basic abc", false), None);
     }
 
     #[test]

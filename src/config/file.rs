@@ -146,6 +146,7 @@ pub struct FileProvider {
 pub struct FileRoute {
     pub listen: Option<Str>,
     pub path_prefix: Option<Str>,
-    pub provider: Str,
+    /// Optional here so that a route without it is reported by the checker, with the others.
+    pub provider: Option<Str>,
     pub require_auth: Option<bool>,
 }

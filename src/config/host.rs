@@ -94,6 +94,30 @@ impl HostPattern {
         }
     }
 
+    /// Whether both claim the same hosts: the same name (or the same wildcard) on a port both
+    /// take (two ports, or a port and "any port", are different claims only when both are set).
+    pub fn same_claim(&self, other: &HostPattern) -> bool {
+        self.wildcard == other.wildcard
+            && self.name == other.name
+            && (self.port.is_none() || other.port.is_none() || self.port == other.port)
+    }
+
+    /// Whether `wide`, a wildcard, claims some of the hosts `self` claims, `self` being the more
+    /// exact claim (an exact name, or a longer wildcard): `api.x.com` under `*.x.com`.
+    pub fn covered_by(&self, wide: &HostPattern) -> bool {
+        let ports = self.port.is_none() || wide.port.is_none() || self.port == wide.port;
+        wide.wildcard
+            && ports
+            && self.name.len() > wide.name.len()
+            && ends_with_ignore_case(&self.name, &wide.name)
+    }
+
+    /// How exact a claim is, for the router: an exact name beats a wildcard, a longer wildcard a
+    /// shorter one, a claim with a port one without.
+    pub fn specificity(&self) -> (bool, usize, bool) {
+        (!self.wildcard, self.name.len(), self.port.is_some())
+    }
+
     /// A concrete host name (not a wildcard), with its port if any: a default upstream.
     pub fn concrete(&self) -> Option<(&str, Option<u16>)> {
         (!self.wildcard).then_some((self.name.as_str(), self.port))

@@ -1,13 +1,14 @@
-//! Loading: find the config file, read it, parse the TOML (a syntax error or unknown key names
-//! its file:line:column) and hand the serde picture to the checker (`check.rs`), which expands
-//! `${VAR}` and collects every error; the warnings (`warnings.rs`) come last, for a clean config.
+//! Loading: find the config file, read it, parse the TOML (`parse.rs`: a syntax error is one
+//! error; every wrong-typed or unknown key is reported with its file:line:column) and hand the
+//! serde picture to the checker (`check.rs`), which expands `${VAR}` and collects every error,
+//! then looks across sections (`check/clash.rs`). All errors come back sorted by line; the
+//! warnings (`warnings.rs`) and notes come last, for a clean config.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::check::{ConfigError, ConfigErrors, Ctx, line_col};
-use super::file::FileConfig;
-use super::{Config, check, env, warnings};
+use super::check::{ConfigError, ConfigErrors, Ctx};
+use super::{Config, check, env, parse, warnings};
 
 /// The config file to use: `--config`, else `$CREDPROXY_CONFIG`, else `./credproxy.toml`, else
 /// `$XDG_CONFIG_HOME/credproxy/config.toml`, else `/etc/credproxy/config.toml`.
@@ -55,19 +56,11 @@ pub fn load_str(
     file: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let parsed: FileConfig = match toml::from_str(text) {
-        Ok(p) => p,
-        Err(e) => {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            return Err(ConfigErrors(vec![ConfigError {
-                file: file.to_owned(),
-                line,
-                column,
-                key: String::new(),
-                message: e.message().trim().to_owned(),
-            }]));
-        }
-    };
+    let parse::Parsed {
+        file: parsed,
+        errors: type_errors,
+        dropped,
+    } = parse::parse(text, file).map_err(|e| ConfigErrors(vec![e]))?;
     let mut ctx = Ctx::new(text, file, lookup);
     let proxy = ctx.proxy(&parsed.proxy);
     let mut providers = Vec::new();
@@ -85,8 +78,23 @@ pub fn load_str(
         }
     }
     let routes = ctx.routes(&parsed, &proxy);
-    if !ctx.errors.is_empty() {
-        return Err(ConfigErrors(ctx.errors));
+    let notes = match &proxy {
+        Some(proxy) => ctx.clashes(&parsed, proxy, &providers),
+        None => Vec::new(),
+    };
+    // A key taken out for its type error would only be reported again, as "missing".
+    let repeats = |e: &ConfigError| {
+        dropped.iter().any(|d| {
+            e.key == *d
+                || e.key
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with(['.', '[']))
+        })
+    };
+    let mut errors = type_errors;
+    errors.extend(ctx.errors.into_iter().filter(|e| !repeats(e)));
+    if !errors.is_empty() {
+        return Err(ConfigErrors::sorted(errors));
     }
     let proxy = proxy.expect("no errors means the proxy section was built");
     let warnings = warnings::warnings(parsed.providers.is_empty(), &proxy, &providers, &routes);
@@ -95,6 +103,7 @@ pub fn load_str(
         providers,
         routes,
         warnings,
+        notes,
     })
 }
 

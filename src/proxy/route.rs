@@ -94,14 +94,25 @@ impl Router {
         self.providers.iter().position(|p| p.config.name == name)
     }
 
-    /// The provider claiming `host` (`name[:port]`, any case, maybe a trailing dot).
+    /// The provider claiming `host` (`name[:port]`, any case, maybe a trailing dot). Where an
+    /// exact name and another provider's wildcard both match, the most exact claim wins
+    /// ([`HostPattern::specificity`]); `check` refuses two providers with the same claim.
+    ///
+    /// [`HostPattern::specificity`]: crate::config::HostPattern::specificity
     pub fn by_host(&self, host_port: &str) -> Option<usize> {
         let (host, port) = split_host_port(host_port);
         let port = port.and_then(|p| p.parse::<u16>().ok());
         let host = normalize(host);
-        self.providers
-            .iter()
-            .position(|p| p.config.hosts.iter().any(|h| h.matches(&host, port)))
+        let mut best = None;
+        for (i, p) in self.providers.iter().enumerate() {
+            for h in p.config.hosts.iter().filter(|h| h.matches(&host, port)) {
+                let rank = h.specificity();
+                if best.as_ref().is_none_or(|(_, b)| rank > *b) {
+                    best = Some((i, rank));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
     /// Route a request that arrived on a listener with `role`.

@@ -29,18 +29,25 @@ pub(super) fn build(
     let org_id = ctx.secret_or_unset(&fp.org_id, &key("org_id"));
     let refresh_before = ctx.opt_duration(&fp.refresh_before, &key("refresh_before"));
     let mode = match (&fp.api_token, &fp.email) {
-        (Some(t), None) => BlendVisionMode::ApiToken(ctx.secret(t, &key("api_token"))?),
+        (Some(t), None) => {
+            let token = ctx.secret(t, &key("api_token"))?;
+            if !ctx.bearer_token(&token, t.span.clone(), &key("api_token")) {
+                return None;
+            }
+            BlendVisionMode::ApiToken(token)
+        }
         (None, Some(e)) => {
-            let email = ctx.string(e, &key("email"))?;
+            // Every key checked before giving up, so that all their errors are reported.
+            let email = ctx.string(e, &key("email"));
             let password = match &fp.password {
-                Some(p) => ctx.secret(p, &key("password"))?,
+                Some(p) => ctx.secret(p, &key("password")),
                 None => {
                     ctx.err(
                         span,
                         &key("password"),
                         "missing: minting an API token needs email and password",
                     );
-                    return None;
+                    None
                 }
             };
             let lifetime = ctx.duration(
@@ -48,11 +55,13 @@ pub(super) fn build(
                 &key("api_token_lifetime"),
                 bv::API_TOKEN_LIFETIME,
             );
+            let login_url = url(ctx, &fp.login_url, "login_url", bv::LOGIN_URL);
+            let mint_url = url(ctx, &fp.mint_url, "mint_url", bv::MINT_URL);
             BlendVisionMode::Mint {
-                email,
-                password,
-                login_url: url(ctx, &fp.login_url, "login_url", bv::LOGIN_URL)?,
-                mint_url: url(ctx, &fp.mint_url, "mint_url", bv::MINT_URL)?,
+                email: email?,
+                password: password?,
+                login_url: login_url?,
+                mint_url: mint_url?,
                 api_token_lifetime: lifetime,
             }
         }

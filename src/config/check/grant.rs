@@ -4,8 +4,6 @@
 
 use std::ops::Range;
 
-use http::Uri;
-
 use super::Ctx;
 use crate::config::file::FileProvider;
 use crate::config::presets::Defaults;
@@ -22,18 +20,16 @@ pub(super) fn grant(
 ) -> Option<Grant> {
     let key = |k: &str| format!("providers.{name}.{k}");
     let grant = match &fp.grant {
-        Some(g) => {
-            match ctx.string(g, &key("grant")).as_deref() {
-                Some("client_credentials") => Some(Grant::ClientCredentials),
-                Some("password") => Some(Grant::Password),
-                Some("authorization_code") => Some(Grant::AuthorizationCode),
-                Some(other) => {
-                    ctx.err(g.span(), &key("grant"), format!("`{other}` is not one of client_credentials, password, authorization_code"));
-                    None
-                }
-                None => None,
+        Some(g) => match ctx.string(g, &key("grant")).as_deref() {
+            Some("client_credentials") => Some(Grant::ClientCredentials),
+            Some("password") => Some(Grant::Password),
+            Some("authorization_code") => Some(Grant::AuthorizationCode),
+            Some(other) => {
+                ctx.err(g.span(), &key("grant"), format!("must be one of \"client_credentials\", \"password\", \"authorization_code\", not `{other}`"));
+                None
             }
-        }
+            None => None,
+        },
         None => d.grant.or_else(|| {
             // Generic oauth2: a username means the password grant, else client credentials.
             Some(if fp.username.is_some() {
@@ -66,7 +62,8 @@ pub(super) struct Credentials {
     pub password: Option<Secret>,
 }
 
-/// `client_secret`, `username`, `password`, and the keys `grant` can't go without.
+/// `client_secret`, `username`, `password`, and the keys `grant` can't go without (`authorize_url_known`:
+/// there is one, or the key it is built from failed and was reported).
 pub(super) fn credentials(
     ctx: &mut Ctx<'_>,
     name: &str,
@@ -74,7 +71,7 @@ pub(super) fn credentials(
     span: Range<usize>,
     preset: Preset,
     grant: Option<Grant>,
-    authorize_url: &Option<Uri>,
+    authorize_url_known: bool,
 ) -> Credentials {
     let key = |k: &str| format!("providers.{name}.{k}");
     let client_secret = ctx.opt_secret(&fp.client_secret, &key("client_secret"));
@@ -89,7 +86,7 @@ pub(super) fn credentials(
             "client_id",
             "missing: the client_credentials grant needs client_id",
         )),
-        Some(Grant::AuthorizationCode) if authorize_url.is_none() && fp.authorize_url.is_none() => {
+        Some(Grant::AuthorizationCode) if !authorize_url_known && fp.authorize_url.is_none() => {
             Some((
                 "authorize_url",
                 "missing: the authorization_code grant needs authorize_url",

@@ -33,6 +33,13 @@ pub(super) fn oauth2(
         client_id.as_deref(),
     );
     let grant = grant::grant(ctx, name, fp, preset, d);
+    // A preset's authorize URL built from a key that already failed (Baselime's from client_id,
+    // api-v1's from token_url, say with an unset ${VAR}) is not "missing" as well.
+    let authorize_source_failed = match preset {
+        Preset::Baselime => fp.client_id.is_some() && client_id.is_none(),
+        Preset::ApiV1 => fp.token_url.is_some() && token_url.is_none(),
+        _ => false,
+    };
     let creds = grant::credentials(
         ctx,
         name,
@@ -40,7 +47,7 @@ pub(super) fn oauth2(
         span.clone(),
         preset,
         grant,
-        &urls.authorize_url,
+        urls.authorize_url.is_some() || authorize_source_failed,
     );
     let wire = wire::wire(ctx, name, fp, span, d);
     let timing = timing::timing(ctx, name, fp)?;

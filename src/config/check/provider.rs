@@ -13,11 +13,11 @@ use super::{Ctx, blendvision, endpoints, oauth2};
 use crate::config::file::{FileProvider, FileSecret, Str};
 use crate::config::{AuthConfig, Preset, ProviderConfig, presets};
 
-fn preset_of(ctx: &mut Ctx<'_>, name: &str, s: &Option<Str>) -> Option<Preset> {
+fn preset_of(ctx: &mut Ctx<'_>, name: &str, s: &Option<Str>, span: Range<usize>) -> Option<Preset> {
     let key = format!("providers.{name}.preset");
     let Some(s) = s else {
         ctx.err(
-            0..0,
+            span,
             &key,
             "missing: say which kind of provider this is, e.g. preset = \"oauth2\"",
         );
@@ -31,7 +31,7 @@ fn preset_of(ctx: &mut Ctx<'_>, name: &str, s: &Option<Str>) -> Option<Preset> {
             ctx.err(
                 s.span(),
                 &key,
-                format!("unknown preset `{v}`; expected one of {}", names.join(", ")),
+                format!("must be one of {}, not `{v}`", names.join(", ")),
             );
             None
         }
@@ -48,7 +48,11 @@ pub(in crate::config) fn build(
     let fp = fp.get_ref();
     let key = |k: &str| format!("providers.{name}.{k}");
     let before = ctx.errors.len();
-    let preset = preset_of(ctx, name, &fp.preset)?;
+    let Some(preset) = preset_of(ctx, name, &fp.preset, span.clone()) else {
+        // Without a preset the credential can't be checked, but what every provider has can.
+        preset_free_keys(ctx, name, fp, span);
+        return None;
+    };
     let defaults = presets::defaults(preset);
     reject_foreign_keys(ctx, name, preset, fp);
 
@@ -70,7 +74,9 @@ pub(in crate::config) fn build(
     let auth = match preset {
         Preset::Static => {
             let token = match &fp.token {
-                Some(t) => ctx.secret(t, &key("token")),
+                Some(t) => ctx
+                    .secret(t, &key("token"))
+                    .filter(|v| ctx.bearer_token(v, t.span.clone(), &key("token"))),
                 None => {
                     ctx.err(span.clone(), &key("token"), "missing: a static provider needs token = \"${VAR}\" or token = { file = \"/run/secrets/x\" }");
                     None
@@ -96,6 +102,24 @@ pub(in crate::config) fn build(
         wait_for_token,
         auth: auth?,
     })
+}
+
+/// The keys every provider has, checked when its preset is missing or unknown: the hosts and
+/// upstream as written, headers, allowed origins, `wait_for_token`.
+fn preset_free_keys(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Range<usize>) {
+    let key = |k: &str| format!("providers.{name}.{k}");
+    let none = presets::defaults(Preset::Static);
+    if fp.hosts.is_some() {
+        let hosts = endpoints::hosts(ctx, name, fp, span.clone(), &none, usize::MAX);
+        if fp.upstream.is_some() {
+            endpoints::upstream(ctx, name, fp, span, Preset::Static, &hosts);
+        }
+    }
+    headers(ctx, name, fp);
+    for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
+        ctx.string(o, &format!("{}[{i}]", key("allow_origins")));
+    }
+    ctx.opt_duration(&fp.wait_for_token, &key("wait_for_token"));
 }
 
 /// `headers = { NAME = "value" }`: extra headers to inject, never ones credproxy sets or manages.

@@ -13,39 +13,22 @@ use crate::config::{Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHost
 impl Ctx<'_> {
     fn listen(&mut self, s: &Str, key: &str, allow_remote: bool) -> Option<Listen> {
         let v = self.string(s, key)?;
-        if let Some(path) = v.strip_prefix("unix:") {
-            if path.is_empty() {
+        match resolve_listen(&v) {
+            Ok(Listen::Tcp(addr)) if !addr.ip().is_loopback() && !allow_remote => {
                 self.err(
                     s.span(),
                     key,
-                    "unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"",
+                    format!(
+                        "{addr} is reachable from other machines; anyone who can reach it can spend your \
+                         credentials. Listen on 127.0.0.1, or set allow_remote = true in [proxy] \
+                         (and set proxy_auth too)"
+                    ),
                 );
-                return None;
+                None
             }
-            return Some(Listen::Unix(PathBuf::from(path)));
-        }
-        match v.parse::<SocketAddr>() {
-            Ok(addr) => {
-                if !addr.ip().is_loopback() && !allow_remote {
-                    self.err(
-                        s.span(),
-                        key,
-                        format!(
-                            "{addr} is reachable from other machines; anyone who can reach it can spend your \
-                             credentials. Listen on 127.0.0.1, or set allow_remote = true in [proxy] \
-                             (and set proxy_auth too)"
-                        ),
-                    );
-                    return None;
-                }
-                Some(Listen::Tcp(addr))
-            }
-            Err(_) => {
-                self.err(
-                    s.span(),
-                    key,
-                    format!("`{v}` is not an address: expected IP:PORT such as \"127.0.0.1:8080\", or unix:/path"),
-                );
+            Ok(l) => Some(l),
+            Err(message) => {
+                self.err(s.span(), key, message);
                 None
             }
         }
@@ -76,7 +59,7 @@ impl Ctx<'_> {
                     self.err(
                         s.span(),
                         "proxy.unknown_hosts",
-                        format!("`{other}` is not one of \"reject\", \"pass\""),
+                        format!("must be \"reject\" or \"pass\", not `{other}`"),
                     );
                     UnknownHosts::Reject
                 }
@@ -109,7 +92,7 @@ impl Ctx<'_> {
                         self.err(
                             m.span(),
                             "proxy.socket_mode",
-                            "expected an octal file mode such as \"0660\"",
+                            "must be an octal file mode such as \"0660\"",
                         );
                         0o600
                     }
@@ -184,11 +167,19 @@ impl Ctx<'_> {
         let mut routes = Vec::new();
         for (i, r) in parsed.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
-            let provider = r.get_ref().provider.get_ref().clone();
+            let Some(named) = &r.get_ref().provider else {
+                self.err(
+                    r.span(),
+                    &format!("{key}.provider"),
+                    "missing: say which provider this route serves, e.g. provider = \"github\"",
+                );
+                continue;
+            };
+            let provider = named.get_ref().clone();
             if !parsed.providers.contains_key(&provider) {
                 let known: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
                 self.err(
-                    r.get_ref().provider.span(),
+                    named.span(),
                     &format!("{key}.provider"),
                     format!(
                         "no provider named `{provider}` (configured: {})",
@@ -211,11 +202,19 @@ impl Ctx<'_> {
                         self.err(
                             p.span(),
                             &format!("{key}.path_prefix"),
-                            "expected a path such as \"/bace\"",
+                            "must be a path such as \"/bace\"",
                         );
                         continue;
                     }
                     RouteTarget::PathPrefix(trimmed.to_owned())
+                }
+                (None, None) => {
+                    self.err(
+                        r.span(),
+                        &format!("{key}.listen"),
+                        "missing: a route needs `listen` (its own listener) or `path_prefix`",
+                    );
+                    continue;
                 }
                 _ => {
                     self.err(
@@ -235,6 +234,27 @@ impl Ctx<'_> {
         }
         routes
     }
+}
+
+/// A listener address: `IP:PORT`, `localhost:PORT` (127.0.0.1), or `unix:/path`.
+pub(super) fn resolve_listen(v: &str) -> Result<Listen, String> {
+    if let Some(path) = v.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path, as in \"unix:/run/credproxy/api.sock\"".into());
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    if let Some(port) = v.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    v.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
+        format!(
+            "must be an address such as \"127.0.0.1:8080\" (IP:PORT, localhost:PORT) or \
+             \"unix:/path\", not `{v}`"
+        )
+    })
 }
 
 fn default_state_dir() -> PathBuf {

@@ -54,7 +54,7 @@ pub(super) fn wire(
                 ctx.err(
                     s.span(),
                     &key("token_format"),
-                    format!("`{other}` is not one of form, json, multipart"),
+                    format!("must be one of \"form\", \"json\", \"multipart\", not `{other}`"),
                 );
                 d.format
             }
@@ -70,7 +70,7 @@ pub(super) fn wire(
                 ctx.err(
                     s.span(),
                     &key("client_auth"),
-                    format!("`{other}` is not one of basic, body"),
+                    format!("must be \"basic\" or \"body\", not `{other}`"),
                 );
                 d.client_auth
             }

@@ -255,9 +255,13 @@ async fn sighup_with_a_bad_config_keeps_serving_and_a_good_one_applies() {
     }
     assert_eq!(get(route, "/").await.1, "Bearer bin-one");
 
-    std::fs::write(&path, "[proxy]\nlisten = 42\n").unwrap();
+    std::fs::write(&path, "[proxy]\nlisten = 42\nconnect_timeout = 5\n").unwrap();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     wait_line(&mut rx, "reload refused").await;
+    // Every error, in file order, then the count: what `check` prints.
+    wait_line(&mut rx, ":2:10: proxy.listen: must be an address").await;
+    wait_line(&mut rx, ":3:19: proxy.connect_timeout: must be a duration").await;
+    wait_line(&mut rx, "2 errors").await;
     assert_eq!(
         get(route, "/").await.1,
         "Bearer bin-one",

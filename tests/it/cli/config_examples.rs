@@ -94,3 +94,50 @@ fn examples_name_each_missing_variable() {
         }
     }
 }
+
+/// One unset variable is one error, on its key, naming it: not also a key the preset would have
+/// built from it (Baselime's authorize URL from its client_id once asked for `authorize_url`).
+#[test]
+fn each_examples_variable_unset_alone_is_the_only_error() {
+    let bin = env!("CARGO_BIN_EXE_credproxy");
+    for path in examples() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let all = variables(&text);
+        for missing in &all {
+            let line = text.lines().find(|l| {
+                l.contains(&format!("${{{missing}}}")) && !l.trim_start().starts_with('#')
+            });
+            let Some(line) = line else {
+                continue; // only with a default, or only in comments
+            };
+            let key = line.split('=').next().unwrap().trim();
+            let mut cmd = Command::new(bin);
+            cmd.arg("check").arg("--config").arg(&path);
+            for var in all.iter().filter(|v| *v != missing) {
+                cmd.env(var, format!("value-of-{var}"));
+            }
+            cmd.env_remove(missing);
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+            let errors: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains(": providers."))
+                .collect();
+            assert_eq!(
+                errors.len(),
+                1,
+                "{} without {missing}:\n{stderr}",
+                path.display()
+            );
+            assert!(
+                errors[0].contains(&format!(
+                    ".{key}: environment variable {missing} is not set"
+                )),
+                "{} without {missing}:\n{stderr}",
+                path.display()
+            );
+            assert!(stderr.trim_end().ends_with("\n1 error"), "{stderr}");
+        }
+    }
+}

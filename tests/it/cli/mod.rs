@@ -1,5 +1,6 @@
 //! The `credproxy` binary's commands, the demo, the example configs, and the README's commands.
 
+mod check;
 mod commands;
 mod config_examples;
 mod demo;

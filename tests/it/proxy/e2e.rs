@@ -595,3 +595,37 @@ async fn forwarded_headers_only_for_providers_that_ask() {
     );
     assert_eq!(header_values(&v, "x-forwarded-for"), vec!["127.0.0.1"]);
 }
+
+#[tokio::test]
+async fn an_exact_host_wins_over_another_providers_wildcard() {
+    // `aaa` sorts before `echo`, so a router taking the first match would give it api.echo.test.
+    let s = setup_with(
+        Alpn::Http1Only,
+        "",
+        r#"
+[providers.aaa]
+preset = "static"
+hosts = ["*.echo.test"]
+upstream = "https://localhost:UPSTREAM"
+token = "wildcard-token"
+"#,
+    )
+    .await;
+    for (host, token) in [
+        ("api.echo.test", TOKEN),
+        ("other.echo.test", "wildcard-token"),
+    ] {
+        let (parts, body) = send(s.main(), get("/x", &[("host", host)])).await;
+        assert_eq!(
+            parts.status,
+            200,
+            "{host}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            header_values(&json(&body), "authorization"),
+            vec![format!("Bearer {token}")],
+            "{host}"
+        );
+    }
+}
