@@ -85,6 +85,17 @@ pub fn unsupported_framing() -> ProxyError {
     )
 }
 
+/// 400 for a request with more than one `Host` field (RFC 9112 §3.2: a server MUST answer
+/// 400): which one routes and which one the upstream reads could differ. (The fast path
+/// declines such a request; hyper's turn refuses it.)
+#[cold]
+pub fn two_hosts() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::BadRequest,
+        "the request has more than one Host field: send exactly one",
+    )
+}
+
 /// Phase 4: a browser page must not spend credentials through a local port (CSRF, DNS
 /// rebinding): any `Origin` (whatever its value, even one that is not text) or a cross-site
 /// `Sec-Fetch-Site` is refused unless the provider lists the origin in `allow_origins`.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::access::{Outcome, access_enabled, access_line};
 use super::checks::{
-    check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required,
+    check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required, two_hosts,
     unsupported_framing,
 };
 use super::error::{ErrorKind, ProxyError};
@@ -21,7 +21,6 @@ use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
     retry, timeout_error, upstream_error,
 };
-use super::headers::{add_via, strip_hop_by_hop};
 use super::inject;
 use super::route::{ProviderRoute, Role, Router, Target};
 use super::route::{rewrite_location, upstream_path};
@@ -118,6 +117,9 @@ async fn proxy<'a>(
     ) {
         return Err(proxy_auth_required());
     }
+    if h.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(two_hosts());
+    }
     if !framing_ok(
         h.get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -176,7 +178,12 @@ async fn proxy<'a>(
     let upstream = &provider.upstream;
     let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
     let (mut parts, body) = req.into_parts();
-    inject::request_head(&mut parts.headers, &upstream.host_header);
+    inject::request_head(
+        &mut parts.headers,
+        &upstream.host_header,
+        credential.headers(),
+        &shared.metrics,
+    );
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
@@ -471,11 +478,12 @@ async fn pass_through(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::HOST, upstream.host_header.clone());
+    inject::request_head(
+        &mut parts.headers,
+        &upstream.host_header,
+        &[],
+        &ctx.shared.metrics,
+    );
     let resp = send(
         ctx,
         &key,
