@@ -75,6 +75,13 @@ pub fn closed_error(up: &Upstream) -> ProxyError {
 /// A connection that could not be made: TLS, timeout, or unreachable, with its causes.
 #[cold]
 pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
+    let _ = up;
+    connect_failed(e)
+}
+
+/// [`connect_error`] for a connection with no configured upstream (pass-through, `CONNECT`).
+#[cold]
+pub fn connect_failed(e: ConnectError) -> ProxyError {
     use ConnectError as C;
     let kind = match &e {
         C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
@@ -88,7 +95,6 @@ pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    let _ = up;
     ProxyError::new(kind, msg)
 }
 

@@ -13,16 +13,16 @@ use tokio::time::Instant;
 
 use super::access::{Outcome, access_enabled, access_line};
 use super::checks::{
-    check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required, two_hosts,
-    unsupported_framing,
+    check_browser, check_own_host, destination_allowed, destination_not_allowed, framing_ok,
+    proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
 };
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
-    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
-    retry, timeout_error, upstream_error,
+    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, connect_failed, fits_replay,
+    is_rejection, refreshable, retry, timeout_error, upstream_error,
 };
 use super::inject;
-use super::route::{ProviderRoute, Role, Router, Target};
+use super::route::{ProviderRoute, Role, Target};
 use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
@@ -129,7 +129,7 @@ async fn proxy<'a>(
     }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
-        return connect(&shared.router, req);
+        return connect(ctx, req).await;
     }
     let host_header = req
         .headers()
@@ -405,8 +405,13 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
     }
 }
 
-/// `CONNECT`: tunnel an unclaimed host when passing, refuse a claimed one with the reason.
-fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+/// `CONNECT`: tunnel an unclaimed host when passing (to the one address judged, see
+/// [`pass_address`]), refuse a claimed one with the reason.
+async fn connect(
+    ctx: &ReqCtx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let router = &ctx.shared.router;
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return Err(ProxyError::new(
             ErrorKind::BadRequest,
@@ -432,6 +437,14 @@ fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>
             format!("no provider claims {authority}, and unknown_hosts = \"reject\""),
         ));
     }
+    let (host, port) = crate::config::host::split_host_port(&authority);
+    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else {
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "CONNECT needs host:port",
+        ));
+    };
+    let addr = pass_address(ctx, host, port).await?;
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
@@ -441,7 +454,7 @@ fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>
             }
         };
         let mut client = hyper_util::rt::TokioIo::new(upgraded);
-        match tokio::net::TcpStream::connect(authority.as_str()).await {
+        match tokio::net::TcpStream::connect(addr).await {
             Ok(mut server) => {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             }
@@ -467,10 +480,12 @@ async fn pass_through(
         .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request's host is not valid"))?;
     let upstream = crate::config::presets::upstream_from_uri(&uri)
         .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request's host is not valid"))?;
+    let addr = pass_address(ctx, host, port).await?;
     let key = UpstreamKey {
         tls,
         host: host.into(),
         port,
+        addr: Some(addr),
     };
     let (mut parts, body) = req.into_parts();
     let pq = parts
@@ -495,6 +510,41 @@ async fn pass_through(
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// Phase 3 for an unclaimed host: the address it is reached at, resolved once and judged
+/// ([`destination_allowed`]); the connection goes to exactly that address. The first allowed
+/// one of its addresses, or 403 naming the first refused.
+async fn pass_address(
+    ctx: &ReqCtx<'_>,
+    host: &str,
+    port: u16,
+) -> Result<std::net::SocketAddr, ProxyError> {
+    let up_error = |e| {
+        let mut e = connect_failed(e);
+        e.message = format!("can't resolve {host}: {}", e.message);
+        e
+    };
+    let addrs = ctx
+        .shared
+        .connector
+        .resolve(host, port)
+        .await
+        .map_err(up_error)?;
+    let pass_private = &ctx.shared.pass_private;
+    match addrs
+        .iter()
+        .find(|a| destination_allowed(a.ip(), pass_private))
+    {
+        Some(a) => Ok(*a),
+        None => match addrs.first() {
+            Some(a) => Err(destination_not_allowed(host, a.ip())),
+            None => Err(ProxyError::new(
+                ErrorKind::UpstreamUnreachable,
+                format!("{host} resolves to no address"),
+            )),
+        },
+    }
 }
 
 /// Phase 4 over this request's fields ([`check_browser`]).

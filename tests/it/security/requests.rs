@@ -87,3 +87,126 @@ async fn two_host_fields_are_refused_on_both_transports() {
     }
     assert!(s.up.seen().is_empty(), "forwarded: {:?}", s.up.targets());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 10: pass-through and CONNECT to private addresses.
+
+mod private {
+    use std::time::Duration;
+
+    use crate::support::security::{Setup, get, send};
+    use crate::support::{self, TestServer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A plain-HTTP server on loopback that no provider claims.
+    async fn intranet() -> TestServer {
+        TestServer::start(
+            None,
+            support::server::handler(|_req| async {
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"intranet",
+                )))
+            }),
+        )
+        .await
+    }
+
+    /// `CONNECT target` on a fresh connection: the response head credproxy answers.
+    async fn connect(s: &Setup, target: &str) -> String {
+        let mut tcp = TcpStream::connect(s.main()).await.unwrap();
+        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("an answer to CONNECT")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn pass_through_and_connect_to_loopback_are_refused() {
+        let s = Setup::start("unknown_hosts = \"pass\"", "").await;
+        let plain = intranet().await;
+        let port = plain.port();
+        // An address, a name that resolves to loopback, and an IPv4-mapped IPv6 form.
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::ffff:127.0.0.1]:{port}"),
+        ] {
+            let r = send(
+                s.main(),
+                get(&format!("http://{host}/page"), &[("host", &host)]),
+            )
+            .await;
+            assert_eq!(r.status, 403, "{host}: {}", r.text());
+            assert_eq!(r.json()["error"], "destination_not_allowed", "{host}");
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("pass_private")
+            );
+            let ps = r.headers["proxy-status"].to_str().unwrap();
+            assert!(ps.contains("error=destination_ip_prohibited"), "{ps}");
+            let text = connect(&s, &host).await;
+            assert!(text.starts_with("HTTP/1.1 403"), "CONNECT {host}: {text}");
+            assert!(text.contains("destination_not_allowed"), "{text}");
+        }
+        // The cloud metadata address, by CONNECT (refused before any connection is tried).
+        let text = connect(&s, "169.254.169.254:80").await;
+        assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+        assert_eq!(plain.connections(), 0, "a refused destination was reached");
+    }
+
+    #[tokio::test]
+    async fn pass_private_lets_pass_through_and_connect_reach_a_listed_range() {
+        let s = Setup::start(
+            "unknown_hosts = \"pass\"\npass_private = [\"10.1.0.0/16\", \"127.0.0.0/8\"]",
+            "",
+        )
+        .await;
+        let plain = intranet().await;
+        let port = plain.port();
+        // `localhost` may resolve to ::1 first: the listed 127.0.0.1 is the one connected to.
+        for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+            let r = send(
+                s.main(),
+                get(&format!("http://{host}/page"), &[("host", &host)]),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{host}: {}", r.text());
+            assert_eq!(r.text(), "intranet");
+            let text = connect(&s, &host).await;
+            assert!(text.starts_with("HTTP/1.1 200"), "CONNECT {host}: {text}");
+        }
+        // Other special ranges stay refused.
+        let text = connect(&s, "169.254.169.254:80").await;
+        assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+        let text = connect(&s, &format!("[::1]:{port}")).await;
+        assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_pass_private_range_is_a_config_error_with_key_and_line() {
+        for (range, says) in [
+            ("10.1.0.0/33", "prefix length"),
+            ("10.1.2.0/16", "did you mean \"10.1.0.0/16\""),
+            ("intranet", "CIDR"),
+        ] {
+            let text = format!(
+                "[proxy]\nunknown_hosts = \"pass\"\npass_private = [\"127.0.0.0/8\", \"{range}\"]\n"
+            );
+            let e = credproxy::config::load_str(&text, "t.toml", &|_| None)
+                .err()
+                .unwrap_or_else(|| panic!("{range} accepted"))
+                .to_string();
+            assert!(e.contains("t.toml:3:"), "{e}");
+            assert!(e.contains("proxy.pass_private[1]"), "{e}");
+            assert!(e.contains(says), "{range}: {e}");
+        }
+    }
+}
