@@ -154,6 +154,8 @@ pub struct ProviderConfig {
     /// Add `Forwarded`/`X-Forwarded-For` upstream (off unless asked for).
     pub forwarded: bool,
     pub wait_for_token: Duration,
+    /// This provider's own `response_timeout` (else `[proxy]`'s: `exchange::response_timeout`).
+    pub response_timeout: Option<Duration>,
     pub auth: AuthConfig,
 }
 

@@ -21,7 +21,8 @@
 //!    classification); the path joined to the upstream's base path (`route.rs`); body streamed,
 //!    not buffered.
 //! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a
-//!    new one; response headers within `response_timeout` (504), connect errors 502. The
+//!    new one; response headers within `response_timeout` (504), counted from when the body
+//!    was sent, while a stalled body gets 408 (`upload.rs`); connect errors 502. The
 //!    keep-alive retry and the classification of upstream failures are `exchange.rs`'s.
 //! 8. **upstream response**: a 401 to the current credential nudges the refresher and is replayed
 //!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
@@ -51,6 +52,7 @@ pub mod listener;
 pub mod route;
 pub mod service;
 pub mod state;
+pub mod upload;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -62,8 +64,9 @@ pub use listener::serve;
 pub use route::{ProviderRoute, Role, Router};
 pub use state::{ListenerInfo, Shared};
 
-/// Body of a request sent upstream: the client's, streamed, or a kept copy for a replay.
-pub type UpBody = Either<Incoming, Full<Bytes>>;
+/// Body of a request sent upstream: the client's, streamed (timed by `upload.rs`), or one in
+/// memory (a small body read whole, a kept copy for a replay).
+pub type UpBody = Either<upload::Upload, Full<Bytes>>;
 /// Body of a response sent downstream: the upstream's, streamed, or one credproxy made.
 pub type RespBody = Either<Incoming, Full<Bytes>>;
 

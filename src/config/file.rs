@@ -127,6 +127,7 @@ pub struct FileProvider {
     pub default_lifetime: Option<Str>,
     pub refresh_before: Option<Str>,
     pub wait_for_token: Option<Str>,
+    pub response_timeout: Option<Str>,
     pub expires_timezone: Option<Str>,
     pub api_token_lifetime: Option<Str>,
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::error::{ErrorKind, ProxyError};
+use super::upload::UploadError;
 use super::upstream::ConnectError;
 use crate::config::{Preset, Upstream};
 
@@ -52,6 +53,24 @@ pub fn retry(failed: Failed, reused: bool, attempt: u32, idempotent: bool) -> bo
             Failed::Unsent => true,
             Failed::Unanswered => idempotent,
         }
+}
+
+/// The `response_timeout` a provider's requests have: its own, else `[proxy]`'s (`proxy`).
+#[inline]
+pub fn response_timeout(proxy: Duration, provider: &crate::config::ProviderConfig) -> Duration {
+    provider.response_timeout.unwrap_or(proxy)
+}
+
+/// 408: the request body sent nothing for `client_body_timeout` (`upload.rs`; the fast path's
+/// read of a body). The client's fault; the upstream is not blamed.
+#[cold]
+pub fn client_timeout(client_body_timeout: Duration) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::ClientTimeout,
+        format!(
+            "the request body sent nothing for {client_body_timeout:?}: send it without pauses, or raise [proxy] client_body_timeout"
+        ),
+    )
 }
 
 /// No answer within `response_timeout` (`what`: "accept a connection", "answer").
@@ -104,8 +123,18 @@ pub fn connect_failed(e: ConnectError) -> ProxyError {
 pub fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
     // The client's own body failed (a malformed chunk, a hang-up mid-body): its fault, and the
     // upstream never got a complete request.
+    let source = std::error::Error::source(e);
     if e.is_user()
-        && let Some(cause) = std::error::Error::source(e).filter(|s| s.is::<hyper::Error>())
+        && let Some(UploadError::Stalled(t)) = source.and_then(|s| s.downcast_ref::<UploadError>())
+    {
+        return client_timeout(*t);
+    }
+    if e.is_user()
+        && let Some(cause) = source
+            .and_then(|s| s.downcast_ref::<UploadError>())
+            .and_then(|u| std::error::Error::source(u))
+            .or(source)
+            .filter(|s| s.is::<hyper::Error>())
     {
         let mut msg = format!("the request body could not be read: {cause}");
         let mut src = cause.source();

@@ -18,13 +18,14 @@ use super::checks::{
 };
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
-    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, connect_failed, fits_replay,
-    is_rejection, refreshable, retry, timeout_error, upstream_error,
+    Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, connect_failed,
+    fits_replay, is_rejection, refreshable, response_timeout, retry, timeout_error, upstream_error,
 };
 use super::inject;
 use super::route::{ProviderRoute, Role, Target};
 use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upload::{Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
 use crate::config::Upstream;
@@ -188,11 +189,16 @@ async fn proxy<'a>(
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
+    let progress = Progress::new(Instant::now());
+    let body = Upload::new(body, shared.client_body_timeout, progress.clone());
     let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
         keep_small_body(body).await?
     } else {
         (Either::Left(body), None)
     };
+    // A body in memory is sent at once: `response_timeout` runs from the send.
+    let progress = matches!(body, Either::Left(_)).then_some(progress);
+    let rt = response_timeout(shared.response_timeout, provider);
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
     inject::set_credential(&mut parts.headers, &credential);
@@ -201,7 +207,16 @@ async fn proxy<'a>(
     let req = Request::from_parts(parts, body);
 
     // Phase 7: send.
-    let mut resp = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await?;
+    let mut resp = send_timed(
+        ctx,
+        index,
+        key,
+        upstream,
+        path_and_query.clone(),
+        req,
+        (rt, progress.as_deref()),
+    )
+    .await?;
 
     // Phase 8: the upstream's answer.
     if is_rejection(resp.status().as_u16(), refreshable)
@@ -221,7 +236,7 @@ async fn proxy<'a>(
             // As the first send had it (the fast path's replay rebuilds its head the same way).
             inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
-            resp = send_timed(ctx, index, key, upstream, path_and_query, req).await?;
+            resp = send_timed(ctx, index, key, upstream, path_and_query, req, (rt, None)).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
@@ -302,9 +317,10 @@ async fn send_timed(
     upstream: &Upstream,
     path_and_query: PathAndQuery,
     req: Request<UpBody>,
+    timing: (Duration, Option<&Progress>),
 ) -> Result<Response<Incoming>, ProxyError> {
     let sent = Instant::now();
-    let result = send(ctx, key, upstream, path_and_query, req).await;
+    let result = send(ctx, key, upstream, path_and_query, req, timing).await;
     ctx.shared.metrics.upstream_duration(index, sent.elapsed());
     result
 }
@@ -317,10 +333,12 @@ async fn send(
     upstream: &Upstream,
     path_and_query: PathAndQuery,
     mut req: Request<UpBody>,
+    (response_timeout, progress): (Duration, Option<&Progress>),
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = ctx.shared;
-    let deadline = Instant::now() + shared.response_timeout;
-    let timeout = |what: &str| timeout_error(upstream, shared.response_timeout, what);
+    let start = Instant::now();
+    let deadline = start + response_timeout;
+    let timeout = |what: &str| timeout_error(upstream, response_timeout, what);
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -347,10 +365,10 @@ async fn send(
                 })?;
                 req.headers_mut().remove(header::HOST);
                 let fut = sender.send_request(req);
-                return match tokio::time::timeout_at(deadline, fut).await {
-                    Ok(Ok(resp)) => Ok(resp),
-                    Ok(Err(e)) => Err(upstream_error(upstream, &e)),
-                    Err(_) => Err(timeout("answer")),
+                return match within(fut, progress, start, response_timeout).await {
+                    Some(Ok(resp)) => Ok(resp),
+                    Some(Err(e)) => Err(upstream_error(upstream, &e)),
+                    None => Err(timeout("answer")),
                 };
             }
             Checkout::Local { reused } => {
@@ -362,9 +380,9 @@ async fn send(
                         continue;
                     }
                 };
-                match tokio::time::timeout_at(deadline, fut).await {
-                    Ok(Ok(resp)) => return Ok(resp),
-                    Ok(Err(mut e)) => {
+                match within(fut, progress, start, response_timeout).await {
+                    Some(Ok(resp)) => return Ok(resp),
+                    Some(Err(mut e)) => {
                         ctx.slot.discard();
                         match e.take_message() {
                             Some(back) if retry(Failed::Unsent, reused, attempt, false) => {
@@ -374,7 +392,7 @@ async fn send(
                             _ => return Err(upstream_error(upstream, e.error())),
                         }
                     }
-                    Err(_) => {
+                    None => {
                         ctx.slot.discard();
                         return Err(timeout("answer"));
                     }
@@ -386,7 +404,7 @@ async fn send(
 }
 
 /// Keep a small body in memory so the request can be replayed; stream anything else.
-async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), ProxyError> {
+async fn keep_small_body(body: Upload) -> Result<(UpBody, Option<Bytes>), ProxyError> {
     if body.is_end_stream() {
         return Ok((Either::Right(Full::new(Bytes::new())), Some(Bytes::new())));
     }
@@ -395,8 +413,9 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
             let bytes = Limited::new(body, REPLAY_BODY_LIMIT as usize)
                 .collect()
                 .await
-                .map_err(|_| {
-                    ProxyError::new(ErrorKind::BadRequest, "the request body ended early")
+                .map_err(|e| match e.downcast::<UploadError>().map(|e| *e) {
+                    Ok(UploadError::Stalled(t)) => client_timeout(t),
+                    _ => ProxyError::new(ErrorKind::BadRequest, "the request body ended early"),
                 })?
                 .to_bytes();
             Ok((Either::Right(Full::new(bytes.clone())), Some(bytes)))
@@ -499,12 +518,15 @@ async fn pass_through(
         &[],
         &ctx.shared.metrics,
     );
+    let progress = Progress::new(Instant::now());
+    let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
     let resp = send(
         ctx,
         &key,
         &upstream,
         pq,
         Request::from_parts(parts, Either::Left(body)),
+        (ctx.shared.response_timeout, Some(&progress)),
     )
     .await?;
     let (mut parts, body) = resp.into_parts();

@@ -210,3 +210,164 @@ mod private {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 12: the upload is the client's time, the answer the upstream's.
+
+mod upload {
+    use std::time::Duration;
+
+    use crate::support::wire::*;
+
+    /// An upstream that reads each request whole and never answers.
+    async fn silent() -> Upstream {
+        Upstream::start(|mut conn| async move {
+            if conn.next().await.is_some() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+    }
+
+    fn chunked_head(target: &str) -> Vec<u8> {
+        request("POST", target, &["Transfer-Encoding: chunked"], b"")
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_upload_longer_than_response_timeout_goes_through() {
+        let up = Upstream::answering(echo).await;
+        let s = Setup::start_with(
+            up,
+            "response_timeout = \"200ms\"\nclient_body_timeout = \"5s\"",
+        )
+        .await;
+        let mut c = s.client().await;
+        c.send(chunked_head("/upload")).await;
+        // Five pauses of 150 ms: the upload takes over 700 ms, three times response_timeout,
+        // and every pause is the client's.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            c.send(b"5\r\nhello\r\n").await;
+        }
+        c.send(b"0\r\n\r\n").await;
+        let r = c.response(false).await.unwrap();
+        assert_status(&r, 200);
+        assert_eq!(r.text(), "POST /upload 25");
+    }
+
+    fn assert_client_timeout(r: &Message, what: &str) {
+        assert_json_error(r, 408);
+        assert_eq!(r.json()["error"], "client_timeout", "{what}");
+        let ps = r.head.get("proxy-status").unwrap_or_default();
+        assert!(
+            ps.contains("error=http_request_error") && ps.contains("client_body_timeout"),
+            "{what}: {ps}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_gets_408_on_both_transports_never_504() {
+        let up = silent().await;
+        let s = Setup::start_with(
+            up,
+            "response_timeout = \"30s\"\nclient_body_timeout = \"300ms\"\nheader_timeout = \"30s\"",
+        )
+        .await;
+        // hyper: a chunked body that stops after its first chunk.
+        let mut c = s.client().await;
+        c.send(chunked_head("/stall-chunked")).await;
+        c.send(b"5\r\nhello\r\n").await;
+        let r = c.response(false).await.expect("an answer, not a close");
+        assert_client_timeout(&r, "chunked");
+        c.assert_closed("after 408").await;
+        // The fast path: half of a Content-Length body.
+        let mut c = s.client().await;
+        let mut req = request("POST", "/stall-length", &[], b"0123456789");
+        req.truncate(req.len() - 5);
+        c.send(req).await;
+        let r = c.response(false).await.expect("an answer, not a close");
+        assert_client_timeout(&r, "content-length");
+        c.assert_closed("after 408").await;
+        // hyper: a body over 64 KiB (not the fast path's), streamed, stopping 1 KiB short.
+        let mut c = s.client().await;
+        let body = vec![b'x'; 70 * 1024];
+        let mut req = request("POST", "/stall-big", &[], &body);
+        req.truncate(req.len() - 1024);
+        c.send(req).await;
+        let r = c.response(false).await.expect("an answer, not a close");
+        assert_client_timeout(&r, "large body");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_kept_for_a_replay_gets_408() {
+        // A refreshable provider's small body is read whole on hyper's path (to replay it after
+        // a 401); `Expect` makes it hyper's turn.
+        let (s, _fake) = Setup::oauth2(
+            silent().await,
+            "response_timeout = \"30s\"\nclient_body_timeout = \"300ms\"",
+        )
+        .await;
+        let mut c = s.client().await;
+        let mut req = request(
+            "POST",
+            "/stall-kept",
+            &["Expect: 100-continue"],
+            b"0123456789",
+        );
+        req.truncate(req.len() - 5);
+        c.send(req).await;
+        let (_interim, r) = c
+            .final_response(false)
+            .await
+            .expect("an answer, not a close");
+        assert_client_timeout(&r, "kept body");
+        assert!(s.up.seen().is_empty(), "a partial body went upstream");
+    }
+
+    #[tokio::test]
+    async fn a_slow_upstream_after_the_body_still_gets_504() {
+        let s = Setup::start_with(silent().await, "response_timeout = \"300ms\"").await;
+        let mut c = s.client().await;
+        let mut req = chunked_head("/slow-chunked");
+        req.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+        let r = c.roundtrip(req).await;
+        assert_json_error(&r, 504);
+        assert_eq!(r.json()["error"], "upstream_timeout");
+        let mut c = s.client().await;
+        let r = c
+            .roundtrip(request("POST", "/slow-length", &[], b"hello"))
+            .await;
+        assert_json_error(&r, 504);
+        assert_eq!(r.json()["error"], "upstream_timeout");
+    }
+
+    #[tokio::test]
+    async fn a_providers_response_timeout_overrides_the_proxys() {
+        let s = Setup::start_at(
+            silent().await,
+            "",
+            "response_timeout = \"30s\"",
+            "response_timeout = \"200ms\"",
+        )
+        .await;
+        let mut chunked = chunked_head("/own-chunked");
+        chunked.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+        for (what, req) in [("fast path", get("/own-get")), ("hyper", chunked)] {
+            let mut c = s.client().await;
+            let r = c.roundtrip(req).await;
+            assert_json_error(&r, 504);
+            let message = r.json()["message"].as_str().unwrap().to_owned();
+            assert!(message.contains("200ms"), "{what}: {message}");
+        }
+        // Validated like any duration, under the provider's key.
+        let text = "[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\ntoken = \"t\"\nresponse_timeout = \"soon\"\n";
+        let e = credproxy::config::load_str(text, "t.toml", &|_| None)
+            .err()
+            .expect("a bad duration is refused")
+            .to_string();
+        assert!(
+            e.contains("t.toml:5:") && e.contains("providers.x.response_timeout"),
+            "{e}"
+        );
+    }
+}
