@@ -362,8 +362,7 @@ mod upload {
         // Validated like any duration, under the provider's key.
         let text = "[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\ntoken = \"t\"\nresponse_timeout = \"soon\"\n";
         let e = credproxy::config::load_str(text, "t.toml", &|_| None)
-            .err()
-            .expect("a bad duration is refused")
+            .expect_err("a bad duration is refused")
             .to_string();
         assert!(
             e.contains("t.toml:5:") && e.contains("providers.x.response_timeout"),
