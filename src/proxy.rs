@@ -8,17 +8,20 @@
 //!    ambiguous framing hyper accepts (`Content-Length` with `Transfer-Encoding`). What a request
 //!    is served with (the config generation, the connection's context) is in `state.rs`.
 //! 2. **downstream checks** (`checks.rs`): `Proxy-Authorization` when `proxy_auth` is set (407,
-//!    verified by `auth.rs`); a transfer coding other than plain `chunked` (400).
+//!    verified by `auth.rs`); a transfer coding other than plain `chunked`, or two `Host` fields
+//!    (400).
 //! 3. **route** (`route.rs`): `CONNECT` is tunnelled or refused; otherwise the provider is found by
-//!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through.
+//!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through
+//!    (and `CONNECT` tunnelled) to the one resolved address judged public or in `pass_private`
+//!    (403 `destination_not_allowed` otherwise: `checks.rs`).
 //!    On a loopback route listener, `Host` must be its own (DNS rebinding, `checks.rs`).
 //! 4. **browser check** (`checks.rs`): `Origin` / cross-site `Sec-Fetch-Site` are refused (403)
 //!    unless allowed.
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
 //!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
-//!    headers *replace* the client's, `Via` added (`inject.rs`, over `headers.rs`'s field
-//!    classification); the path joined to the upstream's base path (`route.rs`); body streamed,
+//!    headers *replace* the client's, `Via` added, `_` look-alikes of framing, hop-by-hop and
+//!    credential fields dropped (`inject.rs`, over `headers.rs`'s field classification); the path joined to the upstream's base path (`route.rs`); body streamed,
 //!    not buffered.
 //! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a
 //!    new one; response headers within `response_timeout` (504), counted from when the body

@@ -105,7 +105,7 @@ pub fn connect_failed(e: ConnectError) -> ProxyError {
     let kind = match &e {
         C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
         C::Timeout { .. } => ErrorKind::UpstreamTimeout,
-        C::Tcp { .. } | C::Handshake { .. } => ErrorKind::UpstreamUnreachable,
+        C::Tcp { .. } | C::Handshake { .. } | C::Resolve { .. } => ErrorKind::UpstreamUnreachable,
     };
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);

@@ -542,17 +542,12 @@ async fn pass_address(
     host: &str,
     port: u16,
 ) -> Result<std::net::SocketAddr, ProxyError> {
-    let up_error = |e| {
-        let mut e = connect_failed(e);
-        e.message = format!("can't resolve {host}: {}", e.message);
-        e
-    };
     let addrs = ctx
         .shared
         .connector
         .resolve(host, port)
         .await
-        .map_err(up_error)?;
+        .map_err(connect_failed)?;
     let pass_private = &ctx.shared.pass_private;
     match addrs
         .iter()

@@ -145,6 +145,12 @@ pub enum ConnectError {
         #[source]
         source: hyper::Error,
     },
+    #[error("can't resolve {host}")]
+    Resolve {
+        host: Arc<str>,
+        #[source]
+        source: io::Error,
+    },
     #[error("`{host}` is not a valid TLS server name")]
     ServerName { host: Arc<str> },
 }
@@ -227,9 +233,8 @@ impl Connector {
                 port,
                 timeout,
             }),
-            Ok(Err(source)) => Err(ConnectError::Tcp {
+            Ok(Err(source)) => Err(ConnectError::Resolve {
                 host: host.into(),
-                port,
                 source,
             }),
             Ok(Ok(addrs)) => Ok(addrs.collect()),
