@@ -441,6 +441,8 @@ fn build_shared(
         router: Router::new(routes, prefixes, config.proxy.unknown_hosts),
         connector: Connector::new(upstream_tls, config.proxy.connect_timeout),
         response_timeout: config.proxy.response_timeout,
+        client_body_timeout: config.proxy.client_body_timeout,
+        pass_private: config.proxy.pass_private.clone(),
         proxy_auth: config
             .proxy
             .proxy_auth

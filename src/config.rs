@@ -57,6 +57,9 @@ pub struct ProxySettings {
     pub admin_listen: Option<Listen>,
     pub state_dir: PathBuf,
     pub unknown_hosts: UnknownHosts,
+    /// Private, loopback and other special addresses that pass-through and `CONNECT` may
+    /// reach anyway (all others of those are refused: `proxy::checks::destination_allowed`).
+    pub pass_private: Vec<crate::net::Cidr>,
     pub ca_file: Option<PathBuf>,
     pub allow_remote: bool,
     pub proxy_auth: Option<Secret>,
@@ -64,6 +67,8 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub header_timeout: Duration,
+    /// How long a request body may send nothing before the request gets 408.
+    pub client_body_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
     pub max_connections_per_client: usize,
@@ -155,6 +160,8 @@ pub struct ProviderConfig {
     /// Add `Forwarded`/`X-Forwarded-For` upstream (off unless asked for).
     pub forwarded: bool,
     pub wait_for_token: Duration,
+    /// This provider's own `response_timeout` (else `[proxy]`'s: `exchange::response_timeout`).
+    pub response_timeout: Option<Duration>,
     pub auth: AuthConfig,
 }
 

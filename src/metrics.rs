@@ -77,6 +77,7 @@ struct Families {
     /// `requests_total{provider}`). Kept here so that it carries on across reloads.
     provider_requests: Family<ProviderLabel, Counter>,
     inflight: Gauge,
+    dropped_fields: Counter,
     /// Serializes scrapes: the expiry gauges are reset and set from snapshots, then encoded.
     scrape: parking_lot::Mutex<()>,
 }
@@ -162,6 +163,12 @@ impl Metrics {
             "Requests being proxied right now (until the response headers go downstream)",
             inflight.clone(),
         );
+        let dropped_fields = Counter::default();
+        registry.register(
+            "dropped_header_fields",
+            "Request fields dropped before forwarding because, with `_` read as `-`, their name is a framing, hop-by-hop or credential field's (`Transfer_Encoding`, `Authorization` look-alikes)",
+            dropped_fields.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -179,6 +186,7 @@ impl Metrics {
             upstream_401,
             provider_requests: Family::default(),
             inflight,
+            dropped_fields,
             scrape: parking_lot::Mutex::new(()),
         });
         Self::with_families(families, providers)
@@ -289,6 +297,11 @@ impl Metrics {
     pub fn inflight(&self) -> Inflight<'_> {
         self.families.inflight.inc();
         Inflight(&self.families.inflight)
+    }
+
+    /// Count a client field dropped as a look-alike (`proxy::inject::look_alike`).
+    pub fn dropped_field(&self) {
+        self.families.dropped_fields.inc();
     }
 
     /// Record a token refresh attempt (the token engine's observer). `result` must come from a

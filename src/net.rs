@@ -116,3 +116,113 @@ mod tests {
         assert_eq!(warnings, [0, 10]);
     }
 }
+
+/// An address range, `10.1.0.0/16` or `fd00::/8` (a bare address is one address). IPv4-mapped
+/// IPv6 addresses (`::ffff:10.1.2.3`) are the IPv4 address they carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(ip) & mask == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(ip) & mask == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    /// What is wrong with it, in words for a config error.
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr = addr
+            .parse::<IpAddr>()
+            .map_err(|_| format!("`{s}` is not an address range: expected CIDR such as \"10.1.0.0/16\" or \"fd00::/8\""))?
+            .to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                format!("`{s}`: the prefix length must be a number from 0 to {max}")
+            })?,
+        };
+        let cidr = Cidr { addr, prefix };
+        let base = match addr {
+            IpAddr::V4(a) => IpAddr::V4(
+                (u32::from(a) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into(),
+            ),
+            IpAddr::V6(a) => IpAddr::V6(
+                (u128::from(a) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0))
+                    .into(),
+            ),
+        };
+        if base != addr {
+            return Err(format!(
+                "`{s}` has bits set past its /{prefix} prefix: did you mean \"{base}/{prefix}\"?"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::Cidr;
+
+    #[test]
+    fn ranges_parse_and_contain() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.0.1".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        for bad in [
+            "10.1.0.0/33",
+            "10.1.0.1/16",
+            "intranet",
+            "10.0.0.0/x",
+            "::/129",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert!(
+            "10.1.2.3/16"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .contains("10.1.0.0/16")
+        );
+    }
+}

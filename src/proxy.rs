@@ -8,20 +8,24 @@
 //!    ambiguous framing hyper accepts (`Content-Length` with `Transfer-Encoding`). What a request
 //!    is served with (the config generation, the connection's context) is in `state.rs`.
 //! 2. **downstream checks** (`checks.rs`): `Proxy-Authorization` when `proxy_auth` is set (407,
-//!    verified by `auth.rs`); a transfer coding other than plain `chunked` (400).
+//!    verified by `auth.rs`); a transfer coding other than plain `chunked`, or two `Host` fields
+//!    (400).
 //! 3. **route** (`route.rs`): `CONNECT` is tunnelled or refused; otherwise the provider is found by
-//!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through.
+//!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through
+//!    (and `CONNECT` tunnelled) to the one resolved address judged public or in `pass_private`
+//!    (403 `destination_not_allowed` otherwise: `checks.rs`).
 //!    On a loopback route listener, `Host` must be its own (DNS rebinding, `checks.rs`).
 //! 4. **browser check** (`checks.rs`): `Origin` / cross-site `Sec-Fetch-Site` are refused (403)
 //!    unless allowed.
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
 //!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
-//!    headers *replace* the client's, `Via` added (`inject.rs`, over `headers.rs`'s field
-//!    classification); the path joined to the upstream's base path (`route.rs`); body streamed,
+//!    headers *replace* the client's, `Via` added, `_` look-alikes of framing, hop-by-hop and
+//!    credential fields dropped (`inject.rs`, over `headers.rs`'s field classification); the path joined to the upstream's base path (`route.rs`); body streamed,
 //!    not buffered.
 //! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a
-//!    new one; response headers within `response_timeout` (504), connect errors 502. The
+//!    new one; response headers within `response_timeout` (504), counted from when the body
+//!    was sent, while a stalled body gets 408 (`upload.rs`); connect errors 502. The
 //!    keep-alive retry and the classification of upstream failures are `exchange.rs`'s.
 //! 8. **upstream response**: a 401 to the current credential nudges the refresher and is replayed
 //!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
@@ -51,6 +55,7 @@ pub mod listener;
 pub mod route;
 pub mod service;
 pub mod state;
+pub mod upload;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -62,8 +67,9 @@ pub use listener::serve;
 pub use route::{ProviderRoute, Role, Router};
 pub use state::{ListenerInfo, Shared};
 
-/// Body of a request sent upstream: the client's, streamed, or a kept copy for a replay.
-pub type UpBody = Either<Incoming, Full<Bytes>>;
+/// Body of a request sent upstream: the client's, streamed (timed by `upload.rs`), or one in
+/// memory (a small body read whole, a kept copy for a replay).
+pub type UpBody = Either<upload::Upload, Full<Bytes>>;
 /// Body of a response sent downstream: the upstream's, streamed, or one credproxy made.
 pub type RespBody = Either<Incoming, Full<Bytes>>;
 

@@ -30,6 +30,7 @@ pub struct FileProxy {
     pub admin_listen: Option<Str>,
     pub state_dir: Option<Str>,
     pub unknown_hosts: Option<Str>,
+    pub pass_private: Option<Vec<Str>>,
     pub ca_file: Option<Str>,
     pub allow_remote: Option<bool>,
     pub proxy_auth: Option<FileSecret>,
@@ -37,6 +38,7 @@ pub struct FileProxy {
     pub connect_timeout: Option<Str>,
     pub response_timeout: Option<Str>,
     pub header_timeout: Option<Str>,
+    pub client_body_timeout: Option<Str>,
     pub shutdown_grace: Option<Str>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_client: Option<Spanned<i64>>,
@@ -125,6 +127,7 @@ pub struct FileProvider {
     pub default_lifetime: Option<Str>,
     pub refresh_before: Option<Str>,
     pub wait_for_token: Option<Str>,
+    pub response_timeout: Option<Str>,
     pub expires_timezone: Option<Str>,
     pub api_token_lifetime: Option<Str>,
 

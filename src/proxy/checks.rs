@@ -85,6 +85,84 @@ pub fn unsupported_framing() -> ProxyError {
     )
 }
 
+/// Phase 3 for a passed-through request or a `CONNECT` tunnel to an unclaimed host: its
+/// resolved address `ip` must be a public one, or inside `pass_private`. Refused (SSRF):
+/// loopback, unspecified, private (10/8, 172.16/12, 192.168/16, fc00::/7), shared/CGNAT
+/// (100.64/10), link-local (169.254/16 with the cloud metadata address 169.254.169.254,
+/// fe80::/10), multicast, broadcast, and the other ranges the IANA special-purpose registries
+/// mark not globally reachable; an IPv6 form that carries an IPv4 address (mapped `::ffff:0:0/96`,
+/// compatible `::/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) is judged by that address.
+/// Claimed providers' upstreams are configured, and not judged.
+pub fn destination_allowed(ip: std::net::IpAddr, pass_private: &[crate::net::Cidr]) -> bool {
+    !special_address(ip) || pass_private.iter().any(|c| c.contains(ip))
+}
+
+fn special_address(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr};
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            let [b0, b1, b2, _] = a.octets();
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || b0 == 0 // "this network"
+                || (b0 == 100 && (b1 & 0xc0) == 64) // 100.64/10, shared (CGNAT)
+                || (b0 == 192 && b1 == 0 && b2 == 0) // 192.0.0/24, IETF protocol assignments
+                || (b0 == 198 && (b1 & 0xfe) == 18) // 198.18/15, benchmarking
+                || b0 >= 240 // 240/4, reserved
+        }
+        IpAddr::V6(a) => {
+            let seg = a.segments();
+            let embedded = |hi: u16, lo: u16| {
+                special_address(IpAddr::V4(Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                )))
+            };
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
+                || (seg[0] & 0xffc0) == 0xfec0 // fec0::/10, site-local (deprecated)
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // 100::/64, discard
+                || (seg[..6] == [0; 6] && embedded(seg[6], seg[7])) // ::/96, IPv4-compatible
+                || (seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(seg[6], seg[7])) // NAT64
+                || (seg[0] == 0x2002 && embedded(seg[1], seg[2])) // 6to4
+        }
+    }
+}
+
+/// 403 for a destination [`destination_allowed`] refuses (`what`: the host as asked).
+#[cold]
+pub fn destination_not_allowed(what: &str, ip: std::net::IpAddr) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::DestinationNotAllowed,
+        format!(
+            "{what} resolves to {ip}, a private, loopback or link-local address, which pass-through \
+             does not reach; to allow it, add its range to [proxy] pass_private (e.g. \"{ip}/32\")"
+        ),
+    )
+}
+
+/// 400 for a request with more than one `Host` field (RFC 9112 §3.2: a server MUST answer
+/// 400): which one routes and which one the upstream reads could differ. (The fast path
+/// declines such a request; hyper's turn refuses it.)
+#[cold]
+pub fn two_hosts() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::BadRequest,
+        "the request has more than one Host field: send exactly one",
+    )
+}
+
 /// Phase 4: a browser page must not spend credentials through a local port (CSRF, DNS
 /// rebinding): any `Origin` (whatever its value, even one that is not text) or a cross-site
 /// `Sec-Fetch-Site` is refused unless the provider lists the origin in `allow_origins`.
@@ -120,4 +198,63 @@ pub fn check_browser(
         .provider(&p.name),
         None => ProxyError::new(ErrorKind::BrowserRequest, refused),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_addresses_are_refused_unless_listed() {
+        for ip in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert!(!destination_allowed(ip, &[]), "{ip}");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert!(destination_allowed(ip, &[]), "{ip}");
+        }
+        let listed = [
+            "127.0.0.0/8".parse().unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+        ];
+        for ip in ["127.0.0.1", "::ffff:127.0.0.1", "10.1.2.3"] {
+            assert!(destination_allowed(ip.parse().unwrap(), &listed), "{ip}");
+        }
+        for ip in ["10.2.0.1", "169.254.169.254", "::1"] {
+            assert!(!destination_allowed(ip.parse().unwrap(), &listed), "{ip}");
+        }
+    }
 }

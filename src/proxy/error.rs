@@ -53,6 +53,10 @@ pub enum ErrorKind {
     UpstreamTimeout,
     UpstreamProtocol,
     BadRequest,
+    /// Pass-through or `CONNECT` to a private, loopback or other special address.
+    DestinationNotAllowed,
+    /// The request body sent nothing for `client_body_timeout`.
+    ClientTimeout,
 }
 
 impl ErrorKind {
@@ -129,6 +133,18 @@ impl ErrorKind {
             BadRequest => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",
+                "http_request_error",
+                Blame::Client,
+            ),
+            DestinationNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "destination_not_allowed",
+                "destination_ip_prohibited",
+                Blame::Client,
+            ),
+            ClientTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "client_timeout",
                 "http_request_error",
                 Blame::Client,
             ),
@@ -219,7 +235,7 @@ impl ProxyError {
         if let Some(d) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
         }
-        if self.kind == ErrorKind::BadRequest {
+        if matches!(self.kind, ErrorKind::BadRequest | ErrorKind::ClientTimeout) {
             // A malformed request: where the next one would start can't be trusted; close.
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::error::{ErrorKind, ProxyError};
+use super::upload::UploadError;
 use super::upstream::ConnectError;
 use crate::config::{Preset, Upstream};
 
@@ -54,6 +55,24 @@ pub fn retry(failed: Failed, reused: bool, attempt: u32, idempotent: bool) -> bo
         }
 }
 
+/// The `response_timeout` a provider's requests have: its own, else `[proxy]`'s (`proxy`).
+#[inline]
+pub fn response_timeout(proxy: Duration, provider: &crate::config::ProviderConfig) -> Duration {
+    provider.response_timeout.unwrap_or(proxy)
+}
+
+/// 408: the request body sent nothing for `client_body_timeout` (`upload.rs`; the fast path's
+/// read of a body). The client's fault; the upstream is not blamed.
+#[cold]
+pub fn client_timeout(client_body_timeout: Duration) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::ClientTimeout,
+        format!(
+            "the request body sent nothing for {client_body_timeout:?}: send it without pauses, or raise [proxy] client_body_timeout"
+        ),
+    )
+}
+
 /// No answer within `response_timeout` (`what`: "accept a connection", "answer").
 #[cold]
 pub fn timeout_error(up: &Upstream, response_timeout: Duration, what: &str) -> ProxyError {
@@ -75,11 +94,18 @@ pub fn closed_error(up: &Upstream) -> ProxyError {
 /// A connection that could not be made: TLS, timeout, or unreachable, with its causes.
 #[cold]
 pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
+    let _ = up;
+    connect_failed(e)
+}
+
+/// [`connect_error`] for a connection with no configured upstream (pass-through, `CONNECT`).
+#[cold]
+pub fn connect_failed(e: ConnectError) -> ProxyError {
     use ConnectError as C;
     let kind = match &e {
         C::Tls { .. } | C::ServerName { .. } => ErrorKind::UpstreamTls,
         C::Timeout { .. } => ErrorKind::UpstreamTimeout,
-        C::Tcp { .. } | C::Handshake { .. } => ErrorKind::UpstreamUnreachable,
+        C::Tcp { .. } | C::Handshake { .. } | C::Resolve { .. } => ErrorKind::UpstreamUnreachable,
     };
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -88,7 +114,6 @@ pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    let _ = up;
     ProxyError::new(kind, msg)
 }
 
@@ -98,8 +123,18 @@ pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
 pub fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
     // The client's own body failed (a malformed chunk, a hang-up mid-body): its fault, and the
     // upstream never got a complete request.
+    let source = std::error::Error::source(e);
     if e.is_user()
-        && let Some(cause) = std::error::Error::source(e).filter(|s| s.is::<hyper::Error>())
+        && let Some(UploadError::Stalled(t)) = source.and_then(|s| s.downcast_ref::<UploadError>())
+    {
+        return client_timeout(*t);
+    }
+    if e.is_user()
+        && let Some(cause) = source
+            .and_then(|s| s.downcast_ref::<UploadError>())
+            .and_then(|u| std::error::Error::source(u))
+            .or(source)
+            .filter(|s| s.is::<hyper::Error>())
     {
         let mut msg = format!("the request body could not be read: {cause}");
         let mut src = cause.source();

@@ -46,8 +46,8 @@ use super::access::{access_enabled, access_line};
 use super::checks::{check_own_host, proxy_auth_ok};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
-    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
-    retry, timeout_error,
+    Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, fits_replay,
+    is_rejection, refreshable, response_timeout, retry, timeout_error,
 };
 use super::headers::{Field, classify, names_other_fields};
 use super::inject::{VIA_LINE, drops_client_field};
@@ -253,17 +253,26 @@ impl Fast {
         let Some(plan) = self.plan(shared, &state.info, ctx.peer, head, None) else {
             return Next::Fallback;
         };
-        // The body, whole (it is small), with the head's deadline.
+        // The body, whole (it is small); a pause of `client_body_timeout` is answered 408.
         while self.buf.len() < plan.len {
             let missing = plan.len - self.buf.len();
             reserve(&mut self.buf, missing);
+            timer
+                .as_mut()
+                .reset(Instant::now() + shared.client_body_timeout);
             tokio::select! {
                 biased;
                 r = io.read_buf(&mut self.buf) => match r {
                     Ok(0) | Err(_) => return Next::Close,
                     Ok(_) => {}
                 },
-                () = timer.as_mut() => return Next::Close,
+                () = timer.as_mut() => {
+                    let e = client_timeout(shared.client_body_timeout);
+                    tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
+                    shared.metrics.request(Some(plan.index), e.kind.status());
+                    let _ = self.write_error(io, e, plan.head_method).await;
+                    return Next::Close;
+                }
             }
         }
         self.out

@@ -7,8 +7,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::headers::{Field, add_forwarded, add_via, strip_hop_by_hop};
+use super::headers::{Field, add_forwarded, add_via, classify, strip_hop_by_hop};
 use crate::credential::Credential;
+use crate::metrics::Metrics;
 
 /// `Via` as the fast path writes it (RFC 9110 §7.6.3), the same as [`add_via`]'s.
 pub const VIA_LINE: &[u8] = b"via: 1.1 credproxy\r\n";
@@ -16,7 +17,8 @@ pub const VIA_LINE: &[u8] = b"via: 1.1 credproxy\r\n";
 /// Whether the client's field `name` (of kind `kind`) is left out of the upstream request:
 /// everything credproxy writes itself or that is hop-by-hop, a field the credential sets
 /// (`creds`), `X-Forwarded-Proto` for a `forwarded` provider, and a field named in the
-/// request's `Connection` (`in_connection`, asked only for a field that would otherwise go).
+/// request's `Connection` (`in_connection`, asked only for a field that would otherwise go),
+/// and a [`look_alike`] of any of these (counted in `metrics`).
 #[inline]
 pub fn drops_client_field(
     kind: Field,
@@ -24,9 +26,14 @@ pub fn drops_client_field(
     creds: &[(HeaderName, HeaderValue)],
     forwarded: bool,
     in_connection: impl FnOnce() -> bool,
+    metrics: &Metrics,
 ) -> bool {
     match kind {
         Field::Other | Field::Location | Field::Expect => {
+            if look_alike(name, creds) {
+                metrics.dropped_field();
+                return true;
+            }
             creds
                 .iter()
                 .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
@@ -37,10 +44,72 @@ pub fn drops_client_field(
     }
 }
 
-/// Phase 6 on a `HeaderMap`, before the credential: hop-by-hop fields gone, `Host` the
-/// upstream's, `Via` added.
-pub fn request_head(headers: &mut HeaderMap, host: &HeaderValue) {
+/// A field name with `_` that, once `_` reads as `-`, is one credproxy treats specially
+/// (framing, hop-by-hop, `Proxy-Authorization`: anything [`classify`] knows) or a field the
+/// credential sets (`creds`). Such a field is dropped, as nginx
+/// does with `underscores_in_headers off`: an upstream (or a server behind it: CGI, WSGI, PHP,
+/// which map `-` to `_`) may read `Transfer_Encoding` as framing or `X_Api_Key` as the
+/// credential, so the client could override what credproxy set or smuggle a body.
+pub fn look_alike(name: &str, creds: &[(HeaderName, HeaderValue)]) -> bool {
+    if !name.as_bytes().contains(&b'_') {
+        return false;
+    }
+    let dashed = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    let same = |other: &str| {
+        other.len() == name.len()
+            && other
+                .bytes()
+                .zip(name.bytes())
+                .all(|(a, b)| dashed(a) == dashed(b))
+    };
+    // (`Authorization`, `Host`, `Connection`, `Upgrade`, `TE` and `Trailer` have no `-`, so no
+    // look-alike: a name with `_` never equals them.)
+    if creds.iter().any(|(n, _)| same(n.as_str())) {
+        return true;
+    }
+    // Every name `classify` knows is at most 19 bytes long.
+    let mut buf = [0u8; 24];
+    let Some(buf) = buf.get_mut(..name.len()) else {
+        return false;
+    };
+    for (d, b) in buf.iter_mut().zip(name.bytes()) {
+        *d = dashed(b);
+    }
+    std::str::from_utf8(buf).is_ok_and(|n| classify(n) != Field::Other)
+}
+
+/// Phase 6 on a `HeaderMap`, before the credential: hop-by-hop fields gone, [`look_alike`]s of
+/// those and of the credential's fields (`creds`) gone and counted, `Host` the upstream's, `Via`
+/// added.
+pub fn request_head(
+    headers: &mut HeaderMap,
+    host: &HeaderValue,
+    creds: &[(HeaderName, HeaderValue)],
+    metrics: &Metrics,
+) {
     strip_hop_by_hop(headers);
+    // Rare: look for one before collecting any.
+    if headers.keys().any(|n| look_alike(n.as_str(), creds)) {
+        let found: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| look_alike(n.as_str(), creds))
+            .cloned()
+            .collect();
+        for name in found {
+            // Each value of the name is a field dropped.
+            if let http::header::Entry::Occupied(e) = headers.entry(name) {
+                for _ in e.remove_entry_mult().1 {
+                    metrics.dropped_field();
+                }
+            }
+        }
+    }
     headers.insert(header::HOST, host.clone());
     add_via(headers);
 }
@@ -63,4 +132,38 @@ pub fn set_forwarded(headers: &mut HeaderMap, forwarded: bool, peer: Option<std:
 pub fn response_head(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     add_via(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_alikes_of_special_and_credential_fields() {
+        let creds = [(
+            HeaderName::from_static("x-bv-org-id"),
+            HeaderValue::from_static("1"),
+        )];
+        for name in [
+            "Transfer_Encoding",
+            "content_length",
+            "x_bv_org_id",
+            "X_BV-Org_Id",
+            "Proxy_Authorization",
+            "Keep_Alive",
+            "Proxy_Connection",
+            "X_Forwarded_Proto",
+        ] {
+            assert!(look_alike(name, &creds), "{name}");
+        }
+        for name in [
+            "x_custom",
+            "authorization",
+            "Transfer-Encoding",
+            "x-bv-org-id",
+            "a_very_long_field_name_over_the_buffer",
+        ] {
+            assert!(!look_alike(name, &creds), "{name}");
+        }
+    }
 }

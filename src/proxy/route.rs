@@ -34,6 +34,7 @@ impl ProviderRoute {
             tls: up.is_tls(),
             host: up.host.as_str().into(),
             port: up.port,
+            addr: None,
         };
         ProviderRoute {
             config,

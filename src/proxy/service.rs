@@ -13,19 +13,19 @@ use tokio::time::Instant;
 
 use super::access::{Outcome, access_enabled, access_line};
 use super::checks::{
-    check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required,
-    unsupported_framing,
+    check_browser, check_own_host, destination_allowed, destination_not_allowed, framing_ok,
+    proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
 };
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
-    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
-    retry, timeout_error, upstream_error,
+    Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, connect_failed,
+    fits_replay, is_rejection, refreshable, response_timeout, retry, timeout_error, upstream_error,
 };
-use super::headers::{add_via, strip_hop_by_hop};
 use super::inject;
-use super::route::{ProviderRoute, Role, Router, Target};
+use super::route::{ProviderRoute, Role, Target};
 use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upload::{Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
 use crate::config::Upstream;
@@ -118,6 +118,9 @@ async fn proxy<'a>(
     ) {
         return Err(proxy_auth_required());
     }
+    if h.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(two_hosts());
+    }
     if !framing_ok(
         h.get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -127,7 +130,7 @@ async fn proxy<'a>(
     }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
-        return connect(&shared.router, req);
+        return connect(ctx, req).await;
     }
     let host_header = req
         .headers()
@@ -176,16 +179,26 @@ async fn proxy<'a>(
     let upstream = &provider.upstream;
     let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
     let (mut parts, body) = req.into_parts();
-    inject::request_head(&mut parts.headers, &upstream.host_header);
+    inject::request_head(
+        &mut parts.headers,
+        &upstream.host_header,
+        credential.headers(),
+        &shared.metrics,
+    );
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
+    let progress = Progress::new(Instant::now());
+    let body = Upload::new(body, shared.client_body_timeout, progress.clone());
     let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
         keep_small_body(body).await?
     } else {
         (Either::Left(body), None)
     };
+    // A body in memory is sent at once: `response_timeout` runs from the send.
+    let progress = matches!(body, Either::Left(_)).then_some(progress);
+    let rt = response_timeout(shared.response_timeout, provider);
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
     inject::set_credential(&mut parts.headers, &credential);
@@ -194,7 +207,16 @@ async fn proxy<'a>(
     let req = Request::from_parts(parts, body);
 
     // Phase 7: send.
-    let mut resp = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await?;
+    let mut resp = send_timed(
+        ctx,
+        index,
+        key,
+        upstream,
+        path_and_query.clone(),
+        req,
+        (rt, progress.as_deref()),
+    )
+    .await?;
 
     // Phase 8: the upstream's answer.
     if is_rejection(resp.status().as_u16(), refreshable)
@@ -214,7 +236,7 @@ async fn proxy<'a>(
             // As the first send had it (the fast path's replay rebuilds its head the same way).
             inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
-            resp = send_timed(ctx, index, key, upstream, path_and_query, req).await?;
+            resp = send_timed(ctx, index, key, upstream, path_and_query, req, (rt, None)).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
@@ -296,9 +318,10 @@ async fn send_timed(
     upstream: &Upstream,
     path_and_query: PathAndQuery,
     req: Request<UpBody>,
+    timing: (Duration, Option<&Progress>),
 ) -> Result<Response<Incoming>, ProxyError> {
     let sent = Instant::now();
-    let result = send(ctx, key, upstream, path_and_query, req).await;
+    let result = send(ctx, key, upstream, path_and_query, req, timing).await;
     let status = result.as_ref().ok().map(|r| r.status().as_u16());
     ctx.shared
         .metrics
@@ -314,10 +337,12 @@ async fn send(
     upstream: &Upstream,
     path_and_query: PathAndQuery,
     mut req: Request<UpBody>,
+    (response_timeout, progress): (Duration, Option<&Progress>),
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = ctx.shared;
-    let deadline = Instant::now() + shared.response_timeout;
-    let timeout = |what: &str| timeout_error(upstream, shared.response_timeout, what);
+    let start = Instant::now();
+    let deadline = start + response_timeout;
+    let timeout = |what: &str| timeout_error(upstream, response_timeout, what);
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -344,10 +369,10 @@ async fn send(
                 })?;
                 req.headers_mut().remove(header::HOST);
                 let fut = sender.send_request(req);
-                return match tokio::time::timeout_at(deadline, fut).await {
-                    Ok(Ok(resp)) => Ok(resp),
-                    Ok(Err(e)) => Err(upstream_error(upstream, &e)),
-                    Err(_) => Err(timeout("answer")),
+                return match within(fut, progress, start, response_timeout).await {
+                    Some(Ok(resp)) => Ok(resp),
+                    Some(Err(e)) => Err(upstream_error(upstream, &e)),
+                    None => Err(timeout("answer")),
                 };
             }
             Checkout::Local { reused } => {
@@ -359,9 +384,9 @@ async fn send(
                         continue;
                     }
                 };
-                match tokio::time::timeout_at(deadline, fut).await {
-                    Ok(Ok(resp)) => return Ok(resp),
-                    Ok(Err(mut e)) => {
+                match within(fut, progress, start, response_timeout).await {
+                    Some(Ok(resp)) => return Ok(resp),
+                    Some(Err(mut e)) => {
                         ctx.slot.discard();
                         match e.take_message() {
                             Some(back) if retry(Failed::Unsent, reused, attempt, false) => {
@@ -371,7 +396,7 @@ async fn send(
                             _ => return Err(upstream_error(upstream, e.error())),
                         }
                     }
-                    Err(_) => {
+                    None => {
                         ctx.slot.discard();
                         return Err(timeout("answer"));
                     }
@@ -383,7 +408,7 @@ async fn send(
 }
 
 /// Keep a small body in memory so the request can be replayed; stream anything else.
-async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), ProxyError> {
+async fn keep_small_body(body: Upload) -> Result<(UpBody, Option<Bytes>), ProxyError> {
     if body.is_end_stream() {
         return Ok((Either::Right(Full::new(Bytes::new())), Some(Bytes::new())));
     }
@@ -392,8 +417,9 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
             let bytes = Limited::new(body, REPLAY_BODY_LIMIT as usize)
                 .collect()
                 .await
-                .map_err(|_| {
-                    ProxyError::new(ErrorKind::BadRequest, "the request body ended early")
+                .map_err(|e| match e.downcast::<UploadError>().map(|e| *e) {
+                    Ok(UploadError::Stalled(t)) => client_timeout(t),
+                    _ => ProxyError::new(ErrorKind::BadRequest, "the request body ended early"),
                 })?
                 .to_bytes();
             Ok((Either::Right(Full::new(bytes.clone())), Some(bytes)))
@@ -402,8 +428,13 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
     }
 }
 
-/// `CONNECT`: tunnel an unclaimed host when passing, refuse a claimed one with the reason.
-fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+/// `CONNECT`: tunnel an unclaimed host when passing (to the one address judged, see
+/// [`pass_address`]), refuse a claimed one with the reason.
+async fn connect(
+    ctx: &ReqCtx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let router = &ctx.shared.router;
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return Err(ProxyError::new(
             ErrorKind::BadRequest,
@@ -429,6 +460,14 @@ fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>
             format!("no provider claims {authority}, and unknown_hosts = \"reject\""),
         ));
     }
+    let (host, port) = crate::config::host::split_host_port(&authority);
+    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else {
+        return Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "CONNECT needs host:port",
+        ));
+    };
+    let addr = pass_address(ctx, host, port).await?;
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
@@ -438,7 +477,7 @@ fn connect(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>
             }
         };
         let mut client = hyper_util::rt::TokioIo::new(upgraded);
-        match tokio::net::TcpStream::connect(authority.as_str()).await {
+        match tokio::net::TcpStream::connect(addr).await {
             Ok(mut server) => {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             }
@@ -464,10 +503,12 @@ async fn pass_through(
         .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request's host is not valid"))?;
     let upstream = crate::config::presets::upstream_from_uri(&uri)
         .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request's host is not valid"))?;
+    let addr = pass_address(ctx, host, port).await?;
     let key = UpstreamKey {
         tls,
         host: host.into(),
         port,
+        addr: Some(addr),
     };
     let (mut parts, body) = req.into_parts();
     let pq = parts
@@ -475,22 +516,56 @@ async fn pass_through(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::HOST, upstream.host_header.clone());
+    inject::request_head(
+        &mut parts.headers,
+        &upstream.host_header,
+        &[],
+        &ctx.shared.metrics,
+    );
+    let progress = Progress::new(Instant::now());
+    let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
     let resp = send(
         ctx,
         &key,
         &upstream,
         pq,
         Request::from_parts(parts, Either::Left(body)),
+        (ctx.shared.response_timeout, Some(&progress)),
     )
     .await?;
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// Phase 3 for an unclaimed host: the address it is reached at, resolved once and judged
+/// ([`destination_allowed`]); the connection goes to exactly that address. The first allowed
+/// one of its addresses, or 403 naming the first refused.
+async fn pass_address(
+    ctx: &ReqCtx<'_>,
+    host: &str,
+    port: u16,
+) -> Result<std::net::SocketAddr, ProxyError> {
+    let addrs = ctx
+        .shared
+        .connector
+        .resolve(host, port)
+        .await
+        .map_err(connect_failed)?;
+    let pass_private = &ctx.shared.pass_private;
+    match addrs
+        .iter()
+        .find(|a| destination_allowed(a.ip(), pass_private))
+    {
+        Some(a) => Ok(*a),
+        None => match addrs.first() {
+            Some(a) => Err(destination_not_allowed(host, a.ip())),
+            None => Err(ProxyError::new(
+                ErrorKind::UpstreamUnreachable,
+                format!("{host} resolves to no address"),
+            )),
+        },
+    }
 }
 
 /// Phase 4 over this request's fields ([`check_browser`]).

@@ -15,6 +15,10 @@ pub struct Shared {
     pub router: Router,
     pub connector: Connector,
     pub response_timeout: Duration,
+    /// How long a request body may send nothing (408).
+    pub client_body_timeout: Duration,
+    /// Special addresses pass-through may reach anyway (`checks::destination_allowed`).
+    pub pass_private: Vec<crate::net::Cidr>,
     /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
     pub proxy_auth: Option<ProxyAuth>,
     /// Request metrics, with handles indexed like `router.providers`.

@@ -39,6 +39,10 @@ pub struct UpstreamKey {
     pub tls: bool,
     pub host: Arc<str>,
     pub port: u16,
+    /// Connect to exactly this address instead of resolving `host` (a passed-through host,
+    /// whose resolved address was judged: no second lookup may give another). `host` stays the
+    /// TLS server name and `Host`.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 pin_project! {
@@ -141,6 +145,12 @@ pub enum ConnectError {
         #[source]
         source: hyper::Error,
     },
+    #[error("can't resolve {host}")]
+    Resolve {
+        host: Arc<str>,
+        #[source]
+        source: io::Error,
+    },
     #[error("`{host}` is not a valid TLS server name")]
     ServerName { host: Arc<str> },
 }
@@ -205,6 +215,32 @@ impl Connector {
         Ok(sender)
     }
 
+    /// The addresses `host` (a name or an IP literal, maybe bracketed) resolves to, within
+    /// `connect_timeout`.
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<std::net::SocketAddr>, ConnectError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+        }
+        let timeout = self.connect_timeout;
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port))).await {
+            Err(_) => Err(ConnectError::Timeout {
+                host: host.into(),
+                port,
+                timeout,
+            }),
+            Ok(Err(source)) => Err(ConnectError::Resolve {
+                host: host.into(),
+                source,
+            }),
+            Ok(Ok(addrs)) => Ok(addrs.collect()),
+        }
+    }
+
     /// A connected stream (TCP, then TLS for `https` upstreams), and whether ALPN chose `h2`.
     pub async fn connect_stream(&self, key: &UpstreamKey) -> Result<(Stream, bool), ConnectError> {
         let timeout = self.connect_timeout;
@@ -215,8 +251,11 @@ impl Connector {
         };
         let deadline = Instant::now() + timeout;
         let host = key.host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect((host, key.port)))
-            .await
+        let tcp = match key.addr {
+            Some(addr) => tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await,
+            None => tokio::time::timeout_at(deadline, TcpStream::connect((host, key.port))).await,
+        };
+        let tcp = tcp
             .map_err(|_| timed_out())?
             .map_err(|source| ConnectError::Tcp {
                 host: key.host.clone(),

@@ -70,6 +70,7 @@ pub(in crate::config) fn build(
         &key("wait_for_token"),
         Duration::from_secs(10),
     );
+    let response_timeout = ctx.opt_duration(&fp.response_timeout, &key("response_timeout"));
 
     let auth = match preset {
         Preset::Static => {
@@ -100,6 +101,7 @@ pub(in crate::config) fn build(
         allow_origins,
         forwarded: fp.forwarded.unwrap_or(false),
         wait_for_token,
+        response_timeout,
         auth: auth?,
     })
 }

@@ -66,6 +66,14 @@ impl Ctx<'_> {
                 None => UnknownHosts::Reject,
             },
         };
+        let mut pass_private = Vec::new();
+        for (i, s) in p.pass_private.iter().flatten().enumerate() {
+            let key = format!("proxy.pass_private[{i}]");
+            match s.get_ref().trim().parse::<crate::net::Cidr>() {
+                Ok(c) => pass_private.push(c),
+                Err(e) => self.err(s.span(), &key, e),
+            }
+        }
         let ca_file = self
             .opt_string(&p.ca_file, "proxy.ca_file")
             .map(PathBuf::from);
@@ -114,6 +122,11 @@ impl Ctx<'_> {
             "proxy.header_timeout",
             Duration::from_secs(30),
         );
+        let client_body_timeout = self.duration(
+            &p.client_body_timeout,
+            "proxy.client_body_timeout",
+            Duration::from_secs(30),
+        );
         let shutdown_grace = self.duration(
             &p.shutdown_grace,
             "proxy.shutdown_grace",
@@ -133,6 +146,7 @@ impl Ctx<'_> {
             admin_listen,
             state_dir,
             unknown_hosts,
+            pass_private,
             ca_file,
             allow_remote,
             proxy_auth,
@@ -140,6 +154,7 @@ impl Ctx<'_> {
             connect_timeout,
             response_timeout,
             header_timeout,
+            client_body_timeout,
             shutdown_grace,
             max_connections,
             max_connections_per_client,

@@ -90,9 +90,14 @@ impl Fast {
         );
         let creds = credential.headers();
         for (h, kind) in req.headers.iter().zip(kinds) {
-            let skip = drops_client_field(kind, h.name, creds, provider.forwarded, || {
-                fields.connection_names && named_in_connection(req.headers, h.name)
-            });
+            let skip = drops_client_field(
+                kind,
+                h.name,
+                creds,
+                provider.forwarded,
+                || fields.connection_names && named_in_connection(req.headers, h.name),
+                &shared.metrics,
+            );
             if !skip {
                 put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
             }

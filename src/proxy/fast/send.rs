@@ -31,7 +31,9 @@ impl Fast {
         mut timer: Pin<&mut Sleep>,
     ) -> Result<Option<RespHead>, ProxyError> {
         let sent = Instant::now();
-        timer.as_mut().reset(sent + shared.response_timeout);
+        timer
+            .as_mut()
+            .reset(sent + response_timeout(shared.response_timeout, &plan.route.config));
         let result = self.send_inner(ctx, shared, plan, timer).await;
         let status = match &result {
             Ok(Some(head)) => Some(head.status),
@@ -52,7 +54,8 @@ impl Fast {
     ) -> Result<Option<RespHead>, ProxyError> {
         let up = &plan.route.config.upstream;
         let key = &plan.route.key;
-        let timeout = |what: &str| timeout_error(up, shared.response_timeout, what);
+        let rt = response_timeout(shared.response_timeout, &plan.route.config);
+        let timeout = |what: &str| timeout_error(up, rt, what);
         for attempt in 0..2 {
             // The connection kept from the last request: an upstream that closed it, or wrote
             // to it unasked, while it was idle is not sent another request.
@@ -197,7 +200,7 @@ impl Fast {
                     ErrorKind::UpstreamTimeout,
                     format!(
                         "{origin} did not finish its 401 within {:?}",
-                        shared.response_timeout
+                        response_timeout(shared.response_timeout, &route.config)
                     ),
                 ));
             }

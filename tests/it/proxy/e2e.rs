@@ -468,7 +468,12 @@ async fn connect_to_a_claimed_host_is_refused_with_the_reason() {
 
 #[tokio::test]
 async fn unknown_hosts_pass_forwards_untouched_and_tunnels_connect() {
-    let s = setup_with(Alpn::Http1Only, "unknown_hosts = \"pass\"", "").await;
+    let s = setup_with(
+        Alpn::Http1Only,
+        "unknown_hosts = \"pass\"\npass_private = [\"127.0.0.0/8\"]",
+        "",
+    )
+    .await;
     // A plain-HTTP server that is not claimed.
     let plain = TestServer::start(
         None,

@@ -447,7 +447,12 @@ async fn an_origin_that_is_not_text_is_still_an_origin() {
 
 #[tokio::test]
 async fn browsers_cannot_use_pass_through_to_reach_other_hosts() {
-    let s = Setup::start("unknown_hosts = \"pass\"", "").await;
+    // (The intranet host is on loopback: pass_private lets pass-through reach it.)
+    let s = Setup::start(
+        "unknown_hosts = \"pass\"\npass_private = [\"127.0.0.0/8\"]",
+        "",
+    )
+    .await;
     // An unclaimed plain-HTTP host: passed through untouched for programs...
     let plain_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = plain_hits.clone();

@@ -4,4 +4,5 @@ mod access;
 mod framing;
 mod hardening;
 mod leaks;
+mod requests;
 mod tokens;
