@@ -39,6 +39,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod challenge;
 pub mod checks;
 pub mod error;
 pub mod exchange;
