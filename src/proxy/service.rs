@@ -18,7 +18,7 @@ use super::checks::{
 };
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
-    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
+    Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, refreshable, rejection,
     retry, timeout_error, upstream_error,
 };
 use super::headers::{add_via, strip_hop_by_hop};
@@ -197,8 +197,12 @@ async fn proxy<'a>(
     let mut resp = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await?;
 
     // Phase 8: the upstream's answer.
-    if is_rejection(resp.status().as_u16(), refreshable)
-        && route.reader.report_rejected(&credential)
+    let said = || {
+        let fields = resp.headers().get_all(http::header::WWW_AUTHENTICATE);
+        super::challenge::invalid_token(fields.iter().map(|v| v.as_bytes()))
+    };
+    if let Some(r) = rejection(resp.status().as_u16(), refreshable, said)
+        && route.reader.report_rejected(&credential, r)
     {
         tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
         if let (Some(body), Some((method, headers))) = (kept, replay_parts)

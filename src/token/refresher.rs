@@ -34,7 +34,9 @@ use super::schedule::{Policy, backoff, refresh_at};
 use super::source::Source;
 use super::store::StoredToken;
 use crate::config::{AuthConfig, ProviderConfig};
-use crate::credential::{Credential, CredentialWriter, Phase, RejectionFilter, Snapshot};
+use crate::credential::{
+    Credential, CredentialWriter, Phase, Rejection, RejectionFilter, Snapshot,
+};
 use state::{Failures, State};
 
 mod state;
@@ -66,6 +68,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         state: State::Starting,
         next_poll: Instant::now() + LOGIN_POLL,
         rejections: RejectionFilter::default(),
+        learned: None,
     };
     r.start().await;
     loop {
@@ -74,7 +77,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             _ = r.ctx.cancel.cancelled() => break,
             _ = sleep_until(next) => Event::Timer,
             _ = tokio::time::sleep_until(poll) => Event::Poll,
-            g = r.writer.rejected() => Event::Rejected(g),
+            (g, why) = r.writer.rejected() => Event::Rejected(g, why),
         };
         match event {
             Event::Timer => r.renew(false).await,
@@ -86,7 +89,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
                     r.watch_store().await;
                 }
             }
-            Event::Rejected(g) => r.on_rejected(g).await,
+            Event::Rejected(g, why) => r.on_rejected(g, why).await,
         }
     }
     tracing::debug!("refresher stopped");
@@ -95,7 +98,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
 enum Event {
     Timer,
     Poll,
-    Rejected(u64),
+    Rejected(u64, Rejection),
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -129,6 +132,10 @@ fn publish_static(provider: &ProviderConfig, writer: &CredentialWriter) {
 struct Held {
     token: StoredToken,
     obtained: Instant,
+    /// When it reached us: its age, for learning how long it lived. A token just obtained is
+    /// taken to be born as its reply arrived (later than it was, so its lifetime is learned
+    /// short rather than long); one adopted from the store, when the store says.
+    born: Instant,
     expires: Option<Instant>,
     /// A 401 already forced a refresh of this access token (at most once per token).
     forced: bool,
@@ -149,6 +156,9 @@ struct Refresher {
     next_poll: Instant,
     /// The 401 rule's memory on the writer's side.
     rejections: RejectionFilter,
+    /// How long this provider's tokens of unknown lifetime really live: from the last such
+    /// token's obtaining to its rejection (issue 14 item 1). Kept in memory only.
+    learned: Option<Duration>,
 }
 
 impl Refresher {
@@ -269,9 +279,10 @@ impl Refresher {
     fn succeed(&mut self, outcome: Outcome) {
         let Outcome {
             kind,
-            token,
+            mut token,
             save_error,
         } = outcome;
+        self.apply_learned(&mut token);
         let stored = save_error.is_none();
         let clock = self.ctx.clock;
         let now_unix = clock.unix_now();
@@ -356,9 +367,14 @@ impl Refresher {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         });
+        let born = match kind {
+            Kind::New | Kind::Extended => clock.now().max(obtained),
+            Kind::Adopted => obtained,
+        };
         self.held = Some(Held {
             token,
             obtained,
+            born,
             expires,
             forced,
             stored,
@@ -467,8 +483,42 @@ impl Refresher {
         }
     }
 
-    /// The upstream answered 401 to a request carrying credential generation `g`.
-    async fn on_rejected(&mut self, g: u64) {
+    /// A token whose server said nothing of its lifetime lives as long as the last one did, once
+    /// that was learned from a 401. Its stored copy keeps the assumed expiry; a token with an
+    /// expiry from its server is never touched.
+    fn apply_learned(&self, token: &mut StoredToken) {
+        let Some(learned) = self.learned.filter(|_| token.expiry_assumed) else {
+            return;
+        };
+        // Whole seconds, rounded down: `obtained_at` is a whole second too, at or before the
+        // token was obtained, so the token is taken to expire no later than the last one did.
+        let secs = i64::try_from(learned.as_secs()).unwrap_or(i64::MAX).max(1);
+        token.expires_at = Some(token.obtained_at.saturating_add(secs));
+        tracing::debug!(
+            lifetime_s = secs,
+            "the token's lifetime is unknown; using the learned one"
+        );
+    }
+
+    /// A token of unknown lifetime was rejected `lived` after it was obtained: the next ones are
+    /// taken to live that long. Logged at info the first time, at debug after.
+    fn learn(&mut self, lived: Duration) {
+        let first = self.learned.is_none();
+        self.learned = Some(lived);
+        let secs = lived.as_secs_f64();
+        if first {
+            tracing::info!(
+                lifetime_s = secs,
+                "learned lifetime of ~{secs:.0}s for provider {}: its token server gives none",
+                self.provider.name
+            );
+        } else {
+            tracing::debug!(lifetime_s = secs, "learned lifetime updated");
+        }
+    }
+
+    /// The upstream answered 401 (`why`) to a request carrying credential generation `g`.
+    async fn on_rejected(&mut self, g: u64, why: Rejection) {
         let now = self.ctx.clock.now();
         let Some(h) = &mut self.held else { return };
         let ignore = if self.state.awaits_login() {
@@ -479,7 +529,7 @@ impl Refresher {
             Some("this token can't be replaced")
         } else {
             self.rejections
-                .admit(h.forced, h.obtained, now)
+                .admit(h.forced, h.obtained, now, why)
                 .err()
                 .map(|n| n.why())
         };
@@ -488,10 +538,18 @@ impl Refresher {
             return;
         }
         h.forced = true;
+        let lived = h
+            .token
+            .expiry_assumed
+            .then(|| now.saturating_duration_since(h.born));
         tracing::info!(
             generation = g,
+            invalid_token = why == Rejection::InvalidToken,
             "the upstream rejected the current token; refreshing it"
         );
+        if let Some(lived) = lived {
+            self.learn(lived);
+        }
         self.renew(true).await;
     }
 }
