@@ -527,7 +527,9 @@ mod tests {
             "a token younger than 10 s is not refreshed on 401"
         );
         tokio::time::advance(Duration::from_secs(11)).await;
-        let granted = (0..1000).filter(|_| r.report_rejected(&c, Rejection::Plain)).count();
+        let granted = (0..1000)
+            .filter(|_| r.report_rejected(&c, Rejection::Plain))
+            .count();
         assert_eq!(granted, 1);
         assert_eq!(w.rejected().await, (1, Rejection::Plain));
 
@@ -552,7 +554,10 @@ mod tests {
     async fn an_invalid_token_401_forces_a_refresh_of_a_new_token() {
         let (w, r) = channel();
         let c = publish(&w, cred("t", 1, None));
-        assert!(!r.report_rejected(&c, Rejection::Plain), "too new for a plain 401");
+        assert!(
+            !r.report_rejected(&c, Rejection::Plain),
+            "too new for a plain 401"
+        );
         assert!(r.report_rejected(&c, Rejection::InvalidToken));
         assert!(
             !r.report_rejected(&c, Rejection::InvalidToken),

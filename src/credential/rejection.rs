@@ -56,7 +56,9 @@ impl NotForced {
         match self {
             NotForced::AlreadyForced => "this token was already refreshed after a 401",
             NotForced::TooNew => "the token is too new for a 401 to mean it expired",
-            NotForced::TooSoon => "a 401 forced a refresh too recently (30 s; 1 s for invalid_token)",
+            NotForced::TooSoon => {
+                "a 401 forced a refresh too recently (30 s; 1 s for invalid_token)"
+            }
         }
     }
 }

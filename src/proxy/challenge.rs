@@ -178,7 +178,10 @@ mod tests {
             assert!(says(&[yes]), "{yes}");
         }
         // Several fields.
-        assert!(says(&[r#"Basic realm="x""#, r#"Bearer error="invalid_token""#]));
+        assert!(says(&[
+            r#"Basic realm="x""#,
+            r#"Bearer error="invalid_token""#
+        ]));
     }
 
     #[test]

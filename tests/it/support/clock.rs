@@ -54,3 +54,16 @@ pub fn unix_secs(t: SystemTime) -> u64 {
 pub fn to_timestamp(t: SystemTime) -> jiff::Timestamp {
     jiff::Timestamp::try_from(t).expect("wall time within jiff's range")
 }
+
+/// Holds off tokio's auto-advance while alive: a blocking task counts as work in progress. Under
+/// a paused clock, network round trips then take no virtual time, and time moves only by
+/// `tokio::time::advance`.
+pub struct Inhibitor(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+pub fn inhibit() -> Inhibitor {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        let _ = rx.recv();
+    });
+    Inhibitor(tx)
+}

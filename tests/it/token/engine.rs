@@ -555,12 +555,21 @@ async fn a_401_flood_forces_at_most_one_refresh() {
     let mut engine = Engine::start(provider("api", &server.url(), ""), memory(), clock);
     assert_eq!(engine.next_event().await, "ok");
     let c1 = engine.reader.current(Instant::now()).unwrap();
-    assert!(!engine.reader.report_rejected(&c1), "too young");
+    assert!(
+        !engine
+            .reader
+            .report_rejected(&c1, credproxy::credential::Rejection::Plain),
+        "too young"
+    );
     assert_eq!(engine.event_within(Duration::from_secs(5)).await, None);
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     let granted = (0..1000)
-        .filter(|_| engine.reader.report_rejected(&c1))
+        .filter(|_| {
+            engine
+                .reader
+                .report_rejected(&c1, credproxy::credential::Rejection::Plain)
+        })
         .count();
     assert_eq!(granted, 1);
     assert_eq!(engine.next_event().await, "ok");
@@ -569,15 +578,23 @@ async fn a_401_flood_forces_at_most_one_refresh() {
     assert_eq!(c2.generation, 2);
 
     for _ in 0..100 {
-        engine.reader.report_rejected(&c1);
+        engine
+            .reader
+            .report_rejected(&c1, credproxy::credential::Rejection::Plain);
     }
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(
-        !engine.reader.report_rejected(&c2),
+        !engine
+            .reader
+            .report_rejected(&c2, credproxy::credential::Rejection::Plain),
         "within 30 s of the last forced refresh"
     );
     assert_eq!(engine.event_within(Duration::from_secs(20)).await, None);
-    assert!(engine.reader.report_rejected(&c2));
+    assert!(
+        engine
+            .reader
+            .report_rejected(&c2, credproxy::credential::Rejection::Plain)
+    );
     assert_eq!(engine.next_event().await, "ok");
     assert_eq!(server.token_calls(), 3);
     engine.stop().await;

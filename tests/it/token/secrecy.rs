@@ -61,7 +61,11 @@ async fn no_secret_in_any_log_line_at_trace() {
 
     tokio::time::sleep(Duration::from_secs(11)).await;
     let c = engine.reader.current(tokio::time::Instant::now()).unwrap();
-    assert!(engine.reader.report_rejected(&c));
+    assert!(
+        engine
+            .reader
+            .report_rejected(&c, credproxy::credential::Rejection::Plain)
+    );
     assert_eq!(engine.next_event().await, "ok", "forced by a 401");
     engine.stop().await;
 
