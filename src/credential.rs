@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::clock::WallMark;
 use crate::secret::Secret;
 
 mod rejection;
@@ -41,6 +42,9 @@ pub struct Credential {
     pub expires_at: Option<Instant>,
     /// The last instant it is sent: [`SAFETY_MARGIN`] before `expires_at` (issue 14 item 2).
     usable_until: Option<Instant>,
+    /// Both clocks when it was built: a wall clock that ran ahead since (a suspend) ages it by as
+    /// much (issue 14 item 3). `None`: tokio's clock is the only one asked.
+    wall: Option<WallMark>,
 }
 
 /// A token is not sent in the last 5 s of its life, or its last 10 % when that is shorter: it
@@ -104,16 +108,41 @@ impl Credential {
             obtained_at,
             expires_at,
             usable_until,
+            wall: None,
         })
+    }
+
+    /// Also asks the wall clock, from `mark` on, before it is sent (see [`Self::is_valid_at`]).
+    pub fn with_wall(mut self, mark: WallMark) -> Self {
+        self.wall = Some(mark);
+        self
     }
 
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
 
-    /// Usable at `now`: more than the safety margin before its expiry.
+    /// Usable at `now`: more than the safety margin before its expiry, on tokio's clock and, when
+    /// the wall clock has jumped ahead since the credential was built, on the wall clock too
+    /// (one wall-clock read per call for a token that expires).
+    #[inline]
     pub fn is_valid_at(&self, now: Instant) -> bool {
-        self.usable_until.is_none_or(|u| now < u)
+        match self.usable_until {
+            None => true,
+            Some(u) => now < u && self.wall_jump(now).is_none_or(|j| now + j < u),
+        }
+    }
+
+    /// How far the wall clock has jumped ahead since the credential was built (more than
+    /// [`crate::clock::WALL_JUMP`]), if it has and the credential expires.
+    pub fn wall_jump(&self, now: Instant) -> Option<Duration> {
+        self.usable_until?;
+        self.wall.as_ref()?.jump(now)
+    }
+
+    /// Valid on tokio's clock but not on the wall clock, which jumped: a refresh is due now.
+    pub fn expired_by_wall_jump(&self, now: Instant) -> bool {
+        self.usable_until.is_some_and(|u| now < u) && !self.is_valid_at(now)
     }
 }
 
@@ -193,6 +222,9 @@ struct Rejections {
     generation: AtomicU64,
     /// The pending report's 401 said `invalid_token` ([`Rejection::InvalidToken`]).
     invalid_token: AtomicBool,
+    /// Generation a reader found expired by a wall-clock jump (0: none pending).
+    wall_jump: AtomicU64,
+    wall_notify: Notify,
     notify: Notify,
     state: parking_lot::Mutex<RejectionState>,
 }
@@ -223,6 +255,8 @@ pub fn channel() -> (CredentialWriter, CredentialReader) {
     let rejections = Arc::new(Rejections {
         generation: AtomicU64::new(0),
         invalid_token: AtomicBool::new(false),
+        wall_jump: AtomicU64::new(0),
+        wall_notify: Notify::new(),
         notify: Notify::new(),
         state: parking_lot::Mutex::new(RejectionState::default()),
     });
@@ -283,6 +317,21 @@ impl CredentialWriter {
     }
 }
 
+impl CredentialWriter {
+    /// Wait until a reader found the credential of this generation expired by a jump of the wall
+    /// clock (a resume from suspend): the writer should refresh now, and reschedule.
+    pub async fn wall_jumped(&self) -> u64 {
+        loop {
+            let notified = self.rejections.wall_notify.notified();
+            let g = self.rejections.wall_jump.swap(0, Ordering::AcqRel);
+            if g != 0 {
+                return g;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl CredentialReader {
     /// The current snapshot's usable credential, without waiting (the hot path).
     pub fn current(&self, now: Instant) -> Option<Arc<Credential>> {
@@ -305,6 +354,16 @@ impl CredentialReader {
                 let now = Instant::now();
                 if let Some(c) = snap.usable(now) {
                     return Ok(c.clone());
+                }
+                // Expired while the machine slept: the refresher's timer (tokio's clock) has not
+                // fired, so tell it. Requests wait here for the new credential.
+                if let Some(c) = &snap.credential
+                    && c.expired_by_wall_jump(now)
+                {
+                    self.rejections
+                        .wall_jump
+                        .store(c.generation, Ordering::Release);
+                    self.rejections.wall_notify.notify_one();
                 }
                 if snap.phase == Phase::LoginRequired {
                     return Err(Unavailable::LoginRequired);

@@ -78,18 +78,30 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             _ = sleep_until(next) => Event::Timer,
             _ = tokio::time::sleep_until(poll) => Event::Poll,
             (g, why) = r.writer.rejected() => Event::Rejected(g, why),
+            g = r.writer.wall_jumped() => Event::WallJump(g),
         };
         match event {
             Event::Timer => r.renew(false).await,
             Event::Poll => {
                 r.next_poll = r.ctx.clock.now() + LOGIN_POLL;
-                if r.state.awaits_login() {
+                if r.reschedule_after_wall_jump() {
+                    r.renew(false).await;
+                } else if r.state.awaits_login() {
                     r.poll_login().await;
                 } else {
                     r.watch_store().await;
                 }
             }
             Event::Rejected(g, why) => r.on_rejected(g, why).await,
+            Event::WallJump(g) => {
+                if r.held
+                    .as_ref()
+                    .is_some_and(|h| g == h.credential.generation)
+                    && r.reschedule_after_wall_jump()
+                {
+                    r.renew(false).await;
+                }
+            }
         }
     }
     tracing::debug!("refresher stopped");
@@ -99,6 +111,8 @@ enum Event {
     Timer,
     Poll,
     Rejected(u64, Rejection),
+    /// A request found this generation expired by a jump of the wall clock.
+    WallJump(u64),
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -141,6 +155,12 @@ struct Held {
     forced: bool,
     /// It is in the store (loaded from it, or saved): if it disappears, `logout` removed it.
     stored: bool,
+    /// What is published for it (its wall-clock mark tells of a suspend since).
+    credential: Arc<Credential>,
+    /// Its refresh as scheduled on tokio's clock, before any wall-clock jump moved it earlier.
+    refresh_at: Option<Instant>,
+    /// The wall-clock jump already logged for it.
+    jump_logged: bool,
 }
 
 struct Refresher {
@@ -331,7 +351,7 @@ impl Refresher {
             obtained,
             expires,
         ) {
-            Ok(c) => Arc::new(c),
+            Ok(c) => Arc::new(c.with_wall(clock.mark())),
             Err(e) => {
                 let error = TokenError::Config(format!("the token can't be used: {e}"));
                 return self.fail(Failed {
@@ -354,7 +374,7 @@ impl Refresher {
             );
         }
         self.writer.publish(Snapshot {
-            credential: Some(credential),
+            credential: Some(credential.clone()),
             phase: Phase::Ready,
             last_error,
             expires_at_unix: token.expires_at,
@@ -378,6 +398,9 @@ impl Refresher {
             expires,
             forced,
             stored,
+            credential,
+            refresh_at: next,
+            jump_logged: false,
         });
         self.state = State::Serving { refresh_at: next };
         (self.ctx.observer)(self.name(), label);
@@ -481,6 +504,36 @@ impl Refresher {
         } else {
             self.renew_from(Some(stored), false).await;
         }
+    }
+
+    /// The wall clock ran ahead of tokio's since the served credential was built (a suspend or VM
+    /// pause: tokio's clock, and so the refresh timer, stood still): the token is that much
+    /// older. Logs it once, moves the refresh that much earlier, and answers whether it is due
+    /// now (then the caller renews; requests wait for that).
+    fn reschedule_after_wall_jump(&mut self) -> bool {
+        let now = self.ctx.clock.now();
+        let Some(h) = self.held.as_mut() else {
+            return false;
+        };
+        let Some(jump) = h.credential.wall_jump(now) else {
+            return false;
+        };
+        if !h.jump_logged {
+            h.jump_logged = true;
+            tracing::info!(
+                ahead_s = jump.as_secs(),
+                "the wall clock jumped ~{}s ahead of the monotonic clock (a suspend or VM \
+                 pause?); the token is that much older",
+                jump.as_secs()
+            );
+        }
+        let expired = !h.credential.is_valid_at(now);
+        let State::Serving { refresh_at } = &mut self.state else {
+            // Failing or awaiting a login: its retry stands; an expired token is not sent.
+            return false;
+        };
+        *refresh_at = h.refresh_at.map(|at| at.checked_sub(jump).unwrap_or(now));
+        expired || refresh_at.is_some_and(|at| at <= now)
     }
 
     /// A token whose server said nothing of its lifetime lives as long as the last one did, once

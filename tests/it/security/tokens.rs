@@ -25,17 +25,30 @@ use tokio::time::Instant;
 /// `fake` and whose upstream is `upstream` (`None`: the fake's own API, which accepts only
 /// tokens it issued and has not seen expire).
 async fn start(ca: TestCa, fake: &OAuth2Fake, upstream: Option<&str>) -> Setup {
+    start_with(ca, fake, upstream, Default::default()).await
+}
+
+/// [`start`] with `options` (a test's clock).
+async fn start_with(
+    ca: TestCa,
+    fake: &OAuth2Fake,
+    upstream: Option<&str>,
+    options: credproxy::app::Options,
+) -> Setup {
     let o = fake.options();
     let fake_url = fake.url();
     let upstream = upstream.map(str::to_owned);
-    Setup::try_start_with(ca, "", move |echo_port| {
-        let upstream = match upstream.as_deref() {
-            Some("echo") => format!("https://localhost:{echo_port}"),
-            Some(other) => other.to_owned(),
-            None => fake_url.clone(),
-        };
-        format!(
-            r#"
+    Setup::try_start_with_options(
+        ca,
+        "",
+        move |echo_port| {
+            let upstream = match upstream.as_deref() {
+                Some("echo") => format!("https://localhost:{echo_port}"),
+                Some(other) => other.to_owned(),
+                None => fake_url.clone(),
+            };
+            format!(
+                r#"
 [providers.internal]
 preset = "oauth2"
 hosts = ["api.internal.test"]
@@ -46,10 +59,12 @@ client_id = "{id}"
 client_secret = "{secret}"
 wait_for_token = "2s"
 "#,
-            id = o.client_id,
-            secret = o.client_secret,
-        )
-    })
+                id = o.client_id,
+                secret = o.client_secret,
+            )
+        },
+        options,
+    )
     .await
     .unwrap_or_else(|e| panic!("credproxy did not start: {e}"))
 }
@@ -353,4 +368,70 @@ async fn tokens_of_unknown_lifetime_die_at_most_once_and_never_at_the_client() {
     let (_, st) = s.status("internal").await;
     let left = st["expires_in_secs"].as_i64().unwrap_or(i64::MAX);
     assert!((0..=5).contains(&left), "{st}");
+}
+
+/// Issue 14 item 3: a suspend. The wall clock (injected) jumps an hour ahead while tokio's clock
+/// stands still, as after a resume: the hour-long token has expired by the wall clock, though
+/// tokio's clock says it has 50 minutes left. The next request must not carry it: it waits for
+/// the refresh, which happens before it is sent. Then, with no request to notice, a second jump
+/// (of 50 minutes, past the next token's refresh at 45) is noticed by the refresher's own
+/// 5-second poll: it refreshes without being asked.
+///
+/// On the old code the request after the jump carried the expired token, and the refresher
+/// slept on for 35 more minutes.
+#[tokio::test(start_paused = true)]
+async fn after_a_suspend_no_request_carries_the_token_that_expired_meanwhile() {
+    let _frozen = support::clock::inhibit();
+    let wall = support::clock::JumpingWall::leak();
+    let ca = TestCa::new();
+    let fake = OAuth2Fake::start(&ca).await;
+    let options = credproxy::app::Options {
+        clock: Some(credproxy::clock::Clock::with_wall(wall)),
+        ..Default::default()
+    };
+    let s = start_with(ca, &fake, None, options).await;
+    let (status, first) = call(&s, &fake, "/v1/first").await;
+    assert_eq!(status, 200, "{:?}", fake.last_rejection());
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(call(&s, &fake, "/v1/before").await, (200, first.clone()));
+
+    let (grants, api) = (fake.client_credentials_grants(), fake.api_calls());
+    wall.jump(Duration::from_secs(3600));
+    let (status, second) = call(&s, &fake, "/v1/after").await;
+    assert_eq!(status, 200);
+    assert_ne!(
+        second, first,
+        "the token that expired during the suspend was sent"
+    );
+    assert_eq!(
+        fake.client_credentials_grants(),
+        grants + 1,
+        "one refresh, before the request went out"
+    );
+    assert_eq!(
+        fake.api_calls(),
+        api + 1,
+        "the request went out once, with the new token (no 401 and replay)"
+    );
+    for i in 0..5 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            call(&s, &fake, "/v1/later").await,
+            (200, second.clone()),
+            "request {i}: the new token serves on, not refreshed again"
+        );
+    }
+    assert_eq!(fake.client_credentials_grants(), grants + 1);
+
+    // The refresher notices by itself, within its 5 s poll on tokio's clock; its token call
+    // runs on real time, waited for with auto-advance back on.
+    wall.jump(Duration::from_secs(50 * 60));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    drop(_frozen);
+    support::security::poll(
+        "the refresher's own refresh",
+        Duration::from_secs(5),
+        || fake.client_credentials_grants() == grants + 2,
+    )
+    .await;
 }

@@ -5,6 +5,7 @@
 //! `tokio::time::pause()` and `advance(..)` must move those too, so every fake reads time from a
 //! [`FakeClock`] and never from `std::time::Instant`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Wall time = the wall time at creation + how far tokio's clock has moved since.
@@ -66,4 +67,34 @@ pub fn inhibit() -> Inhibitor {
         let _ = rx.recv();
     });
     Inhibitor(tx)
+}
+
+/// A wall clock for `credproxy::clock::Clock::with_wall`: tokio's (pausable) clock, plus the
+/// jumps a test makes, as a resume from suspend would (the wall clock moved, tokio's did not).
+#[derive(Debug)]
+pub struct JumpingWall {
+    base: FakeClock,
+    ahead_ms: AtomicU64,
+}
+
+impl JumpingWall {
+    /// A new one, for the rest of the test binary's life (the clock holds a `&'static`).
+    pub fn leak() -> &'static JumpingWall {
+        Box::leak(Box::new(JumpingWall {
+            base: FakeClock::new(),
+            ahead_ms: AtomicU64::new(0),
+        }))
+    }
+
+    /// The wall clock jumps `by` ahead.
+    pub fn jump(&self, by: Duration) {
+        self.ahead_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl credproxy::clock::WallClock for JumpingWall {
+    fn now(&self) -> SystemTime {
+        self.base.now_wall() + Duration::from_millis(self.ahead_ms.load(Ordering::SeqCst))
+    }
 }
