@@ -5,6 +5,9 @@
 //!             └─no──▶ renew (store lock → re-read → refresh / primary grant → save)
 //! renew ok ─▶ publish ─▶ Serving { refresh_at }
 //! Serving:  refresh_at ─▶ renew          401 report for the current token ─▶ renew, once
+//!           (a token of unknown lifetime rejected: the next ones live as long as it did)
+//!           wall clock jumped ahead (a request saw it, or the 5 s poll): refresh_at moves
+//!           earlier by the jump; renew if that is now
 //! renew failed: transient ─▶ Failing { retry_at: backoff (1 s … 5 min, Retry-After) }
 //!               config    ─▶ Failing { retry_at: in an hour }, logged once per failure streak
 //!               login     ─▶ LoginRequired { seen }: no token calls until a login lands in the
