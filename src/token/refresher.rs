@@ -52,6 +52,11 @@ pub const LOGIN_POLL: Duration = Duration::from_secs(5);
 /// password, a redirect) is tried again: rarely enough not to hammer it or flood the log, often
 /// enough to recover from a fix made on the server side without a restart.
 pub const CONFIG_RETRY: Duration = Duration::from_secs(3600);
+/// A lifetime learned from a rejection is never shorter than this: an upstream that rejects
+/// tokens at once (a revoked grant, a wrong audience) must not make every next token live a
+/// second and the token server answer two refreshes a second. A token that truly lives less
+/// is then rejected once per lifetime, and the replay hides it.
+pub const MIN_LEARNED_LIFETIME: Duration = Duration::from_secs(5);
 
 pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: EngineContext) {
     let Some(source) = Source::new(&provider, None) else {
@@ -557,9 +562,11 @@ impl Refresher {
     }
 
     /// A token of unknown lifetime was rejected `lived` after it was obtained: the next ones are
-    /// taken to live that long. Logged at info the first time, at debug after.
+    /// taken to live that long (at least [`MIN_LEARNED_LIFETIME`]). Logged at info the first
+    /// time, at debug after.
     fn learn(&mut self, lived: Duration) {
         let first = self.learned.is_none();
+        let lived = lived.max(MIN_LEARNED_LIFETIME);
         self.learned = Some(lived);
         let secs = lived.as_secs_f64();
         if first {

@@ -788,3 +788,27 @@ async fn a_rejected_token_of_unknown_lifetime_teaches_the_next_ones_theirs() {
     assert_eq!(lifetime(&engine), 100, "a server-given lifetime is kept");
     engine.stop().await;
 }
+
+/// Issue 14 item 1: an upstream that rejects a token of unknown lifetime at once (1 s old) does
+/// not teach a lifetime of a second: at least 5 s (`MIN_LEARNED_LIFETIME`), so the token server
+/// is not asked twice a second.
+#[tokio::test(start_paused = true)]
+async fn a_lifetime_learned_from_an_early_rejection_is_at_least_five_seconds() {
+    use credproxy::credential::Rejection;
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    server.set_lifetime(json!(null));
+    let mut engine = Engine::start(provider("api", &server.url(), ""), memory(), clock);
+    assert_eq!(engine.next_event().await, "ok");
+    let c1 = engine.reader.current(Instant::now()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(engine.reader.report_rejected(&c1, Rejection::InvalidToken));
+    assert_eq!(engine.next_event().await, "ok");
+    let s = engine.reader.snapshot();
+    assert_eq!(
+        s.expires_at_unix.unwrap() - s.last_refresh_unix.unwrap(),
+        credproxy::token::MIN_LEARNED_LIFETIME.as_secs() as i64
+    );
+    engine.stop().await;
+}
