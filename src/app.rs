@@ -60,6 +60,9 @@ pub enum AppError {
 pub struct Options {
     /// Worker threads for connections; 0 runs them on the caller's runtime.
     pub workers: usize,
+    /// The token engine's clock; `None`: on the system's wall clock. Tests pass one whose wall
+    /// clock they jump, as a resume from suspend would.
+    pub clock: Option<crate::clock::Clock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,7 +296,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     let engine = EngineDeps {
         client,
         store,
-        clock: crate::clock::Clock::new(),
+        clock: options.clock.unwrap_or_default(),
         // Token refreshes are counted in credproxy_token_refresh_total.
         observer: {
             let metrics = metrics.clone();

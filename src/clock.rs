@@ -5,7 +5,15 @@
 //! the store persists expiries as Unix times, so we also need "now" on the wall. [`Clock`] anchors
 //! the wall clock once and advances it with tokio's clock, so under `tokio::time::pause()` both
 //! move together and a test's fake token server agrees with the engine about what time it is.
+//!
+//! Suspend and VM pause (issue 14 item 3): the monotonic clock stops while the machine sleeps,
+//! the wall clock does not, and a token's life is a wall-clock fact (its server's). So each
+//! credential carries a [`WallMark`] (both clocks read when it was built) and asks, before it is
+//! sent, whether the wall clock has since run ahead of the monotonic one by more than
+//! [`WALL_JUMP`]: then it is that much older than tokio's clock says. The wall clock read is the
+//! [`WallClock`] the [`Clock`] was made with: the system's, or a test's that it moves by hand.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -13,10 +21,66 @@ use tokio::time::Instant;
 /// Stands in for a time too far ahead for an `Instant` (about 30 years, like tokio's own).
 pub const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
+/// The wall clock running ahead of the monotonic one by more than this is a jump (a suspend, a
+/// VM pause, a stepped clock); less is drift and NTP slewing, and is ignored.
+pub const WALL_JUMP: Duration = Duration::from_secs(2);
+
+/// Where the wall-clock time comes from.
+pub trait WallClock: Send + Sync + fmt::Debug + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock (`SystemTime::now`, a vDSO read on Linux: no system call).
+#[derive(Debug)]
+pub struct SystemWall;
+
+impl WallClock for SystemWall {
+    #[inline]
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+static SYSTEM_WALL: SystemWall = SystemWall;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     anchor_wall: SystemTime,
     anchor: Instant,
+    /// Read for [`WallMark`]s only; the derived wall time ([`Clock::now_wall`]) follows tokio.
+    wall: &'static dyn WallClock,
+}
+
+/// Both clocks as they read when a credential was built: later, [`WallMark::jump`] tells
+/// whether the wall clock has run ahead of the monotonic one since.
+#[derive(Debug, Clone, Copy)]
+pub struct WallMark {
+    at: Instant,
+    wall: SystemTime,
+    source: &'static dyn WallClock,
+}
+
+impl WallMark {
+    /// How far the wall clock has run ahead of the monotonic one since the mark, if that is more
+    /// than [`WALL_JUMP`]. One wall-clock read, no allocation.
+    #[inline]
+    pub fn jump(&self, now: Instant) -> Option<Duration> {
+        wall_jump(self.at, self.wall, now, self.source.now())
+    }
+}
+
+/// The wall clock read `wall` at the instant `at`, and reads `wall_now` at `now`: how far it ran
+/// ahead of the monotonic clock in between, if more than [`WALL_JUMP`]. Running behind (a clock
+/// set back) is not a jump that ages tokens, and is ignored.
+pub fn wall_jump(
+    at: Instant,
+    wall: SystemTime,
+    now: Instant,
+    wall_now: SystemTime,
+) -> Option<Duration> {
+    let expected = wall.checked_add(now.saturating_duration_since(at))?;
+    let ahead = wall_now.duration_since(expected).ok()?;
+    (ahead > WALL_JUMP).then_some(ahead)
 }
 
 impl Default for Clock {
@@ -26,10 +90,26 @@ impl Default for Clock {
 }
 
 impl Clock {
+    /// On the system's wall clock.
     pub fn new() -> Self {
+        Self::with_wall(&SYSTEM_WALL)
+    }
+
+    /// On `wall`: a test's, to jump it as a resume from suspend would.
+    pub fn with_wall(wall: &'static dyn WallClock) -> Self {
         Clock {
-            anchor_wall: SystemTime::now(),
+            anchor_wall: wall.now(),
             anchor: Instant::now(),
+            wall,
+        }
+    }
+
+    /// Both clocks now, for a credential to tell later whether the wall clock jumped.
+    pub fn mark(&self) -> WallMark {
+        WallMark {
+            at: Instant::now(),
+            wall: self.wall.now(),
+            source: self.wall,
         }
     }
 
@@ -94,6 +174,49 @@ fn to_unix(t: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14 item 3: the detector. The wall clock running ahead of the monotonic one by more
+    /// than 2 s is a jump of that much; up to 2 s, or running behind, is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_that_runs_ahead_by_more_than_two_seconds_is_a_jump() {
+        let (at, wall) = (Instant::now(), SystemTime::now());
+        let later = at + Duration::from_secs(60);
+        let s = Duration::from_secs;
+        assert_eq!(wall_jump(at, wall, later, wall + s(60)), None, "in step");
+        assert_eq!(
+            wall_jump(at, wall, later, wall + s(62)),
+            None,
+            "2 s is drift"
+        );
+        assert_eq!(
+            wall_jump(at, wall, later, wall + s(62) + Duration::from_millis(1)),
+            Some(s(2) + Duration::from_millis(1))
+        );
+        assert_eq!(
+            wall_jump(at, wall, later, wall + s(60 + 3600)),
+            Some(s(3600)),
+            "an hour asleep"
+        );
+        assert_eq!(wall_jump(at, wall, later, wall), None, "set back");
+        assert_eq!(wall_jump(at, wall, at, wall + s(5)), Some(s(5)));
+        // At the ends of SystemTime: no panic, no jump.
+        assert_eq!(wall_jump(at, UNIX_EPOCH, later, UNIX_EPOCH), None);
+        // A mark reads the clock's own wall source.
+        #[derive(Debug)]
+        struct Ahead;
+        impl WallClock for Ahead {
+            fn now(&self) -> SystemTime {
+                SystemTime::now() + Duration::from_secs(3600)
+            }
+        }
+        let mark = Clock::new().mark();
+        assert_eq!(mark.jump(Instant::now()), None);
+        let mark = WallMark {
+            source: &Ahead,
+            ..mark
+        };
+        assert!(mark.jump(Instant::now()).is_some_and(|j| j > s(3599)));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn wall_clock_follows_paused_time() {

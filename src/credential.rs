@@ -14,7 +14,7 @@
 //! internals, so they stay beside them.)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -22,12 +22,14 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::clock::WallMark;
 use crate::secret::Secret;
 
 mod rejection;
 
 pub use rejection::{
-    FORCED_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH, NotForced, RejectionFilter,
+    FORCED_REFRESH_INTERVAL, INVALID_TOKEN_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH,
+    NotForced, Rejection, RejectionFilter,
 };
 
 /// Headers to inject, built once when the token changes.
@@ -40,6 +42,9 @@ pub struct Credential {
     pub expires_at: Option<Instant>,
     /// The last instant it is sent: [`SAFETY_MARGIN`] before `expires_at` (issue 14 item 2).
     usable_until: Option<Instant>,
+    /// Both clocks when it was built: a wall clock that ran ahead since (a suspend) ages it by as
+    /// much (issue 14 item 3). `None`: tokio's clock is the only one asked.
+    wall: Option<WallMark>,
 }
 
 /// A token is not sent in the last 5 s of its life, or its last 10 % when that is shorter: it
@@ -103,16 +108,41 @@ impl Credential {
             obtained_at,
             expires_at,
             usable_until,
+            wall: None,
         })
+    }
+
+    /// Also asks the wall clock, from `mark` on, before it is sent (see [`Self::is_valid_at`]).
+    pub fn with_wall(mut self, mark: WallMark) -> Self {
+        self.wall = Some(mark);
+        self
     }
 
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }
 
-    /// Usable at `now`: more than the safety margin before its expiry.
+    /// Usable at `now`: more than the safety margin before its expiry, on tokio's clock and, when
+    /// the wall clock has jumped ahead since the credential was built, on the wall clock too
+    /// (one wall-clock read per call for a token that expires).
+    #[inline]
     pub fn is_valid_at(&self, now: Instant) -> bool {
-        self.usable_until.is_none_or(|u| now < u)
+        match self.usable_until {
+            None => true,
+            Some(u) => now < u && self.wall_jump(now).is_none_or(|j| now + j < u),
+        }
+    }
+
+    /// How far the wall clock has jumped ahead since the credential was built (more than
+    /// [`crate::clock::WALL_JUMP`]), if it has and the credential expires.
+    pub fn wall_jump(&self, now: Instant) -> Option<Duration> {
+        self.usable_until?;
+        self.wall.as_ref()?.jump(now)
+    }
+
+    /// Valid on tokio's clock but not on the wall clock, which jumped: a refresh is due now.
+    pub fn expired_by_wall_jump(&self, now: Instant) -> bool {
+        self.usable_until.is_some_and(|u| now < u) && !self.is_valid_at(now)
     }
 }
 
@@ -190,6 +220,11 @@ impl Snapshot {
 struct Rejections {
     /// Generation the writer should force a refresh of (0: none pending).
     generation: AtomicU64,
+    /// The pending report's 401 said `invalid_token` ([`Rejection::InvalidToken`]).
+    invalid_token: AtomicBool,
+    /// Generation a reader found expired by a wall-clock jump (0: none pending).
+    wall_jump: AtomicU64,
+    wall_notify: Notify,
     notify: Notify,
     state: parking_lot::Mutex<RejectionState>,
 }
@@ -219,6 +254,9 @@ pub fn channel() -> (CredentialWriter, CredentialReader) {
     let (tx, rx) = watch::channel(Snapshot::starting());
     let rejections = Arc::new(Rejections {
         generation: AtomicU64::new(0),
+        invalid_token: AtomicBool::new(false),
+        wall_jump: AtomicU64::new(0),
+        wall_notify: Notify::new(),
         notify: Notify::new(),
         state: parking_lot::Mutex::new(RejectionState::default()),
     });
@@ -259,11 +297,33 @@ impl CredentialWriter {
     }
 
     /// Wait until a reader's 401 report was accepted (see [`CredentialReader::report_rejected`]):
-    /// the writer should refresh now. Returns the rejected generation.
-    pub async fn rejected(&self) -> u64 {
+    /// the writer should refresh now. Returns the rejected generation and what its 401 said.
+    pub async fn rejected(&self) -> (u64, Rejection) {
         loop {
             let notified = self.rejections.notify.notified();
+            // The flag is set before the generation is stored, and taken after it is taken.
             let g = self.rejections.generation.swap(0, Ordering::AcqRel);
+            if g != 0 {
+                let invalid = self.rejections.invalid_token.swap(false, Ordering::AcqRel);
+                let r = if invalid {
+                    Rejection::InvalidToken
+                } else {
+                    Rejection::Plain
+                };
+                return (g, r);
+            }
+            notified.await;
+        }
+    }
+}
+
+impl CredentialWriter {
+    /// Wait until a reader found the credential of this generation expired by a jump of the wall
+    /// clock (a resume from suspend): the writer should refresh now, and reschedule.
+    pub async fn wall_jumped(&self) -> u64 {
+        loop {
+            let notified = self.rejections.wall_notify.notified();
+            let g = self.rejections.wall_jump.swap(0, Ordering::AcqRel);
             if g != 0 {
                 return g;
             }
@@ -295,6 +355,16 @@ impl CredentialReader {
                 if let Some(c) = snap.usable(now) {
                     return Ok(c.clone());
                 }
+                // Expired while the machine slept: the refresher's timer (tokio's clock) has not
+                // fired, so tell it. Requests wait here for the new credential.
+                if let Some(c) = &snap.credential
+                    && c.expired_by_wall_jump(now)
+                {
+                    self.rejections
+                        .wall_jump
+                        .store(c.generation, Ordering::Release);
+                    self.rejections.wall_notify.notify_one();
+                }
                 if snap.phase == Phase::LoginRequired {
                     return Err(Unavailable::LoginRequired);
                 }
@@ -322,11 +392,12 @@ impl CredentialReader {
         }
     }
 
-    /// The upstream answered 401 to a request that carried `credential`.
+    /// The upstream answered 401 (`rejection`) to a request that carried `credential`.
     ///
     /// Returns whether a forced refresh was granted (then a new credential is worth waiting for):
-    /// only for the current credential, at least 10 s old, once per token, once per 30 s.
-    pub fn report_rejected(&self, credential: &Credential) -> bool {
+    /// only for the current credential, once per token; at least 10 s old and once per 30 s,
+    /// unless the 401 said `invalid_token` (then whatever its age, once per second).
+    pub fn report_rejected(&self, credential: &Credential, rejection: Rejection) -> bool {
         let now = Instant::now();
         let current = self.rx.borrow().credential.as_ref().map(|c| c.generation);
         if current != Some(credential.generation) {
@@ -337,12 +408,15 @@ impl CredentialReader {
             let already_forced = st.forced_generation >= credential.generation;
             if st
                 .filter
-                .admit(already_forced, credential.obtained_at, now)
+                .admit(already_forced, credential.obtained_at, now, rejection)
                 .is_err()
             {
                 return false;
             }
             st.forced_generation = credential.generation;
+        }
+        if rejection == Rejection::InvalidToken {
+            self.rejections.invalid_token.store(true, Ordering::Release);
         }
         self.rejections
             .generation
@@ -508,27 +582,61 @@ mod tests {
         let (w, r) = channel();
         let c = publish(&w, cred("t", 1, Some(Duration::from_secs(3600))));
         assert!(
-            !r.report_rejected(&c),
+            !r.report_rejected(&c, Rejection::Plain),
             "a token younger than 10 s is not refreshed on 401"
         );
         tokio::time::advance(Duration::from_secs(11)).await;
-        let granted = (0..1000).filter(|_| r.report_rejected(&c)).count();
+        let granted = (0..1000)
+            .filter(|_| r.report_rejected(&c, Rejection::Plain))
+            .count();
         assert_eq!(granted, 1);
-        assert_eq!(w.rejected().await, 1);
+        assert_eq!(w.rejected().await, (1, Rejection::Plain));
 
         // A new token: still at most one per 30 s per provider.
         let c2 = publish(&w, cred("t2", 2, Some(Duration::from_secs(3600))));
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(
-            !r.report_rejected(&c2),
+            !r.report_rejected(&c2, Rejection::Plain),
             "within 30 s of the last forced refresh"
         );
         tokio::time::advance(Duration::from_secs(20)).await;
         assert!(
-            !r.report_rejected(&c),
+            !r.report_rejected(&c, Rejection::Plain),
             "an old generation never forces a refresh"
         );
-        assert!(r.report_rejected(&c2));
+        assert!(r.report_rejected(&c2, Rejection::Plain));
+    }
+
+    /// Issue 14 item 1: a 401 with `Bearer error="invalid_token"` forces a refresh whatever the
+    /// token's age, and the writer learns what the 401 said; still once per token, once a second.
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_token_401_forces_a_refresh_of_a_new_token() {
+        let (w, r) = channel();
+        let c = publish(&w, cred("t", 1, None));
+        assert!(
+            !r.report_rejected(&c, Rejection::Plain),
+            "too new for a plain 401"
+        );
+        assert!(r.report_rejected(&c, Rejection::InvalidToken));
+        assert!(
+            !r.report_rejected(&c, Rejection::InvalidToken),
+            "once per token"
+        );
+        assert_eq!(w.rejected().await, (1, Rejection::InvalidToken));
+
+        let c2 = publish(&w, cred("t2", 2, None));
+        assert!(
+            !r.report_rejected(&c2, Rejection::InvalidToken),
+            "within a second of the last forced refresh"
+        );
+        tokio::time::advance(INVALID_TOKEN_REFRESH_INTERVAL).await;
+        assert!(r.report_rejected(&c2, Rejection::InvalidToken));
+        assert_eq!(w.rejected().await, (2, Rejection::InvalidToken));
+        // A plain 401 afterwards is not taken for an invalid_token one.
+        let c3 = publish(&w, cred("t3", 3, None));
+        tokio::time::advance(FORCED_REFRESH_INTERVAL).await;
+        assert!(r.report_rejected(&c3, Rejection::Plain));
+        assert_eq!(w.rejected().await, (3, Rejection::Plain));
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod challenge;
 pub mod checks;
 pub mod error;
 pub mod exchange;

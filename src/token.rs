@@ -44,7 +44,7 @@ pub use error::{Fault, TokenError};
 pub use http::{HttpError, TokenHttp};
 pub use oauth::{authorize_url, exchange_code, pkce_challenge, pkce_pair, random_state};
 pub use oneshot::{LogoutOutcome, login_with_code, login_with_password, logout, obtain_once};
-pub use refresher::{CONFIG_RETRY, LOGIN_POLL};
+pub use refresher::{CONFIG_RETRY, LOGIN_POLL, MIN_LEARNED_LIFETIME};
 pub use store::{FileStore, MemoryStore, StoredToken, TokenStore};
 
 /// Called after every refresh attempt with the provider name and a low-cardinality result:

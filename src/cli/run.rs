@@ -64,9 +64,15 @@ async fn run(
     let mut term = signal(SignalKind::terminate()).context("can't listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("can't listen for SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("can't listen for SIGHUP")?;
-    let running = crate::app::start_with(config, crate::app::Options { workers })
-        .await
-        .context("credproxy could not start")?;
+    let running = crate::app::start_with(
+        config,
+        crate::app::Options {
+            workers,
+            clock: None,
+        },
+    )
+    .await
+    .context("credproxy could not start")?;
     loop {
         tokio::select! {
             _ = term.recv() => break,

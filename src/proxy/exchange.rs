@@ -8,6 +8,7 @@ use super::error::{ErrorKind, ProxyError};
 use super::upload::UploadError;
 use super::upstream::ConnectError;
 use crate::config::{Preset, Upstream};
+use crate::credential::Rejection;
 
 /// A request body up to this size is kept so the request can be replayed after a 401.
 pub const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
@@ -26,11 +27,23 @@ pub fn refreshable(preset: Preset) -> bool {
 }
 
 /// The 401 rule's first half: an answer to report to the credential's reader
-/// (`report_rejected`, which decides whether a refresh follows). A replay follows only when the
-/// request's body was kept and a newer credential came within `wait_for_token`.
+/// (`report_rejected`, which decides whether a refresh follows), and what it said:
+/// `invalid_token` is asked (the `WWW-Authenticate` fields, `challenge.rs`) only for such a 401.
+/// A replay follows only when the request's body was kept and a newer credential came within
+/// `wait_for_token`.
 #[inline]
-pub fn is_rejection(status: u16, refreshable: bool) -> bool {
-    status == 401 && refreshable
+pub fn rejection(
+    status: u16,
+    refreshable: bool,
+    invalid_token: impl FnOnce() -> bool,
+) -> Option<Rejection> {
+    if status != 401 || !refreshable {
+        None
+    } else if invalid_token() {
+        Some(Rejection::InvalidToken)
+    } else {
+        Some(Rejection::Plain)
+    }
 }
 
 /// How far a failed attempt on an upstream connection got.

@@ -47,7 +47,7 @@ use super::checks::{check_own_host, proxy_auth_ok};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, fits_replay,
-    is_rejection, refreshable, response_timeout, retry, timeout_error,
+    refreshable, rejection, response_timeout, retry, timeout_error,
 };
 use super::headers::{Field, classify, names_other_fields};
 use super::inject::{VIA_LINE, drops_client_field};
@@ -135,6 +135,8 @@ struct RespHead {
     framing: Framing,
     /// The upstream connection can carry another request after this response.
     reusable: bool,
+    /// A 401 whose `WWW-Authenticate` says `Bearer error="invalid_token"` (read only for 401s).
+    invalid_token: bool,
 }
 
 /// A request head: the parse, or why there is none.

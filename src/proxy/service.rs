@@ -19,7 +19,7 @@ use super::checks::{
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, connect_failed,
-    fits_replay, is_rejection, refreshable, response_timeout, retry, timeout_error, upstream_error,
+    fits_replay, refreshable, rejection, response_timeout, retry, timeout_error, upstream_error,
 };
 use super::inject;
 use super::route::{ProviderRoute, Role, Target};
@@ -219,8 +219,12 @@ async fn proxy<'a>(
     .await?;
 
     // Phase 8: the upstream's answer.
-    if is_rejection(resp.status().as_u16(), refreshable)
-        && route.reader.report_rejected(&credential)
+    let said = || {
+        let fields = resp.headers().get_all(http::header::WWW_AUTHENTICATE);
+        super::challenge::invalid_token(fields.iter().map(|v| v.as_bytes()))
+    };
+    if let Some(r) = rejection(resp.status().as_u16(), refreshable, said)
+        && route.reader.report_rejected(&credential, r)
     {
         tracing::info!(provider = %provider.name, "upstream answered 401 to the current token; refreshing");
         if let (Some(body), Some((method, headers))) = (kept, replay_parts)

@@ -138,6 +138,7 @@ impl BvSource {
             fingerprint: self.fingerprint.clone(),
             secrets,
             details: BTreeMap::new(),
+            expiry_assumed: false,
         })
     }
 

@@ -153,25 +153,35 @@ pub async fn introspect(
     Ok(Some(Introspection { active, exp }))
 }
 
+/// A token's expiry once resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    /// Unix seconds.
+    pub at: i64,
+    /// Nothing said when it expires: `at` is `default_lifetime` from now.
+    pub assumed: bool,
+}
+
 /// The expiry (Unix seconds) of `token` given what its reply said: the reply's own, else the JWT
-/// `exp` claim, else introspection, else `default_lifetime` (issue 3 point 3).
+/// `exp` claim, else introspection, else `default_lifetime` (issue 3 point 3), then `assumed`.
 pub async fn resolve_expiry(
     http: &TokenHttp,
     cfg: &OAuth2Config,
     token: &Secret,
     expiry: Expiry,
     clock: &Clock,
-) -> i64 {
+) -> Resolved {
     let now = clock.unix_now();
+    let known = |at| Resolved { at, assumed: false };
     if let Expiry::At(at) = expiry {
-        return at;
+        return known(at);
     }
     if let Some(exp) = expiry::jwt_exp(token.expose()).and_then(|e| expiry::plausible(e, now)) {
         tracing::debug!(
             expires_in = exp - now,
             "no usable expiry in the reply; using the JWT's exp"
         );
-        return exp;
+        return known(exp);
     }
     match introspect(http, cfg, token, clock).await {
         Ok(Some(Introspection {
@@ -182,7 +192,7 @@ pub async fn resolve_expiry(
                 expires_in = exp - now,
                 "no usable expiry in the reply; introspection gave one"
             );
-            return exp;
+            return known(exp);
         }
         Ok(Some(i)) => tracing::warn!(active = i.active, "introspection gave no usable expiry"),
         Ok(None) => {}
@@ -193,12 +203,15 @@ pub async fn resolve_expiry(
         assumed_lifetime_s = secs,
         "the token reply gives no usable expiry; assuming default_lifetime"
     );
-    now + secs
+    Resolved {
+        at: now + secs,
+        assumed: true,
+    }
 }
 
 /// Exchange an authorization code (RFC 6749 §4.1.3) for tokens, with the PKCE verifier
 /// (RFC 7636 §4.5) when one was used. `redirect_uri` must be the one the authorize URL carried.
-/// The returned expiry is resolved (always [`Expiry::At`]).
+/// The returned expiry is the reply's: [`super::source`] resolves it as it stores the token.
 pub async fn exchange_code(
     http: &TokenHttp,
     cfg: &OAuth2Config,
@@ -212,10 +225,7 @@ pub async fn exchange_code(
         redirect_uri: redirect_uri.or(cfg.redirect_uri.as_deref()),
         code_verifier: pkce_verifier,
     };
-    let mut set = grant_call(http, cfg, &grant, clock).await?;
-    let at = resolve_expiry(http, cfg, &set.access_token, set.expiry, clock).await;
-    set.expiry = Expiry::At(at);
-    Ok(set)
+    grant_call(http, cfg, &grant, clock).await
 }
 
 /// The URL a person opens to authorize credproxy (RFC 6749 §4.1.1): `response_type=code`,

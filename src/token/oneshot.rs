@@ -56,6 +56,7 @@ fn static_token(provider: &ProviderConfig, ctx: &EngineContext) -> StoredToken {
         fingerprint: String::new(),
         secrets: BTreeMap::new(),
         details: BTreeMap::new(),
+        expiry_assumed: false,
     }
 }
 

@@ -5,6 +5,9 @@
 //!             └─no──▶ renew (store lock → re-read → refresh / primary grant → save)
 //! renew ok ─▶ publish ─▶ Serving { refresh_at }
 //! Serving:  refresh_at ─▶ renew          401 report for the current token ─▶ renew, once
+//!           (a token of unknown lifetime rejected: the next ones live as long as it did)
+//!           wall clock jumped ahead (a request saw it, or the 5 s poll): refresh_at moves
+//!           earlier by the jump; renew if that is now
 //! renew failed: transient ─▶ Failing { retry_at: backoff (1 s … 5 min, Retry-After) }
 //!               config    ─▶ Failing { retry_at: in an hour }, logged once per failure streak
 //!               login     ─▶ LoginRequired { seen }: no token calls until a login lands in the
@@ -34,7 +37,9 @@ use super::schedule::{Policy, backoff, refresh_at};
 use super::source::Source;
 use super::store::StoredToken;
 use crate::config::{AuthConfig, ProviderConfig};
-use crate::credential::{Credential, CredentialWriter, Phase, RejectionFilter, Snapshot};
+use crate::credential::{
+    Credential, CredentialWriter, Phase, Rejection, RejectionFilter, Snapshot,
+};
 use state::{Failures, State};
 
 mod state;
@@ -47,6 +52,11 @@ pub const LOGIN_POLL: Duration = Duration::from_secs(5);
 /// password, a redirect) is tried again: rarely enough not to hammer it or flood the log, often
 /// enough to recover from a fix made on the server side without a restart.
 pub const CONFIG_RETRY: Duration = Duration::from_secs(3600);
+/// A lifetime learned from a rejection is never shorter than this: an upstream that rejects
+/// tokens at once (a revoked grant, a wrong audience) must not make every next token live a
+/// second and the token server answer two refreshes a second. A token that truly lives less
+/// is then rejected once per lifetime, and the replay hides it.
+pub const MIN_LEARNED_LIFETIME: Duration = Duration::from_secs(5);
 
 pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: EngineContext) {
     let Some(source) = Source::new(&provider, None) else {
@@ -66,6 +76,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         state: State::Starting,
         next_poll: Instant::now() + LOGIN_POLL,
         rejections: RejectionFilter::default(),
+        learned: None,
     };
     r.start().await;
     loop {
@@ -74,19 +85,31 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             _ = r.ctx.cancel.cancelled() => break,
             _ = sleep_until(next) => Event::Timer,
             _ = tokio::time::sleep_until(poll) => Event::Poll,
-            g = r.writer.rejected() => Event::Rejected(g),
+            (g, why) = r.writer.rejected() => Event::Rejected(g, why),
+            g = r.writer.wall_jumped() => Event::WallJump(g),
         };
         match event {
             Event::Timer => r.renew(false).await,
             Event::Poll => {
                 r.next_poll = r.ctx.clock.now() + LOGIN_POLL;
-                if r.state.awaits_login() {
+                if r.reschedule_after_wall_jump() {
+                    r.renew(false).await;
+                } else if r.state.awaits_login() {
                     r.poll_login().await;
                 } else {
                     r.watch_store().await;
                 }
             }
-            Event::Rejected(g) => r.on_rejected(g).await,
+            Event::Rejected(g, why) => r.on_rejected(g, why).await,
+            Event::WallJump(g) => {
+                if r.held
+                    .as_ref()
+                    .is_some_and(|h| g == h.credential.generation)
+                    && r.reschedule_after_wall_jump()
+                {
+                    r.renew(false).await;
+                }
+            }
         }
     }
     tracing::debug!("refresher stopped");
@@ -95,7 +118,9 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
 enum Event {
     Timer,
     Poll,
-    Rejected(u64),
+    Rejected(u64, Rejection),
+    /// A request found this generation expired by a jump of the wall clock.
+    WallJump(u64),
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -129,11 +154,21 @@ fn publish_static(provider: &ProviderConfig, writer: &CredentialWriter) {
 struct Held {
     token: StoredToken,
     obtained: Instant,
+    /// When it reached us: its age, for learning how long it lived. A token just obtained is
+    /// taken to be born as its reply arrived (later than it was, so its lifetime is learned
+    /// short rather than long); one adopted from the store, when the store says.
+    born: Instant,
     expires: Option<Instant>,
     /// A 401 already forced a refresh of this access token (at most once per token).
     forced: bool,
     /// It is in the store (loaded from it, or saved): if it disappears, `logout` removed it.
     stored: bool,
+    /// What is published for it (its wall-clock mark tells of a suspend since).
+    credential: Arc<Credential>,
+    /// Its refresh as scheduled on tokio's clock, before any wall-clock jump moved it earlier.
+    refresh_at: Option<Instant>,
+    /// The wall-clock jump already logged for it.
+    jump_logged: bool,
 }
 
 struct Refresher {
@@ -149,6 +184,9 @@ struct Refresher {
     next_poll: Instant,
     /// The 401 rule's memory on the writer's side.
     rejections: RejectionFilter,
+    /// How long this provider's tokens of unknown lifetime really live: from the last such
+    /// token's obtaining to its rejection (issue 14 item 1). Kept in memory only.
+    learned: Option<Duration>,
 }
 
 impl Refresher {
@@ -269,9 +307,10 @@ impl Refresher {
     fn succeed(&mut self, outcome: Outcome) {
         let Outcome {
             kind,
-            token,
+            mut token,
             save_error,
         } = outcome;
+        self.apply_learned(&mut token);
         let stored = save_error.is_none();
         let clock = self.ctx.clock;
         let now_unix = clock.unix_now();
@@ -320,7 +359,7 @@ impl Refresher {
             obtained,
             expires,
         ) {
-            Ok(c) => Arc::new(c),
+            Ok(c) => Arc::new(c.with_wall(clock.mark())),
             Err(e) => {
                 let error = TokenError::Config(format!("the token can't be used: {e}"));
                 return self.fail(Failed {
@@ -343,7 +382,7 @@ impl Refresher {
             );
         }
         self.writer.publish(Snapshot {
-            credential: Some(credential),
+            credential: Some(credential.clone()),
             phase: Phase::Ready,
             last_error,
             expires_at_unix: token.expires_at,
@@ -356,12 +395,20 @@ impl Refresher {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         });
+        let born = match kind {
+            Kind::New | Kind::Extended => clock.now().max(obtained),
+            Kind::Adopted => obtained,
+        };
         self.held = Some(Held {
             token,
             obtained,
+            born,
             expires,
             forced,
             stored,
+            credential,
+            refresh_at: next,
+            jump_logged: false,
         });
         self.state = State::Serving { refresh_at: next };
         (self.ctx.observer)(self.name(), label);
@@ -467,8 +514,74 @@ impl Refresher {
         }
     }
 
-    /// The upstream answered 401 to a request carrying credential generation `g`.
-    async fn on_rejected(&mut self, g: u64) {
+    /// The wall clock ran ahead of tokio's since the served credential was built (a suspend or VM
+    /// pause: tokio's clock, and so the refresh timer, stood still): the token is that much
+    /// older. Logs it once, moves the refresh that much earlier, and answers whether it is due
+    /// now (then the caller renews; requests wait for that).
+    fn reschedule_after_wall_jump(&mut self) -> bool {
+        let now = self.ctx.clock.now();
+        let Some(h) = self.held.as_mut() else {
+            return false;
+        };
+        let Some(jump) = h.credential.wall_jump(now) else {
+            return false;
+        };
+        if !h.jump_logged {
+            h.jump_logged = true;
+            tracing::info!(
+                ahead_s = jump.as_secs(),
+                "the wall clock jumped ~{}s ahead of the monotonic clock (a suspend or VM \
+                 pause?); the token is that much older",
+                jump.as_secs()
+            );
+        }
+        let expired = !h.credential.is_valid_at(now);
+        let State::Serving { refresh_at } = &mut self.state else {
+            // Failing or awaiting a login: its retry stands; an expired token is not sent.
+            return false;
+        };
+        *refresh_at = h.refresh_at.map(|at| at.checked_sub(jump).unwrap_or(now));
+        expired || refresh_at.is_some_and(|at| at <= now)
+    }
+
+    /// A token whose server said nothing of its lifetime lives as long as the last one did, once
+    /// that was learned from a 401. Its stored copy keeps the assumed expiry; a token with an
+    /// expiry from its server is never touched.
+    fn apply_learned(&self, token: &mut StoredToken) {
+        let Some(learned) = self.learned.filter(|_| token.expiry_assumed) else {
+            return;
+        };
+        // Whole seconds, rounded down: `obtained_at` is a whole second too, at or before the
+        // token was obtained, so the token is taken to expire no later than the last one did.
+        let secs = i64::try_from(learned.as_secs()).unwrap_or(i64::MAX).max(1);
+        token.expires_at = Some(token.obtained_at.saturating_add(secs));
+        tracing::debug!(
+            lifetime_s = secs,
+            "the token's lifetime is unknown; using the learned one"
+        );
+    }
+
+    /// A token of unknown lifetime was rejected `lived` after it was obtained: the next ones are
+    /// taken to live that long (at least [`MIN_LEARNED_LIFETIME`]). Logged at info the first
+    /// time, at debug after.
+    fn learn(&mut self, lived: Duration) {
+        let first = self.learned.is_none();
+        let lived = lived.max(MIN_LEARNED_LIFETIME);
+        self.learned = Some(lived);
+        let secs = lived.as_secs_f64();
+        if first {
+            tracing::info!(
+                lifetime_s = secs,
+                "learned lifetime of ~{secs:.0}s for provider {}: its token server gives none",
+                self.provider.name
+            );
+        } else {
+            tracing::debug!(lifetime_s = secs, "learned lifetime updated");
+        }
+    }
+
+    /// The upstream answered 401 (`why`) to a request carrying credential generation `g`.
+    async fn on_rejected(&mut self, g: u64, why: Rejection) {
         let now = self.ctx.clock.now();
         let Some(h) = &mut self.held else { return };
         let ignore = if self.state.awaits_login() {
@@ -479,7 +592,7 @@ impl Refresher {
             Some("this token can't be replaced")
         } else {
             self.rejections
-                .admit(h.forced, h.obtained, now)
+                .admit(h.forced, h.obtained, now, why)
                 .err()
                 .map(|n| n.why())
         };
@@ -488,10 +601,18 @@ impl Refresher {
             return;
         }
         h.forced = true;
+        let lived = h
+            .token
+            .expiry_assumed
+            .then(|| now.saturating_duration_since(h.born));
         tracing::info!(
             generation = g,
+            invalid_token = why == Rejection::InvalidToken,
             "the upstream rejected the current token; refreshing it"
         );
+        if let Some(lived) = lived {
+            self.learn(lived);
+        }
         self.renew(true).await;
     }
 }

@@ -15,7 +15,7 @@ use super::EngineContext;
 use super::blendvision::BvSource;
 use super::error::{TokenError, chain};
 use super::oauth::{self, Introspection};
-use super::reply::{Expiry, RefreshReply, TokenSet, visible_ascii};
+use super::reply::{RefreshReply, TokenSet, visible_ascii};
 use super::request::GrantRequest;
 use super::schedule::Policy;
 use super::store::{self, StoredToken};
@@ -239,7 +239,7 @@ impl OAuth2Source {
                 Ok(Renewed::New(t))
             }
             RefreshReply::Extended { expiry } => {
-                let at = oauth::resolve_expiry(
+                let resolved = oauth::resolve_expiry(
                     &ctx.client,
                     &self.cfg,
                     &cur.access_token,
@@ -248,7 +248,8 @@ impl OAuth2Source {
                 )
                 .await;
                 let mut t = cur.clone();
-                t.expires_at = Some(at);
+                t.expires_at = Some(resolved.at);
+                t.expiry_assumed = resolved.assumed;
                 t.obtained_at = now;
                 Ok(Renewed::Extended(t))
             }
@@ -287,27 +288,23 @@ impl OAuth2Source {
         set: TokenSet,
         obtained_at: i64,
     ) -> StoredToken {
-        let expires_at = match set.expiry {
-            Expiry::At(at) => at,
-            unknown => {
-                oauth::resolve_expiry(
-                    &ctx.client,
-                    &self.cfg,
-                    &set.access_token,
-                    unknown,
-                    &ctx.clock,
-                )
-                .await
-            }
-        };
+        let resolved = oauth::resolve_expiry(
+            &ctx.client,
+            &self.cfg,
+            &set.access_token,
+            set.expiry,
+            &ctx.clock,
+        )
+        .await;
         StoredToken {
             access_token: set.access_token,
             refresh_token: set.refresh_token,
-            expires_at: Some(expires_at),
+            expires_at: Some(resolved.at),
             obtained_at,
             fingerprint: self.fingerprint.clone(),
             secrets: BTreeMap::new(),
             details: BTreeMap::new(),
+            expiry_assumed: resolved.assumed,
         }
     }
 }

@@ -59,6 +59,11 @@ pub struct StoredToken {
     /// Public facts, e.g. a workspace id.
     #[serde(default)]
     pub details: BTreeMap<String, String>,
+    /// `expires_at` is not what the server said: its reply (and JWT `exp`, introspection) gave
+    /// no usable expiry, and `default_lifetime` was assumed. The refresher then learns the real
+    /// lifetime from the first 401 (issue 14 item 1); a server-given expiry is never overridden.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expiry_assumed: bool,
 }
 
 /// Identifies what a token was obtained with: a token from another token URL, client id or grant
@@ -238,6 +243,7 @@ mod tests {
             fingerprint: fingerprint("https://auth.example/token", Some("cid"), "refresh_token"),
             secrets: BTreeMap::from([("apiKey".to_owned(), Secret::from("key-SECRET-3"))]),
             details: BTreeMap::from([("workspace".to_owned(), "ws-1".to_owned())]),
+            expiry_assumed: false,
         }
     }
 

@@ -118,11 +118,21 @@ pub(super) fn response_head(
         // Re-framed for the client, so its connection lives on and a cut-short body shows.
         dhead.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    // Only a 401's challenge matters (the 401 rule, `exchange::rejection`).
+    let invalid_token = status == 401
+        && crate::proxy::challenge::invalid_token(
+            parsed
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("www-authenticate"))
+                .map(|h| h.value),
+        );
     Ok(RespHead {
         len,
         status,
         framing,
         reusable: !close && framing != Framing::Close,
+        invalid_token,
     })
 }
 

@@ -177,8 +177,9 @@ impl Fast {
     ) -> Result<RespHead, ProxyError> {
         let route = plan.route;
         let provider = &route.config;
-        if !is_rejection(resp.status, refreshable(provider.preset))
-            || !route.reader.report_rejected(&plan.credential)
+        let said = || resp.invalid_token;
+        if !rejection(resp.status, refreshable(provider.preset), said)
+            .is_some_and(|r| route.reader.report_rejected(&plan.credential, r))
         {
             return Ok(resp);
         }

@@ -84,6 +84,7 @@ mod tests {
             fingerprint: String::new(),
             secrets: Default::default(),
             details: Default::default(),
+            expiry_assumed: false,
         }
     }
 

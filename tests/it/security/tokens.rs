@@ -8,6 +8,9 @@
 //! Token lifetimes are short and real (12 s): the refresher tries again at half the lifetime
 //! (6 s), the fault makes that fail, the retry a second or two later succeeds. Nothing sleeps
 //! hoping for timing; each wait is a poll with a deadline.
+//!
+//! Issue 14 item 1's target (tokens of unknown lifetime that really live 5 s) runs on the paused
+//! clock instead, with auto-advance held off so that time moves only between its requests.
 
 use crate::support;
 
@@ -22,17 +25,30 @@ use tokio::time::Instant;
 /// `fake` and whose upstream is `upstream` (`None`: the fake's own API, which accepts only
 /// tokens it issued and has not seen expire).
 async fn start(ca: TestCa, fake: &OAuth2Fake, upstream: Option<&str>) -> Setup {
+    start_with(ca, fake, upstream, Default::default()).await
+}
+
+/// [`start`] with `options` (a test's clock).
+async fn start_with(
+    ca: TestCa,
+    fake: &OAuth2Fake,
+    upstream: Option<&str>,
+    options: credproxy::app::Options,
+) -> Setup {
     let o = fake.options();
     let fake_url = fake.url();
     let upstream = upstream.map(str::to_owned);
-    Setup::try_start_with(ca, "", move |echo_port| {
-        let upstream = match upstream.as_deref() {
-            Some("echo") => format!("https://localhost:{echo_port}"),
-            Some(other) => other.to_owned(),
-            None => fake_url.clone(),
-        };
-        format!(
-            r#"
+    Setup::try_start_with_options(
+        ca,
+        "",
+        move |echo_port| {
+            let upstream = match upstream.as_deref() {
+                Some("echo") => format!("https://localhost:{echo_port}"),
+                Some(other) => other.to_owned(),
+                None => fake_url.clone(),
+            };
+            format!(
+                r#"
 [providers.internal]
 preset = "oauth2"
 hosts = ["api.internal.test"]
@@ -43,10 +59,12 @@ client_id = "{id}"
 client_secret = "{secret}"
 wait_for_token = "2s"
 "#,
-            id = o.client_id,
-            secret = o.client_secret,
-        )
-    })
+                id = o.client_id,
+                secret = o.client_secret,
+            )
+        },
+        options,
+    )
     .await
     .unwrap_or_else(|e| panic!("credproxy did not start: {e}"))
 }
@@ -268,4 +286,152 @@ async fn the_huge_fault_is_ten_mebibytes() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), support::fault::HUGE_BODY);
+}
+
+/// A chunked `POST` (the hyper transport's: the fast path takes only `Content-Length` bodies)
+/// on its own connection; its status.
+async fn post_chunked(s: &Setup, path: &str) -> u16 {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: api.internal.test\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    let r = raw(s.main(), req.as_bytes(), Duration::from_secs(30)).await;
+    r.statuses().first().copied().unwrap_or(0)
+}
+
+/// Issue 14 item 1, the target. The token server gives no `expires_in`, its tokens really live
+/// 5 s, and the upstream (the fake's API) answers 401 `WWW-Authenticate: Bearer
+/// error="invalid_token"` to an older one. Over eight lifetimes on the paused clock (auto-advance
+/// held off: time moves only between requests, 250 ms at a time), alternating the fast path's
+/// GET and the hyper path's chunked POST: the client never sees a 401 (the first token's death is
+/// replayed at once with a new token, whatever its age), and the upstream sees exactly one, that
+/// first one: from then on the tokens are taken to live as long as the first did, and are
+/// replaced before they die, so none is sent into its death.
+///
+/// On the old code the first 401 was not blamed on a token under 10 s old: the client got it,
+/// and so did every request until `default_lifetime`.
+#[tokio::test(start_paused = true)]
+async fn tokens_of_unknown_lifetime_die_at_most_once_and_never_at_the_client() {
+    let _frozen = support::clock::inhibit();
+    let ca = TestCa::new();
+    let fake = OAuth2Fake::start_with(
+        &ca,
+        support::OAuth2Options {
+            lifetime: Duration::from_secs(5),
+            expires_in: support::ExpiresIn::Omitted,
+            ..Default::default()
+        },
+    )
+    .await;
+    let s = start(ca, &fake, None).await;
+    let (step, lifetimes) = (Duration::from_millis(250), 8);
+    let mut denied_at = Vec::new();
+    let mut bearers = Vec::new();
+    for i in 0..lifetimes * 20 {
+        let denied = fake.api_denied();
+        let status = if i % 2 == 0 {
+            let (status, bearer) = call(&s, &fake, "/v1/fast").await;
+            if bearers.last() != Some(&bearer) {
+                bearers.push(bearer);
+            }
+            status
+        } else {
+            post_chunked(&s, "/v1/hyper").await
+        };
+        assert_eq!(
+            status,
+            200,
+            "request {i} at {:?}: {:?}",
+            step * i,
+            fake.last_rejection()
+        );
+        if fake.api_denied() > denied {
+            denied_at.push(i);
+        }
+        tokio::time::advance(step).await;
+    }
+    assert_eq!(
+        denied_at.len(),
+        1,
+        "the upstream saw a dead token only once, the first (requests {denied_at:?})"
+    );
+    assert!(
+        (20..=22).contains(&denied_at[0]),
+        "the first token was used until it died at 5 s: {denied_at:?}"
+    );
+    assert!(
+        bearers.len() >= lifetimes as usize,
+        "a new token every lifetime: {} over {lifetimes}",
+        bearers.len()
+    );
+    // The learned lifetime, not `default_lifetime`'s hour, is what /status shows.
+    let (_, st) = s.status("internal").await;
+    let left = st["expires_in_secs"].as_i64().unwrap_or(i64::MAX);
+    assert!((0..=5).contains(&left), "{st}");
+}
+
+/// Issue 14 item 3: a suspend. The wall clock (injected) jumps an hour ahead while tokio's clock
+/// stands still, as after a resume: the hour-long token has expired by the wall clock, though
+/// tokio's clock says it has 50 minutes left. The next request must not carry it: it waits for
+/// the refresh, which happens before it is sent. Then, with no request to notice, a second jump
+/// (of 50 minutes, past the next token's refresh at 45) is noticed by the refresher's own
+/// 5-second poll: it refreshes without being asked.
+///
+/// On the old code the request after the jump carried the expired token, and the refresher
+/// slept on for 35 more minutes.
+#[tokio::test(start_paused = true)]
+async fn after_a_suspend_no_request_carries_the_token_that_expired_meanwhile() {
+    let _frozen = support::clock::inhibit();
+    let wall = support::clock::JumpingWall::leak();
+    let ca = TestCa::new();
+    let fake = OAuth2Fake::start(&ca).await;
+    let options = credproxy::app::Options {
+        clock: Some(credproxy::clock::Clock::with_wall(wall)),
+        ..Default::default()
+    };
+    let s = start_with(ca, &fake, None, options).await;
+    let (status, first) = call(&s, &fake, "/v1/first").await;
+    assert_eq!(status, 200, "{:?}", fake.last_rejection());
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(call(&s, &fake, "/v1/before").await, (200, first.clone()));
+
+    let (grants, api) = (fake.client_credentials_grants(), fake.api_calls());
+    wall.jump(Duration::from_secs(3600));
+    let (status, second) = call(&s, &fake, "/v1/after").await;
+    assert_eq!(status, 200);
+    assert_ne!(
+        second, first,
+        "the token that expired during the suspend was sent"
+    );
+    assert_eq!(
+        fake.client_credentials_grants(),
+        grants + 1,
+        "one refresh, before the request went out"
+    );
+    assert_eq!(
+        fake.api_calls(),
+        api + 1,
+        "the request went out once, with the new token (no 401 and replay)"
+    );
+    for i in 0..5 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            call(&s, &fake, "/v1/later").await,
+            (200, second.clone()),
+            "request {i}: the new token serves on, not refreshed again"
+        );
+    }
+    assert_eq!(fake.client_credentials_grants(), grants + 1);
+
+    // The refresher notices by itself, within its 5 s poll on tokio's clock; its token call
+    // runs on real time, waited for with auto-advance back on.
+    wall.jump(Duration::from_secs(50 * 60));
+    tokio::time::advance(Duration::from_secs(6)).await;
+    drop(_frozen);
+    support::security::poll(
+        "the refresher's own refresh",
+        Duration::from_secs(5),
+        || fake.client_credentials_grants() == grants + 2,
+    )
+    .await;
 }

@@ -123,13 +123,23 @@ impl Setup {
         proxy_extra: &str,
         extra: impl FnOnce(u16) -> String,
     ) -> Result<Self, String> {
+        Self::try_start_with_options(ca, proxy_extra, extra, Default::default()).await
+    }
+
+    /// Like [`Setup::try_start_with`], started with `options` (a test's clock).
+    pub async fn try_start_with_options(
+        ca: TestCa,
+        proxy_extra: &str,
+        extra: impl FnOnce(u16) -> String,
+        options: credproxy::app::Options,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let upstream = Upstream::start(&ca).await;
         let extra = extra(upstream.port());
         let text = config_text(&ca, dir.path(), upstream.port(), proxy_extra, &extra);
         let config = credproxy::config::load_str(&text, "security.toml", &|_| None)
             .unwrap_or_else(|e| panic!("config rejected: {e}\n{text}"));
-        let proxy = credproxy::app::start(config)
+        let proxy = credproxy::app::start_with(config, options)
             .await
             .map_err(|e| error_chain(&e))?;
         Ok(Setup {

@@ -555,12 +555,21 @@ async fn a_401_flood_forces_at_most_one_refresh() {
     let mut engine = Engine::start(provider("api", &server.url(), ""), memory(), clock);
     assert_eq!(engine.next_event().await, "ok");
     let c1 = engine.reader.current(Instant::now()).unwrap();
-    assert!(!engine.reader.report_rejected(&c1), "too young");
+    assert!(
+        !engine
+            .reader
+            .report_rejected(&c1, credproxy::credential::Rejection::Plain),
+        "too young"
+    );
     assert_eq!(engine.event_within(Duration::from_secs(5)).await, None);
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     let granted = (0..1000)
-        .filter(|_| engine.reader.report_rejected(&c1))
+        .filter(|_| {
+            engine
+                .reader
+                .report_rejected(&c1, credproxy::credential::Rejection::Plain)
+        })
         .count();
     assert_eq!(granted, 1);
     assert_eq!(engine.next_event().await, "ok");
@@ -569,15 +578,23 @@ async fn a_401_flood_forces_at_most_one_refresh() {
     assert_eq!(c2.generation, 2);
 
     for _ in 0..100 {
-        engine.reader.report_rejected(&c1);
+        engine
+            .reader
+            .report_rejected(&c1, credproxy::credential::Rejection::Plain);
     }
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(
-        !engine.reader.report_rejected(&c2),
+        !engine
+            .reader
+            .report_rejected(&c2, credproxy::credential::Rejection::Plain),
         "within 30 s of the last forced refresh"
     );
     assert_eq!(engine.event_within(Duration::from_secs(20)).await, None);
-    assert!(engine.reader.report_rejected(&c2));
+    assert!(
+        engine
+            .reader
+            .report_rejected(&c2, credproxy::credential::Rejection::Plain)
+    );
     assert_eq!(engine.next_event().await, "ok");
     assert_eq!(server.token_calls(), 3);
     engine.stop().await;
@@ -729,5 +746,69 @@ async fn unattended_providers_regrant_after_a_logout_and_adopt_newer_tokens() {
         .unwrap();
     assert_eq!(engine.next_event().await, "adopted");
     assert_eq!(engine.token().unwrap(), t.access_token.expose());
+    engine.stop().await;
+}
+
+/// Issue 14 item 1: a token whose server gives no lifetime is taken to live `default_lifetime`
+/// (an hour) until the upstream rejects it with `invalid_token` at 5 s (younger than the 10 s of
+/// the plain 401 rule): it is replaced at once, and the next such token is taken to live the 5 s
+/// the last one did, so it is refreshed before then. A token whose server does give a lifetime
+/// keeps it.
+#[tokio::test(start_paused = true)]
+async fn a_rejected_token_of_unknown_lifetime_teaches_the_next_ones_theirs() {
+    use credproxy::credential::Rejection;
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    server.set_lifetime(json!(null));
+    let mut engine = Engine::start(provider("api", &server.url(), ""), memory(), clock);
+    let lifetime = |e: &Engine| {
+        let s = e.reader.snapshot();
+        s.expires_at_unix.unwrap() - s.last_refresh_unix.unwrap()
+    };
+    assert_eq!(engine.next_event().await, "ok");
+    assert_eq!(lifetime(&engine), 3600, "default_lifetime, assumed");
+    let c1 = engine.reader.current(Instant::now()).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !engine.reader.report_rejected(&c1, Rejection::Plain),
+        "a plain 401 is not blamed on a 5 s old token"
+    );
+    assert!(engine.reader.report_rejected(&c1, Rejection::InvalidToken));
+    assert_eq!(engine.next_event().await, "ok");
+    assert_eq!(lifetime(&engine), 5, "learned from the rejected token");
+    assert_eq!(server.token_calls(), 2);
+
+    // Its scheduled refresh comes before those 5 s are up; this one's server gives a lifetime.
+    server.set_lifetime(json!(100));
+    assert_eq!(
+        engine.event_within(Duration::from_secs(5)).await,
+        Some("ok")
+    );
+    assert_eq!(lifetime(&engine), 100, "a server-given lifetime is kept");
+    engine.stop().await;
+}
+
+/// Issue 14 item 1: an upstream that rejects a token of unknown lifetime at once (1 s old) does
+/// not teach a lifetime of a second: at least 5 s (`MIN_LEARNED_LIFETIME`), so the token server
+/// is not asked twice a second.
+#[tokio::test(start_paused = true)]
+async fn a_lifetime_learned_from_an_early_rejection_is_at_least_five_seconds() {
+    use credproxy::credential::Rejection;
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    server.set_lifetime(json!(null));
+    let mut engine = Engine::start(provider("api", &server.url(), ""), memory(), clock);
+    assert_eq!(engine.next_event().await, "ok");
+    let c1 = engine.reader.current(Instant::now()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(engine.reader.report_rejected(&c1, Rejection::InvalidToken));
+    assert_eq!(engine.next_event().await, "ok");
+    let s = engine.reader.snapshot();
+    assert_eq!(
+        s.expires_at_unix.unwrap() - s.last_refresh_unix.unwrap(),
+        credproxy::token::MIN_LEARNED_LIFETIME.as_secs() as i64
+    );
     engine.stop().await;
 }

@@ -16,6 +16,7 @@ use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::clock::{Inhibitor, inhibit};
 use crate::support::token::{Engine, context, ticker};
 use credproxy::clock::Clock;
 use credproxy::config::ProviderConfig;
@@ -65,17 +66,6 @@ fn engine(
 
 fn memory() -> Arc<dyn TokenStore> {
     Arc::new(RealTimeStore(MemoryStore::new()))
-}
-
-/// Holds off tokio's auto-advance while alive: a blocking task counts as work in progress.
-struct Inhibitor(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
-
-fn inhibit() -> Inhibitor {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    tokio::task::spawn_blocking(move || {
-        let _ = rx.recv();
-    });
-    Inhibitor(tx)
 }
 
 /// A memory store whose locks also hold an [`Inhibitor`]: refreshes run on real time.
@@ -197,12 +187,16 @@ expires_timezone = "Europe/Amsterdam"
     // "No permission" 401s: one forced refresh (an extension) for this token, then none.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let c = e.reader.current(Instant::now()).unwrap();
-    assert!(e.reader.report_rejected(&c));
+    assert!(
+        e.reader
+            .report_rejected(&c, credproxy::credential::Rejection::Plain)
+    );
     assert_eq!(e.next_event().await, "extended");
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(31)).await;
         let c = e.reader.current(Instant::now()).unwrap();
-        e.reader.report_rejected(&c);
+        e.reader
+            .report_rejected(&c, credproxy::credential::Rejection::Plain);
     }
     assert_eq!(e.event_within(Duration::from_secs(60)).await, None);
     assert_eq!((fake.password_grants(), fake.refresh_grants()), (1, 2));

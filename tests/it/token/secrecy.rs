@@ -61,7 +61,11 @@ async fn no_secret_in_any_log_line_at_trace() {
 
     tokio::time::sleep(Duration::from_secs(11)).await;
     let c = engine.reader.current(tokio::time::Instant::now()).unwrap();
-    assert!(engine.reader.report_rejected(&c));
+    assert!(
+        engine
+            .reader
+            .report_rejected(&c, credproxy::credential::Rejection::Plain)
+    );
     assert_eq!(engine.next_event().await, "ok", "forced by a 401");
     engine.stop().await;
 
@@ -94,4 +98,64 @@ async fn no_secret_in_any_log_line_at_trace() {
         leaks.join("\n")
     );
     assert!(!logs.contains(CLIENT_SECRET) && !logs.contains(PASSWORD));
+}
+
+/// Issue 14 items 1 and 3: what is learned or noticed about time is logged at info once. A
+/// learned lifetime once, though it is learned twice (the second time at debug); a wall-clock
+/// jump (an hour, as after a suspend) once, though requests keep finding it until the refresh.
+#[tokio::test(start_paused = true)]
+async fn a_learned_lifetime_and_a_wall_clock_jump_are_logged_once_at_info() {
+    use credproxy::credential::Rejection;
+    if !own_process(
+        module_path!(),
+        "a_learned_lifetime_and_a_wall_clock_jump_are_logged_once_at_info",
+    ) {
+        return;
+    }
+    let logs = capture_trace();
+    let _tick = ticker();
+    let wall = support::clock::JumpingWall::leak();
+    let clock = Clock::with_wall(wall);
+    let server = TokenServer::start(clock).await;
+    server.set_lifetime(json!(null));
+    let store: Arc<dyn TokenStore> = Arc::new(credproxy::token::MemoryStore::new());
+    let mut engine = Engine::start(provider("api", &server.url(), ""), store, clock);
+    assert_eq!(engine.next_event().await, "ok");
+    for age in [5, 2] {
+        let c = engine.reader.current(tokio::time::Instant::now()).unwrap();
+        tokio::time::sleep(Duration::from_secs(age)).await;
+        assert!(engine.reader.report_rejected(&c, Rejection::InvalidToken));
+        assert_eq!(engine.next_event().await, "ok");
+    }
+    // An hour-long token, then an hour's suspend: requests find it expired until the refresh.
+    server.set_lifetime(json!(3600));
+    assert_eq!(engine.next_event().await, "ok");
+    let before = engine.reader.current(tokio::time::Instant::now()).unwrap();
+    wall.jump(Duration::from_secs(3600));
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let r = engine.reader.clone();
+            tokio::spawn(async move { r.wait_usable(Duration::from_secs(10)).await })
+        })
+        .collect();
+    for w in waiters {
+        let c = w.await.unwrap().expect("a new token after the jump");
+        assert!(c.generation > before.generation);
+    }
+    assert_eq!(engine.next_event().await, "ok");
+    engine.stop().await;
+
+    let text = logs.text();
+    let info = |needle: &str| {
+        text.lines()
+            .filter(|l| l.contains(" INFO ") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(
+        info("learned lifetime of ~5s for provider api"),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("learned lifetime updated"));
+    assert_eq!(info("the wall clock jumped ~3600s ahead"), 1, "{text}");
 }

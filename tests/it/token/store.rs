@@ -37,6 +37,7 @@ fn token(generation: u64) -> StoredToken {
         fingerprint: fingerprint("https://auth.example/token", Some("id"), "refresh_token"),
         secrets: BTreeMap::new(),
         details: BTreeMap::new(),
+        expiry_assumed: false,
     }
 }
 
