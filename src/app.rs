@@ -440,6 +440,7 @@ fn build_shared(
         router: Router::new(routes, prefixes, config.proxy.unknown_hosts),
         connector: Connector::new(upstream_tls, config.proxy.connect_timeout),
         response_timeout: config.proxy.response_timeout,
+        via: config.proxy.via,
         proxy_auth: config
             .proxy
             .proxy_auth

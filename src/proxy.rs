@@ -17,7 +17,7 @@
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
 //!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
-//!    headers *replace* the client's, `Via` added (`inject.rs`, over `headers.rs`'s field
+//!    headers *replace* the client's, `Via` added only with `via = true` (`inject.rs`, over `headers.rs`'s field
 //!    classification); the path joined to the upstream's base path (`route.rs`); body streamed,
 //!    not buffered.
 //! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a

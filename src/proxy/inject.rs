@@ -1,7 +1,7 @@
 //! Phases 6 and 8, the head edits, defined once for both transports: which of the client's
 //! fields go upstream (hop-by-hop and framing fields, `Host`, the fields the credential sets and,
 //! for `forwarded` providers, `X-Forwarded-Proto` do not: credproxy writes its own), then
-//! `Host`, the credential, `Forwarded` and `Via`; on the way back, hop-by-hop fields dropped and
+//! `Host`, the credential, `Forwarded` and (with `via = true`) `Via`; on the way back, hop-by-hop fields dropped and
 //! `Via` added. hyper applies them to a `HeaderMap`; the fast path to the head's bytes, from the
 //! same field classification (`headers.rs`: [`classify`](super::headers::classify)).
 
@@ -26,7 +26,7 @@ pub fn drops_client_field(
     in_connection: impl FnOnce() -> bool,
 ) -> bool {
     match kind {
-        Field::Other | Field::Location | Field::Expect => {
+        Field::Other | Field::Location | Field::ContentLocation | Field::Expect => {
             creds
                 .iter()
                 .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
@@ -38,11 +38,16 @@ pub fn drops_client_field(
 }
 
 /// Phase 6 on a `HeaderMap`, before the credential: hop-by-hop fields gone, `Host` the
-/// upstream's, `Via` added.
-pub fn request_head(headers: &mut HeaderMap, host: &HeaderValue) {
+/// upstream's, `Via` added when `via` (`[proxy] via = true`).
+///
+/// `Via` is off upstream by default, as nginx, HAProxy and Envoy leave it off when proxying:
+/// nginx's default `gzip_proxied off` sends an uncompressed body to any request with `Via`.
+pub fn request_head(headers: &mut HeaderMap, host: &HeaderValue, via: bool) {
     strip_hop_by_hop(headers);
     headers.insert(header::HOST, host.clone());
-    add_via(headers);
+    if via {
+        add_via(headers);
+    }
 }
 
 /// The credential's fields *replace* the client's.

@@ -21,10 +21,9 @@ use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
     retry, timeout_error, upstream_error,
 };
-use super::headers::{add_via, strip_hop_by_hop};
 use super::inject;
 use super::route::{ProviderRoute, Role, Router, Target};
-use super::route::{rewrite_location, upstream_path};
+use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
@@ -175,8 +174,13 @@ async fn proxy<'a>(
     // Phase 6: the upstream request.
     let upstream = &provider.upstream;
     let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
+    // Phase 8's redirect rule needs the origin the client used: kept before the head is edited
+    // (cheap clones of shared bytes).
+    let client_scheme = req.uri().scheme().cloned();
+    let client_authority = req.uri().authority().cloned();
+    let client_host = req.headers().get(header::HOST).cloned();
     let (mut parts, body) = req.into_parts();
-    inject::request_head(&mut parts.headers, &upstream.host_header);
+    inject::request_head(&mut parts.headers, &upstream.host_header, shared.via);
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
@@ -219,14 +223,17 @@ async fn proxy<'a>(
     }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    if ctx.info.role != Role::Main || prefix.is_some() {
-        rewrite_location(
-            &mut parts.headers,
-            upstream,
-            ctx.info.local_origin.as_deref(),
-            prefix,
-        );
-    }
+    let absolute = client_authority
+        .as_ref()
+        .map(|a| (client_scheme.as_ref().map_or("http", |s| s.as_str()), a.as_str()));
+    let origin = ClientOrigin::of(
+        &ctx.info.role,
+        prefix,
+        absolute,
+        client_host.as_ref().and_then(|h| h.to_str().ok()),
+        ctx.info.local_origin.as_deref(),
+    );
+    rewrite_location(&mut parts.headers, upstream, origin, prefix);
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
@@ -471,11 +478,7 @@ async fn pass_through(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    strip_hop_by_hop(&mut parts.headers);
-    add_via(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::HOST, upstream.host_header.clone());
+    inject::request_head(&mut parts.headers, &upstream.host_header, ctx.shared.via);
     let resp = send(
         ctx,
         &key,

@@ -83,7 +83,7 @@ impl Fast {
                     &mut self.ubuf,
                     &mut self.dhead,
                     plan.head_method,
-                    plan.rewrite,
+                    plan.rewrite(&self.buf),
                 );
                 tokio::select! {
                     biased;
