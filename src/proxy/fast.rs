@@ -51,8 +51,8 @@ use super::exchange::{
 };
 use super::headers::{Field, classify, names_other_fields};
 use super::inject::{VIA_LINE, drops_client_field};
-use super::route::{ProviderRoute, Role, Target};
 use super::route::{ClientOrigin, local_location, path_parts};
+use super::route::{ProviderRoute, Role, Target};
 use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
 use crate::credential::Credential;

@@ -22,8 +22,8 @@ use super::exchange::{
     retry, timeout_error, upstream_error,
 };
 use super::inject;
-use super::route::{ProviderRoute, Role, Router, Target};
 use super::route::{ClientOrigin, rewrite_location, upstream_path};
+use super::route::{ProviderRoute, Role, Router, Target};
 use super::state::{ConnCtx, ListenerInfo, Shared};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
@@ -223,9 +223,12 @@ async fn proxy<'a>(
     }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    let absolute = client_authority
-        .as_ref()
-        .map(|a| (client_scheme.as_ref().map_or("http", |s| s.as_str()), a.as_str()));
+    let absolute = client_authority.as_ref().map(|a| {
+        (
+            client_scheme.as_ref().map_or("http", |s| s.as_str()),
+            a.as_str(),
+        )
+    });
     let origin = ClientOrigin::of(
         &ctx.info.role,
         prefix,

@@ -1,5 +1,6 @@
 //! The core proxy end to end, and its HTTP/1.1 path on the wire.
 
+mod clients;
 mod e2e;
 mod wire;
 mod wire_security;
