@@ -25,8 +25,9 @@
 //!    keep-alive retry and the classification of upstream failures are `exchange.rs`'s.
 //! 8. **upstream response**: a 401 to the current credential nudges the refresher and is replayed
 //!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
-//!    hop-by-hop stripped, `Via` added (`inject.rs`), `Location` rewritten for base-URL routes
-//!    (`route.rs`).
+//!    hop-by-hop stripped, `Via` added (`inject.rs`), a `Location` or `Content-Location`
+//!    pointing at the upstream rewritten to the origin the client used, on every listener
+//!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy.
 //! 9. **log** (`access.rs`): one line per request with whose fault an error was.
 //!
 //! Errors credproxy makes are built in one place, `error.rs`.

@@ -230,3 +230,116 @@ async fn nginx_gzips_through_credproxy_and_would_not_with_via() {
         "with Via, nginx does not compress"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: redirects.
+
+/// An upstream that answers `/go` with a 302 to itself (`Location` absolute), `/made` with a 201
+/// whose `Location` and `Content-Location` point at itself, `/rel` with a relative redirect, and
+/// `/away` with a redirect to another origin.
+async fn redirecting(base: &str) -> Upstream {
+    let base = base.to_owned();
+    Upstream::start_with(base, |mut conn, base| async move {
+        // The upstream's own origin, as it would write it (the Host credproxy sent).
+        while let Some(req) = conn.next().await {
+            let me = format!("http://{}{base}", req.head.get("host").unwrap_or_default());
+            let resp = match req.target().trim_start_matches(base.as_str()) {
+                "/go" => response("302 Found", &[&format!("Location: {me}/next?x=1")], b""),
+                "/made" => response(
+                    "201 Created",
+                    &[
+                        &format!("location: {me}/things/7"),
+                        &format!("Content-Location: {me}/things/7?v=1"),
+                    ],
+                    b"made",
+                ),
+                "/rel" => response("302 Found", &["Location: /next"], b""),
+                "/away" => response(
+                    "302 Found",
+                    &["Location: https://elsewhere.example/next"],
+                    b"",
+                ),
+                _ => response("404 Not Found", &[], b""),
+            };
+            if !conn.write(&resp).await {
+                break;
+            }
+        }
+    })
+    .await
+}
+
+/// Each request, on each transport (a fresh connection each): the answer's `Location` and
+/// `Content-Location`.
+async fn locations(s: &Setup, reqs: &[Vec<u8>]) -> Vec<(Option<String>, Option<String>)> {
+    let mut out = Vec::new();
+    for req in reqs {
+        let mut c = s.client().await;
+        let r = c.roundtrip(req).await;
+        assert!(matches!(r.status(), 201 | 302), "{r:?}");
+        out.push((
+            r.head.get("location").map(str::to_owned),
+            r.head.get("content-location").map(str::to_owned),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn redirects_to_the_upstream_come_back_to_the_host_the_client_sent() {
+    let s = Setup::start(redirecting("").await).await;
+    let next = Some(format!("http://{HOST}/next?x=1"));
+    let thing = (
+        Some(format!("http://{HOST}/things/7")),
+        Some(format!("http://{HOST}/things/7?v=1")),
+    );
+    let got = locations(
+        &s,
+        &[
+            get("/go"),
+            hyper_get("/go", &[]),
+            get("/made"),
+            hyper_get("/made", &[]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [(next.clone(), None), (next, None), thing.clone(), thing],
+        "fast, hyper; 302 then 201"
+    );
+}
+
+#[tokio::test]
+async fn redirects_to_the_upstream_keep_an_absolute_form_clients_origin() {
+    // The Host an HTTP_PROXY client sends may differ in case and carry a port; the target's
+    // authority is the origin it used.
+    let s = Setup::start_at(redirecting("/api/v1").await, "/api/v1", "", "").await;
+    let target = "http://Api.Wire.Test/go";
+    let fast = format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let hyper = format!(
+        "GET {target} HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+    );
+    let got = locations(&s, &[fast.into_bytes(), hyper.into_bytes()]).await;
+    let next = Some("http://Api.Wire.Test/next?x=1".to_owned());
+    assert_eq!(got, [(next.clone(), None), (next, None)], "fast, hyper");
+    assert_eq!(s.up.last().target(), "/api/v1/go");
+}
+
+#[tokio::test]
+async fn relative_redirects_and_other_origins_are_left_alone() {
+    let s = Setup::start(redirecting("").await).await;
+    let got = locations(
+        &s,
+        &[
+            get("/rel"),
+            hyper_get("/rel", &[]),
+            get("/away"),
+            hyper_get("/away", &[]),
+        ],
+    )
+    .await;
+    let rel = (Some("/next".to_owned()), None);
+    let away = (Some("https://elsewhere.example/next".to_owned()), None);
+    assert_eq!(got, [rel.clone(), rel, away.clone(), away]);
+}
