@@ -70,3 +70,6 @@ pub type RespBody = Either<Incoming, Full<Bytes>>;
 
 /// Request header blocks over this get 431 (DESIGN.md).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Upstream response heads over this are refused: 502 `upstream_bad_response`, on both
+/// transports (hyper's client reads with a buffer of this size).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;

@@ -120,9 +120,11 @@ impl ErrorKind {
                 "http_response_timeout",
                 Blame::Upstream,
             ),
+            // Not "unreachable": it answered, with something that is not a valid response (a
+            // head over 64 KiB, bytes that are not HTTP/1.1).
             UpstreamProtocol => (
                 StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
+                "upstream_bad_response",
                 "http_protocol_error",
                 Blame::Upstream,
             ),
@@ -167,6 +169,15 @@ impl ProxyError {
 
     pub fn provider(mut self, name: &str) -> Self {
         self.provider = Some(name.to_owned());
+        self
+    }
+
+    /// The provider the request matched, when the error does not name one yet: every error
+    /// after routing says whose request it was (upstream failures are built without it).
+    pub fn matched(mut self, name: Option<&str>) -> Self {
+        if self.provider.is_none() {
+            self.provider = name.map(str::to_owned);
+        }
         self
     }
 

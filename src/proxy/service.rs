@@ -70,6 +70,7 @@ pub async fn handle(
     let resp = match proxy(ctx, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
+            let e = e.matched(outcome.provider);
             outcome.blame = Some(e.kind.blame());
             tracing::debug!(code = e.kind.code(), message = %e.message, "request refused");
             e.into_response().map(Either::Right)

@@ -307,7 +307,7 @@ pub(super) async fn exchange_head(
                 }
                 Ok(httparse::Status::Partial) if ubuf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(httparse::Status::Partial) => {
-                    return Err(HeadError::Protocol("its response head is over 64 KiB"));
+                    return Err(HeadError::Protocol("it sent a response head over 64 KiB"));
                 }
                 Err(_) => return Err(HeadError::Protocol("its response is not valid HTTP/1.1")),
             }

@@ -2,6 +2,7 @@
 
 mod clients;
 mod e2e;
+mod errors;
 mod wire;
 mod wire_security;
 mod wire_upstream;

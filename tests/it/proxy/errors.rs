@@ -1,0 +1,123 @@
+//! credproxy's own answers (issue 15 item 9), on both transports where both can make them: the
+//! provider is named whenever the request matched one, an upstream's oversized head is
+//! `upstream_bad_response`, TLS failures are said in words, 400 and 431 carry the JSON body.
+//!
+//! The fast path serves a plain GET; hyper a request with a chunked body (each on its own
+//! connection: a fallback lasts for the connection).
+
+use crate::support;
+
+use support::proxy::Harness;
+use support::server::{TestServer, handler};
+use support::wire::*;
+use support::{TestCa, http::bytes_reply};
+
+/// A GET hyper serves (the fast path declines chunked bodies).
+fn hyper_get(target: &str) -> Vec<u8> {
+    let mut req = request("GET", target, &["Transfer-Encoding: chunked"], b"");
+    req.extend_from_slice(b"1\r\na\r\n0\r\n\r\n");
+    req
+}
+
+/// `target` on each transport, each answer checked to be credproxy's JSON error with `status`:
+/// the JSON bodies.
+async fn both(main: std::net::SocketAddr, target: &str, status: u16) -> [serde_json::Value; 2] {
+    let mut out = [serde_json::Value::Null, serde_json::Value::Null];
+    for (i, req) in [get(target), hyper_get(target)].into_iter().enumerate() {
+        let mut c = Wire::client(main).await;
+        let r = c.roundtrip(req).await;
+        assert_json_error(&r, status);
+        assert!(
+            r.head
+                .get("proxy-status")
+                .is_some_and(|v| v.starts_with("credproxy")),
+            "{r:?}"
+        );
+        out[i] = r.json();
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_upstream_head_over_64_kib_is_502_upstream_bad_response_naming_the_provider() {
+    let big = format!("X-Big: {}", "b".repeat(70 * 1024));
+    let up = Upstream::answering(move |_| response("200 OK", &[&big], b"never")).await;
+    let s = Setup::start(up).await;
+    for v in both(s.proxy.main(), "/big", 502).await {
+        assert_eq!(v["error"], "upstream_bad_response", "{v}");
+        assert_eq!(v["provider"], "wire", "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("over 64 KiB"),
+            "{v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_silent_upstream_is_504_naming_the_provider() {
+    // Each connection reads its request and never answers (held until credproxy gives up).
+    let up = Upstream::start(|mut conn| async move { while conn.next().await.is_some() {} }).await;
+    let s = Setup::start_with(up, "response_timeout = \"1s\"").await;
+    for v in both(s.proxy.main(), "/silent", 504).await {
+        assert_eq!(v["error"], "upstream_timeout", "{v}");
+        assert_eq!(v["provider"], "wire", "{v}");
+    }
+}
+
+/// credproxy in front of an HTTPS upstream at `localhost` serving `tls`; the JSON bodies of a
+/// request on each transport (both 502).
+async fn through_tls(
+    ca: &TestCa,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) -> [serde_json::Value; 2] {
+    let upstream = TestServer::start(
+        Some(tls),
+        handler(|_| async { bytes_reply(200, "text/plain", "unreachable") }),
+    )
+    .await;
+    let harness = Harness::new(ca);
+    let proxy = harness
+        .start(&format!(
+            "[providers.tlsup]\npreset = \"static\"\ntoken = \"{TOKEN}\"\nhosts = [\"{HOST}\"]\nupstream = \"https://localhost:{}\"\n",
+            upstream.port()
+        ))
+        .await;
+    both(proxy.main(), "/x", 502).await
+}
+
+fn assert_tls_words(v: &serde_json::Value, want: &str) {
+    assert_eq!(v["error"], "upstream_tls", "{v}");
+    assert_eq!(v["provider"], "tlsup", "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert!(m.contains(want), "{m}");
+    for debug in ["Context", "DnsName", "UnknownIssuer", "{", "Error"] {
+        assert!(!m.contains(debug), "Rust Debug text in {m:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_upstream_certificate_says_when_it_expired() {
+    let ca = TestCa::new();
+    let tls = ca.bad_leaf_config(&["localhost"], Some(((2020, 1, 1), (2020, 11, 1))));
+    for v in through_tls(&ca, tls).await {
+        assert_tls_words(&v, "the certificate for localhost expired on 2020-11-01");
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_says_which_name() {
+    let ca = TestCa::new();
+    let tls = ca.bad_leaf_config(&["other.example"], None);
+    for v in through_tls(&ca, tls).await {
+        assert_tls_words(&v, "the certificate is for other.example, not localhost");
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_says_unknown_issuer() {
+    let (ours, theirs) = (TestCa::new(), TestCa::named("someone else's CA"));
+    let tls = theirs.server_config(&["localhost"], support::Alpn::Http1Only);
+    for v in through_tls(&ours, tls).await {
+        assert_tls_words(&v, "unknown issuer");
+    }
+}
