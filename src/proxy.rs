@@ -43,6 +43,7 @@ pub mod auth;
 pub mod checks;
 pub mod error;
 pub mod exchange;
+pub mod expect;
 pub mod fast;
 pub mod framing;
 pub mod headers;
@@ -63,8 +64,9 @@ pub use listener::serve;
 pub use route::{ProviderRoute, Role, Router};
 pub use state::{ListenerInfo, Shared};
 
-/// Body of a request sent upstream: the client's, streamed, or a kept copy for a replay.
-pub type UpBody = Either<Incoming, Full<Bytes>>;
+/// Body of a request sent upstream: the client's, streamed (held back for
+/// `Expect: 100-continue`: `expect.rs`), or a kept copy for a replay.
+pub type UpBody = Either<expect::ClientBody, Full<Bytes>>;
 /// Body of a response sent downstream: the upstream's, streamed, or one credproxy made.
 pub type RespBody = Either<Incoming, Full<Bytes>>;
 

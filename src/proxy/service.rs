@@ -21,6 +21,7 @@ use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
     retry, timeout_error, upstream_error,
 };
+use super::expect::{self, ClientBody, expects_continue};
 use super::inject;
 use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::route::{ProviderRoute, Role, Router, Target};
@@ -186,20 +187,41 @@ async fn proxy<'a>(
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
-    let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
+    // `Expect: 100-continue`: the body waits for the upstream's word (`expect.rs`), so it is
+    // neither read now nor kept for a replay.
+    let mut gate = None;
+    let (body, kept): (UpBody, Option<Bytes>) = if expects_continue(&parts.headers) {
+        let (body, cont) = expect::gated(body);
+        gate = Some(cont);
+        (Either::Left(body), None)
+    } else if refreshable {
         keep_small_body(body).await?
     } else {
-        (Either::Left(body), None)
+        (Either::Left(ClientBody::new(body)), None)
     };
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
     inject::set_credential(&mut parts.headers, &credential);
     inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
-    let req = Request::from_parts(parts, body);
+    let mut req = Request::from_parts(parts, body);
+    if let Some(cont) = &gate {
+        let cont = cont.clone();
+        hyper::ext::on_informational(&mut req, move |r| {
+            if r.status() == http::StatusCode::CONTINUE {
+                cont.proceed();
+            }
+        });
+    }
 
     // Phase 7: send.
-    let mut resp = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await?;
+    let sent = send_timed(ctx, index, key, upstream, path_and_query.clone(), req).await;
+    if let Some(cont) = &gate {
+        // A final answer (or a failure) before the upstream asked for the body: the client's
+        // body stays unread.
+        cont.answered();
+    }
+    let mut resp = sent?;
 
     // Phase 8: the upstream's answer.
     if is_rejection(resp.status().as_u16(), refreshable)
@@ -405,7 +427,7 @@ async fn keep_small_body(body: Incoming) -> Result<(UpBody, Option<Bytes>), Prox
                 .to_bytes();
             Ok((Either::Right(Full::new(bytes.clone())), Some(bytes)))
         }
-        _ => Ok((Either::Left(body), None)),
+        _ => Ok((Either::Left(ClientBody::new(body)), None)),
     }
 }
 
@@ -488,7 +510,7 @@ async fn pass_through(
         &key,
         &upstream,
         pq,
-        Request::from_parts(parts, Either::Left(body)),
+        Request::from_parts(parts, Either::Left(ClientBody::new(body))),
     )
     .await?;
     let (mut parts, body) = resp.into_parts();

@@ -343,3 +343,121 @@ async fn relative_redirects_and_other_origins_are_left_alone() {
     let away = (Some("https://elsewhere.example/next".to_owned()), None);
     assert_eq!(got, [rel.clone(), rel, away.clone(), away]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: Expect: 100-continue.
+
+/// An upload of `len` bytes announced with `Expect: 100-continue` (head only: the body is the
+/// test's to send, or not).
+fn upload_head(len: usize) -> String {
+    format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
+    )
+}
+
+/// What an upstream connection's script saw: the request head, and how many body bytes came
+/// after it before credproxy closed the connection.
+#[derive(Debug)]
+struct Uploaded {
+    expect: bool,
+    body_bytes: usize,
+}
+
+#[tokio::test]
+async fn an_upstream_413_to_expect_reaches_the_client_before_any_body_is_sent() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Uploaded>();
+    let up = Upstream::start_with(tx, |mut conn, tx| async move {
+        let Ok(Some(head)) = conn.wire.head().await else {
+            return;
+        };
+        // Refuse at once, without `100 Continue`, then count whatever still comes.
+        conn.write(&response(
+            "413 Content Too Large",
+            &["Connection: close"],
+            b"too big",
+        ))
+        .await;
+        let rest = conn.wire.rest().await;
+        let _ = tx.send(Uploaded {
+            expect: head.has("expect"),
+            body_bytes: rest.len(),
+        });
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    c.send(upload_head(2_750_000)).await;
+    // The client waits for `100 Continue` before its body; what comes first is the 413.
+    let first = c.response(false).await.expect("a framed response");
+    assert_eq!(
+        first.status(),
+        413,
+        "the upstream's answer first: {first:?}"
+    );
+    assert_eq!(first.text(), "too big");
+    let seen = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the upstream connection ends")
+        .expect("a report");
+    assert!(seen.expect, "Expect reached the upstream: {seen:?}");
+    assert_eq!(seen.body_bytes, 0, "no body went upstream: {seen:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_100_continue_is_relayed_and_the_body_flows() {
+    // `UpConn::next` answers `100 Continue` when the request asks for it, then reads the body.
+    let up = Upstream::start(|mut conn| async move {
+        while let Some(req) = conn.next().await {
+            let body = format!("{} {} {}", req.method(), req.target(), req.body.len());
+            if !conn.write(&response("200 OK", &[], body.as_bytes())).await {
+                break;
+            }
+        }
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    let body = pattern(300_000);
+    c.send(upload_head(body.len())).await;
+    let first = c.response(false).await.expect("a framed response");
+    assert_eq!(first.status(), 100, "{first:?}");
+    c.send(&body).await;
+    let (_, r) = c.final_response(false).await.expect("a framed response");
+    assert_status(&r, 200);
+    assert_eq!(r.text(), "POST /upload 300000");
+    assert!(s.up.last().head.has("expect"));
+    assert!(s.up.last().body == body, "the body changed in transit");
+}
+
+#[tokio::test]
+async fn an_upstream_silent_on_expect_gets_the_body_after_credproxy_sends_100_itself() {
+    // An HTTP/1.0-style upstream: reads the head, never sends `100`, waits for the body.
+    let up = Upstream::start(|mut conn| async move {
+        let Ok(Some(head)) = conn.wire.head().await else {
+            return;
+        };
+        let len: usize = head.get("content-length").unwrap().parse().unwrap();
+        let Ok(body) = conn.wire.take(len).await else {
+            return;
+        };
+        let text = format!("silent got {} expect={}", body.len(), head.has("expect"));
+        conn.write(&response("200 OK", &[], text.as_bytes())).await;
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    let asked = tokio::time::Instant::now();
+    c.send(upload_head(5)).await;
+    // The `100` can only be credproxy's (the upstream sends none), after its wait.
+    let first = c.response(false).await.expect("a framed response");
+    assert_eq!(first.status(), 100, "{first:?}");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "credproxy sent 100 before waiting for the upstream: {waited:?}"
+    );
+    c.send(b"hello").await;
+    let (_, r) = c.final_response(false).await.expect("a framed response");
+    assert_status(&r, 200);
+    assert_eq!(r.text(), "silent got 5 expect=true");
+}
