@@ -30,7 +30,8 @@
 //!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy.
 //! 9. **log** (`access.rs`): one line per request with whose fault an error was.
 //!
-//! Errors credproxy makes are built in one place, `error.rs`.
+//! Errors credproxy makes are built in one place, `error.rs`; hyper's own answers to heads it
+//! can't parse (400, 414, 431) are rewritten into them as they are written (`own_answers.rs`).
 //!
 //! Two transports run these phases. `fast.rs` serves the common HTTP/1.1 request (a valid
 //! credential, no body or a small one, an HTTP/1.1 upstream) by editing its head as bytes;
@@ -50,6 +51,7 @@ pub mod headers;
 pub mod inject;
 pub mod limits;
 pub mod listener;
+pub mod own_answers;
 pub mod route;
 pub mod service;
 pub mod state;

@@ -242,6 +242,44 @@ impl ProxyError {
         }
         (status, headers, Bytes::from(body))
     }
+
+    /// The response as HTTP/1.1 bytes, for writers that are not hyper's (the fast path, and
+    /// `own_answers.rs` standing in for hyper's own empty errors); no body for a HEAD.
+    pub fn write_http1(self, out: &mut Vec<u8>, head_method: bool) {
+        let (status, headers, body) = self.into_parts();
+        let put = |out: &mut Vec<u8>, parts: &[&[u8]]| {
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+        };
+        put(
+            out,
+            &[
+                b"HTTP/1.1 ",
+                status.as_str().as_bytes(),
+                b" ",
+                status.canonical_reason().unwrap_or("").as_bytes(),
+                b"\r\n",
+            ],
+        );
+        for (name, value) in &headers {
+            put(
+                out,
+                &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"],
+            );
+        }
+        put(
+            out,
+            &[
+                b"content-length: ",
+                body.len().to_string().as_bytes(),
+                b"\r\n\r\n",
+            ],
+        );
+        if !head_method {
+            out.extend_from_slice(&body);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -118,36 +118,9 @@ impl Fast {
     where
         I: AsyncWrite + Unpin,
     {
-        let (status, headers, body) = e.into_parts();
-        let out = &mut self.out;
-        out.clear();
-        put(
-            out,
-            &[
-                b"HTTP/1.1 ",
-                status.as_str().as_bytes(),
-                b" ",
-                status.canonical_reason().unwrap_or("").as_bytes(),
-                b"\r\n",
-            ],
-        );
-        for (name, value) in &headers {
-            put(
-                out,
-                &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"],
-            );
-        }
-        put(
-            out,
-            &[
-                b"content-length: ",
-                body.len().to_string().as_bytes(),
-                b"\r\n\r\n",
-            ],
-        );
-        if !head_method {
-            out.extend_from_slice(&body);
-        }
+        self.out.clear();
+        e.write_http1(&mut self.out, head_method);
+        let out = &self.out;
         write_all(io, out).await
     }
 }

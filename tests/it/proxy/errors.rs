@@ -121,3 +121,79 @@ async fn a_certificate_from_an_unknown_ca_says_unknown_issuer() {
         assert_tls_words(&v, "unknown issuer");
     }
 }
+
+/// Send `bytes` on `c`'s connection while reading (credproxy may answer before it read them
+/// all), then read to the close: the one response, which must be credproxy's JSON `status`.
+async fn refused(c: Wire, bytes: Vec<u8>, status: u16) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Wire { stream, buf, .. } = c;
+    assert!(buf.is_empty());
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&bytes).await;
+        std::future::pending::<()>().await;
+    });
+    let read = async {
+        let mut got = Vec::new();
+        let _ = rd.read_to_end(&mut got).await;
+        got
+    };
+    let got = tokio::time::timeout(WAIT, read)
+        .await
+        .expect("credproxy closes");
+    writer.abort();
+    let r = parse_response(got).await.expect("a well-framed response");
+    assert_json_error(&r, status);
+    assert!(
+        r.head
+            .get("proxy-status")
+            .is_some_and(|v| v.starts_with("credproxy")),
+        "{r:?}"
+    );
+    r.json()
+}
+
+/// A connection hyper serves from now on (a request the fast path declines, answered).
+async fn hyper_connection(s: &Setup) -> Wire {
+    let mut c = s.client().await;
+    let r = c.roundtrip(hyper_get("/first")).await;
+    assert_status(&r, 200);
+    c
+}
+
+#[tokio::test]
+async fn a_header_block_over_64_kib_is_431_with_the_json_body_on_either_transport() {
+    let s = Setup::echoing().await;
+    let big = request(
+        "GET",
+        "/big",
+        &[&format!("X-Big: {}", "b".repeat(100 * 1024))],
+        b"",
+    );
+    // The first request on a connection (the fast path reads it, hyper answers), and one on
+    // a connection hyper already serves.
+    for c in [s.client().await, hyper_connection(&s).await] {
+        let v = refused(c, big.clone(), 431).await;
+        assert_eq!(v["error"], "headers_too_large", "{v}");
+        assert!(v["message"].as_str().unwrap().contains("64 KiB"), "{v}");
+    }
+    assert_eq!(s.up.targets(), ["/first"], "nothing refused went upstream");
+}
+
+#[tokio::test]
+async fn a_malformed_head_is_400_with_the_json_body_on_either_transport() {
+    let s = Setup::echoing().await;
+    let bad = format!("GET /bad HTTP/1.1\r\nHost: {HOST}\r\nno colon here\r\n\r\n").into_bytes();
+    for c in [s.client().await, hyper_connection(&s).await] {
+        let v = refused(c, bad.clone(), 400).await;
+        assert_eq!(v["error"], "bad_request", "{v}");
+    }
+    // And the framing guard's refusal (Content-Length with Transfer-Encoding).
+    let smuggle = format!(
+        "POST /s HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    .into_bytes();
+    let v = refused(s.client().await, smuggle, 400).await;
+    assert_eq!(v["error"], "bad_request", "{v}");
+    assert_eq!(s.up.targets(), ["/first"], "nothing refused went upstream");
+}
