@@ -42,6 +42,7 @@
 pub mod access;
 pub mod auth;
 pub mod checks;
+pub mod counted;
 pub mod error;
 pub mod exchange;
 pub mod expect;
@@ -59,7 +60,6 @@ pub mod upstream;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 pub use error::{Blame, ErrorKind, ProxyError};
 pub use listener::serve;
@@ -69,8 +69,9 @@ pub use state::{ListenerInfo, Shared};
 /// Body of a request sent upstream: the client's, streamed (held back for
 /// `Expect: 100-continue`: `expect.rs`), or a kept copy for a replay.
 pub type UpBody = Either<expect::ClientBody, Full<Bytes>>;
-/// Body of a response sent downstream: the upstream's, streamed, or one credproxy made.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+/// Body of a response sent downstream: the upstream's, streamed (and counted, for a cut short
+/// one's log line: `counted.rs`), or one credproxy made.
+pub type RespBody = Either<counted::Counted, Full<Bytes>>;
 
 /// Request header blocks over this get 431 (DESIGN.md).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;

@@ -72,6 +72,36 @@ pub fn closed_error(up: &Upstream) -> ProxyError {
     )
 }
 
+/// Which side ended a response that was under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The upstream closed (or broke) its connection, or sent a body that could not be framed.
+    Upstream,
+    /// The client closed its connection before the whole response was written to it.
+    Client,
+}
+
+/// A response cut short after its head went downstream: one line on the access log's target,
+/// saying which side ended it and after how many bytes of the body, the same for both
+/// transports.
+#[cold]
+pub fn log_cut(side: Side, body_bytes: u64, provider: Option<&str>) {
+    let who = match side {
+        Side::Upstream => "the upstream closed the connection",
+        Side::Client => "the client closed the connection",
+    };
+    tracing::info!(
+        target: "credproxy::access",
+        provider = provider.unwrap_or("-"),
+        side = match side {
+            Side::Upstream => "upstream",
+            Side::Client => "client",
+        },
+        body_bytes,
+        "response cut short: {who} after {body_bytes} bytes of the body"
+    );
+}
+
 /// A connection that could not be made: TLS, timeout, or unreachable, with its causes.
 #[cold]
 pub fn connect_error(up: &Upstream, e: ConnectError) -> ProxyError {
@@ -243,6 +273,12 @@ pub fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
         return ProxyError::new(
             ErrorKind::UpstreamProtocol,
             format!("{origin} failed: it sent a response head over 64 KiB"),
+        );
+    }
+    if e.is_incomplete_message() {
+        return ProxyError::new(
+            ErrorKind::UpstreamUnreachable,
+            format!("{origin} closed the connection before its response head was complete"),
         );
     }
     let kind = if e.is_timeout() {

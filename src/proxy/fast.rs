@@ -277,7 +277,8 @@ impl Fast {
             Ok(resp) => {
                 let close = plan.close || cancel.is_cancelled();
                 let status = resp.status;
-                let next = match self.forward(io, resp, close).await {
+                let name = &plan.route.config.name;
+                let next = match self.forward(io, resp, close, name).await {
                     Ok(()) if close => Next::Close,
                     Ok(()) => Next::KeepAlive,
                     Err(Broken) => {

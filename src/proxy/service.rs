@@ -16,6 +16,7 @@ use super::checks::{
     check_browser, check_own_host, framing_ok, proxy_auth_ok, proxy_auth_required,
     unsupported_framing,
 };
+use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, closed_error, connect_error, fits_replay, is_rejection, refreshable,
@@ -260,7 +261,10 @@ async fn proxy<'a>(
         ctx.info.local_origin.as_deref(),
     );
     rewrite_location(&mut parts.headers, upstream, origin, prefix);
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(
+        parts,
+        Either::Left(Counted::new(body, Some(&provider.name))),
+    ))
 }
 
 /// Phase 5: the credential, at once when valid, else waiting for the refresher.
@@ -515,7 +519,10 @@ async fn pass_through(
     .await?;
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(
+        parts,
+        Either::Left(Counted::new(body, None)),
+    ))
 }
 
 /// Phase 4 over this request's fields ([`check_browser`]).

@@ -130,15 +130,25 @@ pub(super) enum HeadError {
     Unsent(std::io::Error),
     /// The request went out and the connection ended before a byte of an answer came back.
     Unanswered(std::io::Error),
-    /// The connection failed during the answer's head.
-    Io(std::io::Error),
+    /// The connection failed during the answer's head, after this many bytes of it.
+    Io(std::io::Error, usize),
     Protocol(&'static str),
 }
 
 impl HeadError {
     pub(super) fn into_proxy_error(self, origin: &str) -> ProxyError {
         match self {
-            HeadError::Unsent(e) | HeadError::Unanswered(e) | HeadError::Io(e) => ProxyError::new(
+            HeadError::Io(e, n) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                ProxyError::new(
+                    ErrorKind::UpstreamUnreachable,
+                    format!("{origin} closed the connection after {n} bytes of its response head"),
+                )
+            }
+            HeadError::Io(e, n) => ProxyError::new(
+                ErrorKind::UpstreamUnreachable,
+                format!("{origin} failed after {n} bytes of its response head: {e}"),
+            ),
+            HeadError::Unsent(e) | HeadError::Unanswered(e) => ProxyError::new(
                 ErrorKind::UpstreamUnreachable,
                 format!("{origin} failed: {e}"),
             ),

@@ -325,7 +325,7 @@ pub(super) async fn exchange_head(
             Err(e) => e,
         };
         return Err(if received {
-            HeadError::Io(failed)
+            HeadError::Io(failed, ubuf.len())
         } else {
             HeadError::Unanswered(failed)
         });

@@ -197,3 +197,70 @@ async fn a_malformed_head_is_400_with_the_json_body_on_either_transport() {
     assert_eq!(v["error"], "bad_request", "{v}");
     assert_eq!(s.up.targets(), ["/first"], "nothing refused went upstream");
 }
+
+/// A reply lost mid-response is logged with the side that ended it and the bytes that went
+/// through, on both transports: the upstream closing after 10 of 1000 promised bytes, and a
+/// client that leaves after the head of a 32 MB body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_short_says_which_side_closed_and_after_how_many_bytes() {
+    use support::alone::own_process;
+    // The subscriber is global: this test has a process of its own.
+    if !own_process(
+        module_path!(),
+        "a_response_cut_short_says_which_side_closed_and_after_how_many_bytes",
+    ) {
+        return;
+    }
+    let logs = support::logs::capture_trace();
+    let up = Upstream::start(|mut conn| async move {
+        let Some(req) = conn.next().await else { return };
+        if req.target() == "/short" {
+            conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+                .await;
+            return;
+        }
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 33554432\r\n\r\n".to_vec();
+        out.extend(vec![b'z'; 64 * 1024]);
+        if !conn.write(&out).await {
+            return;
+        }
+        let chunk = vec![b'z'; 64 * 1024];
+        for _ in 1..512 {
+            if !conn.write(&chunk).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let upstream_cut =
+        "response cut short: the upstream closed the connection after 10 bytes of the body";
+    let client_cut = "response cut short: the client closed the connection after";
+    for (i, req) in [get("/short"), hyper_get("/short")].into_iter().enumerate() {
+        let mut c = s.client().await;
+        c.send(req).await;
+        let head = c.head().await.expect("a head").expect("a head");
+        assert_eq!(head.status(), Some(200));
+        support::proxy::poll("the upstream's cut logged", WAIT, || {
+            logs.text().matches(upstream_cut).count() > i
+        })
+        .await;
+    }
+    for (i, req) in [get("/long"), hyper_get("/long")].into_iter().enumerate() {
+        let mut c = s.client().await;
+        c.send(req).await;
+        let head = c.head().await.expect("a head").expect("a head");
+        assert_eq!(head.status(), Some(200));
+        drop(c);
+        support::proxy::poll("the client's cut logged", WAIT, || {
+            logs.text().matches(client_cut).count() > i
+        })
+        .await;
+    }
+    let text = logs.text();
+    let line = text.lines().find(|l| l.contains(client_cut)).unwrap();
+    assert!(
+        line.contains("provider=\"wire\"") || line.contains("provider=wire"),
+        "{line}"
+    );
+}
