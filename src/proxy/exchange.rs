@@ -213,43 +213,6 @@ fn date(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(date(0), "1970-01-01");
-        assert_eq!(date(1_793_491_200), "2026-11-01");
-        assert_eq!(date(951_782_400), "2000-02-29");
-    }
-
-    #[test]
-    fn tls_failures_in_words() {
-        use rustls::CertificateError as C;
-        let words = |c: C| tls_words("api.example.com", &rustls::Error::InvalidCertificate(c));
-        assert_eq!(
-            words(C::ExpiredContext {
-                time: rustls::pki_types::UnixTime::since_unix_epoch(
-                    std::time::Duration::from_secs(1_800_000_000)
-                ),
-                not_after: rustls::pki_types::UnixTime::since_unix_epoch(
-                    std::time::Duration::from_secs(1_793_491_200)
-                ),
-            }),
-            "the certificate for api.example.com expired on 2026-11-01"
-        );
-        assert_eq!(
-            words(C::NotValidForNameContext {
-                expected: rustls::pki_types::ServerName::try_from("api.example.com").unwrap(),
-                presented: vec!["DnsName(\"other.example\")".into()],
-            }),
-            "the certificate is for other.example, not api.example.com"
-        );
-        assert!(words(C::UnknownIssuer).contains("unknown issuer"));
-    }
-}
-
 /// A hyper exchange that failed: the client's body (400), a timeout, a bad answer, or the
 /// connection.
 #[cold]
@@ -289,4 +252,41 @@ pub fn upstream_error(up: &Upstream, e: &hyper::Error) -> ProxyError {
         ErrorKind::UpstreamUnreachable
     };
     ProxyError::new(kind, format!("{origin} failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_793_491_200), "2026-11-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+    }
+
+    #[test]
+    fn tls_failures_in_words() {
+        use rustls::CertificateError as C;
+        let words = |c: C| tls_words("api.example.com", &rustls::Error::InvalidCertificate(c));
+        assert_eq!(
+            words(C::ExpiredContext {
+                time: rustls::pki_types::UnixTime::since_unix_epoch(
+                    std::time::Duration::from_secs(1_800_000_000)
+                ),
+                not_after: rustls::pki_types::UnixTime::since_unix_epoch(
+                    std::time::Duration::from_secs(1_793_491_200)
+                ),
+            }),
+            "the certificate for api.example.com expired on 2026-11-01"
+        );
+        assert_eq!(
+            words(C::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("api.example.com").unwrap(),
+                presented: vec!["DnsName(\"other.example\")".into()],
+            }),
+            "the certificate is for other.example, not api.example.com"
+        );
+        assert!(words(C::UnknownIssuer).contains("unknown issuer"));
+    }
 }

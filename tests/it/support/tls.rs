@@ -33,6 +33,9 @@ impl Alpn {
     }
 }
 
+/// A leaf's validity: from the first `(year, month, day)` to the second, UTC midnight.
+pub type Validity = ((i32, u8, u8), (i32, u8, u8));
+
 /// An in-memory CA that signs leaf certificates for the fakes.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -88,11 +91,7 @@ impl TestCa {
     /// A server config (HTTP/1.1) whose leaf covers exactly `names` and, when `validity` is
     /// given, is valid only from its first `(year, month, day)` to its second (UTC midnight):
     /// the wrong-name and expired certificates of the TLS error tests.
-    pub fn bad_leaf_config(
-        &self,
-        names: &[&str],
-        validity: Option<((i32, u8, u8), (i32, u8, u8))>,
-    ) -> Arc<ServerConfig> {
+    pub fn bad_leaf_config(&self, names: &[&str], validity: Option<Validity>) -> Arc<ServerConfig> {
         let sans = names.iter().map(|n| (*n).to_owned()).collect();
         self.leaf_config(sans, validity, Alpn::Http1Only)
     }
@@ -100,7 +99,7 @@ impl TestCa {
     fn leaf_config(
         &self,
         sans: Vec<String>,
-        validity: Option<((i32, u8, u8), (i32, u8, u8))>,
+        validity: Option<Validity>,
         alpn: Alpn,
     ) -> Arc<ServerConfig> {
         let mut params = CertificateParams::new(sans).expect("valid SANs");
