@@ -446,6 +446,7 @@ fn build_shared(
         response_timeout: config.proxy.response_timeout,
         client_body_timeout: config.proxy.client_body_timeout,
         pass_private: config.proxy.pass_private.clone(),
+        via: config.proxy.via,
         proxy_auth: config
             .proxy
             .proxy_auth

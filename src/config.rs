@@ -72,6 +72,8 @@ pub struct ProxySettings {
     pub shutdown_grace: Duration,
     pub max_connections: usize,
     pub max_connections_per_client: usize,
+    /// Add `Via` to upstream requests (`via = true`); responses always get it.
+    pub via: bool,
 }
 
 /// Where a listener binds.

@@ -16,6 +16,7 @@ pub enum Field {
     SecFetchSite,
     XForwardedProto,
     Location,
+    ContentLocation,
     /// `keep-alive`, `proxy-connection`, `proxy-authenticate`, `te`, `trailer`.
     HopByHop,
     Other,
@@ -52,6 +53,7 @@ pub fn classify(name: &str) -> Field {
         14 if is("content-length") => Field::ContentLength,
         14 if is("sec-fetch-site") => Field::SecFetchSite,
         16 if is("proxy-connection") => Field::HopByHop,
+        16 if is("content-location") => Field::ContentLocation,
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::XForwardedProto,
         18 if is("proxy-authenticate") => Field::HopByHop,

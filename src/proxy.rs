@@ -20,8 +20,9 @@
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
 //!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
-//!    headers *replace* the client's, `Via` added, `_` look-alikes of framing, hop-by-hop and
-//!    credential fields dropped (`inject.rs`, over `headers.rs`'s field classification); the path joined to the upstream's base path (`route.rs`); body streamed,
+//!    headers *replace* the client's, `Via` added only with `via = true`, `_` look-alikes of
+//!    framing, hop-by-hop and credential fields dropped (`inject.rs`, over `headers.rs`'s field
+//!    classification); the path joined to the upstream's base path (`route.rs`); body streamed,
 //!    not buffered.
 //! 7. **send** (`upstream.rs`): on this connection's own upstream connection, a parked one, or a
 //!    new one; response headers within `response_timeout` (504), counted from when the body
@@ -29,11 +30,13 @@
 //!    keep-alive retry and the classification of upstream failures are `exchange.rs`'s.
 //! 8. **upstream response**: a 401 to the current credential nudges the refresher and is replayed
 //!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
-//!    hop-by-hop stripped, `Via` added (`inject.rs`), `Location` rewritten for base-URL routes
-//!    (`route.rs`).
+//!    hop-by-hop stripped, `Via` added (`inject.rs`), a `Location` or `Content-Location`
+//!    pointing at the upstream rewritten to the origin the client used, on every listener
+//!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy.
 //! 9. **log** (`access.rs`): one line per request with whose fault an error was.
 //!
-//! Errors credproxy makes are built in one place, `error.rs`.
+//! Errors credproxy makes are built in one place, `error.rs`; hyper's own answers to heads it
+//! can't parse (400, 414, 431) are rewritten into them as they are written (`own_answers.rs`).
 //!
 //! Two transports run these phases. `fast.rs` serves the common HTTP/1.1 request (a valid
 //! credential, no body or a small one, an HTTP/1.1 upstream) by editing its head as bytes;
@@ -45,14 +48,17 @@ pub mod access;
 pub mod auth;
 pub mod challenge;
 pub mod checks;
+pub mod counted;
 pub mod error;
 pub mod exchange;
+pub mod expect;
 pub mod fast;
 pub mod framing;
 pub mod headers;
 pub mod inject;
 pub mod limits;
 pub mod listener;
+pub mod own_answers;
 pub mod route;
 pub mod service;
 pub mod state;
@@ -61,18 +67,22 @@ pub mod upstream;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 pub use error::{Blame, ErrorKind, ProxyError};
 pub use listener::serve;
 pub use route::{ProviderRoute, Role, Router};
 pub use state::{ListenerInfo, Shared};
 
-/// Body of a request sent upstream: the client's, streamed (timed by `upload.rs`), or one in
-/// memory (a small body read whole, a kept copy for a replay).
-pub type UpBody = Either<upload::Upload, Full<Bytes>>;
-/// Body of a response sent downstream: the upstream's, streamed, or one credproxy made.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+/// Body of a request sent upstream: the client's, streamed (timed by `upload.rs`, and held back
+/// for `Expect: 100-continue`: `expect.rs`), or one in memory (a small body read whole, a kept
+/// copy for a replay).
+pub type UpBody = Either<expect::ClientBody, Full<Bytes>>;
+/// Body of a response sent downstream: the upstream's, streamed (and counted, for a cut short
+/// one's log line: `counted.rs`), or one credproxy made.
+pub type RespBody = Either<counted::Counted, Full<Bytes>>;
 
 /// Request header blocks over this get 431 (DESIGN.md).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Upstream response heads over this are refused: 502 `upstream_bad_response`, on both
+/// transports (hyper's client reads with a buffer of this size).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;

@@ -42,6 +42,7 @@ pub struct FileProxy {
     pub shutdown_grace: Option<Str>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_client: Option<Spanned<i64>>,
+    pub via: Option<bool>,
 }
 
 /// `socket_mode = "0660"` or `socket_mode = 0o660`.

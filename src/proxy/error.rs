@@ -124,9 +124,11 @@ impl ErrorKind {
                 "http_response_timeout",
                 Blame::Upstream,
             ),
+            // Not "unreachable": it answered, with something that is not a valid response (a
+            // head over 64 KiB, bytes that are not HTTP/1.1).
             UpstreamProtocol => (
                 StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
+                "upstream_bad_response",
                 "http_protocol_error",
                 Blame::Upstream,
             ),
@@ -183,6 +185,15 @@ impl ProxyError {
 
     pub fn provider(mut self, name: &str) -> Self {
         self.provider = Some(name.to_owned());
+        self
+    }
+
+    /// The provider the request matched, when the error does not name one yet: every error
+    /// after routing says whose request it was (upstream failures are built without it).
+    pub fn matched(mut self, name: Option<&str>) -> Self {
+        if self.provider.is_none() {
+            self.provider = name.map(str::to_owned);
+        }
         self
     }
 
@@ -246,6 +257,44 @@ impl ProxyError {
             );
         }
         (status, headers, Bytes::from(body))
+    }
+
+    /// The response as HTTP/1.1 bytes, for writers that are not hyper's (the fast path, and
+    /// `own_answers.rs` standing in for hyper's own empty errors); no body for a HEAD.
+    pub fn write_http1(self, out: &mut Vec<u8>, head_method: bool) {
+        let (status, headers, body) = self.into_parts();
+        let put = |out: &mut Vec<u8>, parts: &[&[u8]]| {
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+        };
+        put(
+            out,
+            &[
+                b"HTTP/1.1 ",
+                status.as_str().as_bytes(),
+                b" ",
+                status.canonical_reason().unwrap_or("").as_bytes(),
+                b"\r\n",
+            ],
+        );
+        for (name, value) in &headers {
+            put(
+                out,
+                &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"],
+            );
+        }
+        put(
+            out,
+            &[
+                b"content-length: ",
+                body.len().to_string().as_bytes(),
+                b"\r\n\r\n",
+            ],
+        );
+        if !head_method {
+            out.extend_from_slice(&body);
+        }
     }
 }
 

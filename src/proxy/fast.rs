@@ -41,7 +41,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::MAX_HEADER_BYTES;
 use super::access::{access_enabled, access_line};
 use super::checks::{check_own_host, proxy_auth_ok};
 use super::error::{ErrorKind, ProxyError};
@@ -51,10 +50,11 @@ use super::exchange::{
 };
 use super::headers::{Field, classify, names_other_fields};
 use super::inject::{VIA_LINE, drops_client_field};
+use super::route::{ClientOrigin, local_location, path_parts};
 use super::route::{ProviderRoute, Role, Target};
-use super::route::{local_location, path_parts};
 use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
+use super::{MAX_HEADER_BYTES, MAX_RESPONSE_HEAD};
 use crate::credential::Credential;
 
 mod chunked;
@@ -72,8 +72,6 @@ pub use rewind::Rewind;
 /// More request fields than this: hyper's turn (it allows 256).
 const MAX_REQUEST_HEADERS: usize = 64;
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Upstream response heads over this are refused (502).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Bodies are copied through a buffer of up to this size.
 const STREAM_BUF: usize = 64 * 1024;
 const READ_RESERVE: usize = 4096;
@@ -290,7 +288,8 @@ impl Fast {
             Ok(resp) => {
                 let close = plan.close || cancel.is_cancelled();
                 let status = resp.status;
-                let next = match self.forward(io, resp, close).await {
+                let name = &plan.route.config.name;
+                let next = match self.forward(io, resp, close, name).await {
                     Ok(()) if close => Next::Close,
                     Ok(()) => Next::KeepAlive,
                     Err(Broken) => {
@@ -303,6 +302,7 @@ impl Fast {
             }
             Err(e) => {
                 self.up = None;
+                let e = e.matched(Some(&plan.route.config.name));
                 let blame = e.kind.blame();
                 tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
                 let close = plan.close || e.kind == ErrorKind::BadRequest;

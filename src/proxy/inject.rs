@@ -1,7 +1,7 @@
 //! Phases 6 and 8, the head edits, defined once for both transports: which of the client's
 //! fields go upstream (hop-by-hop and framing fields, `Host`, the fields the credential sets and,
 //! for `forwarded` providers, `X-Forwarded-Proto` do not: credproxy writes its own), then
-//! `Host`, the credential, `Forwarded` and `Via`; on the way back, hop-by-hop fields dropped and
+//! `Host`, the credential, `Forwarded` and (with `via = true`) `Via`; on the way back, hop-by-hop fields dropped and
 //! `Via` added. hyper applies them to a `HeaderMap`; the fast path to the head's bytes, from the
 //! same field classification (`headers.rs`: [`classify`](super::headers::classify)).
 
@@ -29,7 +29,7 @@ pub fn drops_client_field(
     metrics: &Metrics,
 ) -> bool {
     match kind {
-        Field::Other | Field::Location | Field::Expect => {
+        Field::Other | Field::Location | Field::ContentLocation | Field::Expect => {
             if look_alike(name, creds) {
                 metrics.dropped_field();
                 return true;
@@ -86,12 +86,16 @@ pub fn look_alike(name: &str, creds: &[(HeaderName, HeaderValue)]) -> bool {
 
 /// Phase 6 on a `HeaderMap`, before the credential: hop-by-hop fields gone, [`look_alike`]s of
 /// those and of the credential's fields (`creds`) gone and counted, `Host` the upstream's, `Via`
-/// added.
+/// added when `via` (`[proxy] via = true`).
+///
+/// `Via` is off upstream by default, as nginx, HAProxy and Envoy leave it off when proxying:
+/// nginx's default `gzip_proxied off` sends an uncompressed body to any request with `Via`.
 pub fn request_head(
     headers: &mut HeaderMap,
     host: &HeaderValue,
     creds: &[(HeaderName, HeaderValue)],
     metrics: &Metrics,
+    via: bool,
 ) {
     strip_hop_by_hop(headers);
     // Rare: look for one before collecting any.
@@ -111,7 +115,9 @@ pub fn request_head(
         }
     }
     headers.insert(header::HOST, host.clone());
-    add_via(headers);
+    if via {
+        add_via(headers);
+    }
 }
 
 /// The credential's fields *replace* the client's.

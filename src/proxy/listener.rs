@@ -27,6 +27,7 @@ pub use crate::net::{Accepted, Bound, Listening};
 use super::fast::{Exit, Fast, Rewind};
 use super::framing::Guard;
 use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
+use super::own_answers::OwnAnswers;
 use super::service::handle;
 use super::state::{ConnCtx, ListenerCell};
 use super::upstream::{LocalSlot, Pool};
@@ -144,7 +145,7 @@ pub async fn serve_connection<I>(
         .max_header_size(super::MAX_HEADER_BYTES)
         .max_headers(256);
     let conn = builder
-        .serve_connection(TokioIo::new(Guard::new(io)), svc)
+        .serve_connection(TokioIo::new(Guard::new(OwnAnswers::new(io))), svc)
         .with_upgrades();
     let mut conn = pin!(conn);
     let mut cancelled = pin!(cancel.cancelled_owned());

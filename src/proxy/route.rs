@@ -212,38 +212,95 @@ pub fn path_parts<'a>(base: &'a str, rest: &'a str) -> [&'a str; 3] {
     }
 }
 
-/// For base-URL routes: a redirect to the upstream points back at this listener instead.
-pub fn rewrite_location(
-    headers: &mut http::HeaderMap,
-    up: &Upstream,
-    local_origin: Option<&str>,
-    prefix: Option<&str>,
-) {
-    let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    if let Some(new) = local_location(loc, up, local_origin, prefix)
-        && let Ok(v) = HeaderValue::from_str(&new)
-    {
-        headers.insert(header::LOCATION, v);
+/// The origin a client used to reach a provider: where a `Location` or `Content-Location`
+/// pointing at the provider's upstream is made to point instead, so that following it comes back
+/// through credproxy (and gets the credential) rather than going to the upstream without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOrigin<'a> {
+    /// Written before `authority`: `"http://"`, or `""` when `authority` is a whole origin.
+    pub scheme: &'a str,
+    pub authority: &'a str,
+}
+
+impl<'a> ClientOrigin<'a> {
+    /// The origin for a request that came on a listener with `role`: a route listener's or a
+    /// path prefix's own origin (`local_origin`, `http://127.0.0.1:7001`); on the main listener,
+    /// the absolute-form target's scheme and authority (`HTTP_PROXY` clients), else the `Host`
+    /// the client sent.
+    pub fn of(
+        role: &Role,
+        prefix: Option<&str>,
+        absolute: Option<(&'a str, &'a str)>,
+        host_header: Option<&'a str>,
+        local_origin: Option<&'a str>,
+    ) -> Option<Self> {
+        if *role != Role::Main || prefix.is_some() {
+            return local_origin.map(|o| ClientOrigin {
+                scheme: "",
+                authority: o,
+            });
+        }
+        match absolute {
+            Some((scheme, authority)) => Some(ClientOrigin {
+                scheme: if scheme.eq_ignore_ascii_case("https") {
+                    "https://"
+                } else {
+                    "http://"
+                },
+                authority,
+            }),
+            None => host_header.map(|h| ClientOrigin {
+                scheme: "http://",
+                authority: h,
+            }),
+        }
     }
 }
 
-/// `loc` pointing back at this listener, when it points at the upstream (base-URL routes).
+/// Phase 8's redirect rule, on a `HeaderMap`: `Location` and `Content-Location` pointing at the
+/// upstream point at the client's origin instead ([`local_location`]).
+pub fn rewrite_location(
+    headers: &mut http::HeaderMap,
+    up: &Upstream,
+    origin: Option<ClientOrigin<'_>>,
+    prefix: Option<&str>,
+) {
+    let Some(origin) = origin else {
+        return;
+    };
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(loc) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        if let Some(new) = local_location(loc, up, origin, prefix)
+            && let Ok(v) = HeaderValue::from_str(&new)
+        {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// `loc` pointing at the client's origin, when it points at the upstream's (its base path
+/// replaced by the route's prefix, if any). Relative references and other origins: `None`,
+/// left as they are.
 pub fn local_location(
     loc: &str,
     up: &Upstream,
-    local_origin: Option<&str>,
+    origin: ClientOrigin<'_>,
     prefix: Option<&str>,
 ) -> Option<String> {
-    let origin = up.origin();
-    let rest = strip_prefix_ignore_case(loc, &origin)?;
-    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
-    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+    let rest = strip_prefix_ignore_case(loc, up.scheme.as_str())?;
+    let rest = rest.strip_prefix("://")?;
+    let rest = strip_prefix_ignore_case(rest, up.authority.as_str())?;
+    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
         return None;
     }
-    let local = local_origin?;
-    Some(format!("{local}{}{rest}", prefix.unwrap_or("")))
+    let rest = rest.strip_prefix(up.base_path.as_str()).unwrap_or(rest);
+    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        return None;
+    }
+    let ClientOrigin { scheme, authority } = origin;
+    Some(format!("{scheme}{authority}{}{rest}", prefix.unwrap_or("")))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

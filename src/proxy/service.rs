@@ -16,14 +16,16 @@ use super::checks::{
     check_browser, check_own_host, destination_allowed, destination_not_allowed, framing_ok,
     proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
 };
+use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, connect_failed,
     fits_replay, refreshable, rejection, response_timeout, retry, timeout_error, upstream_error,
 };
+use super::expect::{self, ClientBody, expects_continue};
 use super::inject;
+use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::route::{ProviderRoute, Role, Target};
-use super::route::{rewrite_location, upstream_path};
 use super::state::{ConnCtx, ListenerInfo, Shared};
 use super::upload::{Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
@@ -71,6 +73,7 @@ pub async fn handle(
     let resp = match proxy(ctx, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
+            let e = e.matched(outcome.provider);
             outcome.blame = Some(e.kind.blame());
             tracing::debug!(code = e.kind.code(), message = %e.message, "request refused");
             e.into_response().map(Either::Right)
@@ -178,12 +181,18 @@ async fn proxy<'a>(
     // Phase 6: the upstream request.
     let upstream = &provider.upstream;
     let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
+    // Phase 8's redirect rule needs the origin the client used: kept before the head is edited
+    // (cheap clones of shared bytes).
+    let client_scheme = req.uri().scheme().cloned();
+    let client_authority = req.uri().authority().cloned();
+    let client_host = req.headers().get(header::HOST).cloned();
     let (mut parts, body) = req.into_parts();
     inject::request_head(
         &mut parts.headers,
         &upstream.host_header,
         credential.headers(),
         &shared.metrics,
+        shared.via,
     );
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
@@ -191,10 +200,17 @@ async fn proxy<'a>(
     // and a body small enough to hold.
     let progress = Progress::new(Instant::now());
     let body = Upload::new(body, shared.client_body_timeout, progress.clone());
-    let (body, kept): (UpBody, Option<Bytes>) = if refreshable {
+    // `Expect: 100-continue`: the body waits for the upstream's word (`expect.rs`), so it is
+    // neither read now nor kept for a replay.
+    let mut gate = None;
+    let (body, kept): (UpBody, Option<Bytes>) = if expects_continue(&parts.headers) {
+        let (body, cont) = expect::gated(body);
+        gate = Some(cont);
+        (Either::Left(body), None)
+    } else if refreshable {
         keep_small_body(body).await?
     } else {
-        (Either::Left(body), None)
+        (Either::Left(ClientBody::new(body)), None)
     };
     // A body in memory is sent at once: `response_timeout` runs from the send.
     let progress = matches!(body, Either::Left(_)).then_some(progress);
@@ -204,10 +220,18 @@ async fn proxy<'a>(
     inject::set_credential(&mut parts.headers, &credential);
     inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
-    let req = Request::from_parts(parts, body);
+    let mut req = Request::from_parts(parts, body);
+    if let Some(cont) = &gate {
+        let cont = cont.clone();
+        hyper::ext::on_informational(&mut req, move |r| {
+            if r.status() == http::StatusCode::CONTINUE {
+                cont.proceed();
+            }
+        });
+    }
 
     // Phase 7: send.
-    let mut resp = send_timed(
+    let sent = send_timed(
         ctx,
         index,
         key,
@@ -216,7 +240,13 @@ async fn proxy<'a>(
         req,
         (rt, progress.as_deref()),
     )
-    .await?;
+    .await;
+    if let Some(cont) = &gate {
+        // A final answer (or a failure) before the upstream asked for the body: the client's
+        // body stays unread.
+        cont.answered();
+    }
+    let mut resp = sent?;
 
     // Phase 8: the upstream's answer.
     let said = || {
@@ -245,15 +275,24 @@ async fn proxy<'a>(
     }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    if ctx.info.role != Role::Main || prefix.is_some() {
-        rewrite_location(
-            &mut parts.headers,
-            upstream,
-            ctx.info.local_origin.as_deref(),
-            prefix,
-        );
-    }
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    let absolute = client_authority.as_ref().map(|a| {
+        (
+            client_scheme.as_ref().map_or("http", |s| s.as_str()),
+            a.as_str(),
+        )
+    });
+    let origin = ClientOrigin::of(
+        &ctx.info.role,
+        prefix,
+        absolute,
+        client_host.as_ref().and_then(|h| h.to_str().ok()),
+        ctx.info.local_origin.as_deref(),
+    );
+    rewrite_location(&mut parts.headers, upstream, origin, prefix);
+    Ok(Response::from_parts(
+        parts,
+        Either::Left(Counted::new(body, Some(&provider.name))),
+    ))
 }
 
 /// Phase 5: the credential, at once when valid, else waiting for the refresher.
@@ -428,7 +467,7 @@ async fn keep_small_body(body: Upload) -> Result<(UpBody, Option<Bytes>), ProxyE
                 .to_bytes();
             Ok((Either::Right(Full::new(bytes.clone())), Some(bytes)))
         }
-        _ => Ok((Either::Left(body), None)),
+        _ => Ok((Either::Left(ClientBody::new(body)), None)),
     }
 }
 
@@ -525,6 +564,7 @@ async fn pass_through(
         &upstream.host_header,
         &[],
         &ctx.shared.metrics,
+        ctx.shared.via,
     );
     let progress = Progress::new(Instant::now());
     let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
@@ -533,13 +573,16 @@ async fn pass_through(
         &key,
         &upstream,
         pq,
-        Request::from_parts(parts, Either::Left(body)),
+        Request::from_parts(parts, Either::Left(ClientBody::new(body))),
         (ctx.shared.response_timeout, Some(&progress)),
     )
     .await?;
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(
+        parts,
+        Either::Left(Counted::new(body, None)),
+    ))
 }
 
 /// Phase 3 for an unclaimed host: the address it is reached at, resolved once and judged

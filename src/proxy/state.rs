@@ -19,6 +19,9 @@ pub struct Shared {
     pub client_body_timeout: Duration,
     /// Special addresses pass-through may reach anyway (`checks::destination_allowed`).
     pub pass_private: Vec<crate::net::Cidr>,
+    /// `Via` on upstream requests too (`[proxy] via = true`). Off by default: nginx, for one,
+    /// does not compress for a request that came through a proxy (`gzip_proxied off`).
+    pub via: bool,
     /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
     pub proxy_auth: Option<ProxyAuth>,
     /// Request metrics, with handles indexed like `router.providers`.

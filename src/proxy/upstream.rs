@@ -188,6 +188,9 @@ impl Connector {
             return Ok(Fresh::H2(self.handshake_h2(key, stream).await?));
         }
         let (sender, conn) = http1::Builder::new()
+            // A response head over this is a parse error (`is_parse_too_large`), as on the
+            // fast path.
+            .max_header_size(super::MAX_RESPONSE_HEAD)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(handshake_error(key))?;

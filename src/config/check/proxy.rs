@@ -158,6 +158,7 @@ impl Ctx<'_> {
             shutdown_grace,
             max_connections,
             max_connections_per_client,
+            via: p.via.unwrap_or(false),
         })
     }
 

@@ -3,12 +3,12 @@
 
 use super::*;
 
-/// Where a `Location` pointing at the upstream is made to point back at this listener
-/// (base-URL and prefix routes).
+/// Where a `Location` or `Content-Location` pointing at the upstream is made to point instead:
+/// the origin the client used (`route.rs`: [`ClientOrigin`]).
 #[derive(Clone, Copy)]
 pub(super) struct Rewrite<'a> {
     pub(super) upstream: &'a crate::config::Upstream,
-    pub(super) info: &'a ListenerInfo,
+    pub(super) origin: ClientOrigin<'a>,
     pub(super) prefix: Option<&'a str>,
 }
 
@@ -92,15 +92,13 @@ pub(super) fn response_head(
         let keep = match kind {
             Field::TransferEncoding => matches!(framing, Framing::Chunked | Framing::Empty),
             Field::ContentLength => matches!(framing, Framing::Length(_) | Framing::Empty),
-            Field::Location => {
+            Field::Location | Field::ContentLocation => {
                 if let Some(new) = rewrite
                     .zip(std::str::from_utf8(h.value).ok())
-                    .and_then(|(r, loc)| {
-                        local_location(loc, r.upstream, r.info.local_origin.as_deref(), r.prefix)
-                    })
+                    .and_then(|(r, loc)| local_location(loc, r.upstream, r.origin, r.prefix))
                     .filter(|new| http::HeaderValue::from_str(new).is_ok())
                 {
-                    put(dhead, &[b"location: ", new.as_bytes(), b"\r\n"]);
+                    put(dhead, &[h.name.as_bytes(), b": ", new.as_bytes(), b"\r\n"]);
                     continue;
                 }
                 true
@@ -142,15 +140,25 @@ pub(super) enum HeadError {
     Unsent(std::io::Error),
     /// The request went out and the connection ended before a byte of an answer came back.
     Unanswered(std::io::Error),
-    /// The connection failed during the answer's head.
-    Io(std::io::Error),
+    /// The connection failed during the answer's head, after this many bytes of it.
+    Io(std::io::Error, usize),
     Protocol(&'static str),
 }
 
 impl HeadError {
     pub(super) fn into_proxy_error(self, origin: &str) -> ProxyError {
         match self {
-            HeadError::Unsent(e) | HeadError::Unanswered(e) | HeadError::Io(e) => ProxyError::new(
+            HeadError::Io(e, n) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                ProxyError::new(
+                    ErrorKind::UpstreamUnreachable,
+                    format!("{origin} closed the connection after {n} bytes of its response head"),
+                )
+            }
+            HeadError::Io(e, n) => ProxyError::new(
+                ErrorKind::UpstreamUnreachable,
+                format!("{origin} failed after {n} bytes of its response head: {e}"),
+            ),
+            HeadError::Unsent(e) | HeadError::Unanswered(e) => ProxyError::new(
                 ErrorKind::UpstreamUnreachable,
                 format!("{origin} failed: {e}"),
             ),

@@ -9,7 +9,10 @@ pub(super) struct Plan<'s> {
     pub(super) route: &'s ProviderRoute,
     pub(super) index: usize,
     pub(super) credential: Arc<Credential>,
-    pub(super) rewrite: Option<Rewrite<'s>>,
+    /// For the redirect rule: the upstream, the route's prefix, and the client's origin.
+    pub(super) upstream: &'s crate::config::Upstream,
+    pub(super) prefix: Option<&'s str>,
+    pub(super) origin: OriginAt<'s>,
     /// Bytes of the request on the downstream connection: head and body.
     pub(super) len: usize,
     pub(super) body: usize,
@@ -18,6 +21,36 @@ pub(super) struct Plan<'s> {
     pub(super) idempotent: bool,
     pub(super) close: bool,
     pub(super) access: Option<(String, String, String)>,
+}
+
+/// Where the origin a redirect is rewritten to is found.
+pub(super) enum OriginAt<'s> {
+    /// This listener's (a route listener or a path prefix); `None`: no rewrite.
+    Local(Option<&'s str>),
+    /// `http://` and the span of the request's own authority or `Host` in `Fast::buf`.
+    Client(std::ops::Range<usize>),
+}
+
+impl Plan<'_> {
+    /// The redirect rule's parameters, with the client's origin read from `buf` (the request's
+    /// bytes this plan was made from).
+    pub(super) fn rewrite<'b>(&'b self, buf: &'b [u8]) -> Option<Rewrite<'b>> {
+        let origin = match &self.origin {
+            OriginAt::Local(o) => ClientOrigin {
+                scheme: "",
+                authority: (*o)?,
+            },
+            OriginAt::Client(span) => ClientOrigin {
+                scheme: "http://",
+                authority: std::str::from_utf8(buf.get(span.clone())?).ok()?,
+            },
+        };
+        Some(Rewrite {
+            upstream: self.upstream,
+            origin,
+            prefix: self.prefix,
+        })
+    }
 }
 
 impl Fast {
@@ -126,23 +159,41 @@ impl Fast {
                 );
             }
         }
-        put(out, &[VIA_LINE, b"\r\n"]);
+        if shared.via {
+            out.extend_from_slice(VIA_LINE);
+        }
+        out.extend_from_slice(b"\r\n");
 
         let access = access_enabled().then(|| {
             let host = authority.or(fields.host).unwrap_or_default().to_owned();
             let path = path_and_query.split('?').next().unwrap_or("/").to_owned();
             (method.to_owned(), host, path)
         });
-        let rewrite = (info.role != Role::Main || prefix.is_some()).then_some(Rewrite {
-            upstream: up,
-            info,
+        // The client's origin is in the request's head (in `self.buf`): kept as a span, so the
+        // plan does not borrow the buffer.
+        let span = |s: &str| {
+            let start = s.as_ptr() as usize - self.buf.as_ptr() as usize;
+            start..start + s.len()
+        };
+        let local = info.local_origin.as_deref();
+        let origin = match ClientOrigin::of(
+            &info.role,
             prefix,
-        });
+            authority.map(|a| ("http", a)),
+            fields.host,
+            local,
+        ) {
+            Some(o) if o.scheme.is_empty() => OriginAt::Local(local),
+            Some(o) => OriginAt::Client(span(o.authority)),
+            None => OriginAt::Local(None),
+        };
         Some(Plan {
             route,
             index,
             credential,
-            rewrite,
+            upstream: up,
+            prefix,
+            origin,
             len: head + body,
             body,
             head_method: method == "HEAD",

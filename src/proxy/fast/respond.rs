@@ -7,18 +7,42 @@ use bytes::BufMut;
 use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::proxy::exchange::{Side, log_cut};
 
 impl Fast {
-    /// Write the response head and body downstream.
+    /// Write the response head and body downstream; a response cut short is logged with the
+    /// side that ended it and the body bytes that went through (`exchange::log_cut`).
     pub(super) async fn forward<I>(
         &mut self,
         io: &mut I,
         resp: RespHead,
         close: bool,
+        provider: &str,
     ) -> Result<(), Broken>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut sent = 0;
+        self.forward_counted(io, resp, close, &mut sent)
+            .await
+            .map_err(|side| {
+                log_cut(side, sent, Some(provider));
+                Broken
+            })
+    }
+
+    async fn forward_counted<I>(
+        &mut self,
+        io: &mut I,
+        resp: RespHead,
+        close: bool,
+        sent: &mut u64,
+    ) -> Result<(), Side>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        const UP: Side = Side::Upstream;
+        let client = |_: Broken| Side::Client;
         self.out.clear();
         put(&mut self.out, &[&self.dhead, VIA_LINE]);
         if close {
@@ -41,7 +65,7 @@ impl Fast {
                 Ok(Some(end)) => (end, Some(0)),
                 Ok(None) => (body.len(), None),
                 // Malformed: none of it goes on, and the connection ends.
-                Err(()) => return Err(Broken),
+                Err(()) => return Err(UP),
             },
             Framing::Close => (body.len(), None),
         };
@@ -54,11 +78,12 @@ impl Fast {
         } else {
             self.out.extend_from_slice(&body[..first]);
         }
-        write_all(io, &self.out).await?;
+        write_all(io, &self.out).await.map_err(client)?;
+        *sent += first as u64;
         // The rest of the body, as it comes.
         while remaining != Some(0) {
             let Some(up) = self.up.as_mut() else {
-                return Err(Broken);
+                return Err(UP);
             };
             self.ubuf.clear();
             let want = match remaining {
@@ -71,13 +96,13 @@ impl Fast {
                 .stream
                 .read_buf(&mut (&mut self.ubuf).limit(want))
                 .await
-                .map_err(|_| Broken)?;
+                .map_err(|_| UP)?;
             if n == 0 {
                 if !rechunk {
-                    return Err(Broken);
+                    return Err(UP);
                 }
                 self.up = None;
-                return write_all(io, b"0\r\n\r\n").await;
+                return write_all(io, b"0\r\n\r\n").await.map_err(client);
             }
             let take = match (&mut remaining, resp.framing) {
                 (Some(r), _) => {
@@ -91,17 +116,18 @@ impl Fast {
                         end
                     }
                     Ok(None) => n,
-                    Err(()) => return Err(Broken),
+                    Err(()) => return Err(UP),
                 },
                 (None, _) => n,
             };
             if rechunk {
                 self.out.clear();
                 put_chunk(&mut self.out, &self.ubuf[..take]);
-                write_all(io, &self.out).await?;
+                write_all(io, &self.out).await.map_err(client)?;
             } else {
-                write_all(io, &self.ubuf[..take]).await?;
+                write_all(io, &self.ubuf[..take]).await.map_err(client)?;
             }
+            *sent += take as u64;
         }
         if !reusable {
             self.up = None;
@@ -118,36 +144,9 @@ impl Fast {
     where
         I: AsyncWrite + Unpin,
     {
-        let (status, headers, body) = e.into_parts();
-        let out = &mut self.out;
-        out.clear();
-        put(
-            out,
-            &[
-                b"HTTP/1.1 ",
-                status.as_str().as_bytes(),
-                b" ",
-                status.canonical_reason().unwrap_or("").as_bytes(),
-                b"\r\n",
-            ],
-        );
-        for (name, value) in &headers {
-            put(
-                out,
-                &[name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"],
-            );
-        }
-        put(
-            out,
-            &[
-                b"content-length: ",
-                body.len().to_string().as_bytes(),
-                b"\r\n\r\n",
-            ],
-        );
-        if !head_method {
-            out.extend_from_slice(&body);
-        }
+        self.out.clear();
+        e.write_http1(&mut self.out, head_method);
+        let out = &self.out;
         write_all(io, out).await
     }
 }

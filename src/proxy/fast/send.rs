@@ -92,7 +92,7 @@ impl Fast {
                     &mut self.ubuf,
                     &mut self.dhead,
                     plan.head_method,
-                    plan.rewrite,
+                    plan.rewrite(&self.buf),
                 );
                 tokio::select! {
                     biased;
@@ -317,7 +317,7 @@ pub(super) async fn exchange_head(
                 }
                 Ok(httparse::Status::Partial) if ubuf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(httparse::Status::Partial) => {
-                    return Err(HeadError::Protocol("its response head is over 64 KiB"));
+                    return Err(HeadError::Protocol("it sent a response head over 64 KiB"));
                 }
                 Err(_) => return Err(HeadError::Protocol("its response is not valid HTTP/1.1")),
             }
@@ -335,7 +335,7 @@ pub(super) async fn exchange_head(
             Err(e) => e,
         };
         return Err(if received {
-            HeadError::Io(failed)
+            HeadError::Io(failed, ubuf.len())
         } else {
             HeadError::Unanswered(failed)
         });

@@ -1,6 +1,8 @@
 //! The core proxy end to end, and its HTTP/1.1 path on the wire.
 
+mod clients;
 mod e2e;
+mod errors;
 mod wire;
 mod wire_security;
 mod wire_upstream;

@@ -121,9 +121,9 @@ async fn broken_upstreams_give_502_or_a_closed_connection_never_a_hang() {
     let mut c = s.client().await;
     let r = c.roundtrip(get("/garbage")).await;
     assert_json_error(&r, 502);
-    // DESIGN.md's 502 codes are `upstream_unreachable` and `upstream_tls`; an answer that is
-    // not HTTP is the former (with `http_protocol_error` in Proxy-Status).
-    assert_eq!(r.json()["error"], "upstream_unreachable", "{}", r.text());
+    // An answer that is not HTTP is `upstream_bad_response` (with `http_protocol_error` in
+    // Proxy-Status): the upstream was reached, its answer was bad.
+    assert_eq!(r.json()["error"], "upstream_bad_response", "{}", r.text());
     assert!(r.head.has("proxy-status"), "{r:?}");
 
     let mut c = s.client().await;

@@ -33,6 +33,9 @@ impl Alpn {
     }
 }
 
+/// A leaf's validity: from the first `(year, month, day)` to the second, UTC midnight.
+pub type Validity = ((i32, u8, u8), (i32, u8, u8));
+
 /// An in-memory CA that signs leaf certificates for the fakes.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -40,11 +43,17 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        TestCa::named("credproxy test CA")
+    }
+
+    /// A CA with its own common name: one whose leaves a client trusting [`TestCa::new`]'s
+    /// finds no issuer for at all (a CA of the same name looks like a bad signature).
+    pub fn named(common_name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("no SANs is valid");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(DnType::CommonName, "credproxy test CA");
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().expect("generate CA key");
         let issuer = CertifiedIssuer::self_signed(params, key).expect("self-sign CA");
@@ -76,7 +85,28 @@ impl TestCa {
                 sans.push((*name).to_owned());
             }
         }
+        self.leaf_config(sans, None, alpn)
+    }
+
+    /// A server config (HTTP/1.1) whose leaf covers exactly `names` and, when `validity` is
+    /// given, is valid only from its first `(year, month, day)` to its second (UTC midnight):
+    /// the wrong-name and expired certificates of the TLS error tests.
+    pub fn bad_leaf_config(&self, names: &[&str], validity: Option<Validity>) -> Arc<ServerConfig> {
+        let sans = names.iter().map(|n| (*n).to_owned()).collect();
+        self.leaf_config(sans, validity, Alpn::Http1Only)
+    }
+
+    fn leaf_config(
+        &self,
+        sans: Vec<String>,
+        validity: Option<Validity>,
+        alpn: Alpn,
+    ) -> Arc<ServerConfig> {
         let mut params = CertificateParams::new(sans).expect("valid SANs");
+        if let Some(((y0, m0, d0), (y1, m1, d1))) = validity {
+            params.not_before = rcgen::date_time_ymd(y0, m0, d0);
+            params.not_after = rcgen::date_time_ymd(y1, m1, d1);
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, "credproxy test server");

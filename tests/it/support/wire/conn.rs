@@ -95,7 +95,7 @@ impl Wire {
         String::from_utf8(line[..line.len() - 2].to_vec()).map_err(|_| bad("line is not UTF-8"))
     }
 
-    async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
+    pub async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
         while self.buf.len() < n {
             if self.fill().await? == 0 {
                 return Err(eof(&format!("after {} of {n} body bytes", self.buf.len())));

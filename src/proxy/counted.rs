@@ -1,0 +1,77 @@
+//! The upstream's response body on hyper's transport, counted: a response cut short after its
+//! head went downstream is logged with the side that ended it and the body bytes that went
+//! through (`exchange::log_cut`, as the fast path does).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::exchange::{Side, log_cut};
+
+/// `Incoming` from the upstream, with the bytes it yielded and how it ended.
+pub struct Counted {
+    inner: Incoming,
+    provider: Option<String>,
+    bytes: u64,
+    /// It ended, whole or with the upstream's error (logged then): nothing to log on drop.
+    done: bool,
+}
+
+impl Counted {
+    pub fn new(inner: Incoming, provider: Option<&str>) -> Self {
+        let done = inner.is_end_stream();
+        Counted {
+            inner,
+            provider: provider.map(str::to_owned),
+            bytes: 0,
+            done,
+        }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                this.done |= this.inner.is_end_stream();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.done = true;
+                log_cut(Side::Upstream, this.bytes, this.provider.as_deref());
+            }
+            Poll::Ready(None) => this.done = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // Dropped before its end: hyper's server stopped writing it, the client is gone.
+        if !self.done {
+            log_cut(Side::Client, self.bytes, self.provider.as_deref());
+        }
+    }
+}
