@@ -303,7 +303,11 @@ pub fn local_location(
     Some(format!("{scheme}{authority}{}{rest}", prefix.unwrap_or("")))
 }
 
+/// `s` without `prefix` (ASCII case ignored). `None` also when `prefix.len()` falls inside one of
+/// `s`'s characters: a field value from the upstream may hold any UTF-8 (the fast path reads it
+/// as such), and slicing there would panic.
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
 }

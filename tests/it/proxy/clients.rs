@@ -254,6 +254,9 @@ async fn redirecting(base: &str) -> Upstream {
                     b"made",
                 ),
                 "/rel" => response("302 Found", &["Location: /next"], b""),
+                // A multi-byte character across the byte offsets the rewrite compares at (the
+                // scheme's length, the origin's): it once sliced a `str` there and panicked.
+                "/utf8" => response("302 Found", &["Location: /ab\u{e9}c/d\u{e9}j\u{e0}-vu"], b""),
                 "/away" => response(
                     "302 Found",
                     &["Location: https://elsewhere.example/next"],
@@ -342,6 +345,16 @@ async fn relative_redirects_and_other_origins_are_left_alone() {
     let rel = (Some("/next".to_owned()), None);
     let away = (Some("https://elsewhere.example/next".to_owned()), None);
     assert_eq!(got, [rel.clone(), rel, away.clone(), away]);
+}
+
+#[tokio::test]
+async fn a_location_with_multi_byte_characters_passes_unchanged() {
+    let s = Setup::start(redirecting("").await).await;
+    let got = locations(&s, &[get("/utf8"), hyper_get("/utf8", &[])]).await;
+    let utf8 = Some("/ab\u{e9}c/d\u{e9}j\u{e0}-vu".to_owned());
+    // hyper's client reads a non-ASCII field value as opaque bytes: it passes either way.
+    assert_eq!(got[0], (utf8, None), "fast path");
+    assert_eq!(got.len(), 2, "hyper's path answered too");
 }
 
 // ---------------------------------------------------------------------------------------------
