@@ -50,10 +50,11 @@ pub fn drops_client_field(
 /// does with `underscores_in_headers off`: an upstream (or a server behind it: CGI, WSGI, PHP,
 /// which map `-` to `_`) may read `Transfer_Encoding` as framing or `X_Api_Key` as the
 /// credential, so the client could override what credproxy set or smuggle a body.
+///
+/// Both ways for the credential's fields: a configured `X_Api_Key` is shadowed by a client's
+/// `X-Api-Key` just as a configured `X-Api-Key` is by a client's `X_Api_Key`.
 pub fn look_alike(name: &str, creds: &[(HeaderName, HeaderValue)]) -> bool {
-    if !name.as_bytes().contains(&b'_') {
-        return false;
-    }
+    let underscored = name.as_bytes().contains(&b'_');
     let dashed = |b: u8| {
         if b == b'_' {
             b'-'
@@ -70,8 +71,14 @@ pub fn look_alike(name: &str, creds: &[(HeaderName, HeaderValue)]) -> bool {
     };
     // (`Authorization`, `Host`, `Connection`, `Upgrade`, `TE` and `Trailer` have no `-`, so no
     // look-alike: a name with `_` never equals them.)
-    if creds.iter().any(|(n, _)| same(n.as_str())) {
+    if creds
+        .iter()
+        .any(|(n, _)| (underscored || n.as_str().as_bytes().contains(&b'_')) && same(n.as_str()))
+    {
         return true;
+    }
+    if !underscored {
+        return false;
     }
     // Every name `classify` knows is at most 19 bytes long.
     let mut buf = [0u8; 24];
@@ -169,6 +176,17 @@ mod tests {
             "x-bv-org-id",
             "a_very_long_field_name_over_the_buffer",
         ] {
+            assert!(!look_alike(name, &creds), "{name}");
+        }
+        // A configured name with `_` is shadowed by the client's `-` spelling, too.
+        let creds = [(
+            HeaderName::from_static("x_api_key"),
+            HeaderValue::from_static("1"),
+        )];
+        for name in ["X-Api-Key", "x-api_key", "X_API_KEY"] {
+            assert!(look_alike(name, &creds), "{name}");
+        }
+        for name in ["x-api-keys", "x-custom", "authorization"] {
             assert!(!look_alike(name, &creds), "{name}");
         }
     }

@@ -135,7 +135,10 @@ fn headers(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider) -> Vec<(HeaderName,
             let Some(name_) = ctx.header_name(hn, span.clone(), &k) else {
                 continue;
             };
-            if name_ == http::header::AUTHORIZATION || name_ == http::header::HOST {
+            // Judged as servers that map `-` to `_` (CGI, WSGI, PHP) read it too: an injected
+            // `Transfer_Encoding` is framing to them, and credproxy drops a client's.
+            let dashed = name_.as_str().replace('_', "-");
+            if dashed == "authorization" || dashed == "host" {
                 ctx.err(
                     span,
                     &k,
@@ -143,7 +146,7 @@ fn headers(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider) -> Vec<(HeaderName,
                 );
                 continue;
             }
-            let field = crate::fields::classify(name_.as_str());
+            let field = crate::fields::classify(&dashed);
             if field.is_hop_by_hop()
                 || matches!(
                     field,
@@ -260,6 +263,11 @@ mod tests {
             "Connection",
             "host",
             "te",
+            // What a CGI/WSGI/PHP server reads as those (a client's are dropped: never inject one).
+            "Transfer_Encoding",
+            "content_length",
+            "Proxy_Connection",
+            "HOST",
         ] {
             let text = format!(
                 "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\nheaders = {{ \"{name}\" = \"1\" }}\n"

@@ -256,7 +256,11 @@ async fn redirecting(base: &str) -> Upstream {
                 "/rel" => response("302 Found", &["Location: /next"], b""),
                 // A multi-byte character across the byte offsets the rewrite compares at (the
                 // scheme's length, the origin's): it once sliced a `str` there and panicked.
-                "/utf8" => response("302 Found", &["Location: /ab\u{e9}c/d\u{e9}j\u{e0}-vu"], b""),
+                "/utf8" => response(
+                    "302 Found",
+                    &["Location: /ab\u{e9}c/d\u{e9}j\u{e0}-vu"],
+                    b"",
+                ),
                 "/away" => response(
                     "302 Found",
                     &["Location: https://elsewhere.example/next"],
