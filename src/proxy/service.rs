@@ -27,7 +27,7 @@ use super::inject;
 use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::route::{ProviderRoute, Role, Target};
 use super::state::{ConnCtx, ListenerInfo, Shared};
-use super::upload::{Progress, Upload, UploadError, within};
+use super::upload::{Fault, Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
 use crate::config::Upstream;
@@ -386,6 +386,16 @@ async fn send(
     let start = Instant::now();
     let deadline = start + response_timeout;
     let timeout = |what: &str| timeout_error(upstream, response_timeout, what);
+    // A failed send whose body failed first is the client's doing, whatever the upstream
+    // connection reported (an HTTP/2 stream reset carries no trace of the body's error).
+    let failed = |e: &hyper::Error| match progress.and_then(Progress::fault) {
+        Some(Fault::Stalled(t)) => client_timeout(t),
+        Some(Fault::Unreadable) => ProxyError::new(
+            ErrorKind::BadRequest,
+            "the request body could not be read (a malformed chunk, or the client hung up mid-body)",
+        ),
+        None => upstream_error(upstream, e),
+    };
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -414,7 +424,7 @@ async fn send(
                 let fut = sender.send_request(req);
                 return match within(fut, progress, start, response_timeout).await {
                     Some(Ok(resp)) => Ok(resp),
-                    Some(Err(e)) => Err(upstream_error(upstream, &e)),
+                    Some(Err(e)) => Err(failed(&e)),
                     None => Err(timeout("answer")),
                 };
             }
@@ -436,7 +446,7 @@ async fn send(
                                 tracing::debug!(error = %e.error(), "reused upstream connection was closed; retrying on a new one");
                                 req = back;
                             }
-                            _ => return Err(upstream_error(upstream, e.error())),
+                            _ => return Err(failed(e.error())),
                         }
                     }
                     None => {

@@ -34,6 +34,18 @@ enum Turn {
     Upstream(Instant),
     /// The upstream asked for more of the body; the client has not sent it.
     Client,
+    /// The client's body failed: the request can't complete, and it was the client's doing.
+    Failed(Fault),
+}
+
+/// How the client's body failed, kept for the send to blame the client: an HTTP/2 upstream's
+/// send fails with a stream error of its own and the body's error is lost on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing came for `client_body_timeout` while the upstream waited for it (408).
+    Stalled(Duration),
+    /// It could not be read: a malformed chunk, a hang-up mid-body (400).
+    Unreadable,
 }
 
 /// One request's turn, shared by its [`Upload`] (which moves it) and the send (which times it).
@@ -62,11 +74,20 @@ impl Progress {
         }
     }
 
-    /// When `response_timeout` runs out; `None` while it is the client's turn.
+    /// When `response_timeout` runs out; `None` while it is the client's turn (or its body
+    /// failed: the send ends by itself).
     pub fn deadline(&self, response_timeout: Duration) -> Option<Instant> {
         match *self.turn.lock() {
             Turn::Upstream(since) => Some(since + response_timeout),
-            Turn::Client => None,
+            Turn::Client | Turn::Failed(_) => None,
+        }
+    }
+
+    /// How the client's body failed, if it did.
+    pub fn fault(&self) -> Option<Fault> {
+        match *self.turn.lock() {
+            Turn::Failed(f) => Some(f),
+            _ => None,
         }
     }
 }
@@ -124,7 +145,10 @@ impl Body for Upload {
                 this.progress.set(Turn::Upstream(Instant::now()));
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(UploadError::Client(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.progress.set(Turn::Failed(Fault::Unreadable));
+                Poll::Ready(Some(Err(UploadError::Client(e))))
+            }
             Poll::Ready(None) => {
                 this.progress.set(Turn::Upstream(Instant::now()));
                 Poll::Ready(None)
@@ -143,7 +167,11 @@ impl Body for Upload {
                 }
                 let idle = this.idle.as_mut().expect("set when waiting began");
                 match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(UploadError::Stalled(*this.timeout)))),
+                    Poll::Ready(()) => {
+                        this.progress
+                            .set(Turn::Failed(Fault::Stalled(*this.timeout)));
+                        Poll::Ready(Some(Err(UploadError::Stalled(*this.timeout))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

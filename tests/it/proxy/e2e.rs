@@ -635,3 +635,23 @@ token = "wildcard-token"
         );
     }
 }
+
+#[tokio::test]
+async fn a_stalled_body_to_an_http2_upstream_is_the_clients_408_not_a_502() {
+    // hyper's HTTP/2 client resets the stream when the body fails and reports its own error:
+    // the stall must still be blamed on the client.
+    let s = setup_with(Alpn::H2Only, "client_body_timeout = \"300ms\"", "").await;
+    let chunked = b"POST /x HTTP/1.1\r\nHost: api.echo.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec();
+    let mut large =
+        b"POST /x HTTP/1.1\r\nHost: api.echo.test\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    large.extend(vec![b'x'; 1000]);
+    for (what, req) in [("chunked", chunked), ("large", large)] {
+        let mut c = TcpStream::connect(s.main()).await.unwrap();
+        c.write_all(&req).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{what}: {text}");
+        assert!(text.contains("\"client_timeout\""), "{what}: {text}");
+    }
+}
