@@ -27,7 +27,7 @@ pub use crate::net::{Accepted, Bound, Listening};
 use super::fast::{Exit, Fast, Rewind};
 use super::framing::Guard;
 use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
-use super::own_answers::OwnAnswers;
+use super::own_answers::{Ends, OwnAnswers, Turn};
 use super::service::handle;
 use super::state::{ConnCtx, ListenerCell};
 use super::upstream::{LocalSlot, Pool};
@@ -133,9 +133,29 @@ pub async fn serve_connection<I>(
     }
     let io = Rewind::new(leftover, io);
     let header_timeout = ctx.cell.load().info.header_timeout;
+    // Whether a response is under way: hyper's canned refusals are replaced only between
+    // responses (`own_answers.rs`).
+    let turn = Turn::new();
     let svc = {
         let ctx = ctx.clone();
-        service_fn(move |req| handle(ctx.clone(), req))
+        let turn = turn.clone();
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            turn.begin();
+            let tunnel = req.method() == hyper::Method::CONNECT
+                || req.headers().contains_key(hyper::header::UPGRADE);
+            let turn = turn.clone();
+            let answer = handle(ctx.clone(), req);
+            async move {
+                let resp = answer.await?;
+                let status = resp.status();
+                if tunnel
+                    && (status.is_success() || status == hyper::StatusCode::SWITCHING_PROTOCOLS)
+                {
+                    turn.tunnel();
+                }
+                Ok::<_, std::convert::Infallible>(resp.map(|b| Ends::new(b, turn)))
+            }
+        })
     };
     let mut builder = http1::Builder::new();
     builder
@@ -145,7 +165,7 @@ pub async fn serve_connection<I>(
         .max_header_size(super::MAX_HEADER_BYTES)
         .max_headers(256);
     let conn = builder
-        .serve_connection(TokioIo::new(Guard::new(OwnAnswers::new(io))), svc)
+        .serve_connection(TokioIo::new(Guard::new(OwnAnswers::new(io, turn))), svc)
         .with_upgrades();
     let mut conn = pin!(conn);
     let mut cancelled = pin!(cancel.cancelled_owned());

@@ -9,26 +9,126 @@
 //! one write. Every response the service writes carries `Via` (forwarded) or `Proxy-Status`
 //! (credproxy's own). The fast path hands malformed and oversized heads to hyper (`fast.rs`), so
 //! this covers both transports; the framing guard's refusals (`framing.rs`) come out this way too.
+//!
+//! And it is looked for only where hyper can write one: between responses. hyper writes a canned
+//! answer only when no response is under way, so [`Turn`] follows the service: a request taken
+//! makes the connection busy; the end of its response body (hyper drops it) and the flush that
+//! follows (the body's last bytes are then on their way) make it idle again. Bytes of a response
+//! body (an upstream's, which may hold anything) and of a tunnel (`CONNECT`, `Upgrade`: busy for
+//! good) are never looked at.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::{ErrorKind, ProxyError};
+
+/// Whether a response is under way on a connection, shared by its service (which moves it) and
+/// its [`OwnAnswers`] (which looks for canned answers only while [`Turn::idle`]).
+#[derive(Debug, Default)]
+pub struct Turn(AtomicU8);
+
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+/// The response body is done; its last bytes may still be in hyper's buffer.
+const ENDING: u8 = 2;
+/// A tunnel: bytes that are not HTTP/1.1 responses, to the end.
+const TUNNEL: u8 = 3;
+
+impl Turn {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Turn::default())
+    }
+
+    /// The service took a request.
+    pub fn begin(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t != TUNNEL).then_some(BUSY)
+            });
+    }
+
+    /// The connection became a tunnel (a `CONNECT` or `Upgrade` was accepted).
+    pub fn tunnel(&self) {
+        self.0.store(TUNNEL, Ordering::Release);
+    }
+
+    fn ended(&self) {
+        let _ = self
+            .0
+            .compare_exchange(BUSY, ENDING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn flushed(&self) {
+        let _ = self
+            .0
+            .compare_exchange(ENDING, IDLE, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == IDLE
+    }
+}
+
+/// A response body that tells the connection's [`Turn`] when hyper is done with it.
+pub struct Ends<B> {
+    inner: B,
+    turn: Arc<Turn>,
+}
+
+impl<B> Ends<B> {
+    pub fn new(inner: B, turn: Arc<Turn>) -> Self {
+        Ends { inner, turn }
+    }
+}
+
+impl<B> Drop for Ends<B> {
+    fn drop(&mut self) {
+        self.turn.ended();
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Ends<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A downstream connection's writer that replaces hyper's canned errors.
 pub struct OwnAnswers<I> {
     io: I,
     /// A replacement not yet all written.
     pending: Vec<u8>,
+    turn: Arc<Turn>,
 }
 
 impl<I> OwnAnswers<I> {
-    pub fn new(io: I) -> Self {
+    pub fn new(io: I, turn: Arc<Turn>) -> Self {
         OwnAnswers {
             io,
             pending: Vec::new(),
+            turn,
         }
     }
 }
@@ -96,6 +196,9 @@ impl<I: AsyncWrite + Unpin> OwnAnswers<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Option<Poll<std::io::Result<usize>>> {
+        if !self.turn.idle() {
+            return None;
+        }
         let error = replacement(canned(buf)?)?;
         tracing::debug!(code = error.kind.code(), message = %error.message, "request refused before routing");
         error.write_http1(&mut self.pending, false);
@@ -154,7 +257,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for OwnAnswers<I> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.io).poll_flush(cx)
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        // Everything hyper wrote is out, the last bytes of an ended response body included.
+        self.turn.flushed();
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -264,3 +264,46 @@ async fn a_response_cut_short_says_which_side_closed_and_after_how_many_bytes() 
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_body_shaped_like_a_canned_answer_passes_untouched_on_a_connection_and_in_a_tunnel() {
+    // hyper's canned refusals are replaced only between responses: an upstream body that looks
+    // like one, arriving on its own after the head, is the upstream's and passes as it is.
+    let canned = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n".to_vec();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let up = {
+        let (go, canned) = (go.clone(), canned.clone());
+        Upstream::start(move |mut conn| {
+            let (go, canned) = (go.clone(), canned.clone());
+            async move {
+                while conn.next().await.is_some() {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        canned.len()
+                    );
+                    if !conn.write(head.as_bytes()).await {
+                        return;
+                    }
+                    // The body only once the client holds the head: its own write.
+                    go.notified().await;
+                    if !conn.write(&canned).await {
+                        return;
+                    }
+                }
+            }
+        })
+        .await
+    };
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    // Twice on one connection (hyper's, as the chunked body makes it), so the second response's
+    // body comes after a first response and its flush.
+    for round in 0..2 {
+        c.send(hyper_get("/shaped")).await;
+        let head = c.head().await.unwrap().expect("a head");
+        assert_eq!(head.status(), Some(200), "round {round}: {head:?}");
+        go.notify_one();
+        let m = c.body(head, Framing::Length).await.unwrap();
+        assert_eq!(m.body, canned, "round {round}");
+    }
+}
