@@ -7,6 +7,8 @@
 //! - [`FileStore`]: one JSON file per provider under `state_dir`, mode 0600 in a 0700 directory
 //!   whatever the umask, written atomically (temp file, fsync, rename, fsync of the directory), and
 //!   an advisory `flock` on `<provider>.lock`.
+//! - [`RedisStore`]: shared by N instances (DESIGN.md, "Many instances"): a lease per provider,
+//!   commits conditional on the generation read, values sealed with AES-256-GCM.
 //! - [`MemoryStore`]: in-memory, for tests of the modules that use a store.
 //!
 //! How the token engine uses it (DESIGN.md, "Token store"): `run`, `login`, `token` and `logout` may
@@ -33,10 +35,12 @@ use crate::secret::Secret;
 
 mod file;
 mod memory;
+pub mod redis;
 mod time;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// What is kept for a provider between runs.
 ///
@@ -104,10 +108,28 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Takes the lock if nobody holds it; `None` if someone does.
     fn try_lock(&self, provider: &str) -> Result<Option<Box<dyn StoreLock>>, StoreError>;
+
+    /// A counter that moves when another process may have changed this provider's token, for
+    /// stores that can tell (Redis: pub/sub). `None`: re-reading on a timer is all there is.
+    fn changes(&self, _provider: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Why the store can't be used right now (`store_unavailable` in `/status` and `/readyz`);
+    /// `None` when it works. Answers at once, from what the store last saw.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Holds a provider's lock; dropping it unlocks.
-pub trait StoreLock: Send {}
+pub trait StoreLock: Send {
+    /// How long the lock is certain to be held still, for locks that expire (a Redis lease);
+    /// `None`: until dropped. A token call starts only with enough left.
+    fn remaining(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
 
 /// Errors from a [`TokenStore`]. Messages name files, never their contents.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +186,22 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// `url` has any password replaced by `***`.
+    #[error("the token store at {url} failed to {what}")]
+    Redis {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("the stored token of {provider} can't be opened; it will be replaced on the next save")]
+    Sealed {
+        provider: String,
+        #[source]
+        source: redis::seal::OpenError,
+    },
+    #[error("the new token of {provider} was not committed: {why}; it is kept for the next holder")]
+    NotCommitted { provider: String, why: &'static str },
 }
 
 impl StoreError {
@@ -172,7 +210,7 @@ impl StoreError {
     pub fn is_unusable_token(&self) -> bool {
         matches!(
             self,
-            StoreError::Corrupt { .. } | StoreError::Version { .. }
+            StoreError::Corrupt { .. } | StoreError::Version { .. } | StoreError::Sealed { .. }
         )
     }
 }

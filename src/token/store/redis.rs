@@ -1,0 +1,510 @@
+//! The shared token store on Redis, for N instances sharing one provider (DESIGN.md, "Many
+//! instances"). Behind [`TokenStore`] like the file store, so the engine's `lock → load → renew
+//! → save → unlock` is unchanged; what Redis adds is in the meaning of each step:
+//!
+//! | step | in Redis |
+//! |---|---|
+//! | `lock` | a lease: `SET <prefix>:lease:<p> <owner> NX PX <ttl>` with a random owner id per holder, renewed by compare-and-renew (Lua) every third of the TTL while held, released by compare-and-delete (Lua) |
+//! | `load` | `HMGET <prefix>:token:<p>`: the sealed token, its fingerprint, its generation, and a staged (uncommitted) token; the newer of the two is returned; the holder notes the generation it read, and promotes a staged token it finds |
+//! | `save` | by the holder: one Lua script commits only if the lease is still its own and the generation is the one it read; anyone else (`login`): written as is. Both bump the generation and `PUBLISH <prefix>:changed <p>` |
+//! | a commit refused, or Redis gone | the token is kept: staged in Redis (`pv`), or, when Redis can't be reached, in a 0600 file under `state_dir/redis-pending/`, which is staged when Redis is back; the next holder promotes it ([`StoreEvent`]) |
+//!
+//! Values are sealed with AES-256-GCM ([`seal`]): Redis never holds a token in the clear. The
+//! lease's TTL is well above the token call timeout (30 s) and a holder is told how much lease it
+//! has left ([`StoreLock::remaining`]), so the engine starts a token call only with enough lease
+//! and cuts it before the lease runs out.
+//!
+//! Readers never wait on Redis: the engine serves its own copy; a watcher thread subscribes to
+//! `<prefix>:changed` and tells the refresher ([`TokenStore::changes`]), pings Redis twice a
+//! second, and reports [`TokenStore::unavailable`] within two seconds of losing it.
+
+mod link;
+mod pending;
+mod scripts;
+pub mod seal;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::Value;
+
+pub use link::Endpoint;
+use link::Link;
+use seal::SealKey;
+
+use super::{StoreError, StoreLock, StoredToken, TokenStore, check_provider};
+
+/// How long a lease lives without renewal. Well above the token call timeout
+/// ([`crate::token::http::DEFAULT_TIMEOUT`], 30 s): a holder that stops (SIGSTOP, a long GC-like
+/// pause, a partition) loses it after this, and its token call has been cut by then.
+pub const LEASE_TTL: Duration = Duration::from_secs(90);
+
+/// What a store reports beside its answers, for metrics: `kept` (a token obtained but not
+/// committed was kept, staged or on local disk), `recovered` (a holder promoted a kept token).
+pub type StoreEvents = Arc<dyn Fn(&str, StoreEvent) + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEvent {
+    Kept,
+    Recovered,
+}
+
+impl StoreEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreEvent::Kept => "kept",
+            StoreEvent::Recovered => "recovered",
+        }
+    }
+}
+
+/// How to open a [`RedisStore`].
+pub struct RedisOptions {
+    pub endpoint: Endpoint,
+    pub key: [u8; 32],
+    pub key_prefix: String,
+    /// Where tokens that could not be committed wait for Redis (0700 dir, 0600 files).
+    pub pending_dir: PathBuf,
+    /// PEM roots for `rediss://` (the `[proxy] ca_file`); `None`: the system's.
+    pub root_cert: Option<Vec<u8>>,
+    pub lease_ttl: Duration,
+    pub events: StoreEvents,
+}
+
+/// The Redis token store. Clones share one connection, lease table and watcher.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", self.inner.link.endpoint())
+            .field("key_prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    link: Link,
+    key: SealKey,
+    prefix: String,
+    lease_ttl: Duration,
+    pending: pending::Pending,
+    events: StoreEvents,
+    /// Leases this process holds, by provider: the owner id and the generation read under it.
+    held: Mutex<HashMap<String, Held>>,
+    watch: watch::Watch,
+}
+
+struct Held {
+    owner: String,
+    /// The generation the holder read (its first load under the lease); `None`: not read yet.
+    generation: Option<i64>,
+}
+
+/// One provider's hash, as read.
+struct Row {
+    current: Option<StoredToken>,
+    generation: i64,
+    staged: Option<StoredToken>,
+}
+
+impl RedisStore {
+    /// Opens the store. Does not wait for Redis: an unreachable one is reported by
+    /// [`TokenStore::unavailable`] and by the calls that need it.
+    pub fn open(options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let pending = pending::Pending::open(options.pending_dir)?;
+        let inner = Arc::new(Inner {
+            link: Link::new(options.endpoint, options.root_cert),
+            key: SealKey::new(&options.key),
+            prefix: options.key_prefix,
+            lease_ttl: options.lease_ttl,
+            pending,
+            events: options.events,
+            held: Mutex::new(HashMap::new()),
+            watch: watch::Watch::default(),
+        });
+        watch::start(&inner);
+        Ok(RedisStore { inner })
+    }
+
+    /// Connects and checks Redis answers (for `credproxy check --online`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.inner
+            .link
+            .call(|c| redis::cmd("PING").query::<String>(c))
+            .map(drop)
+            .map_err(|e| self.inner.redis_error("ping", e))
+    }
+}
+
+impl Inner {
+    fn token_key(&self, provider: &str) -> String {
+        format!("{}:token:{provider}", self.prefix)
+    }
+
+    fn lease_key(&self, provider: &str) -> String {
+        format!("{}:lease:{provider}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:changed", self.prefix)
+    }
+
+    fn redis_error(&self, what: &'static str, source: redis::RedisError) -> StoreError {
+        self.watch.failed(&source);
+        StoreError::Redis {
+            what,
+            url: self.link.endpoint().to_string(),
+            source,
+        }
+    }
+
+    fn sealed(&self, provider: &str, token: &StoredToken) -> Vec<u8> {
+        let plain = serde_json::to_vec(token).expect("a token serializes to JSON");
+        self.key.seal(
+            &plain,
+            &seal::aad(&self.prefix, provider, &token.fingerprint),
+        )
+    }
+
+    fn open_value(
+        &self,
+        provider: &str,
+        sealed: &[u8],
+        fingerprint: &str,
+    ) -> Result<StoredToken, StoreError> {
+        let unusable = |source| StoreError::Sealed {
+            provider: provider.to_owned(),
+            source,
+        };
+        let plain = self
+            .key
+            .open(sealed, &seal::aad(&self.prefix, provider, fingerprint))
+            .map_err(unusable)?;
+        let token: StoredToken =
+            serde_json::from_slice(&plain).map_err(|_| unusable(seal::OpenError::Format))?;
+        if token.fingerprint != fingerprint {
+            return Err(unusable(seal::OpenError::Format));
+        }
+        Ok(token)
+    }
+
+    fn read(&self, provider: &str) -> Result<Row, StoreError> {
+        let values: Vec<Value> = self
+            .link
+            .call(|c| {
+                redis::cmd("HMGET")
+                    .arg(self.token_key(provider))
+                    .arg(&["v", "fp", "gen", "pv", "pfp"])
+                    .query(c)
+            })
+            .map_err(|e| self.redis_error("read", e))?;
+        let field = |i: usize| -> Option<Vec<u8>> {
+            match values.get(i) {
+                Some(Value::BulkString(b)) => Some(b.clone()),
+                _ => None,
+            }
+        };
+        let text = |i| field(i).and_then(|b| String::from_utf8(b).ok());
+        let generation = text(2).and_then(|g| g.parse().ok()).unwrap_or(0);
+        let current = match (field(0), text(1)) {
+            (Some(v), Some(fp)) => Some(self.open_value(provider, &v, &fp)?),
+            _ => None,
+        };
+        // A staged token that does not open is no reason to refuse the current one.
+        let staged = match (field(3), text(4)) {
+            (Some(v), Some(fp)) => match self.open_value(provider, &v, &fp) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::debug!(error = %e, "ignoring a staged token that does not open");
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok(Row {
+            current,
+            generation,
+            staged,
+        })
+    }
+
+    /// Conditional commit by the lease holder. `Ok(Ok(gen))`, or `Ok(Err(why))` when refused.
+    fn commit(
+        &self,
+        provider: &str,
+        owner: &str,
+        expected: i64,
+        token: &StoredToken,
+    ) -> Result<Result<i64, scripts::Refused>, StoreError> {
+        let code: i64 = self
+            .link
+            .call(|c| {
+                scripts::commit()
+                    .key(self.token_key(provider))
+                    .key(self.lease_key(provider))
+                    .arg(owner)
+                    .arg(expected)
+                    .arg(self.sealed(provider, token))
+                    .arg(&token.fingerprint)
+                    .arg(self.channel())
+                    .arg(provider)
+                    .invoke(c)
+            })
+            .map_err(|e| self.redis_error("commit", e))?;
+        Ok(scripts::Refused::from_code(code))
+    }
+
+    /// Stages an uncommitted token in Redis for the next holder, or, when Redis can't take it,
+    /// on local disk until it can. Never drops it.
+    fn keep(&self, provider: &str, token: &StoredToken, why: &str) {
+        (self.events)(provider, StoreEvent::Kept);
+        let staged = self.link.call(|c| {
+            redis::cmd("HSET")
+                .arg(self.token_key(provider))
+                .arg("pv")
+                .arg(self.sealed(provider, token))
+                .arg("pfp")
+                .arg(&token.fingerprint)
+                .query::<i64>(c)
+        });
+        match staged {
+            Ok(_) => {
+                tracing::warn!(
+                    reason = why,
+                    "the new token was not committed; staged it in Redis for the next holder"
+                );
+                self.pending.forget(provider);
+            }
+            Err(e) => {
+                self.watch.failed(&e);
+                tracing::warn!(
+                    reason = why,
+                    "the new token was not committed and Redis can't be reached; kept it on local \
+                     disk until Redis is back"
+                );
+                self.pending.keep(provider, token);
+            }
+        }
+    }
+
+    /// Moves tokens kept on local disk into Redis (staged), once it answers again.
+    fn flush_pending(&self) {
+        for (provider, token) in self.pending.all() {
+            let staged = self.link.call(|c| {
+                redis::cmd("HSET")
+                    .arg(self.token_key(&provider))
+                    .arg("pv")
+                    .arg(self.sealed(&provider, &token))
+                    .arg("pfp")
+                    .arg(&token.fingerprint)
+                    .query::<i64>(c)
+            });
+            match staged {
+                Ok(_) => {
+                    tracing::info!(
+                        provider,
+                        "staged a kept token in Redis for the next lease holder"
+                    );
+                    self.pending.forget(&provider);
+                }
+                Err(e) => {
+                    self.watch.failed(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn try_acquire(&self, provider: &str) -> Result<Option<lease::Lease>, StoreError> {
+        let owner = format!("{:032x}", rand::random::<u128>());
+        let started = tokio::time::Instant::now();
+        let ttl_ms = self.lease_ttl.as_millis() as u64;
+        let got: Option<String> = self
+            .link
+            .call(|c| {
+                redis::cmd("SET")
+                    .arg(self.lease_key(provider))
+                    .arg(&owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query(c)
+            })
+            .map_err(|e| self.redis_error("take the lease", e))?;
+        if got.is_none() {
+            return Ok(None);
+        }
+        self.held.lock().insert(
+            provider.to_owned(),
+            Held {
+                owner: owner.clone(),
+                generation: None,
+            },
+        );
+        Ok(Some(lease::Lease::start(
+            provider, owner, started, self.lease_ttl,
+        )))
+    }
+}
+
+mod lease;
+
+impl TokenStore for RedisStore {
+    fn load(&self, provider: &str) -> Result<Option<StoredToken>, StoreError> {
+        check_provider(provider)?;
+        let inner = &self.inner;
+        let row = inner.read(provider)?;
+        let staged_is_newer = row
+            .staged
+            .as_ref()
+            .is_some_and(|s| s.is_newer_than(row.current.as_ref()));
+        // The holder notes the generation it read first; a commit needs it unchanged.
+        let owner = {
+            let mut held = inner.held.lock();
+            held.get_mut(provider).map(|h| {
+                let generation = *h.generation.get_or_insert(row.generation);
+                (h.owner.clone(), generation)
+            })
+        };
+        if !staged_is_newer {
+            return Ok(row.current);
+        }
+        let staged = row.staged.expect("staged_is_newer");
+        // A token a previous holder obtained but could not commit: it holds the newest refresh
+        // token. The holder commits it; anyone else serves it meanwhile.
+        if let Some((owner, generation)) = owner {
+            match inner.commit(provider, &owner, generation, &staged) {
+                Ok(Ok(next)) => {
+                    if let Some(h) = inner.held.lock().get_mut(provider) {
+                        h.generation = Some(next);
+                    }
+                    tracing::info!(
+                        "committed a token another instance obtained but could not commit"
+                    );
+                    (inner.events)(provider, StoreEvent::Recovered);
+                }
+                Ok(Err(why)) => tracing::debug!(why = why.as_str(), "staged token not promoted"),
+                Err(e) => tracing::debug!(error = %e, "staged token not promoted"),
+            }
+        }
+        Ok(Some(staged))
+    }
+
+    fn save(&self, provider: &str, token: &StoredToken) -> Result<(), StoreError> {
+        check_provider(provider)?;
+        let inner = &self.inner;
+        let holder = inner
+            .held
+            .lock()
+            .get(provider)
+            .map(|h| (h.owner.clone(), h.generation));
+        let Some((owner, generation)) = holder else {
+            // Not under the lease (`credproxy login`, which replaces whatever is there).
+            inner
+                .link
+                .call(|c| {
+                    scripts::write()
+                        .key(inner.token_key(provider))
+                        .arg(inner.sealed(provider, token))
+                        .arg(&token.fingerprint)
+                        .arg(inner.channel())
+                        .arg(provider)
+                        .invoke::<i64>(c)
+                })
+                .map_err(|e| inner.redis_error("write", e))?;
+            return Ok(());
+        };
+        let generation = match generation {
+            Some(g) => g,
+            // Saved under the lease without a load first: read the generation now.
+            None => {
+                let g = inner.read(provider).map(|r| r.generation);
+                match g {
+                    Ok(g) => g,
+                    Err(e) => {
+                        inner.keep(provider, token, "Redis can't be reached");
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        match inner.commit(provider, &owner, generation, token) {
+            Ok(Ok(next)) => {
+                if let Some(h) = inner.held.lock().get_mut(provider) {
+                    h.generation = Some(next);
+                }
+                inner.pending.forget(provider);
+                Ok(())
+            }
+            Ok(Err(scripts::Refused::Removed)) => Err(StoreError::NotCommitted {
+                provider: provider.to_owned(),
+                why: scripts::Refused::Removed.as_str(),
+            }),
+            Ok(Err(why)) => {
+                inner.keep(provider, token, why.as_str());
+                Err(StoreError::NotCommitted {
+                    provider: provider.to_owned(),
+                    why: why.as_str(),
+                })
+            }
+            Err(e) => {
+                inner.keep(provider, token, "Redis can't be reached");
+                Err(e)
+            }
+        }
+    }
+
+    fn remove(&self, provider: &str) -> Result<bool, StoreError> {
+        check_provider(provider)?;
+        let inner = &self.inner;
+        inner.pending.forget(provider);
+        let removed: i64 = inner
+            .link
+            .call(|c| {
+                scripts::remove()
+                    .key(inner.token_key(provider))
+                    .arg(inner.channel())
+                    .arg(provider)
+                    .invoke(c)
+            })
+            .map_err(|e| inner.redis_error("remove", e))?;
+        Ok(removed > 0)
+    }
+
+    fn lock(&self, provider: &str) -> Result<Box<dyn StoreLock>, StoreError> {
+        check_provider(provider)?;
+        // Polled: a waiter only waits while another instance makes one token call.
+        let mut wait = Duration::from_millis(5);
+        loop {
+            if let Some(lease) = self.inner.try_acquire(provider)? {
+                return Ok(Box::new(lease.guard(self.inner.clone())));
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn try_lock(&self, provider: &str) -> Result<Option<Box<dyn StoreLock>>, StoreError> {
+        check_provider(provider)?;
+        Ok(self
+            .inner
+            .try_acquire(provider)?
+            .map(|l| Box::new(l.guard(self.inner.clone())) as Box<dyn StoreLock>))
+    }
+
+    fn changes(&self, provider: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.watch.subscribe(provider))
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.inner.watch.unavailable()
+    }
+}
