@@ -8,7 +8,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` while the process serves |
-//! | `GET /readyz` | 200 `{"ready":true}` when every provider holds a usable credential, else 503 `{"ready":false,"providers":[{"name","state","reason"}]}` naming those that don't |
+//! | `GET /readyz` | 200 `{"ready":true}` when every provider holds a usable credential, else 503 `{"ready":false,"providers":[{"name","state","reason"}]}` naming those that don't; with the Redis store, also `"store":{"kind","state":"ok"|"store_unavailable","reason"}` (a store away alone does not make it 503) |
 //! | `GET /metrics` | the OpenMetrics text exposition ([`crate::metrics`]) |
 //! | `GET /status` | [`StatusReport`] as JSON (what `credproxy status` shows) |
 //! | `GET /` | a self-contained HTML page (inline CSS and JS, no external assets) that refreshes itself from `/status` |
@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use client::{AdminTarget, ClientError, get};
-pub use status::{ProviderStatus, StatusReport, parse_rfc3339, rfc3339};
+pub use status::{ProviderStatus, StatusReport, StoreStatus, parse_rfc3339, rfc3339};
 
 use crate::clock::Clock;
 use crate::config::{Listen, ProviderConfig, ProxySettings};
@@ -89,6 +89,8 @@ pub struct AdminState {
     pub started: jiff::Timestamp,
     /// The wall clock used for "expires in" (follows tokio's paused clock in tests).
     pub clock: Clock,
+    /// The token store, for its health (`store_unavailable`); `None`: not reported.
+    pub store: Option<Arc<dyn crate::token::TokenStore>>,
 }
 
 impl AdminState {
@@ -102,7 +104,18 @@ impl AdminState {
             metrics,
             started: jiff::Timestamp::now(),
             clock: Clock::new(),
+            store: None,
         }
+    }
+
+    /// Report `store`'s health too.
+    pub fn with_store(mut self, store: Arc<dyn crate::token::TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    fn store_status(&self) -> Option<StoreStatus> {
+        self.store.as_deref().and_then(StoreStatus::of)
     }
 
     /// The `/status` document.
@@ -126,6 +139,7 @@ impl AdminState {
                     )
                 })
                 .collect(),
+            store: self.store_status(),
         }
     }
 
@@ -369,15 +383,24 @@ pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         "/readyz" => {
+            // A shared store that is away does not make the instance unready: it serves the
+            // tokens it holds (taking every replica out of service at once would be worse); the
+            // detail says so.
             let not_ready = state.not_ready();
-            if not_ready.is_empty() {
-                json(StatusCode::OK, &serde_json::json!({"ready": true}))
+            let mut body = if not_ready.is_empty() {
+                serde_json::json!({"ready": true})
             } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({"ready": false, "providers": not_ready}),
-                )
+                serde_json::json!({"ready": false, "providers": not_ready})
+            };
+            if let Some(store) = state.store_status() {
+                body["store"] = serde_json::json!(store);
             }
+            let status = if not_ready.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(status, &body)
         }
         "/metrics" => text(StatusCode::OK, METRICS_CONTENT_TYPE, state.metrics_text()),
         "/status" => json(StatusCode::OK, &state.status()),

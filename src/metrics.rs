@@ -5,6 +5,7 @@
 //! | `credproxy_requests_total` | counter | `provider` (`-` when no provider claimed the request), `code` |
 //! | `credproxy_upstream_request_duration_seconds` | histogram | `provider` |
 //! | `credproxy_token_refresh_total` | counter | `provider`, `result` |
+//! | `credproxy_token_uncommitted_total` | counter | `provider`, `event` (`kept`, `recovered`): Redis store only |
 //! | `credproxy_token_expiry_timestamp_seconds` | gauge | `provider` |
 //! | `credproxy_inflight_requests` | gauge | |
 //! | `credproxy_build_info` | gauge (always 1) | `version` |
@@ -59,6 +60,12 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UncommittedLabels {
+    provider: Arc<str>,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -70,6 +77,7 @@ struct Families {
     requests: Family<RequestLabels, Counter>,
     upstream_duration: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     token_refresh: Family<RefreshLabels, Counter>,
+    token_uncommitted: Family<UncommittedLabels, Counter>,
     token_expiry: Family<ProviderLabel, Gauge>,
     inflight: Gauge,
     /// Serializes scrapes: the expiry gauges are reset and set from snapshots, then encoded.
@@ -135,6 +143,13 @@ impl Metrics {
             "Token refresh attempts by provider and result",
             token_refresh.clone(),
         );
+        let token_uncommitted = Family::<UncommittedLabels, Counter>::default();
+        registry.register(
+            "token_uncommitted",
+            "Tokens obtained but not committed to the shared store: kept (staged for the next \
+             lease holder, or on local disk while Redis is away) and recovered (committed later)",
+            token_uncommitted.clone(),
+        );
         let token_expiry = Family::<ProviderLabel, Gauge>::default();
         registry.register_with_unit(
             "token_expiry_timestamp",
@@ -161,6 +176,7 @@ impl Metrics {
             requests,
             upstream_duration,
             token_refresh,
+            token_uncommitted,
             token_expiry,
             inflight,
             scrape: parking_lot::Mutex::new(()),
@@ -253,6 +269,18 @@ impl Metrics {
             .get_or_create(&RefreshLabels {
                 provider: Arc::from(provider),
                 result,
+            })
+            .inc();
+    }
+
+    /// Count a token the shared store could not commit (`kept`) or a later holder committed
+    /// (`recovered`).
+    pub fn token_uncommitted(&self, provider: &str, event: &'static str) {
+        self.families
+            .token_uncommitted
+            .get_or_create(&UncommittedLabels {
+                provider: Arc::from(provider),
+                event,
             })
             .inc();
     }

@@ -6,7 +6,8 @@
 //! with the file, line, column and key path, the value's problem and what was expected.
 //! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`; `provider.rs`
 //! for a `[providers.NAME]` table, cut by concern into `endpoints.rs`, `grant.rs`, `wire.rs`,
-//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`.
+//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`; `store.rs`
+//! for `[store]`.
 
 mod blendvision;
 mod endpoints;
@@ -14,6 +15,7 @@ mod grant;
 mod oauth2;
 mod provider;
 mod proxy;
+mod store;
 mod timing;
 mod wire;
 

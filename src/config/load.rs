@@ -85,6 +85,7 @@ pub fn load_str(
         }
     }
     let routes = ctx.routes(&parsed, &proxy);
+    let store = ctx.store(parsed.store.as_ref());
     if !ctx.errors.is_empty() {
         return Err(ConfigErrors(ctx.errors));
     }
@@ -94,6 +95,7 @@ pub fn load_str(
         proxy,
         providers,
         routes,
+        store,
         warnings,
     })
 }

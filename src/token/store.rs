@@ -115,10 +115,67 @@ pub trait TokenStore: Send + Sync + 'static {
         None
     }
 
-    /// Why the store can't be used right now (`store_unavailable` in `/status` and `/readyz`);
-    /// `None` when it works. Answers at once, from what the store last saw.
-    fn unavailable(&self) -> Option<String> {
+    /// How a store that can be away is doing (`/status`, `/readyz`, `credproxy status`); `None`
+    /// for stores with nothing to report (file, memory). Answers at once, from what the store
+    /// last saw: never waits on the network.
+    fn health(&self) -> Option<StoreHealth> {
         None
+    }
+}
+
+/// What [`TokenStore::health`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// `"redis"`.
+    pub kind: &'static str,
+    /// Why the store can't be used right now (`store_unavailable`); `None` when it works.
+    pub unavailable: Option<String>,
+}
+
+/// The store the configuration asks for: the file store in `state_dir`, or Redis (`[store]`),
+/// whose tokens kept while Redis is away go under `state_dir/redis-pending/`. `events` counts
+/// what only the Redis store does ([`redis::StoreEvent`]).
+pub fn open(
+    proxy: &crate::config::ProxySettings,
+    settings: &crate::config::StoreSettings,
+    events: redis::StoreEvents,
+) -> Result<std::sync::Arc<dyn TokenStore>, StoreError> {
+    use crate::config::StoreSettings;
+    match settings {
+        StoreSettings::File => Ok(std::sync::Arc::new(FileStore::open(&proxy.state_dir)?)),
+        StoreSettings::Redis(r) => {
+            let endpoint = redis::Endpoint::parse(r.url.expose())
+                .map_err(|message| StoreError::Url { message })?;
+            let root_cert = match &proxy.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|source| StoreError::Read {
+                    path: path.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            Ok(std::sync::Arc::new(RedisStore::open(redis::RedisOptions {
+                endpoint,
+                key: r.encryption_key.0,
+                key_prefix: r.key_prefix.clone(),
+                pending_dir: proxy.state_dir.join("redis-pending"),
+                root_cert,
+                lease_ttl: redis::LEASE_TTL,
+                events,
+            })?))
+        }
+    }
+}
+
+/// Where the configured store is, for messages: the state directory or the Redis URL (its
+/// password hidden).
+pub fn describe(
+    proxy: &crate::config::ProxySettings,
+    settings: &crate::config::StoreSettings,
+) -> String {
+    match settings {
+        crate::config::StoreSettings::File => proxy.state_dir.display().to_string(),
+        crate::config::StoreSettings::Redis(r) => redis::Endpoint::parse(r.url.expose())
+            .map_or_else(|_| "Redis".to_owned(), |e| e.to_string()),
     }
 }
 
@@ -200,6 +257,8 @@ pub enum StoreError {
         #[source]
         source: redis::seal::OpenError,
     },
+    #[error("{message}")]
+    Url { message: String },
     #[error("the new token of {provider} was not committed: {why}; it is kept for the next holder")]
     NotCommitted { provider: String, why: &'static str },
 }

@@ -16,7 +16,7 @@
 //!
 //! Readers never wait on Redis: the engine serves its own copy; a watcher thread subscribes to
 //! `<prefix>:changed` and tells the refresher ([`TokenStore::changes`]), pings Redis twice a
-//! second, and reports [`TokenStore::unavailable`] within two seconds of losing it.
+//! second, and reports [`TokenStore::health`] within two seconds of losing it.
 
 mod link;
 mod pending;
@@ -504,7 +504,10 @@ impl TokenStore for RedisStore {
         Some(self.inner.watch.subscribe(provider))
     }
 
-    fn unavailable(&self) -> Option<String> {
-        self.inner.watch.unavailable()
+    fn health(&self) -> Option<super::StoreHealth> {
+        Some(super::StoreHealth {
+            kind: "redis",
+            unavailable: self.inner.watch.unavailable(),
+        })
     }
 }
