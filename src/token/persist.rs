@@ -7,9 +7,10 @@
 //! before anything uses it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::EngineContext;
-use super::error::{TokenError, chain};
+use super::error::{Fault, TokenError, chain};
 use super::source::{Renewed, Source};
 use super::store::{StoreLock, StoredToken, TokenStore};
 
@@ -85,6 +86,11 @@ pub async fn lock(ctx: &EngineContext, provider: &str) -> Result<Box<dyn StoreLo
         _ = ctx.cancel.cancelled() => Err(TokenError::Cancelled),
     }
 }
+
+/// A token call under a lease that expires (Redis) starts only with the call's timeout plus this
+/// left, and is cut this long before the lease runs out: a call still running when another
+/// instance may take the lease could spend the refresh token that instance spends too.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How a locked renewal ended.
 #[derive(Debug)]
@@ -167,10 +173,41 @@ pub async fn renew_locked(
         _ if removed => None,
         _ => base.cloned(),
     };
-    let renewed = source
-        .renew(ctx, base.as_ref())
-        .await
-        .map_err(|e| fail(e, base.as_ref(), removed))?;
+    let call = source.renew(ctx, base.as_ref());
+    let renewed = match guard.remaining() {
+        None => call.await,
+        Some(left) if left < ctx.client.timeout() + LEASE_MARGIN => Err(TokenError::Store(
+            super::store::StoreError::LeaseShort {
+                left_ms: left.as_millis() as u64,
+            },
+        )),
+        Some(left) => tokio::time::timeout(left - LEASE_MARGIN, call)
+            .await
+            .unwrap_or(Err(TokenError::Store(
+                super::store::StoreError::LeaseShort { left_ms: 0 },
+            ))),
+    };
+    let renewed = match renewed {
+        Ok(r) => r,
+        // The refresh token was refused. If another instance rotated it meanwhile (its lease
+        // was taken over after a pause or a failover, so both spent one token), its token is
+        // in the store: adopt it rather than ask for a login.
+        Err(e) if e.fault() == Fault::LoginRequired => {
+            if let Some(peer) = rotated_elsewhere(ctx, source, provider, base.as_ref()).await {
+                drop(guard);
+                tracing::info!(
+                    "the refresh token was refused after another instance rotated it; using that instance's token"
+                );
+                return Ok(Outcome {
+                    kind: Kind::Adopted,
+                    token: peer,
+                    save_error: None,
+                });
+            }
+            return Err(fail(e, base.as_ref(), removed));
+        }
+        Err(e) => return Err(fail(e, base.as_ref(), removed)),
+    };
     let save_error = save(&ctx.store, provider, renewed.token()).await.err();
     drop(guard);
     let kind = match renewed {
@@ -182,4 +219,18 @@ pub async fn renew_locked(
         token: renewed.into_token(),
         save_error,
     })
+}
+
+/// After a refused refresh token: the stored token, if it carries another refresh token than the
+/// one just refused (another instance rotated it).
+async fn rotated_elsewhere(
+    ctx: &EngineContext,
+    source: &Source,
+    provider: &str,
+    spent: Option<&StoredToken>,
+) -> Option<StoredToken> {
+    let spent = spent?.refresh_token.as_ref()?;
+    let stored = load(&ctx.store, provider).await.ok()??;
+    let other = stored.refresh_token.as_ref().is_some_and(|rt| rt != spent);
+    (other && source.accepts(&stored)).then_some(stored)
 }

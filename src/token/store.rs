@@ -259,6 +259,10 @@ pub enum StoreError {
     },
     #[error("{message}")]
     Url { message: String },
+    #[error(
+        "the token store lease has {left_ms} ms left, too little for a token call; retrying with a new lease"
+    )]
+    LeaseShort { left_ms: u64 },
     #[error("the new token of {provider} was not committed: {why}; it is kept for the next holder")]
     NotCommitted { provider: String, why: &'static str },
 }

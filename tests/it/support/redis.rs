@@ -84,10 +84,25 @@ impl RedisServer {
         lease_ttl: Duration,
         events: std::sync::Arc<dyn Fn(&str, StoreEvent) + Send + Sync>,
     ) -> (RedisStore, tempfile::TempDir) {
+        self.open(prefix, [42; 32], lease_ttl, events)
+    }
+
+    /// A store that seals with another key.
+    pub fn store_with_key(&self, prefix: &str, key: [u8; 32]) -> (RedisStore, tempfile::TempDir) {
+        self.open(prefix, key, LEASE_TTL, std::sync::Arc::new(|_, _| {}))
+    }
+
+    fn open(
+        &self,
+        prefix: &str,
+        key: [u8; 32],
+        lease_ttl: Duration,
+        events: std::sync::Arc<dyn Fn(&str, StoreEvent) + Send + Sync>,
+    ) -> (RedisStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedisStore::open(RedisOptions {
             endpoint: Endpoint::parse(&self.url()).unwrap(),
-            key: [42; 32],
+            key,
             key_prefix: prefix.to_owned(),
             pending_dir: dir.path().join("redis-pending"),
             root_cert: None,

@@ -2,5 +2,6 @@
 
 mod engine;
 mod presets;
+mod redis;
 mod secrecy;
 mod store;
