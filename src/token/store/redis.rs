@@ -7,6 +7,7 @@
 //! | `lock` | a lease: `SET <prefix>:lease:<p> <owner> NX PX <ttl>` with a random owner id per holder, renewed by compare-and-renew (Lua) every third of the TTL while held, released by compare-and-delete (Lua) |
 //! | `load` | `HMGET <prefix>:token:<p>`: the sealed token, its fingerprint, its generation, and a staged (uncommitted) token; the newer of the two is returned; the holder notes the generation it read, and promotes a staged token it finds |
 //! | `save` | by the holder: one Lua script commits only if the lease is still its own and the generation is the one it read; anyone else (`login`): written as is. Both bump the generation and `PUBLISH <prefix>:changed <p>` |
+//! | Redis back empty | each instance writes back the newest token it knows (only where the hash is absent altogether: a logout keeps it), so a restart without persistence converges instead of looking like a logout |
 //! | a commit refused, or Redis gone | the token is kept: staged in Redis (`pv`), or, when Redis can't be reached, in a 0600 file under `state_dir/redis-pending/`, which is staged when Redis is back; the next holder promotes it ([`StoreEvent`]) |
 //!
 //! Values are sealed with AES-256-GCM ([`seal`]): Redis never holds a token in the clear. The
@@ -99,6 +100,9 @@ struct Inner {
     events: StoreEvents,
     /// Leases this process holds, by provider: the owner id and the generation read under it.
     held: Mutex<HashMap<String, Held>>,
+    /// The newest token this process read or wrote, by provider: written back if Redis comes
+    /// back empty. Forgotten on `remove`.
+    last_known: Mutex<HashMap<String, StoredToken>>,
     watch: watch::Watch,
 }
 
@@ -112,6 +116,8 @@ struct Held {
 struct Row {
     current: Option<StoredToken>,
     generation: i64,
+    /// The hash does not exist at all (never written, or Redis lost it).
+    absent: bool,
     staged: Option<StoredToken>,
 }
 
@@ -128,6 +134,7 @@ impl RedisStore {
             pending,
             events: options.events,
             held: Mutex::new(HashMap::new()),
+            last_known: Mutex::new(HashMap::new()),
             watch: watch::Watch::default(),
         });
         watch::start(&inner);
@@ -213,7 +220,9 @@ impl Inner {
             }
         };
         let text = |i| field(i).and_then(|b| String::from_utf8(b).ok());
-        let generation = text(2).and_then(|g| g.parse().ok()).unwrap_or(0);
+        let generation = text(2).and_then(|g| g.parse().ok());
+        let absent = generation.is_none();
+        let generation = generation.unwrap_or(0);
         let current = match (field(0), text(1)) {
             (Some(v), Some(fp)) => Some(self.open_value(provider, &v, &fp)?),
             _ => None,
@@ -232,6 +241,7 @@ impl Inner {
         Ok(Row {
             current,
             generation,
+            absent,
             staged,
         })
     }
@@ -292,6 +302,53 @@ impl Inner {
                 );
                 self.pending.keep(provider, token);
             }
+        }
+    }
+
+    fn remember(&self, provider: &str, token: &StoredToken) {
+        let mut known = self.last_known.lock();
+        if known
+            .get(provider)
+            .is_none_or(|k| token.is_newer_than(Some(k)))
+        {
+            known.insert(provider.to_owned(), token.clone());
+        }
+    }
+
+    /// Writes back the newest token this process knows where Redis has nothing at all; the
+    /// token, if written.
+    fn reseed(&self, provider: &str) -> Option<StoredToken> {
+        let token = self.last_known.lock().get(provider).cloned()?;
+        let written = self.link.call(|c| {
+            scripts::reseed()
+                .key(self.token_key(provider))
+                .arg(self.sealed(provider, &token))
+                .arg(&token.fingerprint)
+                .arg(self.channel())
+                .arg(provider)
+                .invoke::<i64>(c)
+        });
+        match written {
+            Ok(1) => {
+                tracing::warn!(
+                    provider,
+                    "Redis had lost the token (restarted empty?); wrote back the newest one this instance holds"
+                );
+                Some(token)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.watch.failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Writes back every token Redis lost (after it answers again).
+    fn reseed_all(&self) {
+        let providers: Vec<String> = self.last_known.lock().keys().cloned().collect();
+        for provider in providers {
+            self.reseed(&provider);
         }
     }
 
@@ -361,7 +418,10 @@ impl TokenStore for RedisStore {
     fn load(&self, provider: &str) -> Result<Option<StoredToken>, StoreError> {
         check_provider(provider)?;
         let inner = &self.inner;
-        let row = inner.read(provider)?;
+        let mut row = inner.read(provider)?;
+        if row.absent && row.staged.is_none() {
+            row.current = inner.reseed(provider);
+        }
         let staged_is_newer = row
             .staged
             .as_ref()
@@ -375,9 +435,16 @@ impl TokenStore for RedisStore {
             })
         };
         if !staged_is_newer {
+            match &row.current {
+                Some(t) => inner.remember(provider, t),
+                // Removed (a logout): nothing to write back if Redis loses its data later.
+                None if !row.absent => drop(inner.last_known.lock().remove(provider)),
+                None => {}
+            }
             return Ok(row.current);
         }
         let staged = row.staged.expect("staged_is_newer");
+        inner.remember(provider, &staged);
         // A token a previous holder obtained but could not commit: it holds the newest refresh
         // token. The holder commits it; anyone else serves it meanwhile.
         if let Some((owner, generation)) = owner {
@@ -401,6 +468,7 @@ impl TokenStore for RedisStore {
     fn save(&self, provider: &str, token: &StoredToken) -> Result<(), StoreError> {
         check_provider(provider)?;
         let inner = &self.inner;
+        inner.remember(provider, token);
         let holder = inner
             .held
             .lock()
@@ -466,6 +534,7 @@ impl TokenStore for RedisStore {
         check_provider(provider)?;
         let inner = &self.inner;
         inner.pending.forget(provider);
+        inner.last_known.lock().remove(provider);
         let removed: i64 = inner
             .link
             .call(|c| {

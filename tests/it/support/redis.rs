@@ -87,6 +87,25 @@ impl RedisServer {
         self.open(prefix, [42; 32], lease_ttl, events)
     }
 
+    /// A store whose kept tokens are in `pending_dir` (as after a restart of the process).
+    pub fn store_in(
+        &self,
+        prefix: &str,
+        pending_dir: &std::path::Path,
+        events: std::sync::Arc<dyn Fn(&str, StoreEvent) + Send + Sync>,
+    ) -> RedisStore {
+        RedisStore::open(RedisOptions {
+            endpoint: Endpoint::parse(&self.url()).unwrap(),
+            key: [42; 32],
+            key_prefix: prefix.to_owned(),
+            pending_dir: pending_dir.to_owned(),
+            root_cert: None,
+            lease_ttl: LEASE_TTL,
+            events,
+        })
+        .unwrap()
+    }
+
     /// A store that seals with another key.
     pub fn store_with_key(&self, prefix: &str, key: [u8; 32]) -> (RedisStore, tempfile::TempDir) {
         self.open(prefix, key, LEASE_TTL, std::sync::Arc::new(|_, _| {}))

@@ -200,8 +200,27 @@ fn redis_away_is_reported_within_2s_the_token_kept_on_disk_and_recovered_when_ba
         assert_eq!(n_of(&store.load("api").unwrap().unwrap()), 2);
     }
     assert_eq!(server.cli(&["HEXISTS", "away:token:api", "v"]).trim(), "1");
-    let seen: Vec<_> = events.lock().iter().map(|e| e.1).collect();
-    assert_eq!(seen, [StoreEvent::Kept, StoreEvent::Recovered]);
+    assert_eq!(events.lock()[0].1, StoreEvent::Kept);
+
+    // After a restart of the process that kept one (nothing in memory, Redis back): the file
+    // alone brings it back, and the next holder commits it.
+    let dir = tempfile::tempdir().unwrap();
+    let pending = dir.path().join("redis-pending");
+    credproxy::token::store::FileStore::open(&pending)
+        .unwrap()
+        .save("api", &token(3))
+        .unwrap();
+    let (events, sink) = recorder();
+    let fresh = server.store_in("away", &pending, sink);
+    within(Duration::from_secs(3), "staged from the file", || {
+        !pending.join("api.json").exists()
+    });
+    {
+        let _lease = fresh.lock("api").unwrap();
+        assert_eq!(n_of(&fresh.load("api").unwrap().unwrap()), 3);
+    }
+    assert_eq!(*events.lock(), [("api".to_owned(), StoreEvent::Recovered)]);
+    assert_eq!(n_of(&store.load("api").unwrap().unwrap()), 3);
 }
 
 #[test]
@@ -245,4 +264,36 @@ fn a_change_reaches_the_other_instance_by_pub_sub_well_within_1s() {
     });
     eprintln!("pub/sub: the other instance was told after {:?}", start.elapsed());
     assert_eq!(n_of(&b.load("api").unwrap().unwrap()), 1);
+}
+
+/// Redis restarted empty (no persistence) is not a logout: each instance writes back the newest
+/// token it holds, and the others converge on it. A real logout is not undone.
+#[test]
+fn redis_back_empty_gets_the_newest_token_back_but_a_logout_stays() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("empty");
+    let (b, _d2) = server.store("empty");
+    a.save("api", &token(1)).unwrap();
+    a.save("gone", &token(1)).unwrap();
+    assert_eq!(n_of(&b.load("api").unwrap().unwrap()), 1);
+    assert!(b.remove("gone").unwrap());
+    // A's refresher re-reads on the change and sees the removal.
+    assert!(a.load("gone").unwrap().is_none());
+    let port = server.port();
+    drop(server);
+    within(Duration::from_secs(2), "down", || {
+        a.health().unwrap().unavailable.is_some()
+    });
+    let server = RedisServer::start_on(port).unwrap();
+    within(Duration::from_secs(3), "written back", || {
+        server.cli(&["HEXISTS", "empty:token:api", "v"]).trim() == "1"
+    });
+    assert_eq!(n_of(&b.load("api").unwrap().unwrap()), 1);
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 1);
+    // `gone` was removed before the restart, and every instance that read since knows it.
+    assert!(a.load("gone").unwrap().is_none(), "a logout is not undone");
+    assert!(b.load("gone").unwrap().is_none(), "a logout is not undone");
+    assert_eq!(server.cli(&["EXISTS", "empty:token:gone"]).trim(), "0");
 }

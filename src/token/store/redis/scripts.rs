@@ -56,6 +56,21 @@ return had
     )
 });
 
+/// KEYS: token hash. ARGV: sealed token, fingerprint, channel, provider. Writes the token only
+/// if the hash does not exist at all: Redis came back empty (restarted without persistence,
+/// or failed over to a replica that had nothing). A removal keeps the hash (its `gen`), so a
+/// logout is never undone by this. 1 if written.
+static RESEED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'fp', ARGV[2], 'gen', 1)
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+",
+    )
+});
+
 /// KEYS: lease. ARGV: owner, TTL in ms. 1 if renewed, 0 if the lease is not ours any more.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -90,6 +105,10 @@ pub fn write() -> redis::ScriptInvocation<'static> {
 
 pub fn remove() -> redis::ScriptInvocation<'static> {
     REMOVE.prepare_invoke()
+}
+
+pub fn reseed() -> redis::ScriptInvocation<'static> {
+    RESEED.prepare_invoke()
 }
 
 pub fn renew() -> redis::ScriptInvocation<'static> {

@@ -1,15 +1,15 @@
-//! The watcher: one thread per store that keeps the instance's copy current and knows whether
+//! The watcher: two threads per store that keep the instance's copy current and know whether
 //! Redis answers.
 //!
 //! - It subscribes to `<prefix>:changed` and bumps the provider's [`tokio::sync::watch`]
 //!   counter on each message, so the refresher re-reads at once (the engine's 5 s re-read is the
 //!   fallback when a message is lost).
 //! - It pings Redis every [`PING_EVERY`]; a failed call (any call of the store) marks Redis
-//!   unavailable, a ping that answers marks it available again, stages the tokens kept on local
-//!   disk, and bumps every provider so each re-reads (nothing missed while away stays missed).
+//!   unavailable, a ping that answers marks it available again, writes back what Redis lost if
+//!   it came back empty, stages the tokens kept on local disk, and bumps every provider so each re-reads (nothing missed while away stays missed).
 //!
-//! It holds only a weak reference to the store and stops within [`READ_TICK`] of the last
-//! clone being dropped.
+//! They hold only a weak reference to the store and stop within [`READ_TICK`] (plus a call
+//! in progress) of the last clone being dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -27,11 +27,20 @@ pub const PING_EVERY: Duration = Duration::from_millis(500);
 /// How long one wait for a message lasts before the watcher looks at the time again.
 const READ_TICK: Duration = Duration::from_millis(250);
 
-#[derive(Default)]
 pub struct Watch {
     senders: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// Why Redis is unavailable, if it is.
+    /// Why Redis is unavailable, if it is. Unavailable until the first ping answers: the first
+    /// answer also stages what a previous run kept on local disk.
     unavailable: Mutex<Option<String>>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            senders: Mutex::default(),
+            unavailable: Mutex::new(Some("Redis has not answered yet".to_owned())),
+        }
+    }
 }
 
 impl Watch {
@@ -72,7 +81,7 @@ impl Watch {
     /// A ping answered; `true` if Redis was unavailable until now.
     fn answered(&self) -> bool {
         let was = self.unavailable.lock().take();
-        if was.is_some() {
+        if was.as_deref().is_some_and(|w| !w.ends_with("not answered yet")) {
             tracing::info!("the token store (Redis) answers again");
         }
         was.is_some()
@@ -80,24 +89,39 @@ impl Watch {
 }
 
 pub fn start(inner: &Arc<Inner>) {
-    let weak = Arc::downgrade(inner);
-    let spawned = std::thread::Builder::new()
-        .name("redis-watch".to_owned())
-        .spawn(move || run(&weak));
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "can't start the Redis watcher; other instances' refreshes are noticed every 5 s");
+    // Two threads: a subscriber can block in a connect or a read while Redis is stopped, and the
+    // ping must go on regardless to notice it.
+    for (name, run) in [
+        ("redis-watch", subscribe as fn(&Weak<Inner>)),
+        ("redis-ping", ping as fn(&Weak<Inner>)),
+    ] {
+        let weak = Arc::downgrade(inner);
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || run(&weak));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, thread = name, "can't start a Redis watcher thread; other instances' refreshes are noticed every 5 s");
+        }
     }
 }
 
-fn run(weak: &Weak<Inner>) {
+fn ping(weak: &Weak<Inner>) {
     let mut next_ping = Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         ping_if_due(&inner, &mut next_ping);
+        drop(inner);
+        std::thread::sleep(READ_TICK);
+    }
+}
+
+fn subscribe(weak: &Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
         let mut conn = match inner.link.connect() {
             Ok(c) => c,
-            Err(e) => {
-                inner.watch.failed(&e);
+            Err(_) => {
+                // The pinger reports it; try again shortly.
                 drop(inner);
                 std::thread::sleep(READ_TICK);
                 continue;
@@ -123,12 +147,8 @@ fn run(weak: &Weak<Inner>) {
                     Err(_) => inner.watch.bump_all(),
                 },
                 Err(e) if e.is_timeout() => {}
-                Err(e) => {
-                    inner.watch.failed(&e);
-                    break;
-                }
+                Err(_) => break,
             }
-            ping_if_due(&inner, &mut next_ping);
         }
     }
 }
@@ -145,6 +165,7 @@ fn ping_if_due(inner: &Inner, next_ping: &mut Instant) {
     {
         Ok(_) => {
             if inner.watch.answered() {
+                inner.reseed_all();
                 inner.flush_pending();
                 inner.watch.bump_all();
             }
