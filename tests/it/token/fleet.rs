@@ -190,13 +190,18 @@ async fn load(fleet: &Fleet, duration: Duration, during: impl std::future::Futur
         .map(|instance| {
             let (addr, ok, bad) = (instance.listen, ok.clone(), bad.clone());
             tokio::spawn(async move {
+                // One keep-alive connection per instance (a new one after a failure): a fresh
+                // connection per request would leave thousands in TIME_WAIT and run the
+                // machine out of ephemeral ports, failing requests for the test's own reason.
+                let mut conn = None;
                 let mut tick = tokio::time::interval(Duration::from_millis(25));
                 while Instant::now() < end {
                     tick.tick().await;
-                    match get(addr).await {
+                    match get(addr, &mut conn).await {
                         Some(200) => ok.fetch_add(1, Ordering::Relaxed),
                         other => {
                             eprintln!("{addr}: {other:?}");
+                            conn = None;
                             bad.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -211,19 +216,26 @@ async fn load(fleet: &Fleet, duration: Duration, during: impl std::future::Futur
     (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed))
 }
 
-async fn get(addr: SocketAddr) -> Option<u16> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn get(addr: SocketAddr, conn: &mut Option<Sender>) -> Option<u16> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(c);
+        *conn = Some(tx);
+    }
+    let tx = conn.as_mut()?;
+    tx.ready().await.ok()?;
     let req = http::Request::get("http://api.test/items")
         .header("host", "api.test")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = tx.send_request(req).await.ok()?;
     let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
+    resp.into_body().collect().await.ok()?;
     Some(status)
 }
 
