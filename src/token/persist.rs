@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::EngineContext;
 use super::error::{Fault, TokenError, chain};
 use super::source::{Renewed, Source};
-use super::store::{StoreLock, StoredToken, TokenStore};
+use super::store::{StoreError, StoreLock, StoredToken, TokenStore};
 
 /// The stored token, if any. A corrupt or unreadable file is logged and treated as no token: the
 /// next save replaces it.
@@ -140,9 +140,28 @@ pub async fn renew_locked(
         base: base.cloned(),
         removed,
     };
-    let guard = lock(ctx, provider)
-        .await
-        .map_err(|e| fail(e, base, false))?;
+    let guard = match lock(ctx, provider).await {
+        Ok(guard) => guard,
+        // A shared store that can't be reached gives no lease: no refresh token is spent
+        // without one. A grant that needs neither a person nor a refresh token goes on alone.
+        Err(TokenError::Store(e @ StoreError::Redis { .. })) if source.needs_no_person() => {
+            tracing::warn!(
+                error = %chain(&e),
+                "the token store can't be reached; obtaining a new token with the primary grant (no refresh token is spent without the lease)"
+            );
+            let renewed = source
+                .renew(ctx, None)
+                .await
+                .map_err(|e| fail(e, base, false))?;
+            let save_error = save(&ctx.store, provider, renewed.token()).await.err();
+            return Ok(Outcome {
+                kind: Kind::New,
+                token: renewed.into_token(),
+                save_error,
+            });
+        }
+        Err(e) => return Err(fail(e, base, false)),
+    };
     let loaded = load(&ctx.store, provider).await;
     let removed = base_stored && matches!(loaded, Ok(None));
     let stored = match loaded {
@@ -176,16 +195,14 @@ pub async fn renew_locked(
     let call = source.renew(ctx, base.as_ref());
     let renewed = match guard.remaining() {
         None => call.await,
-        Some(left) if left < ctx.client.timeout() + LEASE_MARGIN => Err(TokenError::Store(
-            super::store::StoreError::LeaseShort {
+        Some(left) if left < ctx.client.timeout() + LEASE_MARGIN => {
+            Err(TokenError::Store(StoreError::LeaseShort {
                 left_ms: left.as_millis() as u64,
-            },
-        )),
+            }))
+        }
         Some(left) => tokio::time::timeout(left - LEASE_MARGIN, call)
             .await
-            .unwrap_or(Err(TokenError::Store(
-                super::store::StoreError::LeaseShort { left_ms: 0 },
-            ))),
+            .unwrap_or(Err(TokenError::Store(StoreError::LeaseShort { left_ms: 0 }))),
     };
     let renewed = match renewed {
         Ok(r) => r,

@@ -297,3 +297,64 @@ fn redis_back_empty_gets_the_newest_token_back_but_a_logout_stays() {
     assert!(b.load("gone").unwrap().is_none(), "a logout is not undone");
     assert_eq!(server.cli(&["EXISTS", "empty:token:gone"]).trim(), "0");
 }
+
+mod engine {
+    //! The engine on a Redis store that can't be reached: a grant that needs no person gets new
+    //! tokens with its primary grant and never spends a refresh token without the lease; one
+    //! that needs a person makes no token call at all.
+
+    use std::sync::Arc;
+
+    use credproxy::clock::Clock;
+    use credproxy::token::TokenStore;
+
+    use crate::support::redis::RedisServer;
+    use crate::support::token::*;
+
+    /// A store whose Redis was stopped for good (its port now refuses connections).
+    fn gone_redis() -> Option<(Arc<dyn TokenStore>, tempfile::TempDir)> {
+        let server = RedisServer::start()?;
+        let (store, dir) = server.store("gone");
+        drop(server);
+        Some((Arc::new(store), dir))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_redis_a_password_grant_renews_with_the_password_not_the_refresh_token() {
+        let Some((store, _dir)) = gone_redis() else {
+            return;
+        };
+        let _tick = ticker();
+        let clock = Clock::new();
+        let server = TokenServer::start(clock).await;
+        let p = provider(
+            "api",
+            &server.url(),
+            &format!("username = \"{USERNAME}\"\npassword = \"{PASSWORD}\""),
+        );
+        let mut engine = Engine::start(p, store, clock);
+        assert_eq!(engine.next_event().await, "ok");
+        assert_eq!(engine.next_event().await, "ok", "renewed at its time");
+        assert_eq!(server.grants("password"), 2);
+        assert_eq!(server.grants("refresh_token"), 0, "a refresh token spent without the lease");
+        engine.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_redis_a_login_grant_makes_no_token_call() {
+        let Some((store, _dir)) = gone_redis() else {
+            return;
+        };
+        let _tick = ticker();
+        let clock = Clock::new();
+        let server = TokenServer::start(clock).await;
+        let extra = format!(
+            "grant = \"authorization_code\"\nauthorize_url = \"{}/authorize\"",
+            server.url()
+        );
+        let mut engine = Engine::start(provider("api", &server.url(), &extra), store, clock);
+        assert_eq!(engine.next_event().await, "transient_error");
+        assert_eq!(server.token_calls(), 0);
+        engine.stop().await;
+    }
+}
