@@ -306,3 +306,54 @@ async fn redis_restarted_empty_mid_load_costs_no_request_and_no_reuse() {
     let back = restarted.lock().take().unwrap();
     assert_eq!(back.cli(&["HEXISTS", "fleet:token:api", "v"]).trim(), "1", "written back");
 }
+
+fn credproxy(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 18 item 7: `check --online` connects to the Redis store, `status` reads it (the proxy
+/// not running), and both say `store_unavailable` plainly when Redis is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_and_status_work_on_the_redis_store() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fleet = Fleet::start(0, &redis).await;
+    let config = fleet.dir.path().join("alone.toml");
+    std::fs::write(
+        &config,
+        config_text(fleet.dir.path(), &fleet.fake, &fleet.redis_url, 0, free_port()),
+    )
+    .unwrap();
+    let check = ["check", "--online"];
+    let (code, out) = credproxy(&check, &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("store  ok: Redis answers at {}", redis.url())), "{out}");
+    let (code, out) = credproxy(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("store: redis ok"), "{out}");
+    let api = out.lines().find(|l| l.starts_with("api")).unwrap_or_default();
+    // The login's token, read from Redis (5 s tokens: it may have expired by now).
+    assert!(api.contains("stored") || api.contains("expired"), "{out}");
+    assert!(!api.contains("no_token"), "{out}");
+
+    drop(redis);
+    let (code, out) = credproxy(&check, &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("store  failed: Redis can't be reached"), "{out}");
+    let (code, out) = credproxy(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("store_unavailable"), "{out}");
+    assert!(!out.contains(KEY), "{out}");
+}
