@@ -201,7 +201,10 @@ async fn probe_store(config: &Config) -> bool {
     let store = match crate::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {})) {
         Ok(s) => s,
         Err(e) => {
-            println!("  store  failed: can't open the token store at {at}: {}", super::healthcheck::one_line(&e));
+            println!(
+                "  store  failed: can't open the token store at {at}: {}",
+                super::healthcheck::one_line(&e)
+            );
             return false;
         }
     };

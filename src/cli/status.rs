@@ -99,10 +99,11 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
     let dir = &config.proxy.state_dir;
     let store: Option<Arc<dyn TokenStore>> = match &config.store {
         StoreSettings::File if !dir.is_dir() => None,
-        StoreSettings::File => Some(Arc::new(
-            FileStore::open(dir)
-                .with_context(|| format!("can't open the token store in {}", dir.display()))?,
-        )),
+        StoreSettings::File => {
+            Some(Arc::new(FileStore::open(dir).with_context(|| {
+                format!("can't open the token store in {}", dir.display())
+            })?))
+        }
         StoreSettings::Redis(_) => Some(
             crate::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {}))
                 .with_context(|| {
@@ -141,7 +142,12 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
         StoreSettings::File => None,
         StoreSettings::Redis(_) => Some(StoreStatus {
             kind: "redis".to_owned(),
-            state: if unavailable.is_some() { "store_unavailable" } else { "ok" }.to_owned(),
+            state: if unavailable.is_some() {
+                "store_unavailable"
+            } else {
+                "ok"
+            }
+            .to_owned(),
             reason: unavailable,
         }),
     };

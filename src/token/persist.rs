@@ -202,7 +202,9 @@ pub async fn renew_locked(
         }
         Some(left) => tokio::time::timeout(left - LEASE_MARGIN, call)
             .await
-            .unwrap_or(Err(TokenError::Store(StoreError::LeaseShort { left_ms: 0 }))),
+            .unwrap_or(Err(TokenError::Store(StoreError::LeaseShort {
+                left_ms: 0,
+            }))),
     };
     let renewed = match renewed {
         Ok(r) => r,

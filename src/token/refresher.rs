@@ -114,7 +114,6 @@ async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     }
     // No counter, or its store is gone: nothing will ever move.
     std::future::pending().await
-
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -153,15 +153,17 @@ pub fn open(
                 })?),
                 None => None,
             };
-            Ok(std::sync::Arc::new(RedisStore::open(redis::RedisOptions {
-                endpoint,
-                key: r.encryption_key.0,
-                key_prefix: r.key_prefix.clone(),
-                pending_dir: proxy.state_dir.join("redis-pending"),
-                root_cert,
-                lease_ttl: redis::LEASE_TTL,
-                events,
-            })?))
+            Ok(std::sync::Arc::new(RedisStore::open(
+                redis::RedisOptions {
+                    endpoint,
+                    key: r.encryption_key.0,
+                    key_prefix: r.key_prefix.clone(),
+                    pending_dir: proxy.state_dir.join("redis-pending"),
+                    root_cert,
+                    lease_ttl: redis::LEASE_TTL,
+                    events,
+                },
+            )?))
         }
     }
 }

@@ -42,7 +42,9 @@ impl Ctx<'_> {
                 }
                 StoreSettings::File
             }
-            Some(("redis", _)) => self.redis(s, span).map_or(StoreSettings::File, StoreSettings::Redis),
+            Some(("redis", _)) => self
+                .redis(s, span)
+                .map_or(StoreSettings::File, StoreSettings::Redis),
             Some((other, span)) => {
                 self.err(
                     span,
@@ -66,13 +68,15 @@ impl Ctx<'_> {
                 );
                 None
             }
-            Some(u) => self.string(u, "store.url").and_then(|v| match Endpoint::parse(&v) {
-                Ok(_) => Some(crate::secret::Secret::from(v)),
-                Err(e) => {
-                    self.err(u.span(), "store.url", e);
-                    None
-                }
-            }),
+            Some(u) => self
+                .string(u, "store.url")
+                .and_then(|v| match Endpoint::parse(&v) {
+                    Ok(_) => Some(crate::secret::Secret::from(v)),
+                    Err(e) => {
+                        self.err(u.span(), "store.url", e);
+                        None
+                    }
+                }),
         };
         let key = match &s.encryption_key {
             None => {
@@ -121,7 +125,8 @@ impl Ctx<'_> {
             None => Some("credproxy".to_owned()),
             Some(p) => self.string(p, "store.key_prefix").and_then(|v| {
                 let ok = !v.is_empty()
-                    && v.chars().all(|c| c.is_ascii_graphic() && c != '{' && c != '}');
+                    && v.chars()
+                        .all(|c| c.is_ascii_graphic() && c != '{' && c != '}');
                 if ok {
                     Some(v)
                 } else {
@@ -162,7 +167,11 @@ mod tests {
     fn errors(text: &str) -> Vec<(usize, String, String)> {
         match load_str(text, "c.toml", &env) {
             Ok(_) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|e| (e.line, e.key, e.message)).collect(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| (e.line, e.key, e.message))
+                    .collect()
+            }
         }
     }
 
@@ -189,16 +198,25 @@ mod tests {
         assert_eq!(keys, ["store.url", "store.encryption_key"], "{missing:?}");
         assert!(missing[1].2.contains("/dev/urandom"), "{missing:?}");
 
-        let short = errors("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"${SHORT_KEY}\"\n");
+        let short = errors(
+            "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"${SHORT_KEY}\"\n",
+        );
         assert_eq!(short.len(), 1, "{short:?}");
-        assert_eq!((short[0].0, short[0].1.as_str()), (4, "store.encryption_key"));
+        assert_eq!(
+            (short[0].0, short[0].1.as_str()),
+            (4, "store.encryption_key")
+        );
         assert!(short[0].2.contains("decodes to 5 bytes"), "{short:?}");
 
-        let garbage = errors("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"not base64 SECRETVALUE!\"\n");
+        let garbage = errors(
+            "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"not base64 SECRETVALUE!\"\n",
+        );
         assert!(garbage[0].2.contains("is not base64"), "{garbage:?}");
         assert!(!garbage[0].2.contains("SECRETVALUE"), "{garbage:?}");
 
-        let url = errors(&format!("[store]\nkind = \"redis\"\nurl = \"http://:hunter2@h\"\nencryption_key = \"{KEY}\"\n"));
+        let url = errors(&format!(
+            "[store]\nkind = \"redis\"\nurl = \"http://:hunter2@h\"\nencryption_key = \"{KEY}\"\n"
+        ));
         assert_eq!((url[0].0, url[0].1.as_str()), (3, "store.url"));
         assert!(!url[0].2.contains("hunter2"), "{url:?}");
 
@@ -207,9 +225,14 @@ mod tests {
 
         let file_with_url = errors("[store]\nurl = \"redis://h\"\n");
         assert_eq!(file_with_url[0].1, "store.url");
-        assert!(file_with_url[0].2.contains("kind = \"redis\""), "{file_with_url:?}");
+        assert!(
+            file_with_url[0].2.contains("kind = \"redis\""),
+            "{file_with_url:?}"
+        );
 
-        let prefix = errors(&format!("[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"{KEY}\"\nkey_prefix = \"a b\"\n"));
+        let prefix = errors(&format!(
+            "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"{KEY}\"\nkey_prefix = \"a b\"\n"
+        ));
         assert_eq!((prefix[0].0, prefix[0].1.as_str()), (5, "store.key_prefix"));
 
         let typo = errors("[store]\nkind = \"redis\"\nurll = \"x\"\n");

@@ -407,7 +407,10 @@ impl Inner {
             },
         );
         Ok(Some(lease::Lease::start(
-            provider, owner, started, self.lease_ttl,
+            provider,
+            owner,
+            started,
+            self.lease_ttl,
         )))
     }
 }

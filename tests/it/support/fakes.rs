@@ -918,14 +918,19 @@ async fn oauth2_reuse_of_a_refresh_token_revokes_the_whole_grant() {
         .await
         .json();
     let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
-    let second = client.post(&token_url, FORM, refresh(&rt1), &[]).await.json();
+    let second = client
+        .post(&token_url, FORM, refresh(&rt1), &[])
+        .await
+        .json();
     let (at2, rt2) = (
         second["access_token"].as_str().unwrap().to_owned(),
         second["refresh_token"].as_str().unwrap().to_owned(),
     );
     assert_eq!(fake.grants_revoked(), 0);
     assert_eq!(
-        api_get(&client, &format!("{}/api", fake.ip_url()), &at2).await.status,
+        api_get(&client, &format!("{}/api", fake.ip_url()), &at2)
+            .await
+            .status,
         200
     );
     // The replay of rt1 revokes everything, rt2 and at2 included.
@@ -934,7 +939,9 @@ async fn oauth2_reuse_of_a_refresh_token_revokes_the_whole_grant() {
     let after = client.post(&token_url, FORM, refresh(&rt2), &[]).await;
     assert_eq!(after.json()["error"], "invalid_grant");
     assert_eq!(
-        api_get(&client, &format!("{}/api", fake.ip_url()), &at2).await.status,
+        api_get(&client, &format!("{}/api", fake.ip_url()), &at2)
+            .await
+            .status,
         401
     );
 }

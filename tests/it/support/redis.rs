@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use credproxy::token::store::RedisStore;
-use credproxy::token::store::redis::{Endpoint, LEASE_TTL, RedisOptions, StoreEvent};
+use credproxy::token::store::redis::{Endpoint, LEASE_TTL, RedisOptions, StoreEvents};
 
 pub struct RedisServer {
     child: Child,
@@ -82,7 +82,7 @@ impl RedisServer {
         &self,
         prefix: &str,
         lease_ttl: Duration,
-        events: std::sync::Arc<dyn Fn(&str, StoreEvent) + Send + Sync>,
+        events: StoreEvents,
     ) -> (RedisStore, tempfile::TempDir) {
         self.open(prefix, [42; 32], lease_ttl, events)
     }
@@ -92,7 +92,7 @@ impl RedisServer {
         &self,
         prefix: &str,
         pending_dir: &std::path::Path,
-        events: std::sync::Arc<dyn Fn(&str, StoreEvent) + Send + Sync>,
+        events: StoreEvents,
     ) -> RedisStore {
         RedisStore::open(RedisOptions {
             endpoint: Endpoint::parse(&self.url()).unwrap(),
@@ -116,7 +116,7 @@ impl RedisServer {
         prefix: &str,
         key: [u8; 32],
         lease_ttl: Duration,
-        events: std::sync::Arc<dyn Fn(&str, StoreEvent) + Send + Sync>,
+        events: StoreEvents,
     ) -> (RedisStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedisStore::open(RedisOptions {

@@ -737,10 +737,9 @@ async fn refresh_elsewhere(server: &TokenServer, refresh_token: &str) -> serde_j
     use http_body_util::BodyExt as _;
     let addr = server.url().trim_start_matches("http://").to_owned();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("grant_type", "refresh_token")
@@ -793,7 +792,11 @@ async fn a_refresh_token_refused_after_another_instance_rotated_it_adopts_its_to
     release.notify_one();
 
     assert_eq!(engine.next_event().await, "adopted");
-    assert_eq!(server.reuse(), 1, "our call was the second use of the first refresh token");
+    assert_eq!(
+        server.reuse(),
+        1,
+        "our call was the second use of the first refresh token"
+    );
     assert_eq!(engine.reader.snapshot().phase, Phase::Ready);
     assert_eq!(engine.token().unwrap(), peer.access_token.expose());
     // The next refresh spends the other instance's refresh token, and works.

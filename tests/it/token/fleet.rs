@@ -110,7 +110,10 @@ impl Fleet {
         }
         for instance in &fleet.instances {
             let deadline = Instant::now() + Duration::from_secs(30);
-            while tokio::net::TcpStream::connect(instance.listen).await.is_err() {
+            while tokio::net::TcpStream::connect(instance.listen)
+                .await
+                .is_err()
+            {
                 assert!(Instant::now() < deadline, "an instance did not start");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -122,8 +125,9 @@ impl Fleet {
     async fn login(&self) {
         let text = config_text(self.dir.path(), &self.fake, &self.redis_url, 0, 1);
         let config = credproxy::config::load_str(&text, "fleet.toml", &|_| None).unwrap();
-        let store = credproxy::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {}))
-            .unwrap();
+        let store =
+            credproxy::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {}))
+                .unwrap();
         let roots = credproxy::tls::roots(config.proxy.ca_file.as_deref()).unwrap();
         let ctx = credproxy::token::EngineContext::new(
             credproxy::token::TokenHttp::new(roots).unwrap(),
@@ -172,7 +176,10 @@ impl Fleet {
                     .filter(|l| !l.contains("status=200") && !l.contains(" INFO "))
                     .map(|l| format!("{l}\n"))
                     .collect();
-                format!("--- instance {i} ({})\n{lines}", self.instances[i].config.display())
+                format!(
+                    "--- instance {i} ({})\n{lines}",
+                    self.instances[i].config.display()
+                )
             })
             .collect()
     }
@@ -180,7 +187,11 @@ impl Fleet {
 
 /// Requests through every instance for `duration`, one at a time per instance, every 25 ms:
 /// (answered 200, anything else).
-async fn load(fleet: &Fleet, duration: Duration, during: impl std::future::Future<Output = ()>) -> (usize, usize) {
+async fn load(
+    fleet: &Fleet,
+    duration: Duration,
+    during: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
     let ok = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(AtomicUsize::new(0));
     let end = Instant::now() + duration;
@@ -255,7 +266,12 @@ fn assert_one_fleet(fleet: &Fleet, duration: Duration, ok: usize, bad: usize) {
     let logs = || fleet.logs();
     assert_eq!(bad, 0, "requests not answered 200\n{}", logs());
     assert!(ok > 0);
-    assert_eq!(fleet.fake.refresh_reuse(), 0, "a refresh token was spent twice\n{}", logs());
+    assert_eq!(
+        fleet.fake.refresh_reuse(),
+        0,
+        "a refresh token was spent twice\n{}",
+        logs()
+    );
     assert_eq!(fleet.fake.grants_revoked(), 0);
     // The schedule refreshes at half to three quarters of the lifetime: one fleet makes about
     // duration / (that) calls; N fleets acting alone would make N times as many.
@@ -304,7 +320,11 @@ async fn redis_restarted_empty_mid_load_costs_no_request_and_no_reuse() {
     report("redis restart", &fleet, duration, ok, bad);
     assert_one_fleet(&fleet, duration, ok, bad);
     let back = restarted.lock().take().unwrap();
-    assert_eq!(back.cli(&["HEXISTS", "fleet:token:api", "v"]).trim(), "1", "written back");
+    assert_eq!(
+        back.cli(&["HEXISTS", "fleet:token:api", "v"]).trim(),
+        "1",
+        "written back"
+    );
 }
 
 fn credproxy(args: &[&str], config: &Path) -> (i32, String) {
@@ -333,17 +353,29 @@ async fn check_online_and_status_work_on_the_redis_store() {
     let config = fleet.dir.path().join("alone.toml");
     std::fs::write(
         &config,
-        config_text(fleet.dir.path(), &fleet.fake, &fleet.redis_url, 0, free_port()),
+        config_text(
+            fleet.dir.path(),
+            &fleet.fake,
+            &fleet.redis_url,
+            0,
+            free_port(),
+        ),
     )
     .unwrap();
     let check = ["check", "--online"];
     let (code, out) = credproxy(&check, &config);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("store  ok: Redis answers at {}", redis.url())), "{out}");
+    assert!(
+        out.contains(&format!("store  ok: Redis answers at {}", redis.url())),
+        "{out}"
+    );
     let (code, out) = credproxy(&["status"], &config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("store: redis ok"), "{out}");
-    let api = out.lines().find(|l| l.starts_with("api")).unwrap_or_default();
+    let api = out
+        .lines()
+        .find(|l| l.starts_with("api"))
+        .unwrap_or_default();
     // The login's token, read from Redis (5 s tokens: it may have expired by now).
     assert!(api.contains("stored") || api.contains("expired"), "{out}");
     assert!(!api.contains("no_token"), "{out}");
@@ -351,7 +383,10 @@ async fn check_online_and_status_work_on_the_redis_store() {
     drop(redis);
     let (code, out) = credproxy(&check, &config);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("store  failed: Redis can't be reached"), "{out}");
+    assert!(
+        out.contains("store  failed: Redis can't be reached"),
+        "{out}"
+    );
     let (code, out) = credproxy(&["status"], &config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("store_unavailable"), "{out}");

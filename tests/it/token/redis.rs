@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use credproxy::secret::Secret;
-use credproxy::token::store::redis::StoreEvent;
+use credproxy::token::store::redis::{StoreEvent, StoreEvents};
 use credproxy::token::store::{StoreError, StoredToken, TokenStore, fingerprint};
 
 use crate::support::redis::RedisServer;
@@ -28,7 +28,11 @@ fn token(n: i64) -> StoredToken {
         refresh_token: Some(Secret::from(format!("RT-SECRET-{n}"))),
         expires_at: Some(4_000_000_000),
         obtained_at: 1_800_000_000 + n,
-        fingerprint: fingerprint("https://auth.example/token", Some("id"), "authorization_code"),
+        fingerprint: fingerprint(
+            "https://auth.example/token",
+            Some("id"),
+            "authorization_code",
+        ),
         secrets: BTreeMap::from([("apiKey".to_owned(), Secret::from("KEY-SECRET"))]),
         details: BTreeMap::new(),
     }
@@ -40,7 +44,7 @@ fn n_of(t: &StoredToken) -> i64 {
 
 type Events = Arc<Mutex<Vec<(String, StoreEvent)>>>;
 
-fn recorder() -> (Events, Arc<dyn Fn(&str, StoreEvent) + Send + Sync>) {
+fn recorder() -> (Events, StoreEvents) {
     let events: Events = Arc::default();
     let sink = events.clone();
     (
@@ -67,7 +71,10 @@ fn what_redis_holds_is_sealed_and_bound_to_its_place() {
     let (store, _dir) = server.store("sealed");
     store.save("api", &token(1)).unwrap();
     let raw = server.cli(&["HGETALL", "sealed:token:api"]);
-    assert!(!raw.contains("SECRET"), "a secret in Redis in the clear: {raw}");
+    assert!(
+        !raw.contains("SECRET"),
+        "a secret in Redis in the clear: {raw}"
+    );
     assert!(raw.contains(&token(1).fingerprint), "{raw}");
     assert_eq!(store.load("api").unwrap(), Some(token(1)));
 
@@ -98,10 +105,17 @@ fn the_lease_is_renewed_while_held_and_released_on_drop() {
     let held = a.lock("api").unwrap();
     // Three TTLs: without renewal the lease would be gone twice over.
     std::thread::sleep(ttl * 3);
-    assert!(b.try_lock("api").unwrap().is_none(), "the lease lapsed while held");
+    assert!(
+        b.try_lock("api").unwrap().is_none(),
+        "the lease lapsed while held"
+    );
     let left = held.remaining().expect("a lease has a remaining time");
     assert!(left > ttl / 3 && left <= ttl, "{left:?}");
-    let pttl: i64 = server.cli(&["PTTL", "lease:lease:api"]).trim().parse().unwrap();
+    let pttl: i64 = server
+        .cli(&["PTTL", "lease:lease:api"])
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pttl > 0 && pttl <= 600, "{pttl}");
     drop(held);
     // Released by its owner at once, not left to expire.
@@ -132,7 +146,11 @@ fn a_holder_that_lost_its_lease_commits_nothing_and_its_token_is_recovered() {
     let err = a.save("api", &token(3)).unwrap_err();
     assert!(matches!(err, StoreError::NotCommitted { .. }), "{err:?}");
     drop(a_lease);
-    assert_eq!(n_of(&b.load("api").unwrap().unwrap()), 3, "readers see the newest token");
+    assert_eq!(
+        n_of(&b.load("api").unwrap().unwrap()),
+        3,
+        "readers see the newest token"
+    );
     assert_eq!(server.cli(&["HEXISTS", "lost:token:api", "pv"]).trim(), "1");
 
     // The next holder commits it.
@@ -262,7 +280,10 @@ fn a_change_reaches_the_other_instance_by_pub_sub_well_within_1s() {
     within(Duration::from_secs(1), "notified", || {
         changes.has_changed().unwrap()
     });
-    eprintln!("pub/sub: the other instance was told after {:?}", start.elapsed());
+    eprintln!(
+        "pub/sub: the other instance was told after {:?}",
+        start.elapsed()
+    );
     assert_eq!(n_of(&b.load("api").unwrap().unwrap()), 1);
 }
 
@@ -336,7 +357,11 @@ mod engine {
         assert_eq!(engine.next_event().await, "ok");
         assert_eq!(engine.next_event().await, "ok", "renewed at its time");
         assert_eq!(server.grants("password"), 2);
-        assert_eq!(server.grants("refresh_token"), 0, "a refresh token spent without the lease");
+        assert_eq!(
+            server.grants("refresh_token"),
+            0,
+            "a refresh token spent without the lease"
+        );
         engine.stop().await;
     }
 

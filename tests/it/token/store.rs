@@ -312,8 +312,11 @@ store_contract!(file_store, || {
 });
 // A real redis-server on a free port, stopped when the test ends (with the store's temp dir
 // for kept tokens).
-store_contract!(redis_store, optional || {
-    let server = crate::support::redis::RedisServer::start()?;
-    let (store, dir) = server.store("contract");
-    Some((store, (dir, server)))
-});
+store_contract!(
+    redis_store,
+    optional || {
+        let server = crate::support::redis::RedisServer::start()?;
+        let (store, dir) = server.store("contract");
+        Some((store, (dir, server)))
+    }
+);

@@ -150,8 +150,8 @@ impl Endpoint {
                 service,
                 node,
             } => {
-                let node = SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(node.clone());
+                let node =
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(node.clone());
                 let mut sentinel = SentinelClient::build(
                     sentinels.clone(),
                     service.as_str(),
@@ -240,7 +240,9 @@ mod tests {
         }
         let e = Endpoint::parse("ftp://u:hunter2@h").unwrap_err();
         assert!(!e.contains("hunter2") && e.contains("u:***@h"), "{e}");
-        let shown = Endpoint::parse("redis://:hunter2@h:1/0").unwrap().to_string();
+        let shown = Endpoint::parse("redis://:hunter2@h:1/0")
+            .unwrap()
+            .to_string();
         assert_eq!(shown, "redis://:***@h:1/0");
         let e = Endpoint::parse("redis+sentinel://:hunter2@h").unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");

@@ -113,7 +113,11 @@ mod tests {
         // Two seals of one value differ (fresh nonces).
         assert_ne!(sealed, key.seal(b"at-SECRET", &ad));
         // Another provider, prefix or fingerprint, or another key: refused.
-        for other in [aad("cp", "api2", "fp1"), aad("cp2", "api", "fp1"), aad("cp", "api", "fp2")] {
+        for other in [
+            aad("cp", "api2", "fp1"),
+            aad("cp2", "api", "fp1"),
+            aad("cp", "api", "fp2"),
+        ] {
             assert_eq!(key.open(&sealed, &other), Err(OpenError::Key));
         }
         assert_eq!(

@@ -81,7 +81,10 @@ impl Watch {
     /// A ping answered; `true` if Redis was unavailable until now.
     fn answered(&self) -> bool {
         let was = self.unavailable.lock().take();
-        if was.as_deref().is_some_and(|w| !w.ends_with("not answered yet")) {
+        if was
+            .as_deref()
+            .is_some_and(|w| !w.ends_with("not answered yet"))
+        {
             tracing::info!("the token store (Redis) answers again");
         }
         was.is_some()
@@ -159,10 +162,7 @@ fn ping_if_due(inner: &Inner, next_ping: &mut Instant) {
         return;
     }
     *next_ping = now + PING_EVERY;
-    match inner
-        .link
-        .call(|c| redis::cmd("PING").query::<String>(c))
-    {
+    match inner.link.call(|c| redis::cmd("PING").query::<String>(c)) {
         Ok(_) => {
             if inner.watch.answered() {
                 inner.reseed_all();
