@@ -530,6 +530,61 @@ mod tests {
         assert_eq!(body(&resp), "{\"ready\":true}\n");
     }
 
+    /// Issue 18 item 6: a Redis store that does not answer is `store_unavailable` in `/readyz`
+    /// (which stays 200 while the tokens held are usable) and in `/status`.
+    #[tokio::test]
+    async fn a_shared_store_away_is_store_unavailable_but_not_unready() {
+        use crate::token::store::redis::{Endpoint, LEASE_TTL, RedisOptions};
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens on a port just closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = crate::token::store::RedisStore::open(RedisOptions {
+            endpoint: Endpoint::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap(),
+            key: [1; 32],
+            key_prefix: "t".into(),
+            pending_dir: dir.path().join("pending"),
+            root_cert: None,
+            lease_ttl: LEASE_TTL,
+            events: Arc::new(|_, _| {}),
+        })
+        .unwrap();
+        let (w, r) = credential::channel();
+        let state = AdminState::new(vec![(provider("a"), r)], Arc::new(Metrics::new(&["a"])))
+            .with_store(Arc::new(store));
+        let c = Credential::bearer(
+            &Secret::from("tok"),
+            &[],
+            1,
+            tokio::time::Instant::now(),
+            None,
+        )
+        .unwrap();
+        w.publish(Snapshot {
+            credential: Some(Arc::new(c)),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+        let resp = handle(&state, &get("/readyz"));
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = serde_json::from_str(&body(&resp)).unwrap();
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["store"]["kind"], "redis");
+        assert_eq!(v["store"]["state"], "store_unavailable");
+        let v: serde_json::Value =
+            serde_json::from_str(&body(&handle(&state, &get("/status")))).unwrap();
+        assert_eq!(v["store"]["state"], "store_unavailable");
+        // The file store reports nothing: the document is as before.
+        let (_w, r) = credential::channel();
+        let plain = AdminState::new(vec![(provider("a"), r)], Arc::new(Metrics::new(&["a"])));
+        let v: serde_json::Value =
+            serde_json::from_str(&body(&handle(&plain, &get("/status")))).unwrap();
+        assert!(v.get("store").is_none(), "{v}");
+    }
+
     #[tokio::test]
     async fn methods_paths_and_a_page_that_cannot_be_broken_out_of() {
         let (w, r) = credential::channel();

@@ -115,6 +115,8 @@ struct EngineDeps {
 
 struct State {
     proxy: ProxySettings,
+    /// The `[store]` the token store was opened with (a change needs a restart).
+    store: crate::config::StoreSettings,
     providers: Vec<ProviderTask>,
     listeners: Vec<ListenerEntry>,
     shared: Arc<Shared>,
@@ -345,6 +347,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         admin,
         state: parking_lot::Mutex::new(State {
             proxy: config.proxy.clone(),
+            store: config.store.clone(),
             providers,
             listeners: Vec::new(),
             shared,

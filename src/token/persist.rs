@@ -92,6 +92,12 @@ pub async fn lock(ctx: &EngineContext, provider: &str) -> Result<Box<dyn StoreLo
 /// instance may take the lease could spend the refresh token that instance spends too.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// Unlocks off the async threads: releasing a Redis lease is a network call (a second at worst,
+/// with Redis stopped), and requests must never wait on Redis.
+fn release(guard: Box<dyn StoreLock>) {
+    drop(tokio::task::spawn_blocking(move || drop(guard)));
+}
+
 /// How a locked renewal ended.
 #[derive(Debug)]
 pub enum Kind {
@@ -180,7 +186,7 @@ pub async fn renew_locked(
     let base = match stored {
         Some(s) if s.is_newer_than(base) => {
             if adoptable(&s) {
-                drop(guard);
+                release(guard);
                 return Ok(Outcome {
                     kind: Kind::Adopted,
                     token: s,
@@ -213,7 +219,7 @@ pub async fn renew_locked(
         // in the store: adopt it rather than ask for a login.
         Err(e) if e.fault() == Fault::LoginRequired => {
             if let Some(peer) = rotated_elsewhere(ctx, source, provider, base.as_ref()).await {
-                drop(guard);
+                release(guard);
                 tracing::info!(
                     "the refresh token was refused after another instance rotated it; using that instance's token"
                 );
@@ -228,7 +234,7 @@ pub async fn renew_locked(
         Err(e) => return Err(fail(e, base.as_ref(), removed)),
     };
     let save_error = save(&ctx.store, provider, renewed.token()).await.err();
-    drop(guard);
+    release(guard);
     let kind = match renewed {
         Renewed::New(_) => Kind::New,
         Renewed::Extended(_) => Kind::Extended,
