@@ -113,7 +113,6 @@ struct Held {
     generation: Option<i64>,
 }
 
-
 impl RedisStore {
     /// Opens the store. Does not wait for Redis: an unreachable one is reported by
     /// [`TokenStore::unavailable`] and by the calls that need it.
@@ -143,7 +142,6 @@ impl RedisStore {
             .map_err(|e| self.inner.redis_error("ping", e))
     }
 }
-
 
 impl TokenStore for RedisStore {
     fn load(&self, provider: &str) -> Result<Option<StoredToken>, StoreError> {

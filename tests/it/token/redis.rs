@@ -168,6 +168,22 @@ fn a_holder_that_lost_its_lease_commits_nothing_and_its_token_is_recovered() {
         ]
     );
 
+    // A lease taken over while the new holder's own call still runs: the old holder's commit
+    // is refused for the lease alone (the generation has not moved yet), and the new holder's
+    // lands.
+    let a_lease = a.lock("api").unwrap();
+    a.load("api").unwrap();
+    server.cli(&["DEL", "lost:lease:api"]);
+    let b_lease = b.lock("api").unwrap();
+    b.load("api").unwrap();
+    assert!(matches!(
+        a.save("api", &token(6)),
+        Err(StoreError::NotCommitted { .. })
+    ));
+    b.save("api", &token(7)).unwrap();
+    drop((a_lease, b_lease));
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 7);
+
     // A commit by a holder whose generation is stale is refused too.
     let lease = a.lock("api").unwrap();
     a.load("api").unwrap();
