@@ -360,7 +360,8 @@ fn credproxy(args: &[&str], config: &Path) -> (i32, String) {
 }
 
 /// Issue 18 item 7: `check --online` connects to the Redis store, `status` reads it (the proxy
-/// not running), and both say `store_unavailable` plainly when Redis is gone.
+/// not running), `token` prints the shared token, and `check` and `status` say
+/// `store_unavailable` plainly when Redis is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_and_status_work_on_the_redis_store() {
     let Some(redis) = RedisServer::start() else {
@@ -396,6 +397,12 @@ async fn check_online_and_status_work_on_the_redis_store() {
     // The login's token, read from Redis (5 s tokens: it may have expired by now).
     assert!(api.contains("stored") || api.contains("expired"), "{out}");
     assert!(!api.contains("no_token"), "{out}");
+
+    // `credproxy token` gets the shared token (refreshing it under the lease if it expired).
+    let (code, out) = credproxy(&["token", "api"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.trim().starts_with("oauth2_at_"), "{out}");
+    assert!(fleet.fake.is_valid_token(out.trim()), "{out}");
 
     drop(redis);
     let (code, out) = credproxy(&check, &config);
