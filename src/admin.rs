@@ -8,7 +8,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` while the process serves |
-//! | `GET /readyz` | 200 `{"ready":true}` when every provider holds a usable credential, else 503 `{"ready":false,"providers":[{"name","state","reason"}]}` naming those that don't |
+//! | `GET /readyz` | 200 `{"ready":true}` when every provider holds a usable credential, else 503 `{"ready":false,"providers":[{"name","state","reason"}]}` naming those that don't; with the Redis store, also `"store":{"kind","state":"ok"|"store_unavailable","reason"}` (a store away alone does not make it 503) |
 //! | `GET /metrics` | the OpenMetrics text exposition ([`crate::metrics`]) |
 //! | `GET /status` | [`StatusReport`] as JSON (what `credproxy status` shows) |
 //! | `GET /` | the same as an HTML page rendered here (its rows are in the HTML as sent; inline CSS, no script, no external assets) that reloads itself every 5 s |
@@ -47,8 +47,8 @@ use tokio_util::task::TaskTracker;
 
 pub use client::{AdminTarget, ClientError, get};
 pub use status::{
-    Health, ProviderStatus, StatusReport, assess, expiry, human, lifetime, parse_rfc3339, relative,
-    rfc3339,
+    Health, ProviderStatus, StatusReport, StoreStatus, assess, expiry, human, lifetime,
+    parse_rfc3339, relative, rfc3339,
 };
 
 use crate::clock::Clock;
@@ -92,6 +92,8 @@ pub struct AdminState {
     pub clock: Clock,
     /// The configured routes (a listener or a path prefix per provider); replaced on reload.
     pub routes: arc_swap::ArcSwap<Vec<RouteConfig>>,
+    /// The token store, for its health (`store_unavailable`); `None`: not reported.
+    pub store: Option<Arc<dyn crate::token::TokenStore>>,
 }
 
 impl AdminState {
@@ -106,12 +108,23 @@ impl AdminState {
             started: jiff::Timestamp::now(),
             clock: Clock::new(),
             routes: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            store: None,
         }
     }
 
     /// Show `routes` beside their providers.
     pub fn set_routes(&self, routes: &[RouteConfig]) {
         self.routes.store(Arc::new(routes.to_vec()));
+    }
+
+    /// Report `store`'s health too.
+    pub fn with_store(mut self, store: Arc<dyn crate::token::TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    fn store_status(&self) -> Option<StoreStatus> {
+        self.store.as_deref().and_then(StoreStatus::of)
     }
 
     /// The `/status` document.
@@ -149,6 +162,7 @@ impl AdminState {
                     }
                 })
                 .collect(),
+            store: self.store_status(),
         }
     }
 
@@ -392,15 +406,24 @@ pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         "/readyz" => {
+            // A shared store that is away does not make the instance unready: it serves the
+            // tokens it holds (taking every replica out of service at once would be worse); the
+            // detail says so.
             let not_ready = state.not_ready();
-            if not_ready.is_empty() {
-                json(StatusCode::OK, &serde_json::json!({"ready": true}))
+            let mut body = if not_ready.is_empty() {
+                serde_json::json!({"ready": true})
             } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({"ready": false, "providers": not_ready}),
-                )
+                serde_json::json!({"ready": false, "providers": not_ready})
+            };
+            if let Some(store) = state.store_status() {
+                body["store"] = serde_json::json!(store);
             }
+            let status = if not_ready.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(status, &body)
         }
         "/metrics" => text(StatusCode::OK, METRICS_CONTENT_TYPE, state.metrics_text()),
         "/status" => json(StatusCode::OK, &state.status()),
@@ -521,6 +544,61 @@ mod tests {
         let resp = handle(&state, &get("/readyz"));
         assert_eq!(resp.status(), 200);
         assert_eq!(body(&resp), "{\"ready\":true}\n");
+    }
+
+    /// Issue 18 item 6: a Redis store that does not answer is `store_unavailable` in `/readyz`
+    /// (which stays 200 while the tokens held are usable) and in `/status`.
+    #[tokio::test]
+    async fn a_shared_store_away_is_store_unavailable_but_not_unready() {
+        use crate::token::store::redis::{Endpoint, LEASE_TTL, RedisOptions};
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens on a port just closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = crate::token::store::RedisStore::open(RedisOptions {
+            endpoint: Endpoint::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap(),
+            key: [1; 32],
+            key_prefix: "t".into(),
+            pending_dir: dir.path().join("pending"),
+            root_cert: None,
+            lease_ttl: LEASE_TTL,
+            events: Arc::new(|_, _| {}),
+        })
+        .unwrap();
+        let (w, r) = credential::channel();
+        let state = AdminState::new(vec![(provider("a"), r)], Arc::new(Metrics::new(&["a"])))
+            .with_store(Arc::new(store));
+        let c = Credential::bearer(
+            &Secret::from("tok"),
+            &[],
+            1,
+            tokio::time::Instant::now(),
+            None,
+        )
+        .unwrap();
+        w.publish(Snapshot {
+            credential: Some(Arc::new(c)),
+            phase: Phase::Ready,
+            ..Snapshot::starting()
+        });
+        let resp = handle(&state, &get("/readyz"));
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = serde_json::from_str(&body(&resp)).unwrap();
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["store"]["kind"], "redis");
+        assert_eq!(v["store"]["state"], "store_unavailable");
+        let v: serde_json::Value =
+            serde_json::from_str(&body(&handle(&state, &get("/status")))).unwrap();
+        assert_eq!(v["store"]["state"], "store_unavailable");
+        // The file store reports nothing: the document is as before.
+        let (_w, r) = credential::channel();
+        let plain = AdminState::new(vec![(provider("a"), r)], Arc::new(Metrics::new(&["a"])));
+        let v: serde_json::Value =
+            serde_json::from_str(&body(&handle(&plain, &get("/status")))).unwrap();
+        assert!(v.get("store").is_none(), "{v}");
     }
 
     #[tokio::test]

@@ -43,7 +43,7 @@ pub enum AppError {
     },
     #[error("TLS setup failed")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("can't open the token store in {dir}")]
+    #[error("can't open the token store at {dir}")]
     Store {
         dir: String,
         #[source]
@@ -118,6 +118,8 @@ struct EngineDeps {
 
 struct State {
     proxy: ProxySettings,
+    /// The `[store]` the token store was opened with (a change needs a restart).
+    store: crate::config::StoreSettings,
     providers: Vec<ProviderTask>,
     listeners: Vec<ListenerEntry>,
     shared: Arc<Shared>,
@@ -281,18 +283,20 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         },
     };
 
-    // The token store is opened (its directory created 0700) before anything is served.
-    let dir = &p.state_dir;
-    let store: Arc<dyn crate::token::TokenStore> = Arc::new(
-        crate::token::FileStore::open(dir).map_err(|e| AppError::Store {
-            dir: dir.display().to_string(),
-            source: Box::new(e),
-        })?,
-    );
-    let client = crate::token::TokenHttp::new(roots).map_err(AppError::TokenClient)?;
+    // The metrics come first: the token store counts into them.
     let metrics = Arc::new(Metrics::new(
         &config.providers.iter().map(|p| &p.name).collect::<Vec<_>>(),
     ));
+    // The token store is opened (its directory created 0700) before anything is served.
+    let store = crate::token::store::open(p, &config.store, {
+        let metrics = metrics.clone();
+        Arc::new(move |provider, event| metrics.token_uncommitted(provider, event.as_str()))
+    })
+    .map_err(|e| AppError::Store {
+        dir: crate::token::store::describe(p, &config.store),
+        source: Box::new(e),
+    })?;
+    let client = crate::token::TokenHttp::new(roots).map_err(AppError::TokenClient)?;
     let engine = EngineDeps {
         client,
         store,
@@ -313,10 +317,10 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
 
     let (admin, admin_state) = match admin_bound {
         Some((mut sockets, addr)) => {
-            let state = Arc::new(crate::admin::AdminState::new(
-                admin_providers(&shared),
-                metrics.clone(),
-            ));
+            let state = Arc::new(
+                crate::admin::AdminState::new(admin_providers(&shared), metrics.clone())
+                    .with_store(engine.store.clone()),
+            );
             state.set_routes(&config.routes);
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
@@ -347,6 +351,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         admin,
         state: parking_lot::Mutex::new(State {
             proxy: config.proxy.clone(),
+            store: config.store.clone(),
             providers,
             listeners: Vec::new(),
             shared,

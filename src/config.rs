@@ -38,6 +38,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     pub providers: Vec<Arc<ProviderConfig>>,
     pub routes: Vec<RouteConfig>,
+    /// Where tokens are kept: `state_dir`, or Redis (`[store]`).
+    pub store: StoreSettings,
     /// Things that are allowed but risky (for `credproxy check`).
     pub warnings: Vec<String>,
     /// Things worth knowing that are fine as they are (an exact host under another provider's
@@ -74,6 +76,34 @@ pub struct ProxySettings {
     pub max_connections_per_client: usize,
     /// Add `Via` to upstream requests (`via = true`); responses always get it.
     pub via: bool,
+}
+
+/// `[store]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// One file per provider in `state_dir` (the default).
+    #[default]
+    File,
+    Redis(RedisSettings),
+}
+
+/// `[store] kind = "redis"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// As written (it may carry a password: hence a [`Secret`]); checked to parse.
+    pub url: Secret,
+    pub encryption_key: StoreKey,
+    pub key_prefix: String,
+}
+
+/// The 32-byte `[store] encryption_key`. `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreKey(pub [u8; 32]);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// Where a listener binds.

@@ -6,6 +6,7 @@
 //! | `credproxy_upstream_request_duration_seconds` | histogram | `provider` |
 //! | `credproxy_upstream_unauthorized_total` | counter | `provider`: upstream answers 401, before any replay |
 //! | `credproxy_token_refresh_total` | counter | `provider`, `result` |
+//! | `credproxy_token_uncommitted_total` | counter | `provider`, `event` (`kept`, `recovered`): Redis store only |
 //! | `credproxy_token_expiry_timestamp_seconds` | gauge | `provider` |
 //! | `credproxy_inflight_requests` | gauge | |
 //! | `credproxy_build_info` | gauge (always 1) | `version` |
@@ -60,6 +61,12 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UncommittedLabels {
+    provider: Arc<str>,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -71,6 +78,7 @@ struct Families {
     requests: Family<RequestLabels, Counter>,
     upstream_duration: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     token_refresh: Family<RefreshLabels, Counter>,
+    token_uncommitted: Family<UncommittedLabels, Counter>,
     token_expiry: Family<ProviderLabel, Gauge>,
     upstream_401: Family<ProviderLabel, Counter>,
     /// Requests per provider, all codes together, for `/status` (not exposed: it is the sum of
@@ -144,6 +152,13 @@ impl Metrics {
             "Token refresh attempts by provider and result",
             token_refresh.clone(),
         );
+        let token_uncommitted = Family::<UncommittedLabels, Counter>::default();
+        registry.register(
+            "token_uncommitted",
+            "Tokens obtained but not committed to the shared store: kept (staged for the next \
+             lease holder, or on local disk while Redis is away) and recovered (committed later)",
+            token_uncommitted.clone(),
+        );
         let token_expiry = Family::<ProviderLabel, Gauge>::default();
         registry.register_with_unit(
             "token_expiry_timestamp",
@@ -182,6 +197,7 @@ impl Metrics {
             requests,
             upstream_duration,
             token_refresh,
+            token_uncommitted,
             token_expiry,
             upstream_401,
             provider_requests: Family::default(),
@@ -312,6 +328,18 @@ impl Metrics {
             .get_or_create(&RefreshLabels {
                 provider: Arc::from(provider),
                 result,
+            })
+            .inc();
+    }
+
+    /// Count a token the shared store could not commit (`kept`) or a later holder committed
+    /// (`recovered`).
+    pub fn token_uncommitted(&self, provider: &str, event: &'static str) {
+        self.families
+            .token_uncommitted
+            .get_or_create(&UncommittedLabels {
+                provider: Arc::from(provider),
+                event,
             })
             .inc();
     }

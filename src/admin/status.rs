@@ -20,6 +20,34 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     pub providers: Vec<ProviderStatus>,
+    /// The shared token store's state; absent for the file store (nothing can be away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// `{"kind": "redis", "state": "ok" | "store_unavailable", "reason": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub kind: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl StoreStatus {
+    pub fn of(store: &dyn crate::token::TokenStore) -> Option<StoreStatus> {
+        let health = store.health()?;
+        Some(StoreStatus {
+            kind: health.kind.to_owned(),
+            state: if health.unavailable.is_some() {
+                "store_unavailable"
+            } else {
+                "ok"
+            }
+            .to_owned(),
+            reason: health.unavailable,
+        })
+    }
 }
 
 /// One provider's public state.

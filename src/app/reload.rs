@@ -22,10 +22,14 @@ impl Running {
     /// Apply a new, already validated config (SIGHUP). On error the old config stays in force.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AppError> {
         let mut summary = ReloadSummary::default();
-        let old_proxy = self.state.lock().proxy.clone();
+        let (old_proxy, old_store) = {
+            let st = self.state.lock();
+            (st.proxy.clone(), st.store.clone())
+        };
         let p = &config.proxy;
         for (what, changed) in [
             ("state_dir", p.state_dir != old_proxy.state_dir),
+            ("store", config.store != old_store),
             ("admin_listen", p.admin_listen != old_proxy.admin_listen),
             (
                 "max_connections",

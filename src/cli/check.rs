@@ -6,6 +6,8 @@
 //! never touches the tokens `credproxy run` keeps.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::token::{self, StoreKind, human_duration};
 use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
@@ -122,6 +124,7 @@ async fn online(config: &Config) -> bool {
             return false;
         }
     };
+    let store_ok = probe_store(config).await;
     let probes =
         futures_util::future::join_all(config.providers.iter().map(|p| probe(p, &ctx))).await;
     let width = config
@@ -130,7 +133,7 @@ async fn online(config: &Config) -> bool {
         .map(|p| p.name.len())
         .max()
         .unwrap_or(0);
-    let mut all_ok = true;
+    let mut all_ok = store_ok;
     for (p, result) in config.providers.iter().zip(probes) {
         let name = &p.name;
         match result {
@@ -144,6 +147,42 @@ async fn online(config: &Config) -> bool {
         }
     }
     all_ok
+}
+
+/// With `[store] kind = "redis"`: connect and see Redis answer (nothing is read or written).
+/// Whether it did; prints a line either way.
+async fn probe_store(config: &Config) -> bool {
+    let crate::config::StoreSettings::Redis(_) = &config.store else {
+        return true;
+    };
+    let at = crate::token::store::describe(&config.proxy, &config.store);
+    let store = match crate::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {})) {
+        Ok(s) => s,
+        Err(e) => {
+            println!(
+                "  store  failed: can't open the token store at {at}: {}",
+                super::healthcheck::one_line(&e)
+            );
+            return false;
+        }
+    };
+    // The store's pinger reports within about a second; give it three.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let health = store.health();
+        match health.as_ref().and_then(|h| h.unavailable.as_deref()) {
+            None => {
+                println!("  store  ok: Redis answers at {at}");
+                return true;
+            }
+            Some(why) if tokio::time::Instant::now() >= deadline => {
+                println!("  store  failed: {why}");
+                println!("         hint: check [store] url ({at}) and that Redis answers there");
+                return false;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 async fn probe(p: &ProviderConfig, ctx: &EngineContext) -> Probe {

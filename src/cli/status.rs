@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::admin::{self, AdminTarget, ProviderStatus, StatusReport, expiry, lifetime, relative};
-use crate::config::Config;
-use crate::token::store::{FileStore, TokenStore};
+use std::sync::Arc;
+
+use crate::admin::{
+    self, AdminTarget, ProviderStatus, StatusReport, StoreStatus, expiry, lifetime, relative,
+};
+use crate::config::{Config, StoreSettings};
+use crate::token::store::{FileStore, StoreError, TokenStore};
 
 use super::{ConfigArg, EXIT_RUNTIME};
 
@@ -91,31 +95,65 @@ fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// Each provider's stored token, without creating the state directory when there is none.
+/// Each provider's stored token, without creating the state directory when there is none; with
+/// the Redis store, read from Redis (and `store_unavailable` when it can't be reached).
 fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
     let dir = &config.proxy.state_dir;
-    let store = if dir.is_dir() {
-        Some(
-            FileStore::open(dir)
-                .with_context(|| format!("can't open the token store in {}", dir.display()))?,
-        )
-    } else {
-        None
+    let store: Option<Arc<dyn TokenStore>> = match &config.store {
+        StoreSettings::File if !dir.is_dir() => None,
+        StoreSettings::File => {
+            Some(Arc::new(FileStore::open(dir).with_context(|| {
+                format!("can't open the token store in {}", dir.display())
+            })?))
+        }
+        StoreSettings::Redis(_) => Some(
+            crate::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {}))
+                .with_context(|| {
+                    format!(
+                        "can't open the token store at {}",
+                        crate::token::store::describe(&config.proxy, &config.store)
+                    )
+                })?,
+        ),
     };
     let now = now_unix();
+    let mut unavailable = None;
     let providers = config
         .providers
         .iter()
         .map(|p| match store.as_ref().map(|s| s.load(&p.name)) {
             None | Some(Ok(None)) => ProviderStatus::from_stored(p, None, now),
             Some(Ok(Some(t))) => ProviderStatus::from_stored(p, Some(&t), now),
+            Some(Err(e @ StoreError::Redis { .. })) => {
+                let reason = super::healthcheck::one_line(&e);
+                unavailable.get_or_insert(reason.clone());
+                ProviderStatus {
+                    state: "store_unavailable".to_owned(),
+                    last_error: Some(reason),
+                    ..ProviderStatus::from_stored(p, None, now)
+                }
+            }
             Some(Err(e)) => ProviderStatus::unreadable(p, super::healthcheck::one_line(&e), now),
         })
         .collect();
+    let store = match &config.store {
+        StoreSettings::File => None,
+        StoreSettings::Redis(_) => Some(StoreStatus {
+            kind: "redis".to_owned(),
+            state: if unavailable.is_some() {
+                "store_unavailable"
+            } else {
+                "ok"
+            }
+            .to_owned(),
+            reason: unavailable,
+        }),
+    };
     Ok(StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: None,
         providers,
+        store,
     })
 }
 
@@ -196,6 +234,13 @@ fn table(report: &StatusReport, now: i64) -> String {
         facts.extend(p.details.iter().map(|(k, v)| format!("{k}={v}")));
         out.push_str(&format!("{}: {}\n", p.name, facts.join(" · ")));
     }
+    if let Some(store) = &report.store {
+        out.push_str(&format!("store: {} {}", store.kind, store.state));
+        if let Some(reason) = &store.reason {
+            out.push_str(&format!(" ({})", reason.replace(['\n', '\r'], " ")));
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -256,6 +301,7 @@ mod tests {
         });
         let never = provider("static", "ready", |p| p.preset = "static".into());
         StatusReport {
+            store: None,
             version: "0".into(),
             started_at: None,
             providers: vec![ready, amber, red, never],

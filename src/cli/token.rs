@@ -22,9 +22,7 @@ use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
 use crate::clock::Clock;
 use crate::config::{AuthConfig, Config, ProviderConfig};
 use crate::token::error::chain;
-use crate::token::{
-    EngineContext, Fault, FileStore, MemoryStore, TokenError, TokenHttp, TokenStore,
-};
+use crate::token::{EngineContext, Fault, MemoryStore, TokenError, TokenHttp, TokenStore};
 
 /// Print a valid access token for a provider, and nothing else (for scripts).
 #[derive(Debug, clap::Args)]
@@ -208,15 +206,22 @@ pub fn engine(config: &Config, store: StoreKind) -> Result<EngineContext, Failur
     let store: Arc<dyn TokenStore> = match store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::State => {
-            let dir = &config.proxy.state_dir;
-            Arc::new(FileStore::open(dir).map_err(|e| {
-                Failure::runtime(anyhow::Error::new(e).context("can't open the token store")).hint(
-                    format!(
-                        "set proxy.state_dir to a directory you can write (now {})",
-                        dir.display()
-                    ),
-                )
-            })?)
+            crate::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {})).map_err(
+                |e| {
+                    let hint = match &config.store {
+                        crate::config::StoreSettings::File => format!(
+                            "set proxy.state_dir to a directory you can write (now {})",
+                            config.proxy.state_dir.display()
+                        ),
+                        crate::config::StoreSettings::Redis(_) => format!(
+                            "check [store] url ({}) and that Redis answers there",
+                            crate::token::store::describe(&config.proxy, &config.store)
+                        ),
+                    };
+                    Failure::runtime(anyhow::Error::new(e).context("can't open the token store"))
+                        .hint(hint)
+                },
+            )?
         }
     };
     Ok(EngineContext::new(

@@ -21,6 +21,17 @@ pub struct FileConfig {
     pub providers: BTreeMap<String, Spanned<FileProvider>>,
     #[serde(default)]
     pub routes: Vec<Spanned<FileRoute>>,
+    pub store: Option<Spanned<FileStore>>,
+}
+
+/// `[store]`: where tokens are kept (the state directory, or Redis shared by N instances).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    pub kind: Option<Str>,
+    pub url: Option<Str>,
+    pub encryption_key: Option<FileSecret>,
+    pub key_prefix: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -91,6 +91,7 @@ pub fn load_str(
                     .is_some_and(|r| r.starts_with(['.', '[']))
         })
     };
+    let store = ctx.store(parsed.store.as_ref());
     let mut errors = type_errors;
     errors.extend(ctx.errors.into_iter().filter(|e| !repeats(e)));
     if !errors.is_empty() {
@@ -102,6 +103,7 @@ pub fn load_str(
         proxy,
         providers,
         routes,
+        store,
         warnings,
         notes,
     })

@@ -7,11 +7,12 @@
 //! before anything uses it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::EngineContext;
-use super::error::{TokenError, chain};
+use super::error::{Fault, TokenError, chain};
 use super::source::{Renewed, Source};
-use super::store::{StoreLock, StoredToken, TokenStore};
+use super::store::{StoreError, StoreLock, StoredToken, TokenStore};
 
 /// The stored token, if any. A corrupt or unreadable file is logged and treated as no token: the
 /// next save replaces it.
@@ -86,6 +87,17 @@ pub async fn lock(ctx: &EngineContext, provider: &str) -> Result<Box<dyn StoreLo
     }
 }
 
+/// A token call under a lease that expires (Redis) starts only with the call's timeout plus this
+/// left, and is cut this long before the lease runs out: a call still running when another
+/// instance may take the lease could spend the refresh token that instance spends too.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Unlocks off the async threads: releasing a Redis lease is a network call (a second at worst,
+/// with Redis stopped), and requests must never wait on Redis.
+fn release(guard: Box<dyn StoreLock>) {
+    drop(tokio::task::spawn_blocking(move || drop(guard)));
+}
+
 /// How a locked renewal ended.
 #[derive(Debug)]
 pub enum Kind {
@@ -134,9 +146,28 @@ pub async fn renew_locked(
         base: base.cloned(),
         removed,
     };
-    let guard = lock(ctx, provider)
-        .await
-        .map_err(|e| fail(e, base, false))?;
+    let guard = match lock(ctx, provider).await {
+        Ok(guard) => guard,
+        // A shared store that can't be reached gives no lease: no refresh token is spent
+        // without one. A grant that needs neither a person nor a refresh token goes on alone.
+        Err(TokenError::Store(e @ StoreError::Redis { .. })) if source.needs_no_person() => {
+            tracing::warn!(
+                error = %chain(&e),
+                "the token store can't be reached; obtaining a new token with the primary grant (no refresh token is spent without the lease)"
+            );
+            let renewed = source
+                .renew(ctx, None)
+                .await
+                .map_err(|e| fail(e, base, false))?;
+            let save_error = save(&ctx.store, provider, renewed.token()).await.err();
+            return Ok(Outcome {
+                kind: Kind::New,
+                token: renewed.into_token(),
+                save_error,
+            });
+        }
+        Err(e) => return Err(fail(e, base, false)),
+    };
     let loaded = load(&ctx.store, provider).await;
     let removed = base_stored && matches!(loaded, Ok(None));
     let stored = match loaded {
@@ -155,7 +186,7 @@ pub async fn renew_locked(
     let base = match stored {
         Some(s) if s.is_newer_than(base) => {
             if adoptable(&s) {
-                drop(guard);
+                release(guard);
                 return Ok(Outcome {
                     kind: Kind::Adopted,
                     token: s,
@@ -167,12 +198,43 @@ pub async fn renew_locked(
         _ if removed => None,
         _ => base.cloned(),
     };
-    let renewed = source
-        .renew(ctx, base.as_ref())
-        .await
-        .map_err(|e| fail(e, base.as_ref(), removed))?;
+    let call = source.renew(ctx, base.as_ref());
+    let renewed = match guard.remaining() {
+        None => call.await,
+        Some(left) if left < ctx.client.timeout() + LEASE_MARGIN => {
+            Err(TokenError::Store(StoreError::LeaseShort {
+                left_ms: left.as_millis() as u64,
+            }))
+        }
+        Some(left) => tokio::time::timeout(left - LEASE_MARGIN, call)
+            .await
+            .unwrap_or(Err(TokenError::Store(StoreError::LeaseShort {
+                left_ms: 0,
+            }))),
+    };
+    let renewed = match renewed {
+        Ok(r) => r,
+        // The refresh token was refused. If another instance rotated it meanwhile (its lease
+        // was taken over after a pause or a failover, so both spent one token), its token is
+        // in the store: adopt it rather than ask for a login.
+        Err(e) if e.fault() == Fault::LoginRequired => {
+            if let Some(peer) = rotated_elsewhere(ctx, source, provider, base.as_ref()).await {
+                release(guard);
+                tracing::info!(
+                    "the refresh token was refused after another instance rotated it; using that instance's token"
+                );
+                return Ok(Outcome {
+                    kind: Kind::Adopted,
+                    token: peer,
+                    save_error: None,
+                });
+            }
+            return Err(fail(e, base.as_ref(), removed));
+        }
+        Err(e) => return Err(fail(e, base.as_ref(), removed)),
+    };
     let save_error = save(&ctx.store, provider, renewed.token()).await.err();
-    drop(guard);
+    release(guard);
     let kind = match renewed {
         Renewed::New(_) => Kind::New,
         Renewed::Extended(_) => Kind::Extended,
@@ -182,4 +244,18 @@ pub async fn renew_locked(
         token: renewed.into_token(),
         save_error,
     })
+}
+
+/// After a refused refresh token: the stored token, if it carries another refresh token than the
+/// one just refused (another instance rotated it).
+async fn rotated_elsewhere(
+    ctx: &EngineContext,
+    source: &Source,
+    provider: &str,
+    spent: Option<&StoredToken>,
+) -> Option<StoredToken> {
+    let spent = spent?.refresh_token.as_ref()?;
+    let stored = load(&ctx.store, provider).await.ok()??;
+    let other = stored.refresh_token.as_ref().is_some_and(|rt| rt != spent);
+    (other && source.accepts(&stored)).then_some(stored)
 }

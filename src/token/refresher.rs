@@ -78,6 +78,9 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         rejections: RejectionFilter::default(),
         learned: None,
     };
+    // A shared store says when another instance changed the token (Redis pub/sub); the 5 s
+    // re-read stays as the fallback.
+    let mut changes = r.ctx.store.changes(&r.provider.name);
     r.start().await;
     loop {
         let (next, poll) = (r.state.timer(), r.next_poll);
@@ -85,13 +88,16 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             _ = r.ctx.cancel.cancelled() => break,
             _ = sleep_until(next) => Event::Timer,
             _ = tokio::time::sleep_until(poll) => Event::Poll,
+            _ = changed(&mut changes) => Event::Changed,
             (g, why) = r.writer.rejected() => Event::Rejected(g, why),
             g = r.writer.wall_jumped() => Event::WallJump(g),
         };
         match event {
             Event::Timer => r.renew(false).await,
-            Event::Poll => {
-                r.next_poll = r.ctx.clock.now() + LOGIN_POLL;
+            Event::Poll | Event::Changed => {
+                if matches!(event, Event::Poll) {
+                    r.next_poll = r.ctx.clock.now() + LOGIN_POLL;
+                }
                 if r.reschedule_after_wall_jump() {
                     r.renew(false).await;
                 } else if r.state.awaits_login() {
@@ -118,9 +124,21 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
 enum Event {
     Timer,
     Poll,
+    Changed,
     Rejected(u64, Rejection),
     /// A request found this generation expired by a jump of the wall clock.
     WallJump(u64),
+}
+
+/// The store's change counter moved (never, for a store that can't tell).
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = changes
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    // No counter, or its store is gone: nothing will ever move.
+    std::future::pending().await
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -103,6 +103,15 @@ impl Source {
         }
     }
 
+    /// Whether a new token can be had without a person and without spending a refresh token:
+    /// the primary grant of client credentials or a password, or BlendVision's login and mint.
+    pub fn needs_no_person(&self) -> bool {
+        match self {
+            Source::OAuth2(s) => s.cfg.grant.is_unattended(),
+            Source::BlendVision(_) => true,
+        }
+    }
+
     /// At start, for a stored token: ask the introspection endpoint whether it is still active
     /// and until when (Apicbase). On failure, the stored expiry stands.
     pub async fn check_stored(&self, ctx: &EngineContext, mut t: StoredToken) -> StoredToken {

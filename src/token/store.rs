@@ -7,6 +7,8 @@
 //! - [`FileStore`]: one JSON file per provider under `state_dir`, mode 0600 in a 0700 directory
 //!   whatever the umask, written atomically (temp file, fsync, rename, fsync of the directory), and
 //!   an advisory `flock` on `<provider>.lock`.
+//! - [`RedisStore`]: shared by N instances (DESIGN.md, "Many instances"): a lease per provider,
+//!   commits conditional on the generation read, values sealed with AES-256-GCM.
 //! - [`MemoryStore`]: in-memory, for tests of the modules that use a store.
 //!
 //! How the token engine uses it (DESIGN.md, "Token store"): `run`, `login`, `token` and `logout` may
@@ -33,10 +35,12 @@ use crate::secret::Secret;
 
 mod file;
 mod memory;
+pub mod redis;
 mod time;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// What is kept for a provider between runs.
 ///
@@ -109,10 +113,87 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Takes the lock if nobody holds it; `None` if someone does.
     fn try_lock(&self, provider: &str) -> Result<Option<Box<dyn StoreLock>>, StoreError>;
+
+    /// A counter that moves when another process may have changed this provider's token, for
+    /// stores that can tell (Redis: pub/sub). `None`: re-reading on a timer is all there is.
+    fn changes(&self, _provider: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// How a store that can be away is doing (`/status`, `/readyz`, `credproxy status`); `None`
+    /// for stores with nothing to report (file, memory). Answers at once, from what the store
+    /// last saw: never waits on the network.
+    fn health(&self) -> Option<StoreHealth> {
+        None
+    }
+}
+
+/// What [`TokenStore::health`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// `"redis"`.
+    pub kind: &'static str,
+    /// Why the store can't be used right now (`store_unavailable`); `None` when it works.
+    pub unavailable: Option<String>,
+}
+
+/// The store the configuration asks for: the file store in `state_dir`, or Redis (`[store]`),
+/// whose tokens kept while Redis is away go under `state_dir/redis-pending/`. `events` counts
+/// what only the Redis store does ([`redis::StoreEvent`]).
+pub fn open(
+    proxy: &crate::config::ProxySettings,
+    settings: &crate::config::StoreSettings,
+    events: redis::StoreEvents,
+) -> Result<std::sync::Arc<dyn TokenStore>, StoreError> {
+    use crate::config::StoreSettings;
+    match settings {
+        StoreSettings::File => Ok(std::sync::Arc::new(FileStore::open(&proxy.state_dir)?)),
+        StoreSettings::Redis(r) => {
+            let endpoint = redis::Endpoint::parse(r.url.expose())
+                .map_err(|message| StoreError::Url { message })?;
+            let root_cert = match &proxy.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|source| StoreError::Read {
+                    path: path.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            Ok(std::sync::Arc::new(RedisStore::open(
+                redis::RedisOptions {
+                    endpoint,
+                    key: r.encryption_key.0,
+                    key_prefix: r.key_prefix.clone(),
+                    pending_dir: proxy.state_dir.join("redis-pending"),
+                    root_cert,
+                    lease_ttl: redis::LEASE_TTL,
+                    events,
+                },
+            )?))
+        }
+    }
+}
+
+/// Where the configured store is, for messages: the state directory or the Redis URL (its
+/// password hidden).
+pub fn describe(
+    proxy: &crate::config::ProxySettings,
+    settings: &crate::config::StoreSettings,
+) -> String {
+    match settings {
+        crate::config::StoreSettings::File => proxy.state_dir.display().to_string(),
+        crate::config::StoreSettings::Redis(r) => redis::Endpoint::parse(r.url.expose())
+            .map_or_else(|_| "Redis".to_owned(), |e| e.to_string()),
+    }
 }
 
 /// Holds a provider's lock; dropping it unlocks.
-pub trait StoreLock: Send {}
+pub trait StoreLock: Send {
+    /// How long the lock is certain to be held still, for locks that expire (a Redis lease);
+    /// `None`: until dropped. A token call starts only with enough left.
+    fn remaining(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
 
 /// Errors from a [`TokenStore`]. Messages name files, never their contents.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +250,28 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// `url` has any password replaced by `***`.
+    #[error("the token store at {url} failed to {what}")]
+    Redis {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("the stored token of {provider} can't be opened; it will be replaced on the next save")]
+    Sealed {
+        provider: String,
+        #[source]
+        source: redis::seal::OpenError,
+    },
+    #[error("{message}")]
+    Url { message: String },
+    #[error(
+        "the token store lease has {left_ms} ms left, too little for a token call; retrying with a new lease"
+    )]
+    LeaseShort { left_ms: u64 },
+    #[error("the new token of {provider} was not committed: {why}; it is kept for the next holder")]
+    NotCommitted { provider: String, why: &'static str },
 }
 
 impl StoreError {
@@ -177,7 +280,7 @@ impl StoreError {
     pub fn is_unusable_token(&self) -> bool {
         matches!(
             self,
-            StoreError::Corrupt { .. } | StoreError::Version { .. }
+            StoreError::Corrupt { .. } | StoreError::Version { .. } | StoreError::Sealed { .. }
         )
     }
 }

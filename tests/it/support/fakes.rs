@@ -881,6 +881,71 @@ async fn oauth2_json_format_password_refresh_introspect_revoke() {
     assert_eq!((fake.introspect_calls(), fake.revoke_calls()), (2, 1));
 }
 
+/// `revoke_on_reuse`: a refresh token presented twice revokes the grant; the rotated refresh
+/// token and the access tokens stop working too (what a double spend costs a fleet).
+#[tokio::test]
+async fn oauth2_reuse_of_a_refresh_token_revokes_the_whole_grant() {
+    let ca = TestCa::new();
+    let options = OAuth2Options {
+        client_auth: ClientAuth::Body,
+        revoke_on_reuse: true,
+        ..OAuth2Options::default()
+    };
+    let fake = OAuth2Fake::start_with(&ca, options.clone()).await;
+    let client = TestClient::new(&ca);
+    let token_url = format!("{}/token", fake.ip_url());
+    let refresh = |rt: &str| {
+        form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", &options.client_id),
+            ("client_secret", &options.client_secret),
+        ])
+    };
+    let code = fake.issue_code();
+    let first = client
+        .post(
+            &token_url,
+            FORM,
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &options.client_id),
+                ("client_secret", &options.client_secret),
+            ]),
+            &[],
+        )
+        .await
+        .json();
+    let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let second = client
+        .post(&token_url, FORM, refresh(&rt1), &[])
+        .await
+        .json();
+    let (at2, rt2) = (
+        second["access_token"].as_str().unwrap().to_owned(),
+        second["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(fake.grants_revoked(), 0);
+    assert_eq!(
+        api_get(&client, &format!("{}/api", fake.ip_url()), &at2)
+            .await
+            .status,
+        200
+    );
+    // The replay of rt1 revokes everything, rt2 and at2 included.
+    let replay = client.post(&token_url, FORM, refresh(&rt1), &[]).await;
+    assert_eq!((replay.status.as_u16(), fake.grants_revoked()), (400, 1));
+    let after = client.post(&token_url, FORM, refresh(&rt2), &[]).await;
+    assert_eq!(after.json()["error"], "invalid_grant");
+    assert_eq!(
+        api_get(&client, &format!("{}/api", fake.ip_url()), &at2)
+            .await
+            .status,
+        401
+    );
+}
+
 #[tokio::test]
 async fn oauth2_authorization_code_with_pkce_and_denial() {
     let ca = TestCa::new();

@@ -25,6 +25,7 @@ pub mod fields;
 pub mod http;
 pub mod logs;
 pub mod proxy;
+pub mod redis;
 pub mod security;
 pub mod server;
 pub mod tls;

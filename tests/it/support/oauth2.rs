@@ -31,7 +31,7 @@ use super::http::{
     Reject, Reply, content_type, json_reply, method_not_allowed, require_media_type,
 };
 use super::tls::TestCa;
-use super::tokens::{CodeBook, CodeGrant, Grantee, TokenBook};
+use super::tokens::{CodeBook, CodeGrant, Grantee, RefreshError, TokenBook};
 
 mod client_auth;
 
@@ -78,6 +78,9 @@ pub struct OAuth2Options {
     pub lifetime: Duration,
     pub expires_in: ExpiresIn,
     pub rotate_refresh: bool,
+    /// A spent refresh token presented again revokes the whole grant (reuse detection, RFC 9700
+    /// §4.14.2), as Auth0, Okta and others do: everyone sharing it is logged out.
+    pub revoke_on_reuse: bool,
     pub consent: Consent,
     /// Served as `GET /.well-known/oauth-authorization-server` (RFC 8414); `None`: 404.
     pub metadata: Option<Value>,
@@ -97,6 +100,7 @@ impl Default for OAuth2Options {
             lifetime: Duration::from_secs(3600),
             expires_in: ExpiresIn::Number,
             rotate_refresh: true,
+            revoke_on_reuse: false,
             consent: Consent::Allow,
             metadata: None,
             redirect_iss: None,
@@ -115,6 +119,7 @@ struct Counters {
     introspect: AtomicUsize,
     revoke: AtomicUsize,
     metadata: AtomicUsize,
+    grants_revoked: AtomicUsize,
 }
 
 impl Counters {
@@ -207,6 +212,11 @@ impl OAuth2Fake {
     pub fn introspect_calls(&self) -> usize {
         self.state.counters.introspect.load(Ordering::SeqCst)
     }
+    /// Grants revoked because a refresh token was reused (`revoke_on_reuse`).
+    pub fn grants_revoked(&self) -> usize {
+        self.state.counters.grants_revoked.load(Ordering::SeqCst)
+    }
+
     pub fn revoke_calls(&self) -> usize {
         self.state.counters.revoke.load(Ordering::SeqCst)
     }
@@ -330,10 +340,17 @@ impl State {
             }
             "refresh_token" => {
                 fields.expect(&["grant_type", "refresh_token"], &with(&["scope"]))?;
+                let presented = fields.require("refresh_token")?;
                 let original = self
                     .tokens
-                    .use_refresh(fields.require("refresh_token")?, options.rotate_refresh)
-                    .map_err(|e| e.reject())?;
+                    .use_refresh(presented, options.rotate_refresh)
+                    .map_err(|e| {
+                        if e == RefreshError::Spent && options.revoke_on_reuse {
+                            self.tokens.revoke_grant_of(presented);
+                            self.counters.grants_revoked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        e.reject()
+                    })?;
                 grantee = narrow_scope(original, fields.get("scope"))?;
                 options.rotate_refresh
             }

@@ -180,6 +180,24 @@ impl TokenBook {
         Ok(entry.grantee.clone())
     }
 
+    /// What a server with reuse detection does on a replay (RFC 9700 §4.14.2): the whole grant
+    /// goes, every refresh and access token issued to that client and user. How many refresh
+    /// tokens were still live.
+    pub fn revoke_grant_of(&self, token: &str) -> usize {
+        let mut refresh = self.refresh.lock();
+        let Some(family) = refresh.get(token).map(|t| t.grantee.clone()) else {
+            return 0;
+        };
+        let same = |g: &Grantee| g.client_id == family.client_id && g.username == family.username;
+        let mut live = 0;
+        for t in refresh.values_mut().filter(|t| same(&t.grantee)) {
+            live += usize::from(!t.spent);
+            t.spent = true;
+        }
+        self.access.lock().retain(|_, a| !same(&a.grantee));
+        live
+    }
+
     pub fn is_refresh_live(&self, token: &str) -> bool {
         self.refresh.lock().get(token).is_some_and(|t| !t.spent)
     }

@@ -812,3 +812,78 @@ async fn a_lifetime_learned_from_an_early_rejection_is_at_least_five_seconds() {
     );
     engine.stop().await;
 }
+
+/// Spends `refresh_token` at `server` as another instance would; the token set it got.
+async fn refresh_elsewhere(server: &TokenServer, refresh_token: &str) -> serde_json::Value {
+    use http_body_util::BodyExt as _;
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", refresh_token)
+        .append_pair("client_id", CLIENT_ID)
+        .append_pair("client_secret", CLIENT_SECRET)
+        .finish();
+    let req = http::Request::post("/token")
+        .header("host", &addr)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "the other instance's refresh");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Issue 18 item 4: the refresh token is refused because another instance spent it while our
+/// call was in flight (its lease had taken over after ours lapsed) and committed the rotated
+/// one. The engine re-reads, adopts that instance's token, and asks nobody to log in; its next
+/// refresh spends the other instance's refresh token.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_token_refused_after_another_instance_rotated_it_adopts_its_token() {
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    let p = code_provider(&server);
+    let store = memory();
+    let (cli, _) = context(store.clone(), clock);
+    credproxy::token::login_with_code(&p, &cli, &server.issue_code(), None, None)
+        .await
+        .unwrap();
+    let mut engine = Engine::start(p.clone(), store.clone(), clock);
+    assert_eq!(engine.next_event().await, "adopted");
+    let first = store.load("api").unwrap().unwrap();
+
+    let release = Arc::new(Notify::new());
+    server.push(Step::Hold(release.clone()));
+    server.state.held.notified().await; // our refresh, with the first refresh token, waits
+    let theirs = refresh_elsewhere(&server, first.refresh_token.as_ref().unwrap().expose()).await;
+    let mut peer = first.clone();
+    peer.access_token = credproxy::secret::Secret::from(theirs["access_token"].as_str().unwrap());
+    peer.refresh_token = Some(credproxy::secret::Secret::from(
+        theirs["refresh_token"].as_str().unwrap(),
+    ));
+    peer.obtained_at = clock.unix_now();
+    peer.expires_at = Some(clock.unix_now() + 100);
+    store.save("api", &peer).unwrap();
+    release.notify_one();
+
+    assert_eq!(engine.next_event().await, "adopted");
+    assert_eq!(
+        server.reuse(),
+        1,
+        "our call was the second use of the first refresh token"
+    );
+    assert_eq!(engine.reader.snapshot().phase, Phase::Ready);
+    assert_eq!(engine.token().unwrap(), peer.access_token.expose());
+    // The next refresh spends the other instance's refresh token, and works.
+    assert_eq!(engine.next_event().await, "ok");
+    assert_eq!(server.reuse(), 1);
+    let last = server.calls().last().unwrap().fields["refresh_token"].clone();
+    assert_eq!(last, peer.refresh_token.as_ref().unwrap().expose());
+    engine.stop().await;
+}

@@ -1,6 +1,8 @@
 //! The token engine, the provider presets' token calls, no secret in the logs, and the stores.
 
 mod engine;
+mod fleet;
 mod presets;
+mod redis;
 mod secrecy;
 mod store;

@@ -1,0 +1,153 @@
+//! A held lease: renewed by a thread of its own while held (compare-and-renew every third of the
+//! TTL), released by compare-and-delete when dropped. The holder knows how long it may still
+//! count on the lease ([`StoreLock::remaining`]): measured from before each renewal was sent, so
+//! the local figure is never later than Redis's expiry (clock rates aside).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::time::Instant;
+
+use super::{Inner, scripts};
+use crate::token::store::StoreLock;
+
+/// A lease just taken, before its renewer starts.
+pub struct Lease {
+    provider: String,
+    owner: String,
+    valid_until: Instant,
+    ttl: Duration,
+}
+
+impl Lease {
+    pub fn start(provider: &str, owner: String, sent_at: Instant, ttl: Duration) -> Lease {
+        Lease {
+            provider: provider.to_owned(),
+            owner,
+            valid_until: sent_at + ttl,
+            ttl,
+        }
+    }
+
+    pub fn guard(self, inner: Arc<Inner>) -> LeaseGuard {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                valid_until: self.valid_until,
+                lost: false,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let renewer = {
+            let (inner, shared) = (inner.clone(), shared.clone());
+            let (provider, owner, ttl) = (self.provider.clone(), self.owner.clone(), self.ttl);
+            std::thread::Builder::new()
+                .name(format!("lease-{provider}"))
+                .spawn(move || renew_while_held(&inner, &shared, &provider, &owner, ttl))
+                .ok()
+        };
+        LeaseGuard {
+            inner,
+            provider: self.provider,
+            owner: self.owner,
+            shared,
+            renewer,
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+struct State {
+    valid_until: Instant,
+    lost: bool,
+    stop: bool,
+}
+
+fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str, ttl: Duration) {
+    let every = ttl / 3;
+    loop {
+        {
+            let mut state = shared.state.lock();
+            if !state.stop {
+                shared.wake.wait_for(&mut state, every);
+            }
+            if state.stop {
+                return;
+            }
+        }
+        let sent_at = Instant::now();
+        let renewed = inner.link.call(|c| {
+            scripts::renew()
+                .key(inner.lease_key(provider))
+                .arg(owner)
+                .arg(ttl.as_millis() as u64)
+                .invoke::<i64>(c)
+        });
+        let mut state = shared.state.lock();
+        match renewed {
+            Ok(1) => state.valid_until = sent_at + ttl,
+            Ok(_) => {
+                state.lost = true;
+                tracing::warn!(
+                    provider,
+                    "the token store lease expired or was taken by another instance"
+                );
+                return;
+            }
+            // Tried again at the next tick; the lease runs out meanwhile if Redis stays away.
+            Err(e) => {
+                inner.watch.failed(&e);
+                tracing::debug!(provider, error = %e, "can't renew the token store lease");
+            }
+        }
+    }
+}
+
+/// The lease, held until dropped.
+pub struct LeaseGuard {
+    inner: Arc<Inner>,
+    provider: String,
+    owner: String,
+    shared: Arc<Shared>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreLock for LeaseGuard {
+    fn remaining(&self) -> Option<Duration> {
+        let state = self.shared.state.lock();
+        if state.lost {
+            return Some(Duration::ZERO);
+        }
+        Some(state.valid_until.saturating_duration_since(Instant::now()))
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+        // Forget the holder's generation before the lease is free: a save after this is not a
+        // holder's.
+        self.inner.held.lock().remove(&self.provider);
+        let inner = &self.inner;
+        let released = inner.link.call(|c| {
+            scripts::release()
+                .key(inner.lease_key(&self.provider))
+                .arg(&self.owner)
+                .invoke::<i64>(c)
+        });
+        if let Err(e) = released {
+            // It expires on its own after the TTL.
+            inner.watch.failed(&e);
+            tracing::debug!(provider = %self.provider, error = %e, "can't release the token store lease");
+        }
+    }
+}

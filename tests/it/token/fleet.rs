@@ -1,0 +1,418 @@
+//! Many `credproxy run` processes sharing one rotating refresh token through one Redis
+//! (issue 18 item 8): real processes, a real `redis-server`, the OAuth 2.0 fake rotating refresh
+//! tokens with reuse detection that revokes the whole grant, and load through every instance.
+//!
+//! What must hold: every request answered 200, about one token call per token lifetime across
+//! the whole fleet, and no refresh token ever presented twice (the fake would revoke the grant
+//! and log everyone out). Figures are printed (`--nocapture`) for the report.
+
+// Processes and Redis keep real time; the load runs for real seconds.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::support::redis::RedisServer;
+use crate::support::server::free_port;
+use crate::support::{ClientAuth, Fake, OAuth2Fake, OAuth2Options, TestCa};
+
+/// 32 bytes of 0x2a, base64.
+const KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+/// The tokens of the load test: short, so 20 s see several refreshes.
+const LIFETIME: Duration = Duration::from_secs(5);
+
+struct Fleet {
+    lifetime: Duration,
+    dir: tempfile::TempDir,
+    fake: OAuth2Fake,
+    redis_url: String,
+    instances: Vec<Instance>,
+}
+
+struct Instance {
+    child: Child,
+    listen: SocketAddr,
+    config: PathBuf,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(dir: &Path, fake: &OAuth2Fake, redis_url: &str, i: usize, port: u16) -> String {
+    let o = fake.options();
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+state_dir = "{state}"
+ca_file = "{ca}"
+
+[store]
+kind = "redis"
+url = "{redis_url}"
+encryption_key = "{KEY}"
+key_prefix = "fleet"
+
+[providers.api]
+preset = "oauth2"
+hosts = ["api.test"]
+upstream = "{url}"
+token_url = "{url}/token"
+authorize_url = "{url}/authorize"
+grant = "authorization_code"
+client_id = "{id}"
+client_secret = "{secret}"
+"#,
+        admin = free_port(),
+        state = dir.join(format!("state-{i}")).display(),
+        ca = dir.join("test-ca.pem").display(),
+        url = fake.url(),
+        id = o.client_id,
+        secret = o.client_secret,
+    )
+}
+
+impl Fleet {
+    /// A fake provider, one login stored in Redis, and `n` instances serving it.
+    async fn start(n: usize, redis: &RedisServer, lifetime: Duration) -> Fleet {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        ca.write_ca_file(dir.path());
+        let fake = OAuth2Fake::start_with(
+            &ca,
+            OAuth2Options {
+                lifetime,
+                revoke_on_reuse: true,
+                client_auth: ClientAuth::Either,
+                ..OAuth2Options::default()
+            },
+        )
+        .await;
+        let mut fleet = Fleet {
+            lifetime,
+            dir,
+            fake,
+            redis_url: redis.url(),
+            instances: Vec::new(),
+        };
+        fleet.login().await;
+        for i in 0..n {
+            fleet.spawn(i);
+        }
+        for instance in &fleet.instances {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while tokio::net::TcpStream::connect(instance.listen)
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "an instance did not start");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        fleet
+    }
+
+    /// `credproxy login` against the Redis store, as a person would run it once.
+    async fn login(&self) {
+        let text = config_text(self.dir.path(), &self.fake, &self.redis_url, 0, 1);
+        let config = credproxy::config::load_str(&text, "fleet.toml", &|_| None).unwrap();
+        let store =
+            credproxy::token::store::open(&config.proxy, &config.store, Arc::new(|_, _| {}))
+                .unwrap();
+        let roots = credproxy::tls::roots(config.proxy.ca_file.as_deref()).unwrap();
+        let ctx = credproxy::token::EngineContext::new(
+            credproxy::token::TokenHttp::new(roots).unwrap(),
+            store,
+            credproxy::clock::Clock::new(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let provider = config.provider("api").unwrap();
+        credproxy::token::login_with_code(provider, &ctx, &self.fake.issue_code(), None, None)
+            .await
+            .unwrap();
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let port = free_port();
+        let config = self.dir.path().join(format!("credproxy-{i}.toml"));
+        std::fs::write(
+            &config,
+            config_text(self.dir.path(), &self.fake, &self.redis_url, i, port),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("log-{i}.txt"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+            .args(["run", "--workers", "1", "--config"])
+            .arg(&config)
+            .env("CREDPROXY_LOG", "warn,credproxy::access=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.instances.push(Instance {
+            child,
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            config,
+        });
+    }
+
+    fn logs(&self) -> String {
+        (0..self.instances.len())
+            .map(|i| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("log-{i}.txt")))
+                    .unwrap_or_default();
+                // What went wrong, not every access line.
+                let lines: String = text
+                    .lines()
+                    .filter(|l| !l.contains("status=200") && !l.contains(" INFO "))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                format!(
+                    "--- instance {i} ({})\n{lines}",
+                    self.instances[i].config.display()
+                )
+            })
+            .collect()
+    }
+}
+
+/// Requests through every instance for `duration`, one at a time per instance, every 25 ms:
+/// (answered 200, anything else).
+async fn load(
+    fleet: &Fleet,
+    duration: Duration,
+    during: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let end = Instant::now() + duration;
+    let tasks: Vec<_> = fleet
+        .instances
+        .iter()
+        .map(|instance| {
+            let (addr, ok, bad) = (instance.listen, ok.clone(), bad.clone());
+            tokio::spawn(async move {
+                // One keep-alive connection per instance (a new one after a failure): a fresh
+                // connection per request would leave thousands in TIME_WAIT and run the
+                // machine out of ephemeral ports, failing requests for the test's own reason.
+                let mut conn = None;
+                let mut tick = tokio::time::interval(Duration::from_millis(25));
+                while Instant::now() < end {
+                    tick.tick().await;
+                    match get(addr, &mut conn).await {
+                        Some(200) => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("{addr}: {other:?}");
+                            conn = None;
+                            bad.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    during.await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn get(addr: SocketAddr, conn: &mut Option<Sender>) -> Option<u16> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(c);
+        *conn = Some(tx);
+    }
+    let tx = conn.as_mut()?;
+    tx.ready().await.ok()?;
+    let req = http::Request::get("http://api.test/items")
+        .header("host", "api.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tx.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+fn report(name: &str, fleet: &Fleet, duration: Duration, ok: usize, bad: usize) {
+    eprintln!(
+        "{name}: {} instances, {duration:?} of load with {:?} tokens: {ok} requests 200, \
+         {bad} other; token calls: {} refresh + {} code; refresh token reuse: {}; grants revoked: {}",
+        fleet.instances.len(),
+        fleet.lifetime,
+        fleet.fake.refresh_grants(),
+        fleet.fake.authorization_code_grants(),
+        fleet.fake.refresh_reuse(),
+        fleet.fake.grants_revoked(),
+    );
+}
+
+fn assert_one_fleet(fleet: &Fleet, duration: Duration, ok: usize, bad: usize) {
+    let logs = || fleet.logs();
+    assert_eq!(bad, 0, "requests not answered 200\n{}", logs());
+    assert!(ok > 0);
+    assert_eq!(
+        fleet.fake.refresh_reuse(),
+        0,
+        "a refresh token was spent twice\n{}",
+        logs()
+    );
+    assert_eq!(fleet.fake.grants_revoked(), 0);
+    // The schedule refreshes at half to three quarters of the lifetime: one fleet makes about
+    // duration / (that) calls; N fleets acting alone would make N times as many.
+    let refreshes = fleet.fake.refresh_grants();
+    let most = (duration.as_secs_f64() / (fleet.lifetime.as_secs_f64() * 0.4)).ceil() as usize + 1;
+    assert!(
+        (1..=most).contains(&refreshes),
+        "{refreshes} refresh calls in {duration:?} (at most {most} for one fleet)\n{}",
+        logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_instances_share_one_rotating_refresh_token() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fleet = Fleet::start(20, &redis, LIFETIME).await;
+    let duration = Duration::from_secs(20);
+    let (ok, bad) = load(&fleet, duration, async {}).await;
+    report("fleet", &fleet, duration, ok, bad);
+    assert_one_fleet(&fleet, duration, ok, bad);
+    // No token (the fake's start `oauth2_at_` / `oauth2_rt_`) nor the store key in any log,
+    // warnings and access lines included.
+    let all: String = (0..fleet.instances.len())
+        .map(|i| std::fs::read_to_string(fleet.dir.path().join(format!("log-{i}.txt"))).unwrap())
+        .collect();
+    for secret in ["oauth2_at_", "oauth2_rt_", KEY] {
+        assert!(!all.contains(secret), "{secret} in the logs");
+    }
+}
+
+/// Redis killed mid-load and started again 2 s later, empty (nothing persisted): the instances
+/// serve the tokens they hold meanwhile, write the newest back, and refresh as one after it.
+///
+/// 20 s tokens: the outage ends before the first refresh is due (at half to three quarters of
+/// the lifetime), so every request can be served. With 5 s tokens an outage that overlaps the
+/// refresh of a login grant leaves no token once the old one expires: no refresh token is
+/// spent without the lease, by design (docs/DEPLOYMENT.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_mid_load_costs_no_request_and_no_reuse() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let port = redis.port();
+    let fleet = Fleet::start(6, &redis, Duration::from_secs(20)).await;
+    let duration = Duration::from_secs(18);
+    let restarted = Arc::new(parking_lot::Mutex::new(None));
+    let (ok, bad) = load(&fleet, duration, {
+        let restarted = restarted.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(redis);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            *restarted.lock() = RedisServer::start_on(port);
+        }
+    })
+    .await;
+    report("redis restart", &fleet, duration, ok, bad);
+    assert_one_fleet(&fleet, duration, ok, bad);
+    let back = restarted.lock().take().unwrap();
+    assert_eq!(
+        back.cli(&["HEXISTS", "fleet:token:api", "v"]).trim(),
+        "1",
+        "written back"
+    );
+}
+
+fn credproxy(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 18 item 7: `check --online` connects to the Redis store, `status` reads it (the proxy
+/// not running), `token` prints the shared token, and `check` and `status` say
+/// `store_unavailable` plainly when Redis is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_and_status_work_on_the_redis_store() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fleet = Fleet::start(0, &redis, LIFETIME).await;
+    let config = fleet.dir.path().join("alone.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            fleet.dir.path(),
+            &fleet.fake,
+            &fleet.redis_url,
+            0,
+            free_port(),
+        ),
+    )
+    .unwrap();
+    let check = ["check", "--online"];
+    let (code, out) = credproxy(&check, &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("store  ok: Redis answers at {}", redis.url())),
+        "{out}"
+    );
+    let (code, out) = credproxy(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("store: redis ok"), "{out}");
+    let api = out
+        .lines()
+        .find(|l| l.starts_with("api"))
+        .unwrap_or_default();
+    // The login's token, read from Redis (5 s tokens: it may have expired by now).
+    assert!(api.contains("stored") || api.contains("expired"), "{out}");
+    assert!(!api.contains("no_token"), "{out}");
+
+    // `credproxy token` gets the shared token (refreshing it under the lease if it expired).
+    let (code, out) = credproxy(&["token", "api"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.trim().starts_with("oauth2_at_"), "{out}");
+    assert!(fleet.fake.is_valid_token(out.trim()), "{out}");
+
+    drop(redis);
+    let (code, out) = credproxy(&check, &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("store  failed: Redis can't be reached"),
+        "{out}"
+    );
+    let (code, out) = credproxy(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("store_unavailable"), "{out}");
+    assert!(!out.contains(KEY), "{out}");
+}
