@@ -115,6 +115,7 @@ pub async fn serve_connection<I>(
         pool,
         peer,
         slot: LocalSlot::default(),
+        cancel: cancel.clone(),
     });
     // The common requests take the fast path; the first one it does not serve hands the
     // connection, from that request on, to hyper (`fast.rs`).

@@ -51,6 +51,29 @@ pub enum Role {
     Main,
     /// A base URL for one provider (index into the router's providers).
     Route(usize),
+    /// Inside a `CONNECT` tunnel to a claimed host (`tunnel.rs`): every request is that
+    /// provider's, and must name the tunnel's host.
+    Tunnel(Arc<TunnelTarget>),
+}
+
+/// The authority a `CONNECT` tunnel was opened to, and the provider claiming it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TunnelTarget {
+    pub index: usize,
+    /// Normalized (lowercase, no trailing dot).
+    pub host: String,
+    pub port: u16,
+}
+
+impl TunnelTarget {
+    /// A request inside the tunnel may name only the tunnel's host: its name must match, and
+    /// a port, when it gives one, must be the tunnel's (RFC 9110 §7.4: a request for another
+    /// origin on this connection is misdirected).
+    pub fn admits(&self, authority: &str) -> bool {
+        let (host, port) = split_host_port(authority);
+        normalize(host) == self.host.as_str()
+            && port.is_none_or(|p| p.parse::<u16>() == Ok(self.port))
+    }
 }
 
 pub struct Router {
@@ -74,6 +97,13 @@ pub enum Target<'r, 'u> {
     Pass { authority: String },
     /// An unclaimed host, refused.
     Unknown { host: String },
+    /// Inside a tunnel to `tunnel` (`host:port`) for provider `index`, a request for another
+    /// `host` (421).
+    Misdirected {
+        index: usize,
+        tunnel: String,
+        host: String,
+    },
 }
 
 impl Router {
@@ -137,12 +167,18 @@ impl Router {
         path_and_query: &'u str,
         host_header: Option<&'u str>,
     ) -> Target<'r, 'u> {
-        if let Role::Route(index) = role {
-            return Target::Provider {
-                index: *index,
-                path_and_query,
-                prefix: None,
-            };
+        match role {
+            Role::Route(index) => {
+                return Target::Provider {
+                    index: *index,
+                    path_and_query,
+                    prefix: None,
+                };
+            }
+            Role::Tunnel(tunnel) => {
+                return tunnel_target(tunnel, authority.or(host_header), path_and_query);
+            }
+            Role::Main => {}
         }
         // Absolute form: the client treats us as its HTTP proxy.
         if let Some(authority) = authority {
@@ -181,6 +217,28 @@ impl Router {
                 host: authority.to_owned(),
             },
         }
+    }
+}
+
+/// A request inside a tunnel: the tunnel's provider when it names the tunnel's host (by its
+/// absolute-form target, else its `Host`). A request that names no host names no other one, and
+/// is the tunnel's.
+fn tunnel_target<'r, 'u>(
+    tunnel: &TunnelTarget,
+    named: Option<&str>,
+    path_and_query: &'u str,
+) -> Target<'r, 'u> {
+    match named {
+        Some(h) if !tunnel.admits(h) => Target::Misdirected {
+            index: tunnel.index,
+            tunnel: format!("{}:{}", tunnel.host, tunnel.port),
+            host: h.to_owned(),
+        },
+        _ => Target::Provider {
+            index: tunnel.index,
+            path_and_query,
+            prefix: None,
+        },
     }
 }
 

@@ -59,4 +59,6 @@ pub struct ConnCtx {
     /// The client's address (TCP), for providers that ask for `Forwarded`.
     pub peer: Option<std::net::IpAddr>,
     pub slot: LocalSlot,
+    /// The listener's shutdown, for connections served inside this one (`CONNECT` tunnels).
+    pub cancel: tokio_util::sync::CancellationToken,
 }

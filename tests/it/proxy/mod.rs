@@ -3,6 +3,7 @@
 mod clients;
 mod e2e;
 mod errors;
+mod tunnel;
 mod wire;
 mod wire_security;
 mod wire_upstream;
