@@ -26,6 +26,9 @@ pub struct Shared {
     pub proxy_auth: Option<ProxyAuth>,
     /// Request metrics, with handles indexed like `router.providers`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// With `intercept = "claimed"`: the leaf certificates TLS in a `CONNECT` tunnel to a
+    /// claimed host is terminated with (`tunnel.rs`).
+    pub intercept: Option<Arc<crate::ca::Leaves>>,
 }
 
 /// What a listener is, as requests see it.

@@ -59,7 +59,7 @@ pub(super) fn claimed(
         .provider(name)));
     }
     let port = authority.port_u16().unwrap_or(443);
-    if port == 443 {
+    if port == 443 && state.shared.intercept.is_none() {
         return Some(Err(ProxyError::new(
             ErrorKind::ConnectRefused,
             format!(
@@ -126,12 +126,29 @@ async fn serve<I>(
             )
             .await;
         }
-        TLS_HANDSHAKE => tracing::info!(
-            %authority,
-            provider = %name,
-            "CONNECT tunnel carries TLS, and interception is off: closing. Set intercept = \"claimed\" \
-             in [proxy] and trust credproxy's CA, or call http:// URLs through credproxy"
-        ),
+        TLS_HANDSHAKE => match &state.shared.intercept {
+            Some(leaves) => {
+                let io = Rewind::new(first, io);
+                let Some(tls) = handshake(io, leaves, state, &tunnel, name).await else {
+                    return;
+                };
+                let cell = inner_cell(state, tunnel, authority, "https");
+                super::listener::serve_connection(
+                    tls,
+                    conn.peer,
+                    cell,
+                    conn.pool.clone(),
+                    conn.cancel.clone(),
+                )
+                .await;
+            }
+            None => tracing::info!(
+                %authority,
+                provider = %name,
+                "CONNECT tunnel carries TLS, and interception is off: closing. Set intercept = \"claimed\" \
+                 in [proxy] and trust credproxy's CA, or call http:// URLs through credproxy"
+            ),
+        },
         _ => tracing::info!(
             %authority,
             provider = %name,
@@ -171,4 +188,92 @@ fn inner_cell(
         shared: state.shared.clone(),
         info,
     }))
+}
+
+/// Complete the client's TLS handshake with a leaf for the tunnel's host. `None` (and the
+/// tunnel closed) when the ClientHello names another host (SNI), or the handshake fails; a client
+/// that refuses the certificate is counted, and told about once per host in the log.
+async fn handshake<I>(
+    io: I,
+    leaves: &crate::ca::Leaves,
+    state: &ListenerState,
+    tunnel: &TunnelTarget,
+    provider: &str,
+) -> Option<tokio_rustls::server::TlsStream<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let host = tunnel.host.as_str();
+    let timeout = state.info.header_timeout;
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(timeout, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!(%host, error = %e, "intercepted TLS: no valid ClientHello; closing");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%host, "intercepted TLS: no ClientHello within header_timeout; closing");
+            return None;
+        }
+    };
+    if let Some(sni) = start.client_hello().server_name()
+        && normalize(sni) != host
+    {
+        // A client that asks for one name in CONNECT and another in TLS is confused or probing:
+        // it gets no certificate at all, rather than one for a name it did not ask for.
+        tracing::warn!(
+            %host,
+            sni,
+            %provider,
+            "intercepted TLS refused: the ClientHello's server name differs from the CONNECT authority"
+        );
+        return None;
+    }
+    let config = match leaves.config_for(host) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%host, error = %crate::token::error::chain(&e), "intercepted TLS: no certificate for this host; closing");
+            return None;
+        }
+    };
+    match tokio::time::timeout(timeout, start.into_stream(config)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) if refused_our_certificate(&e) => {
+            if state.shared.metrics.tls_rejected(provider, host) {
+                tracing::warn!(
+                    %host,
+                    %provider,
+                    ca = %leaves.ca().cert_path().display(),
+                    "a client refused credproxy's certificate for {host} (it does not trust credproxy's CA). \
+                     Trust the CA: credproxy trust install, or use credproxy exec, or call http:// through credproxy"
+                );
+            }
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%host, error = %e, "intercepted TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%host, "intercepted TLS handshake not finished within header_timeout");
+            None
+        }
+    }
+}
+
+/// The client ended the handshake with an alert that means "I don't trust this certificate"
+/// (RFC 8446 §6.2: unknown_ca, bad_certificate, certificate_unknown).
+fn refused_our_certificate(e: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let Some(rustls::Error::AlertReceived(alert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        alert,
+        A::UnknownCA | A::BadCertificate | A::CertificateUnknown
+    )
 }

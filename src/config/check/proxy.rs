@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::config::file::{FileConfig, FileMode, FileProxy, Str};
-use crate::config::{Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts};
+use crate::config::{Intercept, Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts};
 
 impl Ctx<'_> {
     fn listen(&mut self, s: &Str, key: &str, allow_remote: bool) -> Option<Listen> {
@@ -74,6 +74,25 @@ impl Ctx<'_> {
                 Err(e) => self.err(s.span(), &key, e),
             }
         }
+        let intercept = match &p.intercept {
+            None => Intercept::Off,
+            Some(s) => match self.string(s, "proxy.intercept").as_deref() {
+                Some("off") => Intercept::Off,
+                Some("claimed") => Intercept::Claimed,
+                Some(other) => {
+                    self.err(
+                        s.span(),
+                        "proxy.intercept",
+                        format!(
+                            "`{other}` is not one of \"off\", \"claimed\" (\"claimed\" terminates HTTPS to claimed hosts with credproxy's own CA)"
+                        ),
+                    );
+                    Intercept::Off
+                }
+                None => Intercept::Off,
+            },
+        };
+        let ca_name_constraints = p.ca_name_constraints.unwrap_or(false);
         let ca_file = self
             .opt_string(&p.ca_file, "proxy.ca_file")
             .map(PathBuf::from);
@@ -148,6 +167,8 @@ impl Ctx<'_> {
             unknown_hosts,
             pass_private,
             ca_file,
+            intercept,
+            ca_name_constraints,
             allow_remote,
             proxy_auth,
             socket_mode,

@@ -3,6 +3,7 @@
 mod clients;
 mod e2e;
 mod errors;
+mod intercept;
 mod tunnel;
 mod wire;
 mod wire_security;
