@@ -582,3 +582,37 @@ for name, port in [(sys.argv[2], int(sys.argv[3])), (sys.argv[4], int(sys.argv[5
     }
     assert!(clients > 0, "no client to test with");
 }
+
+/// Node: undici's `ProxyAgent` with `NODE_EXTRA_CA_CERTS` pointing at `ca.pem`.
+#[tokio::test]
+async fn undici_over_intercepted_https_with_node_extra_ca_certs_gets_the_credential() {
+    let Some(dir) = support::external::undici() else {
+        return;
+    };
+    let s = intercepting("").await;
+    let script = r#"
+const { ProxyAgent, fetch } = require(process.env.UNDICI_DIR + '/node_modules/undici');
+fetch('https://api.echo.test/node?tls=1', { dispatcher: new ProxyAgent(process.env.PROXY_URL) })
+  .then(async (r) => { console.log(await r.text()); process.exit(r.status === 200 ? 0 : 1); })
+  .catch((e) => { console.error(e); process.exit(1); });
+"#;
+    let proxy = format!("http://{}", s.main());
+    let ca = s.ca_pem();
+    let (ok, out, err) = run(
+        "node",
+        &["-e", script],
+        &[
+            ("UNDICI_DIR", dir.to_str().unwrap()),
+            ("PROXY_URL", &proxy),
+            ("NODE_EXTRA_CA_CERTS", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(ok, "node failed: {out} {err}");
+    let v = echoed(&out);
+    assert_eq!(v["path"], "/node?tls=1");
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
+}
