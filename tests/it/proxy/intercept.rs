@@ -616,3 +616,31 @@ fetch('https://api.echo.test/node?tls=1', { dispatcher: new ProxyAgent(process.e
         vec![format!("Bearer {TOKEN}")]
     );
 }
+
+/// A reload that claims a new host: its CONNECT is intercepted with the same CA, and its requests
+/// get its own credential.
+#[tokio::test]
+async fn a_host_claimed_by_a_reload_is_intercepted_with_the_same_ca() {
+    let s = intercepting("").await;
+    let before = std::fs::read(s.ca_pem()).unwrap();
+    let dir = s._dir.path();
+    let text = format!(
+        "{proxy}{INTERCEPT}\n\n[providers.echo]\npreset = \"static\"\nhosts = [\"api.echo.test\"]\nupstream = \"https://localhost:{port}\"\ntoken = \"{TOKEN}\"\n\n[providers.fresh]\npreset = \"static\"\nhosts = [\"fresh.test\"]\nupstream = \"https://localhost:{port}\"\ntoken = \"fresh-token\"\n",
+        proxy = support::proxy::proxy_section(&dir.join("state"), &dir.join("test-ca.pem")),
+        port = s.upstream.port(),
+    );
+    let config = credproxy::config::load_str(&text, "reload.toml", &|_| None).unwrap();
+    s.proxy.reload(config).await.unwrap();
+    let (head, tcp) = connect(s.main(), "fresh.test:443", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tls_in_tunnel(tcp, &s.ca_pem(), "fresh.test")
+        .await
+        .expect("a leaf for the newly claimed host");
+    let resp = support::proxy::send_on(tls, get_host("/fresh", "fresh.test")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        header_values(&resp.json(), "authorization"),
+        vec!["Bearer fresh-token"]
+    );
+    assert_eq!(std::fs::read(s.ca_pem()).unwrap(), before, "the same CA");
+}
