@@ -369,3 +369,61 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel() -> TunnelTarget {
+        TunnelTarget {
+            index: 3,
+            host: "api.example.com".into(),
+            port: 443,
+        }
+    }
+
+    #[test]
+    fn a_tunnel_admits_its_own_host_in_any_case_with_or_without_its_port() {
+        let t = tunnel();
+        for ok in [
+            "api.example.com",
+            "API.Example.com",
+            "api.example.com.",
+            "api.example.com:443",
+        ] {
+            assert!(t.admits(ok), "{ok}");
+        }
+        for no in [
+            "api.example.com:8443",
+            "example.com",
+            "x.api.example.com",
+            "api.example.com:x",
+            "",
+        ] {
+            assert!(!t.admits(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn inside_a_tunnel_another_host_is_misdirected_and_no_host_is_the_tunnels() {
+        let t = tunnel();
+        assert_eq!(
+            tunnel_target(&t, Some("other.example.com"), "/p"),
+            Target::Misdirected {
+                index: 3,
+                tunnel: "api.example.com:443".into(),
+                host: "other.example.com".into()
+            }
+        );
+        for named in [None, Some("api.example.com")] {
+            assert_eq!(
+                tunnel_target(&t, named, "/p"),
+                Target::Provider {
+                    index: 3,
+                    path_and_query: "/p",
+                    prefix: None
+                }
+            );
+        }
+    }
+}
