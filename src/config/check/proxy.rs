@@ -84,7 +84,7 @@ impl Ctx<'_> {
                         s.span(),
                         "proxy.intercept",
                         format!(
-                            "`{other}` is not one of \"off\", \"claimed\" (\"claimed\" terminates HTTPS to claimed hosts with credproxy's own CA)"
+                            "must be \"off\" or \"claimed\" (\"claimed\" terminates HTTPS to claimed hosts with credproxy's own CA), not `{other}`"
                         ),
                     );
                     Intercept::Off
@@ -332,5 +332,35 @@ mod tests {
             err.to_string().contains("no provider named `nope`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn intercept_is_off_or_claimed_and_ca_name_constraints_a_boolean() {
+        let ok = load_str(
+            "[proxy]\nintercept = \"claimed\"\nca_name_constraints = true\n",
+            "c.toml",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(ok.proxy.intercept, crate::config::Intercept::Claimed);
+        assert!(ok.proxy.ca_name_constraints);
+        let default = load_str("", "c.toml", &no_env).unwrap();
+        assert_eq!(default.proxy.intercept, crate::config::Intercept::Off);
+        assert!(!default.proxy.ca_name_constraints);
+        let err = load_str("[proxy]\nintercept = \"all\"\n", "c.toml", &no_env).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!((e.line, e.key.as_str()), (2, "proxy.intercept"));
+        assert!(
+            e.message.contains("\"off\" or \"claimed\""),
+            "{}",
+            e.message
+        );
+        let err = load_str(
+            "[proxy]\nca_name_constraints = \"yes\"\n",
+            "c.toml",
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("true or false"), "{err}");
     }
 }
