@@ -116,6 +116,7 @@ pub async fn serve_connection<I>(
         peer,
         slot: LocalSlot::default(),
         cancel: cancel.clone(),
+        tunnel: Default::default(),
     });
     // The common requests take the fast path; the first one it does not serve hands the
     // connection, from that request on, to hyper (`fast.rs`).
@@ -166,6 +167,11 @@ pub async fn serve_connection<I>(
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+    // After a `CONNECT` the connection lives on as the tunnel.
+    let tunnel = ctx.tunnel.lock().take();
+    if let Some(tunnel) = tunnel {
+        let _ = tunnel.await;
     }
     if !shutting_down {
         ctx.slot.park_into(&ctx.pool);

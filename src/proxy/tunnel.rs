@@ -78,8 +78,9 @@ pub(super) fn claimed(
         port,
     });
     let upgrade = hyper::upgrade::on(req);
-    let (conn, state) = (conn.clone(), state.clone());
-    tokio::spawn(async move {
+    let (inner, state) = (conn.clone(), state.clone());
+    let task = tokio::spawn(async move {
+        let conn = inner;
         let io = match upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
@@ -89,6 +90,8 @@ pub(super) fn claimed(
         };
         serve(io, &conn, &state, tunnel, authority.as_str()).await;
     });
+    // Awaited by the connection's own task (`listener::serve_connection`).
+    *conn.tunnel.lock() = Some(task);
     Some(Ok(Response::new(Either::Right(Full::new(Bytes::new())))))
 }
 

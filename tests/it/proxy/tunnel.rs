@@ -226,3 +226,41 @@ fetch('http://api.echo.test/from-undici?n=1', { dispatcher })
         vec![format!("Bearer {TOKEN}")]
     );
 }
+
+/// A tunnel is its connection: it keeps the client's connection slot while it lives, and gives it
+/// back when it closes.
+#[tokio::test]
+async fn an_open_tunnel_holds_its_connection_slot() {
+    let s = setup_with(Alpn::Http1Only, "max_connections_per_client = 1", "").await;
+    let (head, tcp) = connect(s.main(), "api.echo.test:80", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut sender = client(tcp).await;
+    let resp = sender
+        .send_request(get("/in", &[("host", "api.echo.test")]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+
+    let mut second = TcpStream::connect(s.main()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = second.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("too_many_connections"), "{text}");
+
+    drop(sender);
+    // Closed: the slot comes back (checked until it does, within 5 s).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (head, _) = connect(s.main(), "api.echo.test:80", "").await;
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never came back: {head}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
