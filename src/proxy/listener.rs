@@ -1,7 +1,8 @@
 //! Phase 1, accept: listeners, connections, and their graceful end.
 //!
-//! A listener is TCP or a unix socket; a connection is any `AsyncRead + AsyncWrite` stream, so a
-//! TLS-terminating listener (HTTPS_PROXY interception, later) slots in without touching the rest.
+//! A listener is TCP or a unix socket; a connection is any `AsyncRead + AsyncWrite` stream: a
+//! `CONNECT` tunnel's plain or intercepted-TLS stream is served here as one more connection
+//! (`tunnel.rs`), and the connection that carried the `CONNECT` waits for it.
 //! Each downstream connection is one task that drives both the HTTP/1.1 server connection and its
 //! own upstream connection (see `upstream.rs`). Shutdown: stop accepting, ask every connection to
 //! finish its in-flight request, and let the caller wait on the tracker for the grace period.
