@@ -644,3 +644,67 @@ async fn a_host_claimed_by_a_reload_is_intercepted_with_the_same_ca() {
     );
     assert_eq!(std::fs::read(s.ca_pem()).unwrap(), before, "the same CA");
 }
+
+/// Every log line at TRACE through interception, a refused certificate (twice) and an
+/// intercepted request: the CA's key appears nowhere, nor the token; the refusal is logged once
+/// for its host, saying what to do.
+#[tokio::test]
+async fn the_ca_key_is_never_logged_and_a_refusal_is_logged_once_per_host() {
+    if !support::alone::own_process(
+        module_path!(),
+        "the_ca_key_is_never_logged_and_a_refusal_is_logged_once_per_host",
+    ) {
+        return;
+    }
+    if !works("curl", &["--version"]) {
+        eprintln!("curl not installed; skipping");
+        return;
+    }
+    let logs = support::logs::capture_trace();
+    let s = intercepting("").await;
+    let proxy = format!("http://{}", s.main());
+    let ca = s.ca_pem();
+    for _ in 0..2 {
+        let (ok, _, _) = run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "-x",
+                &proxy,
+                "https://api.echo.test/",
+            ],
+            &[],
+        )
+        .await;
+        assert!(!ok);
+    }
+    let (ok, _, err) = run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "-x",
+            &proxy,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "https://api.echo.test/logged",
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let text = logs.text();
+    let refusals = text
+        .matches("a client refused credproxy's certificate for api.echo.test")
+        .count();
+    assert_eq!(refusals, 1, "{text}");
+    assert!(text.contains("credproxy trust install"), "says what to do");
+    let key = std::fs::read_to_string(s.ca_dir().join("ca-key.pem")).unwrap();
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(line), "a line of the CA key is in the logs");
+    }
+    assert!(!text.contains(TOKEN), "the token is in the logs");
+}
