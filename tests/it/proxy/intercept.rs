@@ -228,7 +228,7 @@ async fn inside_intercepted_tls_another_host_is_421_and_a_wildcard_host_gets_its
 
 #[tokio::test]
 async fn an_unclaimed_host_is_never_intercepted() {
-    let s = intercepting("unknown_hosts = \"pass\"").await;
+    let s = intercepting("unknown_hosts = \"pass\"\npass_private = [\"127.0.0.1/32\"]").await;
     // An unclaimed TLS server with a certificate from the test CA (not credproxy's).
     let other = TestServer::start(
         Some(s._ca.server_config(&["localhost"], Alpn::Http1Only)),
