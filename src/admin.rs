@@ -153,6 +153,7 @@ impl AdminState {
                             .collect(),
                         requests: Some(requests),
                         upstream_401s: Some(upstream_401s),
+                        tls_rejected: self.metrics.tls_rejections(&config.name),
                         ..ProviderStatus::from_snapshot(
                             config,
                             &snap,

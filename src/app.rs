@@ -53,6 +53,8 @@ pub enum AppError {
     TokenClient(#[source] crate::token::HttpError),
     #[error("can't start the worker threads")]
     Workers(#[source] std::io::Error),
+    #[error("can't set up the local CA for interception")]
+    Ca(#[from] crate::ca::CaError),
 }
 
 /// How to run (beside what the config says).
@@ -312,7 +314,8 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         .iter()
         .map(|cfg| start_provider(cfg.clone(), &engine, &cancel, &background))
         .collect();
-    let shared = build_shared(&config, &providers, &metrics, upstream_tls);
+    let intercept = intercept_leaves(&config)?;
+    let shared = build_shared(&config, &providers, &metrics, upstream_tls, intercept);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
     let (admin, admin_state) = match admin_bound {
@@ -425,6 +428,7 @@ fn build_shared(
     providers: &[ProviderTask],
     metrics: &Arc<Metrics>,
     upstream_tls: Arc<rustls::ClientConfig>,
+    intercept: Option<Arc<crate::ca::Leaves>>,
 ) -> Arc<Shared> {
     let routes: Vec<ProviderRoute> = providers
         .iter()
@@ -457,7 +461,44 @@ fn build_shared(
             .proxy_auth
             .as_ref()
             .map(crate::proxy::auth::ProxyAuth::new),
+        intercept,
     })
+}
+
+/// With `intercept = "claimed"`: the local CA (made on first need, `state_dir/ca/`) and this
+/// generation's leaves, the exact claimed hosts' minted now. Says at start which claimed hosts a
+/// name-constrained CA can't sign for (they need a new CA).
+fn intercept_leaves(config: &Config) -> Result<Option<Arc<crate::ca::Leaves>>, AppError> {
+    if config.proxy.intercept != crate::config::Intercept::Claimed {
+        return Ok(None);
+    }
+    let hosts: Vec<&crate::config::host::HostPattern> =
+        config.providers.iter().flat_map(|p| &p.hosts).collect();
+    let subtrees: Vec<String> = hosts.iter().map(|h| h.subtree().to_owned()).collect();
+    let dir = config.proxy.state_dir.join("ca");
+    let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
+    let ca = Arc::new(crate::ca::LocalCa::open(&dir, constrain)?);
+    let uncovered = ca.uncovered(subtrees.iter().map(String::as_str));
+    if !uncovered.is_empty() {
+        tracing::warn!(
+            hosts = ?uncovered,
+            dir = %dir.display(),
+            "the local CA's name constraints don't cover these claimed hosts, so clients will refuse \
+             intercepted TLS to them: remove the CA directory and restart to make a CA for the hosts \
+             claimed now, then trust the new ca.pem"
+        );
+    }
+    if config.proxy.ca_name_constraints && ca.permitted().is_none() {
+        tracing::warn!(
+            dir = %dir.display(),
+            "ca_name_constraints = true, but the local CA was made without constraints: remove the CA \
+             directory and restart to make a constrained one, then trust the new ca.pem"
+        );
+    }
+    let exact = hosts
+        .iter()
+        .filter_map(|h| h.concrete().map(|(name, _)| name));
+    Ok(Some(Arc::new(crate::ca::Leaves::new(ca, exact)?)))
 }
 
 fn listener_state(

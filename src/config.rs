@@ -63,6 +63,10 @@ pub struct ProxySettings {
     /// reach anyway (all others of those are refused: `proxy::checks::destination_allowed`).
     pub pass_private: Vec<crate::net::Cidr>,
     pub ca_file: Option<PathBuf>,
+    /// `CONNECT` to a claimed host with TLS inside: refused, or terminated with the local CA.
+    pub intercept: Intercept,
+    /// A CA made now is constrained to the claimed hosts (X.509 name constraints).
+    pub ca_name_constraints: bool,
     pub allow_remote: bool,
     pub proxy_auth: Option<Secret>,
     pub socket_mode: u32,
@@ -120,6 +124,16 @@ impl std::fmt::Display for Listen {
             Listen::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
+}
+
+/// `[proxy] intercept`: what credproxy does with TLS in a `CONNECT` tunnel to a claimed host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intercept {
+    /// Refused (port 443) or closed: only plain HTTP in a tunnel is served.
+    #[default]
+    Off,
+    /// Terminated with a leaf certificate from the local CA (`crate::ca`).
+    Claimed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@
 //! code is seen and kept in a slot indexed by the code. A request then costs an atomic add or two,
 //! plus the histogram's short lock.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -67,6 +68,12 @@ struct UncommittedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsRejectLabels {
+    provider: Arc<str>,
+    host: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -86,6 +93,9 @@ struct Families {
     provider_requests: Family<ProviderLabel, Counter>,
     inflight: Gauge,
     dropped_fields: Counter,
+    tls_rejected: Family<TlsRejectLabels, Counter>,
+    /// The same counts by provider, then host, for `/status`.
+    tls_rejected_by_host: parking_lot::Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     /// Serializes scrapes: the expiry gauges are reset and set from snapshots, then encoded.
     scrape: parking_lot::Mutex<()>,
 }
@@ -184,6 +194,12 @@ impl Metrics {
             "Request fields dropped before forwarding because, with `_` read as `-`, their name is a framing, hop-by-hop or credential field's (`Transfer_Encoding`, `Authorization` look-alikes)",
             dropped_fields.clone(),
         );
+        let tls_rejected = Family::<TlsRejectLabels, Counter>::default();
+        registry.register(
+            "intercept_tls_rejected",
+            "Intercepted TLS handshakes a client broke off because it does not trust credproxy's CA, by provider and host",
+            tls_rejected.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -203,6 +219,8 @@ impl Metrics {
             provider_requests: Family::default(),
             inflight,
             dropped_fields,
+            tls_rejected,
+            tls_rejected_by_host: parking_lot::Mutex::default(),
             scrape: parking_lot::Mutex::new(()),
         });
         Self::with_families(families, providers)
@@ -342,6 +360,37 @@ impl Metrics {
                 event,
             })
             .inc();
+    }
+
+    /// Count a client's refusal of credproxy's certificate for `host` (an intercepted handshake
+    /// ended by an `unknown_ca` / `bad_certificate` alert). True the first time for this host:
+    /// the caller logs what to do once, not on every retry.
+    pub fn tls_rejected(&self, provider: &str, host: &str) -> bool {
+        self.families
+            .tls_rejected
+            .get_or_create(&TlsRejectLabels {
+                provider: Arc::from(provider),
+                host: Arc::from(host),
+            })
+            .inc();
+        let mut by = self.families.tls_rejected_by_host.lock();
+        let n = by
+            .entry(provider.to_owned())
+            .or_default()
+            .entry(host.to_owned())
+            .or_default();
+        *n += 1;
+        *n == 1
+    }
+
+    /// Each host's count of [`Metrics::tls_rejected`] for `provider`.
+    pub fn tls_rejections(&self, provider: &str) -> BTreeMap<String, u64> {
+        self.families
+            .tls_rejected_by_host
+            .lock()
+            .get(provider)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The OpenMetrics text exposition, after setting each provider's token expiry gauge from

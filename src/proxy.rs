@@ -10,10 +10,12 @@
 //! 2. **downstream checks** (`checks.rs`): `Proxy-Authorization` when `proxy_auth` is set (407,
 //!    verified by `auth.rs`); a transfer coding other than plain `chunked`, or two `Host` fields
 //!    (400).
-//! 3. **route** (`route.rs`): `CONNECT` is tunnelled or refused; otherwise the provider is found by
-//!    route listener, path prefix, absolute URI or `Host`. Unclaimed hosts: 403 or passed through
-//!    (and `CONNECT` tunnelled) to the one resolved address judged public or in `pass_private`
-//!    (403 `destination_not_allowed` otherwise: `checks.rs`).
+//! 3. **route** (`route.rs`): `CONNECT` to a claimed host opens a tunnel whose requests are
+//!    served as one more connection (`tunnel.rs`). Otherwise the provider is found by route
+//!    listener, path prefix, absolute URI or `Host` (inside a tunnel: the tunnel's provider, when
+//!    the request names its host; else 421). Unclaimed hosts: 403 or passed through (and
+//!    `CONNECT` tunnelled) to the one resolved address judged public or in `pass_private` (403
+//!    `destination_not_allowed` otherwise: `checks.rs`).
 //!    On a loopback route listener, `Host` must be its own (DNS rebinding, `checks.rs`).
 //! 4. **browser check** (`checks.rs`): `Origin` / cross-site `Sec-Fetch-Site` are refused (403)
 //!    unless allowed.
@@ -62,6 +64,7 @@ pub mod own_answers;
 pub mod route;
 pub mod service;
 pub mod state;
+pub mod tunnel;
 pub mod upload;
 pub mod upstream;
 

@@ -90,6 +90,10 @@ pub struct ProviderStatus {
     /// `valid for 4 min, refresh failing`, `no valid token, refresh failing`.
     #[serde(default)]
     pub summary: String,
+    /// Intercepted hosts whose clients broke off the handshake because they don't trust
+    /// credproxy's CA, with how often (since start).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tls_rejected: BTreeMap<String, u64>,
 }
 
 impl ProviderStatus {
@@ -113,6 +117,7 @@ impl ProviderStatus {
             upstream_401s: None,
             health: String::new(),
             summary: String::new(),
+            tls_rejected: BTreeMap::new(),
         }
     }
 

@@ -47,6 +47,7 @@ impl Running {
         }
         // Everything that can fail comes first, before anything changes.
         let roots = crate::tls::roots(p.ca_file.as_deref())?;
+        let intercept = intercept_leaves(&config)?;
         let upstream_tls = crate::tls::client_config(roots, &[b"h2", b"http/1.1"])?;
         let mut new_binds = Vec::new();
         {
@@ -98,7 +99,13 @@ impl Running {
         }
         st.providers = providers;
         st.proxy = config.proxy.clone();
-        let shared = build_shared(&config, &st.providers, &self.metrics, upstream_tls);
+        let shared = build_shared(
+            &config,
+            &st.providers,
+            &self.metrics,
+            upstream_tls,
+            intercept,
+        );
         st.shared = shared.clone();
 
         // Listeners: update the kept, open the new, close the removed.

@@ -271,6 +271,7 @@ mod tests {
             upstream_401s: Some(0),
             health: String::new(),
             summary: String::new(),
+            tls_rejected: Default::default(),
         };
         set(&mut p);
         p.assessed(NOW)

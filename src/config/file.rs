@@ -43,6 +43,8 @@ pub struct FileProxy {
     pub unknown_hosts: Option<Str>,
     pub pass_private: Option<Vec<Str>>,
     pub ca_file: Option<Str>,
+    pub intercept: Option<Str>,
+    pub ca_name_constraints: Option<bool>,
     pub allow_remote: Option<bool>,
     pub proxy_auth: Option<FileSecret>,
     pub socket_mode: Option<Spanned<FileMode>>,

@@ -118,6 +118,12 @@ impl HostPattern {
         (!self.wildcard, self.name.len(), self.port.is_some())
     }
 
+    /// The name without the wildcard's `*.` (`example.com` for `*.example.com`): the DNS subtree
+    /// an X.509 name constraint permits for this pattern (RFC 5280 §4.2.1.10).
+    pub fn subtree(&self) -> &str {
+        self.name.trim_start_matches('.')
+    }
+
     /// A concrete host name (not a wildcard), with its port if any: a default upstream.
     pub fn concrete(&self) -> Option<(&str, Option<u16>)> {
         (!self.wildcard).then_some((self.name.as_str(), self.port))

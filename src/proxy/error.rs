@@ -44,6 +44,8 @@ pub enum ErrorKind {
     UnknownHost,
     BrowserRequest,
     ConnectRefused,
+    /// Inside a `CONNECT` tunnel, a request for another host (RFC 9110 §15.5.20).
+    Misdirected,
     ProxyAuthRequired,
     HeadersTooLarge,
     CredentialUnavailable,
@@ -79,6 +81,12 @@ impl ErrorKind {
             ConnectRefused => (
                 StatusCode::FORBIDDEN,
                 "connect_refused",
+                "http_request_denied",
+                Blame::Client,
+            ),
+            Misdirected => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
                 "http_request_denied",
                 Blame::Client,
             ),

@@ -1,7 +1,8 @@
 //! Phase 1, accept: listeners, connections, and their graceful end.
 //!
-//! A listener is TCP or a unix socket; a connection is any `AsyncRead + AsyncWrite` stream, so a
-//! TLS-terminating listener (HTTPS_PROXY interception, later) slots in without touching the rest.
+//! A listener is TCP or a unix socket; a connection is any `AsyncRead + AsyncWrite` stream: a
+//! `CONNECT` tunnel's plain or intercepted-TLS stream is served here as one more connection
+//! (`tunnel.rs`), and the connection that carried the `CONNECT` waits for it.
 //! Each downstream connection is one task that drives both the HTTP/1.1 server connection and its
 //! own upstream connection (see `upstream.rs`). Shutdown: stop accepting, ask every connection to
 //! finish its in-flight request, and let the caller wait on the tracker for the grace period.
@@ -115,6 +116,8 @@ pub async fn serve_connection<I>(
         pool,
         peer,
         slot: LocalSlot::default(),
+        cancel: cancel.clone(),
+        tunnel: Default::default(),
     });
     // The common requests take the fast path; the first one it does not serve hands the
     // connection, from that request on, to hyper (`fast.rs`).
@@ -185,6 +188,11 @@ pub async fn serve_connection<I>(
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+    // After a `CONNECT` the connection lives on as the tunnel.
+    let tunnel = ctx.tunnel.lock().take();
+    if let Some(tunnel) = tunnel {
+        let _ = tunnel.await;
     }
     if !shutting_down {
         ctx.slot.park_into(&ctx.pool);

@@ -51,6 +51,29 @@ pub enum Role {
     Main,
     /// A base URL for one provider (index into the router's providers).
     Route(usize),
+    /// Inside a `CONNECT` tunnel to a claimed host (`tunnel.rs`): every request is that
+    /// provider's, and must name the tunnel's host.
+    Tunnel(Arc<TunnelTarget>),
+}
+
+/// The authority a `CONNECT` tunnel was opened to, and the provider claiming it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TunnelTarget {
+    pub index: usize,
+    /// Normalized (lowercase, no trailing dot).
+    pub host: String,
+    pub port: u16,
+}
+
+impl TunnelTarget {
+    /// A request inside the tunnel may name only the tunnel's host: its name must match, and
+    /// a port, when it gives one, must be the tunnel's (RFC 9110 §7.4: a request for another
+    /// origin on this connection is misdirected).
+    pub fn admits(&self, authority: &str) -> bool {
+        let (host, port) = split_host_port(authority);
+        normalize(host) == self.host.as_str()
+            && port.is_none_or(|p| p.parse::<u16>() == Ok(self.port))
+    }
 }
 
 pub struct Router {
@@ -74,6 +97,13 @@ pub enum Target<'r, 'u> {
     Pass { authority: String },
     /// An unclaimed host, refused.
     Unknown { host: String },
+    /// Inside a tunnel to `tunnel` (`host:port`) for provider `index`, a request for another
+    /// `host` (421).
+    Misdirected {
+        index: usize,
+        tunnel: String,
+        host: String,
+    },
 }
 
 impl Router {
@@ -137,12 +167,18 @@ impl Router {
         path_and_query: &'u str,
         host_header: Option<&'u str>,
     ) -> Target<'r, 'u> {
-        if let Role::Route(index) = role {
-            return Target::Provider {
-                index: *index,
-                path_and_query,
-                prefix: None,
-            };
+        match role {
+            Role::Route(index) => {
+                return Target::Provider {
+                    index: *index,
+                    path_and_query,
+                    prefix: None,
+                };
+            }
+            Role::Tunnel(tunnel) => {
+                return tunnel_target(tunnel, authority.or(host_header), path_and_query);
+            }
+            Role::Main => {}
         }
         // Absolute form: the client treats us as its HTTP proxy.
         if let Some(authority) = authority {
@@ -181,6 +217,28 @@ impl Router {
                 host: authority.to_owned(),
             },
         }
+    }
+}
+
+/// A request inside a tunnel: the tunnel's provider when it names the tunnel's host (by its
+/// absolute-form target, else its `Host`). A request that names no host names no other one, and
+/// is the tunnel's.
+fn tunnel_target<'r, 'u>(
+    tunnel: &TunnelTarget,
+    named: Option<&str>,
+    path_and_query: &'u str,
+) -> Target<'r, 'u> {
+    match named {
+        Some(h) if !tunnel.admits(h) => Target::Misdirected {
+            index: tunnel.index,
+            tunnel: format!("{}:{}", tunnel.host, tunnel.port),
+            host: h.to_owned(),
+        },
+        _ => Target::Provider {
+            index: tunnel.index,
+            path_and_query,
+            prefix: None,
+        },
     }
 }
 
@@ -310,4 +368,62 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel() -> TunnelTarget {
+        TunnelTarget {
+            index: 3,
+            host: "api.example.com".into(),
+            port: 443,
+        }
+    }
+
+    #[test]
+    fn a_tunnel_admits_its_own_host_in_any_case_with_or_without_its_port() {
+        let t = tunnel();
+        for ok in [
+            "api.example.com",
+            "API.Example.com",
+            "api.example.com.",
+            "api.example.com:443",
+        ] {
+            assert!(t.admits(ok), "{ok}");
+        }
+        for no in [
+            "api.example.com:8443",
+            "example.com",
+            "x.api.example.com",
+            "api.example.com:x",
+            "",
+        ] {
+            assert!(!t.admits(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn inside_a_tunnel_another_host_is_misdirected_and_no_host_is_the_tunnels() {
+        let t = tunnel();
+        assert_eq!(
+            tunnel_target(&t, Some("other.example.com"), "/p"),
+            Target::Misdirected {
+                index: 3,
+                tunnel: "api.example.com:443".into(),
+                host: "other.example.com".into()
+            }
+        );
+        for named in [None, Some("api.example.com")] {
+            assert_eq!(
+                tunnel_target(&t, named, "/p"),
+                Target::Provider {
+                    index: 3,
+                    path_and_query: "/p",
+                    prefix: None
+                }
+            );
+        }
+    }
 }

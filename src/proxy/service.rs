@@ -40,6 +40,9 @@ struct ReqCtx<'a> {
     slot: &'a LocalSlot,
     pool: &'a Pool,
     peer: Option<std::net::IpAddr>,
+    /// For a `CONNECT` whose tunnel is served here (`tunnel.rs`).
+    conn: &'a Arc<ConnCtx>,
+    state: &'a Arc<super::state::ListenerState>,
 }
 
 pub async fn handle(
@@ -54,6 +57,8 @@ pub async fn handle(
         slot: &ctx.slot,
         pool: &ctx.pool,
         peer: ctx.peer,
+        conn: &ctx,
+        state: &state,
     };
     let _inflight = ctx.shared.metrics.inflight();
     // The access line's fields are copied only when the line will be written: with the level
@@ -133,6 +138,10 @@ async fn proxy<'a>(
     }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
+        let mut req = req;
+        if let Some(answer) = super::tunnel::claimed(ctx.conn, ctx.state, &mut req) {
+            return answer;
+        }
         return connect(ctx, req).await;
     }
     let host_header = req
@@ -158,6 +167,22 @@ async fn proxy<'a>(
                     )
                 },
             ));
+        }
+        Target::Misdirected {
+            index,
+            tunnel,
+            host,
+        } => {
+            let name = &shared.router.providers[index].config.name;
+            outcome.provider = Some(name);
+            outcome.index = Some(index);
+            return Err(ProxyError::new(
+                ErrorKind::Misdirected,
+                format!(
+                    "this tunnel was opened (CONNECT) to {tunnel}; a request for {host} needs a tunnel of its own"
+                ),
+            )
+            .provider(name));
         }
         Target::Pass { authority } => {
             // No credential goes with it, but a web page must not use credproxy as a bridge to
@@ -481,8 +506,8 @@ async fn keep_small_body(body: Upload) -> Result<(UpBody, Option<Bytes>), ProxyE
     }
 }
 
-/// `CONNECT`: tunnel an unclaimed host when passing (to the one address judged, see
-/// [`pass_address`]), refuse a claimed one with the reason.
+/// `CONNECT` to an unclaimed host (a claimed one is `tunnel.rs`'s): tunnelled when passing, to
+/// the one address judged (see [`pass_address`]).
 async fn connect(
     ctx: &ReqCtx<'_>,
     req: Request<Incoming>,
@@ -494,19 +519,6 @@ async fn connect(
             "CONNECT needs host:port",
         ));
     };
-    if let Some(i) = router.by_host(&authority) {
-        let name = &router.providers[i].config.name;
-        return Err(ProxyError::new(
-            ErrorKind::ConnectRefused,
-            format!(
-                "{authority} belongs to provider {name}, and a credential can't be added inside a TLS tunnel. \
-                 Call http://{host}/... through this proxy (HTTP_PROXY, not HTTPS_PROXY) and credproxy will \
-                 use TLS upstream, or point the application at a [[routes]] listener",
-                host = authority.trim_end_matches(":443")
-            ),
-        )
-        .provider(name));
-    }
     if router.unknown_hosts != crate::config::UnknownHosts::Pass {
         return Err(ProxyError::new(
             ErrorKind::UnknownHost,

@@ -26,6 +26,9 @@ pub struct Shared {
     pub proxy_auth: Option<ProxyAuth>,
     /// Request metrics, with handles indexed like `router.providers`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// With `intercept = "claimed"`: the leaf certificates TLS in a `CONNECT` tunnel to a
+    /// claimed host is terminated with (`tunnel.rs`).
+    pub intercept: Option<Arc<crate::ca::Leaves>>,
 }
 
 /// What a listener is, as requests see it.
@@ -59,4 +62,10 @@ pub struct ConnCtx {
     /// The client's address (TCP), for providers that ask for `Forwarded`.
     pub peer: Option<std::net::IpAddr>,
     pub slot: LocalSlot,
+    /// The listener's shutdown, for connections served inside this one (`CONNECT` tunnels).
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// A `CONNECT` tunnel served inside this connection (`tunnel.rs`): the connection's task
+    /// waits for it, so the tunnel keeps the connection's slots (`limits.rs`) and shutdown's
+    /// tracker waits for it too.
+    pub tunnel: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }

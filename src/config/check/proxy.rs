@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::config::file::{FileConfig, FileMode, FileProxy, Str};
-use crate::config::{Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts};
+use crate::config::{Intercept, Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts};
 
 impl Ctx<'_> {
     fn listen(&mut self, s: &Str, key: &str, allow_remote: bool) -> Option<Listen> {
@@ -74,6 +74,25 @@ impl Ctx<'_> {
                 Err(e) => self.err(s.span(), &key, e),
             }
         }
+        let intercept = match &p.intercept {
+            None => Intercept::Off,
+            Some(s) => match self.string(s, "proxy.intercept").as_deref() {
+                Some("off") => Intercept::Off,
+                Some("claimed") => Intercept::Claimed,
+                Some(other) => {
+                    self.err(
+                        s.span(),
+                        "proxy.intercept",
+                        format!(
+                            "must be \"off\" or \"claimed\" (\"claimed\" terminates HTTPS to claimed hosts with credproxy's own CA), not `{other}`"
+                        ),
+                    );
+                    Intercept::Off
+                }
+                None => Intercept::Off,
+            },
+        };
+        let ca_name_constraints = p.ca_name_constraints.unwrap_or(false);
         let ca_file = self
             .opt_string(&p.ca_file, "proxy.ca_file")
             .map(PathBuf::from);
@@ -148,6 +167,8 @@ impl Ctx<'_> {
             unknown_hosts,
             pass_private,
             ca_file,
+            intercept,
+            ca_name_constraints,
             allow_remote,
             proxy_auth,
             socket_mode,
@@ -311,5 +332,35 @@ mod tests {
             err.to_string().contains("no provider named `nope`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn intercept_is_off_or_claimed_and_ca_name_constraints_a_boolean() {
+        let ok = load_str(
+            "[proxy]\nintercept = \"claimed\"\nca_name_constraints = true\n",
+            "c.toml",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(ok.proxy.intercept, crate::config::Intercept::Claimed);
+        assert!(ok.proxy.ca_name_constraints);
+        let default = load_str("", "c.toml", &no_env).unwrap();
+        assert_eq!(default.proxy.intercept, crate::config::Intercept::Off);
+        assert!(!default.proxy.ca_name_constraints);
+        let err = load_str("[proxy]\nintercept = \"all\"\n", "c.toml", &no_env).unwrap_err();
+        let e = &err.0[0];
+        assert_eq!((e.line, e.key.as_str()), (2, "proxy.intercept"));
+        assert!(
+            e.message.contains("\"off\" or \"claimed\""),
+            "{}",
+            e.message
+        );
+        let err = load_str(
+            "[proxy]\nca_name_constraints = \"yes\"\n",
+            "c.toml",
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("true or false"), "{err}");
     }
 }

@@ -22,10 +22,10 @@ use support::{Alpn, TestCa, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const TOKEN: &str = "static-token-0123456789";
+pub(super) const TOKEN: &str = "static-token-0123456789";
 
 /// An upstream that answers with what it saw: method, path, version and every header.
-async fn echo_upstream(ca: &TestCa, alpn: Alpn) -> TestServer {
+pub(super) async fn echo_upstream(ca: &TestCa, alpn: Alpn) -> TestServer {
     let tls = ca.server_config(&["localhost"], alpn);
     TestServer::start(
         Some(tls),
@@ -63,14 +63,14 @@ async fn echo_upstream(ca: &TestCa, alpn: Alpn) -> TestServer {
     .await
 }
 
-struct Setup {
-    _ca: TestCa,
-    _dir: tempfile::TempDir,
-    upstream: TestServer,
-    proxy: Running,
+pub(super) struct Setup {
+    pub(super) _ca: TestCa,
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) upstream: TestServer,
+    pub(super) proxy: Running,
 }
 
-async fn setup_with(alpn: Alpn, extra_proxy: &str, extra: &str) -> Setup {
+pub(super) async fn setup_with(alpn: Alpn, extra_proxy: &str, extra: &str) -> Setup {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write_ca_file(dir.path());
@@ -110,12 +110,12 @@ provider = "echo"
     }
 }
 
-async fn setup() -> Setup {
+pub(super) async fn setup() -> Setup {
     setup_with(Alpn::Http1Only, "", "").await
 }
 
 impl Setup {
-    fn main(&self) -> SocketAddr {
+    pub(super) fn main(&self) -> SocketAddr {
         self.proxy.main_addr().tcp().unwrap()
     }
     fn route(&self) -> SocketAddr {
@@ -124,7 +124,10 @@ impl Setup {
 }
 
 /// Send one request to `addr` (the proxy) over plain HTTP/1.1, with the URI exactly as given.
-async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+pub(super) async fn send(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> (http::response::Parts, Bytes) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -135,7 +138,7 @@ async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (http::response::P
     (parts, body.collect().await.unwrap().to_bytes())
 }
 
-fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+pub(super) fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut b = Request::builder().uri(uri);
     for (n, v) in headers {
         b = b.header(*n, *v);
@@ -143,12 +146,12 @@ fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     b.body(Full::new(Bytes::new())).unwrap()
 }
 
-fn json(body: &Bytes) -> Value {
+pub(super) fn json(body: &Bytes) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
 }
 
-fn header_values(v: &Value, name: &str) -> Vec<String> {
+pub(super) fn header_values(v: &Value, name: &str) -> Vec<String> {
     v["headers"][name]
         .as_array()
         .map(|a| a.iter().map(|x| x.as_str().unwrap().to_owned()).collect())

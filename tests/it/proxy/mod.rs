@@ -3,6 +3,8 @@
 mod clients;
 mod e2e;
 mod errors;
+mod intercept;
+mod tunnel;
 mod wire;
 mod wire_security;
 mod wire_upstream;

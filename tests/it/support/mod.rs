@@ -20,6 +20,7 @@ pub mod authorize;
 pub mod client;
 pub mod clock;
 pub mod core;
+pub mod external;
 pub mod fault;
 pub mod fields;
 pub mod http;

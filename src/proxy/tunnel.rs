@@ -1,0 +1,282 @@
+//! `CONNECT` to a claimed host: the tunnel's requests are served by the request core.
+//!
+//! A client configured with a proxy reaches an `https://` URL (and, with Node's undici, even an
+//! `http://` one) by `CONNECT host:port`. For a host a provider claims, credproxy answers `200`
+//! itself and looks at the first bytes in the tunnel (DESIGN.md "HTTPS clients"):
+//! - an HTTP request line: the tunnel is a plain HTTP/1.1 connection, served like any other;
+//! - a TLS ClientHello, with `intercept = "claimed"`: the handshake is completed with a leaf
+//!   certificate for the authority from the local CA (`crate::ca`), then the same;
+//! - anything else (or TLS with interception off): closed, and logged with what to do.
+//!
+//! With `intercept = "off"`, a `CONNECT` to a claimed host on port 443 is refused at once (403):
+//! whatever follows is TLS that credproxy will not open. On any other port the tunnel is opened,
+//! because undici sends `CONNECT host:80` for `http://` URLs.
+//!
+//! Inside the tunnel every request belongs to the provider claiming the `CONNECT` authority and
+//! must name that host (`Role::Tunnel`, checked by the router: 421 `misdirected` otherwise).
+//! `proxy_auth` was checked on the `CONNECT` (service.rs, phase 2), so the tunnel's own requests
+//! don't need it; every other phase (injection, the 401 rule, limits, the browser check, the
+//! access log) runs as for any request, on either transport, because the tunnel is handed to
+//! `listener::serve_connection` as one more connection. A tunnel serves with the config
+//! generation its `CONNECT` arrived under (a reload reaches the client's next connection).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::RespBody;
+use super::error::{ErrorKind, ProxyError};
+use super::fast::Rewind;
+use super::route::{Role, TunnelTarget};
+use super::state::{ConnCtx, ListenerCell, ListenerInfo, ListenerState};
+use crate::config::host::normalize;
+
+/// A TLS record of type handshake (RFC 8446 §5.1): the first byte of a ClientHello.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// `CONNECT` to `req`'s authority when a provider claims it: the answer (`200` with the tunnel
+/// served in the background, or the refusal). `None` when no provider claims the authority, which
+/// is the caller's to tunnel or refuse.
+pub(super) fn claimed(
+    conn: &Arc<ConnCtx>,
+    state: &Arc<ListenerState>,
+    req: &mut Request<Incoming>,
+) -> Option<Result<Response<RespBody>, ProxyError>> {
+    let authority = req.uri().authority()?.clone();
+    let router = &state.shared.router;
+    let index = router.by_host(authority.as_str())?;
+    let name = router.providers[index].config.name.as_str();
+    if matches!(state.info.role, Role::Tunnel(_)) {
+        return Some(Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "CONNECT inside a CONNECT tunnel is not supported",
+        )
+        .provider(name)));
+    }
+    let port = authority.port_u16().unwrap_or(443);
+    if port == 443 && state.shared.intercept.is_none() {
+        return Some(Err(ProxyError::new(
+            ErrorKind::ConnectRefused,
+            format!(
+                "{authority} belongs to provider {name}, and a credential can't be added inside a TLS tunnel \
+                 while interception is off. Set intercept = \"claimed\" in [proxy] (and trust credproxy's CA), \
+                 or call http://{host}/... through this proxy (HTTP_PROXY, not HTTPS_PROXY) and credproxy will \
+                 use TLS upstream",
+                host = authority.host()
+            ),
+        )
+        .provider(name)));
+    }
+    let tunnel = Arc::new(TunnelTarget {
+        index,
+        host: normalize(authority.host()).into_owned(),
+        port,
+    });
+    let upgrade = hyper::upgrade::on(req);
+    let (inner, state) = (conn.clone(), state.clone());
+    let task = tokio::spawn(async move {
+        let conn = inner;
+        let io = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        serve(io, &conn, &state, tunnel, authority.as_str()).await;
+    });
+    // Awaited by the connection's own task (`listener::serve_connection`).
+    *conn.tunnel.lock() = Some(task);
+    Some(Ok(Response::new(Either::Right(Full::new(Bytes::new())))))
+}
+
+/// Serve an opened tunnel by what its first bytes are.
+async fn serve<I>(
+    mut io: I,
+    conn: &ConnCtx,
+    state: &ListenerState,
+    tunnel: Arc<TunnelTarget>,
+    authority: &str,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = state.info.header_timeout;
+    let mut first = Vec::with_capacity(4096);
+    match tokio::time::timeout(timeout, io.read_buf(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(%authority, "CONNECT tunnel: nothing sent within header_timeout; closing");
+            return;
+        }
+    }
+    let name = &state.shared.router.providers[tunnel.index].config.name;
+    match first[0] {
+        b'A'..=b'Z' => {
+            let io = Rewind::new(first, io);
+            let cell = inner_cell(state, tunnel, authority, "http");
+            super::listener::serve_connection(
+                io,
+                conn.peer,
+                cell,
+                conn.pool.clone(),
+                conn.cancel.clone(),
+            )
+            .await;
+        }
+        TLS_HANDSHAKE => match &state.shared.intercept {
+            Some(leaves) => {
+                let io = Rewind::new(first, io);
+                let Some(tls) = handshake(io, leaves, state, &tunnel, name).await else {
+                    return;
+                };
+                let cell = inner_cell(state, tunnel, authority, "https");
+                super::listener::serve_connection(
+                    tls,
+                    conn.peer,
+                    cell,
+                    conn.pool.clone(),
+                    conn.cancel.clone(),
+                )
+                .await;
+            }
+            None => tracing::info!(
+                %authority,
+                provider = %name,
+                "CONNECT tunnel carries TLS, and interception is off: closing. Set intercept = \"claimed\" \
+                 in [proxy] and trust credproxy's CA, or call http:// URLs through credproxy"
+            ),
+        },
+        _ => tracing::info!(
+            %authority,
+            provider = %name,
+            "CONNECT tunnel begins with neither an HTTP request nor TLS: closing"
+        ),
+    }
+}
+
+/// The listener state the tunnel's requests are served with: this generation's, as a listener
+/// whose every request is the tunnel's provider's.
+fn inner_cell(
+    state: &ListenerState,
+    tunnel: Arc<TunnelTarget>,
+    authority: &str,
+    scheme: &str,
+) -> Arc<ListenerCell> {
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let origin = if tunnel.port == default_port {
+        format!(
+            "{scheme}://{}",
+            crate::config::host::split_host_port(authority).0
+        )
+    } else {
+        format!("{scheme}://{authority}")
+    };
+    let info = ListenerInfo {
+        role: Role::Tunnel(tunnel),
+        // Checked on the CONNECT.
+        require_auth: false,
+        // The Host check is the tunnel's own (`TunnelTarget::admits`), not the loopback one.
+        loopback: false,
+        // Where a `Location` pointing at the upstream is rewritten to: the origin the client used.
+        local_origin: Some(origin),
+        header_timeout: state.info.header_timeout,
+    };
+    Arc::new(arc_swap::ArcSwap::from_pointee(ListenerState {
+        shared: state.shared.clone(),
+        info,
+    }))
+}
+
+/// Complete the client's TLS handshake with a leaf for the tunnel's host. `None` (and the
+/// tunnel closed) when the ClientHello names another host (SNI), or the handshake fails; a client
+/// that refuses the certificate is counted, and told about once per host in the log.
+async fn handshake<I>(
+    io: I,
+    leaves: &crate::ca::Leaves,
+    state: &ListenerState,
+    tunnel: &TunnelTarget,
+    provider: &str,
+) -> Option<tokio_rustls::server::TlsStream<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let host = tunnel.host.as_str();
+    let timeout = state.info.header_timeout;
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(timeout, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::debug!(%host, error = %e, "intercepted TLS: no valid ClientHello; closing");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%host, "intercepted TLS: no ClientHello within header_timeout; closing");
+            return None;
+        }
+    };
+    if let Some(sni) = start.client_hello().server_name()
+        && normalize(sni) != host
+    {
+        // A client that asks for one name in CONNECT and another in TLS is confused or probing:
+        // it gets no certificate at all, rather than one for a name it did not ask for.
+        tracing::warn!(
+            %host,
+            sni,
+            %provider,
+            "intercepted TLS refused: the ClientHello's server name differs from the CONNECT authority"
+        );
+        return None;
+    }
+    let config = match leaves.config_for(host) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%host, error = %crate::token::error::chain(&e), "intercepted TLS: no certificate for this host; closing");
+            return None;
+        }
+    };
+    match tokio::time::timeout(timeout, start.into_stream(config)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) if refused_our_certificate(&e) => {
+            if state.shared.metrics.tls_rejected(provider, host) {
+                tracing::warn!(
+                    %host,
+                    %provider,
+                    ca = %leaves.ca().cert_path().display(),
+                    "a client refused credproxy's certificate for {host} (it does not trust credproxy's CA). \
+                     Trust the CA: credproxy trust install, or use credproxy exec, or call http:// through credproxy"
+                );
+            }
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%host, error = %e, "intercepted TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%host, "intercepted TLS handshake not finished within header_timeout");
+            None
+        }
+    }
+}
+
+/// The client ended the handshake with an alert that means "I don't trust this certificate"
+/// (RFC 8446 §6.2: unknown_ca, bad_certificate, certificate_unknown).
+fn refused_our_certificate(e: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let Some(rustls::Error::AlertReceived(alert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        alert,
+        A::UnknownCA | A::BadCertificate | A::CertificateUnknown
+    )
+}
