@@ -47,7 +47,8 @@ static SYSTEM_WALL: SystemWall = SystemWall;
 pub struct Clock {
     anchor_wall: SystemTime,
     anchor: Instant,
-    /// Read for [`WallMark`]s only; the derived wall time ([`Clock::now_wall`]) follows tokio.
+    /// Read for [`WallMark`]s, and by [`Clock::now_wall`] to notice that tokio's clock stopped
+    /// while the world's went on.
     wall: &'static dyn WallClock,
 }
 
@@ -117,8 +118,18 @@ impl Clock {
         Instant::now()
     }
 
+    /// The wall clock now: the anchor advanced by tokio's clock, unless the wall source has run
+    /// ahead of that by more than [`WALL_JUMP`] (a suspend, a VM pause: tokio's clock stopped,
+    /// the world's did not), when it is the wall source's own reading. Else an absolute expiry
+    /// read after a resume (a JWT `exp`, BACE's `expires`) would be placed late by the whole
+    /// suspend, and a token sent that long past it.
     pub fn now_wall(&self) -> SystemTime {
-        self.anchor_wall + Instant::now().saturating_duration_since(self.anchor)
+        let derived = self.anchor_wall + Instant::now().saturating_duration_since(self.anchor);
+        let real = self.wall.now();
+        match real.duration_since(derived) {
+            Ok(ahead) if ahead > WALL_JUMP => real,
+            _ => derived,
+        }
     }
 
     /// Seconds since the Unix epoch, now.
@@ -232,6 +243,32 @@ mod tests {
             clock.unix_at(Instant::now() + Duration::from_secs(10)),
             clock.unix_now() + 10
         );
+    }
+
+    /// After a jump the wall time is the wall source's: an absolute expiry read then (300 s
+    /// ahead) is placed 300 s ahead on tokio's clock, not 300 s plus the suspend.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_jump_the_wall_time_is_the_wall_sources() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        #[derive(Debug)]
+        struct Jumping(AtomicU64);
+        impl WallClock for Jumping {
+            fn now(&self) -> SystemTime {
+                UNIX_EPOCH
+                    + Duration::from_secs(2_000_000_000)
+                    + Duration::from_secs(self.0.load(Ordering::Relaxed))
+            }
+        }
+        static WALL: Jumping = Jumping(AtomicU64::new(0));
+        let clock = Clock::with_wall(&WALL);
+        assert_eq!(clock.unix_now(), 2_000_000_000);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(clock.unix_now(), 2_000_000_010, "follows tokio while in step");
+        WALL.0.store(10 + 3600, Ordering::Relaxed); // an hour asleep
+        assert_eq!(clock.unix_now(), 2_000_003_610);
+        let at = clock.instant_at_unix(clock.unix_now() + 300);
+        let ahead = (at - Instant::now()).as_secs_f64();
+        assert!(ahead > 299.0 && ahead <= 300.0, "{ahead}");
     }
 
     #[tokio::test(start_paused = true)]
