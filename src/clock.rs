@@ -263,7 +263,11 @@ mod tests {
         let clock = Clock::with_wall(&WALL);
         assert_eq!(clock.unix_now(), 2_000_000_000);
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(clock.unix_now(), 2_000_000_010, "follows tokio while in step");
+        assert_eq!(
+            clock.unix_now(),
+            2_000_000_010,
+            "follows tokio while in step"
+        );
         WALL.0.store(10 + 3600, Ordering::Relaxed); // an hour asleep
         assert_eq!(clock.unix_now(), 2_000_003_610);
         let at = clock.instant_at_unix(clock.unix_now() + 300);

@@ -67,6 +67,12 @@ struct UncommittedLabels {
     event: &'static str,
 }
 
+/// Hosts counted by name in `credproxy_intercept_tls_rejected_total` per provider; the rest are
+/// [`TLS_REJECTED_OTHER`].
+pub const TLS_REJECTED_HOSTS: usize = 64;
+/// The `host` label of refusals past [`TLS_REJECTED_HOSTS`].
+pub const TLS_REJECTED_OTHER: &str = "other";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TlsRejectLabels {
     provider: Arc<str>,
@@ -365,7 +371,21 @@ impl Metrics {
     /// Count a client's refusal of credproxy's certificate for `host` (an intercepted handshake
     /// ended by an `unknown_ca` / `bad_certificate` alert). True the first time for this host:
     /// the caller logs what to do once, not on every retry.
+    ///
+    /// Hosts are counted one by one up to [`TLS_REJECTED_HOSTS`] per provider, then as `other`:
+    /// a wildcard claim lets a client name any number of hosts, and labels must stay bounded.
     pub fn tls_rejected(&self, provider: &str, host: &str) -> bool {
+        let mut by = self.families.tls_rejected_by_host.lock();
+        let hosts = by.entry(provider.to_owned()).or_default();
+        let host = if hosts.contains_key(host) || hosts.len() < TLS_REJECTED_HOSTS {
+            host
+        } else {
+            TLS_REJECTED_OTHER
+        };
+        let n = hosts.entry(host.to_owned()).or_default();
+        *n += 1;
+        let first = *n == 1;
+        drop(by);
         self.families
             .tls_rejected
             .get_or_create(&TlsRejectLabels {
@@ -373,14 +393,7 @@ impl Metrics {
                 host: Arc::from(host),
             })
             .inc();
-        let mut by = self.families.tls_rejected_by_host.lock();
-        let n = by
-            .entry(provider.to_owned())
-            .or_default()
-            .entry(host.to_owned())
-            .or_default();
-        *n += 1;
-        *n == 1
+        first
     }
 
     /// Each host's count of [`Metrics::tls_rejected`] for `provider`.
@@ -443,6 +456,33 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(prefix))
             .map(|l| l.rsplit(' ').next().unwrap())
+    }
+
+    #[test]
+    fn refused_certificates_are_counted_for_a_bounded_number_of_hosts() {
+        let m = Metrics::new(&["wild"]);
+        assert!(m.tls_rejected("wild", "a.wild.test"), "first for the host");
+        assert!(!m.tls_rejected("wild", "a.wild.test"));
+        for i in 0..200 {
+            m.tls_rejected("wild", &format!("h{i}.wild.test"));
+        }
+        let by = m.tls_rejections("wild");
+        assert_eq!(
+            by.len(),
+            TLS_REJECTED_HOSTS + 1,
+            "the first hosts and `other`"
+        );
+        assert_eq!(by["a.wild.test"], 2);
+        assert_eq!(
+            by[TLS_REJECTED_OTHER],
+            200 - (TLS_REJECTED_HOSTS as u64 - 1)
+        );
+        let text = m.encode([]);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("credproxy_intercept_tls_rejected_total{"))
+            .count();
+        assert_eq!(series, TLS_REJECTED_HOSTS + 1, "{text}");
     }
 
     #[test]
