@@ -208,6 +208,8 @@ pub struct ProviderConfig {
     pub wait_for_token: Duration,
     /// This provider's own `response_timeout` (else `[proxy]`'s: `exchange::response_timeout`).
     pub response_timeout: Option<Duration>,
+    /// Where the token goes in each request (`inject`; `Authorization: Bearer` by default).
+    pub inject: crate::credential::Inject,
     pub auth: AuthConfig,
 }
 

@@ -14,6 +14,7 @@ mod blendvision;
 mod clash;
 mod endpoints;
 mod grant;
+mod inject;
 mod oauth2;
 mod provider;
 mod proxy;

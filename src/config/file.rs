@@ -104,6 +104,33 @@ impl<'de> Deserialize<'de> for FileSecret {
     }
 }
 
+/// `inject = "bearer"`, or a table: `{ header = NAME, format = "..{token}.." }`,
+/// `{ query = NAME }`, `{ basic = { username = U } }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "\"bearer\", or a table: { header = \"x-api-key\" } (with an optional format = \"token {token}\"), { query = \"key\" }, or { basic = { username = \"me\" } }"
+)]
+pub enum FileInject {
+    Named(String),
+    Table(FileInjectTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInjectTable {
+    pub header: Option<String>,
+    pub format: Option<String>,
+    pub query: Option<String>,
+    pub basic: Option<FileBasic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBasic {
+    pub username: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileProvider {
@@ -113,6 +140,7 @@ pub struct FileProvider {
     pub headers: Option<BTreeMap<String, FileSecret>>,
     pub allow_origins: Option<Vec<Str>>,
     pub forwarded: Option<bool>,
+    pub inject: Option<Spanned<FileInject>>,
 
     // The credential.
     pub token: Option<FileSecret>,

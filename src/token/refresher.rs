@@ -152,7 +152,14 @@ fn publish_static(provider: &ProviderConfig, writer: &CredentialWriter) {
     let AuthConfig::Static { token } = &provider.auth else {
         return;
     };
-    match Credential::bearer(token, &provider.headers, 1, Instant::now(), None) {
+    match Credential::new(
+        token,
+        &provider.inject,
+        &provider.headers,
+        1,
+        Instant::now(),
+        None,
+    ) {
         Ok(c) => writer.publish(Snapshot {
             credential: Some(Arc::new(c)),
             phase: Phase::Ready,
@@ -370,8 +377,9 @@ impl Refresher {
             .as_ref()
             .is_some_and(|h| h.forced && h.token.access_token == token.access_token);
         self.generation += 1;
-        let credential = match Credential::bearer(
+        let credential = match Credential::new(
             &token.access_token,
+            &self.provider.inject,
             &headers,
             self.generation,
             obtained,

@@ -3,6 +3,7 @@
 mod clients;
 mod e2e;
 mod errors;
+mod inject;
 mod intercept;
 mod tunnel;
 mod wire;
