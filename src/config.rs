@@ -30,7 +30,7 @@ pub use check::{ConfigError, ConfigErrors};
 pub use host::HostPattern;
 pub use load::{load, load_str, locate};
 
-use crate::secret::Secret;
+use crate::secret::{Live, Secret};
 
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
@@ -241,7 +241,8 @@ impl Upstream {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthConfig {
     /// A fixed token (`preset = "static"`).
-    Static { token: Secret },
+    /// The token may be a file credproxy follows or a command it re-runs.
+    Static { token: Live },
     /// Any token endpoint: RFC 6749 and the seed dialects built on it.
     OAuth2(Box<OAuth2Config>),
     /// BlendVision One: a static API token, or login + mint.
@@ -310,9 +311,9 @@ pub struct OAuth2Config {
     pub token_url: Uri,
     pub grant: Grant,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<Live>,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Live>,
     pub scopes: Vec<String>,
     pub scope_separator: String,
     pub format: BodyFormat,
@@ -388,7 +389,7 @@ impl OAuth2Config {
                 .expect("a valid URL"),
             grant: Grant::ClientCredentials,
             client_id: Some("cid".into()),
-            client_secret: Some(Secret::from("sec")),
+            client_secret: Some(Live::from("sec")),
             username: None,
             password: None,
             scopes: vec![],

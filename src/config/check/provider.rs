@@ -77,8 +77,8 @@ pub(in crate::config) fn build(
         Preset::Static => {
             let token = match &fp.token {
                 Some(t) => ctx
-                    .secret(t, &key("token"))
-                    .filter(|v| ctx.bearer_token(v, t.span.clone(), &key("token"))),
+                    .live(t, &key("token"))
+                    .filter(|v| ctx.bearer_token(&v.get(), t.span.clone(), &key("token"))),
                 None => {
                     ctx.err(span.clone(), &key("token"), "missing: a static provider needs token = \"${VAR}\" or token = { file = \"/run/secrets/x\" }");
                     None
