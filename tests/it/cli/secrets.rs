@@ -1,0 +1,110 @@
+//! Issue 20 item 2: `credproxy check` runs each `{ command }` secret once, as `run` does at
+//! start, and reports a failure by the program and its exit status, never its output.
+
+use std::process::Command;
+
+/// A config with a static provider whose token is `command`, in `dir`.
+fn config(dir: &std::path::Path, command: &str) -> std::path::PathBuf {
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[proxy]\nstate_dir = \"{}\"\n\n[providers.p]\npreset = \"static\"\n\
+             hosts = [\"api.p.test\"]\ntoken = {{ command = {command}, ttl = \"10m\" }}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn check(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_runs_each_command_once_and_a_failure_names_the_program_and_status_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let ok = config(
+        dir.path(),
+        &format!(
+            "[\"sh\", \"-c\", \"echo run >> {}; echo cmd-S3CR3T-ok\"]",
+            count.display()
+        ),
+    );
+    let out = check(&ok);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap(),
+        "run\n",
+        "run exactly once"
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("S3CR3T"), "{all}");
+
+    let failing = config(
+        dir.path(),
+        "[\"sh\", \"-c\", \"echo out-S3CR3T; echo err-S3CR3T >&2; exit 7\"]",
+    );
+    let out = check(&failing);
+    assert_eq!(out.status.code(), Some(2), "a config error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("providers.p.token: the command `sh` failed (exit status: 7)"),
+        "{stderr}"
+    );
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(!all.contains("S3CR3T"), "the output is never shown: {all}");
+
+    let missing = config(
+        dir.path(),
+        "[\"/nonexistent/op\", \"read\", \"op://v/i/f\"]",
+    );
+    let stderr = String::from_utf8_lossy(&check(&missing).stderr).into_owned();
+    assert!(
+        stderr.contains("the command `/nonexistent/op` can't be started"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_command_secret_with_mistakes_says_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for (command, says) in [
+        ("[]", "providers.p.token.command: is empty"),
+        (
+            "[\"echo\", \"x\"], ttl = \"soon\"",
+            "providers.p.token.ttl: `soon` is not a duration",
+        ),
+        ("[\"echo\", \"x\"], ttl = \"10ms\"", "shorter than 1s"),
+    ] {
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[proxy]\nstate_dir = \"{}\"\n[providers.p]\npreset = \"static\"\n\
+                 hosts = [\"api.p.test\"]\ntoken = {{ command = {command} }}\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let out = check(&path);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{command}: {stderr}");
+    }
+}
