@@ -5,4 +5,5 @@ mod framing;
 mod hardening;
 mod leaks;
 mod requests;
+mod query_token;
 mod tokens;
