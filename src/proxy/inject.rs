@@ -172,7 +172,50 @@ fn names(pair: &str, q: &QueryParam) -> bool {
     (raw.contains('%') || raw.contains('+'))
         && form_urlencoded::parse(raw.as_bytes())
             .next()
-            .is_some_and(|(name, _)| name == &*q.name)
+            .is_some_and(|(name, _)| name == *q.name)
+}
+
+/// Phase 8's edit for a token in the query: a `Location` the upstream built from the request's
+/// URL (a trailing-slash redirect keeps the query) would hand the token to the client, so its
+/// parameters of the credential's name are taken out. `None`: nothing to take out.
+pub fn location_without_token(loc: &str, query: Option<&QueryParam>) -> Option<String> {
+    let q = query?;
+    let (before, rest) = loc.split_once('?')?;
+    let (params, fragment) = match rest.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (rest, None),
+    };
+    if !params.split('&').any(|p| names(p, q)) {
+        return None;
+    }
+    let kept: Vec<&str> = params
+        .split('&')
+        .filter(|p| !p.is_empty() && !names(p, q))
+        .collect();
+    let mut out = before.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// [`location_without_token`] on a `HeaderMap`: `Location` and `Content-Location`.
+pub fn strip_token_from_location(headers: &mut HeaderMap, credential: &Credential) {
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(new) = headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|loc| location_without_token(loc, credential.query()))
+            && let Ok(v) = HeaderValue::from_str(&new)
+        {
+            headers.insert(name, v);
+        }
+    }
 }
 
 /// [`put_target`] on hyper's side: `pq` as it goes upstream with `credential`.

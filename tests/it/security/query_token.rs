@@ -2,7 +2,8 @@
 //! line at any level, no access line, no error credproxy makes, and not in `/status` or
 //! `/metrics`: only the upstream sees it. One session at TRACE, in a process of its own (the
 //! subscriber is global): requests by the fast path and by hyper's, a 502 from a dead upstream
-//! (both ways), and an upstream redirect.
+//! (both ways), and an upstream redirect whose `Location` repeats the query (the token is taken
+//! out of it).
 
 use crate::support;
 
@@ -28,7 +29,9 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         .port();
     let up = Upstream::answering(|req: &Message| {
         if req.target().starts_with("/moved") {
-            response("302 Found", &["Location: /elsewhere"], b"")
+            // A trailing-slash redirect that keeps the query, the token in it.
+            let location = format!("Location: {}", req.target().replacen('?', "/?", 1));
+            response("301 Moved Permanently", &[location.as_str()], b"")
         } else {
             echo(req)
         }
@@ -55,7 +58,8 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         assert_status(&r, 200);
         assert_eq!(s.up.last().target(), format!("/v1/models?q=1&key={TOKEN}"));
         let r = c.roundtrip(request("GET", "/moved?a=1", &extra, b"")).await;
-        assert_status(&r, 302);
+        assert_status(&r, 301);
+        assert_eq!(r.head.get("location"), Some("/moved/?a=1"), "{:?}", r.head);
         answers.push(format!("{r:?}"));
         let mut d = s.client().await;
         let mut fields = vec!["Host: api.dead.test"];
