@@ -28,7 +28,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 pub use check::{ConfigError, ConfigErrors};
 pub use host::HostPattern;
-pub use load::{load, load_str, locate};
+pub use load::{load, load_settings, load_str, locate};
 
 use crate::secret::{Live, Secret};
 

@@ -119,6 +119,9 @@ pub struct Ctx<'a> {
     file: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     pub errors: Vec<ConfigError>,
+    /// Whether `{ command }` secrets are run (not for the commands that only need to know
+    /// where things are: `status`, `healthcheck`).
+    pub(super) run_commands: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -133,6 +136,7 @@ impl<'a> Ctx<'a> {
             file,
             lookup,
             errors: Vec::new(),
+            run_commands: true,
         }
     }
 }
@@ -229,6 +233,10 @@ impl Ctx<'_> {
                 }
                 if self.errors.len() > before {
                     return None;
+                }
+                if !self.run_commands {
+                    // Never served: this config only says where things are.
+                    return Some((Secret::from("(not run)"), Origin::Command { argv, ttl }));
                 }
                 crate::secret::run_command(&argv, crate::secret::COMMAND_TIMEOUT)
                     .map_err(|message| self.err(span, key, message))

@@ -108,3 +108,53 @@ fn a_command_secret_with_mistakes_says_what_to_write() {
         assert!(stderr.contains(says), "{command}: {stderr}");
     }
 }
+
+/// `status` and `healthcheck` only need to know where the proxy listens: they don't run a
+/// secret command (a Docker `HEALTHCHECK` every 30 s must not run `op read`).
+#[test]
+fn status_and_healthcheck_run_no_secret_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let path = config(
+        dir.path(),
+        &format!(
+            "[\"sh\", \"-c\", \"echo run >> {}; echo tok\"]",
+            count.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Nothing listens on this admin port: both commands report that, after reading the config.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &path,
+        text.replace(
+            "[proxy]\n",
+            &format!("[proxy]\nadmin_listen = \"127.0.0.1:{port}\"\n"),
+        ),
+    )
+    .unwrap();
+    for command in ["status", "healthcheck"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+            .arg(command)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "{command}: the config loads: {out:?}"
+        );
+    }
+    assert!(!count.exists(), "a secret command ran");
+    assert!(check(&path).status.success());
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap(),
+        "run\n",
+        "check runs it"
+    );
+}
