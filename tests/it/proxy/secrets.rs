@@ -155,3 +155,48 @@ async fn a_command_token_is_rerun_before_its_ttl_and_a_failure_keeps_the_last_va
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An OAuth 2.0 provider's `client_secret` from a file it follows: refused with the wrong one,
+/// it recovers within 5 s of the file being fixed (not at the hourly retry of a refusal), and
+/// the next token call sends the new secret.
+#[tokio::test]
+async fn a_fixed_client_secret_file_is_used_at_once_by_a_refused_provider() {
+    use support::{Fake, OAuth2Fake};
+    let ca = TestCa::new();
+    let fake = OAuth2Fake::start(&ca).await;
+    let o = fake.options();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client_secret");
+    std::fs::write(&secret, "not-the-secret\n").unwrap();
+    let up = Upstream::answering(echo).await;
+    let harness = Harness::new(&ca);
+    let proxy = harness
+        .start(&format!(
+            "[providers.p]\npreset = \"oauth2\"\nhosts = [\"{HOST}\"]\n\
+             upstream = \"http://127.0.0.1:{port}\"\ntoken_url = \"{url}/token\"\n\
+             grant = \"client_credentials\"\nclient_id = \"{id}\"\n\
+             client_secret = {{ file = \"{path}\" }}\n",
+            port = up.port(),
+            url = fake.url(),
+            id = o.client_id,
+            path = secret.display(),
+        ))
+        .await;
+    poll(
+        "the wrong secret to be refused",
+        Duration::from_secs(5),
+        || proxy.snapshot("p").phase == credproxy::credential::Phase::Failing,
+    )
+    .await;
+    assert!(proxy.snapshot("p").credential.is_none());
+
+    std::fs::write(&secret, format!("{}\n", o.client_secret)).unwrap();
+    let took = next_credential(&proxy, 0, "a token with the fixed secret").await;
+    eprintln!("fixed client_secret used after {took:?}");
+    let token = sent_token(&proxy, &up).await;
+    assert!(!token.is_empty());
+    assert!(
+        fake.last_rejection().is_some(),
+        "the first call was refused"
+    );
+}
