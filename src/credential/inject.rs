@@ -62,6 +62,16 @@ impl Inject {
         }
     }
 
+    /// Where the token goes, for a person (`credproxy check`): `the x-api-key header`.
+    pub fn describe(&self) -> String {
+        match self {
+            Inject::Bearer => "Authorization: Bearer".to_owned(),
+            Inject::Header { name, .. } => format!("the {name} header"),
+            Inject::Query { name } => format!("the query parameter {name}"),
+            Inject::Basic { username } => format!("Authorization: Basic (user {username})"),
+        }
+    }
+
     /// `token`, attached this way. The token must be visible ASCII (no CR/LF, spaces or
     /// controls) whatever the form: a token is a word, and one that isn't is a mistake.
     pub(super) fn attach(&self, token: &Secret) -> Result<Attached, InvalidToken> {
@@ -147,6 +157,34 @@ mod tests {
         assert_eq!(n, header::AUTHORIZATION);
         assert_eq!(v, "Basic QWxhZGRpbjpvcGVuc2VzYW1l");
         assert!(v.is_sensitive());
+    }
+
+    #[test]
+    fn describe_says_where_the_token_goes() {
+        let said: Vec<String> = [
+            Inject::Bearer,
+            Inject::Header {
+                name: HeaderName::from_static("x-api-key"),
+                prefix: String::new(),
+                suffix: String::new(),
+            },
+            Inject::Query { name: "key".into() },
+            Inject::Basic {
+                username: "api".into(),
+            },
+        ]
+        .iter()
+        .map(Inject::describe)
+        .collect();
+        assert_eq!(
+            said,
+            [
+                "Authorization: Bearer",
+                "the x-api-key header",
+                "the query parameter key",
+                "Authorization: Basic (user api)"
+            ]
+        );
     }
 
     #[test]
