@@ -63,7 +63,9 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Secret, String> {
     };
     let status = status.map_err(|e| format!("the command `{prog}` could not be read: {e}"))?;
     if !status.success() {
-        return Err(format!("the command `{prog}` failed ({status})"));
+        return Err(format!(
+            "the command `{prog}` failed ({status}); run it in a terminal to see why"
+        ));
     }
     if out.len() as u64 > MAX_SECRET_FILE {
         return Err(format!(
@@ -109,7 +111,10 @@ mod tests {
             TIMEOUT,
         )
         .unwrap_err();
-        assert_eq!(err, "the command `sh` failed (exit status: 3)");
+        assert_eq!(
+            err,
+            "the command `sh` failed (exit status: 3); run it in a terminal to see why"
+        );
         let err = run(&["/nonexistent/op".into()], TIMEOUT).unwrap_err();
         assert!(
             err.starts_with("the command `/nonexistent/op` can't be started: "),

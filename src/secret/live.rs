@@ -262,7 +262,7 @@ mod tests {
         let error = health.borrow().error.clone().unwrap();
         assert_eq!(
             error,
-            "providers.p.token: the command `sh` failed (exit status: 4); the last value is still used"
+            "providers.p.token: the command `sh` failed (exit status: 4); run it in a terminal to see why; the last value is still used"
         );
         assert_eq!(live.get().expose(), "token-1", "the last value is kept");
 

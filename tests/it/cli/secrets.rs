@@ -64,7 +64,7 @@ fn check_runs_each_command_once_and_a_failure_names_the_program_and_status_only(
     assert_eq!(out.status.code(), Some(2), "a config error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("providers.p.token: the command `sh` failed (exit status: 7)"),
+        stderr.contains("providers.p.token: the command `sh` failed (exit status: 7); run it in a terminal to see why"),
         "{stderr}"
     );
     let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));

@@ -127,7 +127,7 @@ async fn a_command_token_is_rerun_before_its_ttl_and_a_failure_keeps_the_last_va
     let error = status["last_error"].as_str().unwrap();
     assert_eq!(
         error,
-        "providers.p.token: the command `sh` failed (exit status: 4); the last value is still used"
+        "providers.p.token: the command `sh` failed (exit status: 4); run it in a terminal to see why; the last value is still used"
     );
     assert!(!status.to_string().contains("S3CR3T"), "{status}");
     let kept = proxy.snapshot("p").credential.unwrap().generation;
