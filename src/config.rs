@@ -359,12 +359,12 @@ pub struct BlendVisionConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlendVisionMode {
-    /// A long-lived API token from the BlendVision console.
-    ApiToken(Secret),
+    /// A long-lived API token from the BlendVision console (a file or command it may follow).
+    ApiToken(Live),
     /// Log in with email + password and mint an API token, re-minted before it expires.
     Mint {
         email: String,
-        password: Secret,
+        password: Live,
         login_url: Uri,
         mint_url: Uri,
         api_token_lifetime: Duration,

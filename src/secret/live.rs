@@ -1,4 +1,6 @@
-//! A configured secret whose value can change while credproxy runs: [`Live`].
+//! A configured secret whose value can change while credproxy runs: [`Live`] (a static
+//! `token`, `client_secret`, `password`, BlendVision's `api_token`; the other secret fields are
+//! read once, at load).
 //!
 //! A secret written in the config (`"${VAR}"`) is fixed; `{ file = }` follows its file
 //! ([`super::watch`]) and `{ command, ttl }` is re-run before its `ttl` passes

@@ -112,8 +112,13 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             Event::Secret => {
                 r.writer
                     .update(|s| s.last_error = secrets.last_error(s.last_error.as_ref()));
-                // A renewal refused for a secret that has since changed is worth trying again.
-                if matches!(r.state, State::Failing { .. }) && r.state.failures().config_logged {
+                // A renewal refused for a secret that has since changed is worth trying again,
+                // and a token the changed configuration no longer accepts (BlendVision's
+                // console token is the configured secret itself) is replaced now.
+                let refused =
+                    matches!(r.state, State::Failing { .. }) && r.state.failures().config_logged;
+                let stale = r.held.as_ref().is_some_and(|h| !r.source.accepts(&h.token));
+                if refused || stale {
                     r.renew(false).await;
                 }
             }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::config::{AuthConfig, ProviderConfig};
+use crate::config::{AuthConfig, BlendVisionMode, ProviderConfig};
 use crate::secret::{Health, Live};
 
 /// The changing secrets of one provider and their keepers (aborted when this is dropped).
@@ -24,7 +24,10 @@ pub(super) fn of(provider: &ProviderConfig) -> Vec<&Live> {
     match &provider.auth {
         AuthConfig::Static { token } => vec![token],
         AuthConfig::OAuth2(o) => o.client_secret.iter().chain(&o.password).collect(),
-        AuthConfig::BlendVision(_) => Vec::new(),
+        AuthConfig::BlendVision(b) => match &b.mode {
+            BlendVisionMode::ApiToken(token) => vec![token],
+            BlendVisionMode::Mint { password, .. } => vec![password],
+        },
     }
 }
 

@@ -200,3 +200,61 @@ async fn a_fixed_client_secret_file_is_used_at_once_by_a_refused_provider() {
         "the first call was refused"
     );
 }
+
+/// BlendVision's console token from a file it follows: the rotated token is sent, and the
+/// organization found at start is kept (no second lookup).
+#[tokio::test]
+async fn a_rotated_blendvision_api_token_file_is_sent_without_a_restart() {
+    use support::proxy::on_fake;
+    use support::{BlendVisionFake, Fake};
+    let ca = TestCa::new();
+    let fake = BlendVisionFake::start(&ca)
+        .await
+        .with_static_token("bv-console-token-one")
+        .with_static_token("bv-console-token-two");
+    fake.set_org_id("org-e2e-20");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bv_token");
+    std::fs::write(&file, "bv-console-token-one\n").unwrap();
+    let up = fake.url();
+    let org_url = on_fake(
+        &up,
+        &"https://api.one.blendvision.com/bv/org/v1/organizations"
+            .parse()
+            .unwrap(),
+    );
+    let harness = Harness::new(&ca);
+    let proxy = harness
+        .start(&format!(
+            "[providers.bv]\npreset = \"blendvision\"\nupstream = \"{up}\"\norg_url = \"{org_url}\"\n\
+             api_token = {{ file = \"{}\" }}\n",
+            file.display()
+        ))
+        .await;
+    let api = "http://api.one.blendvision.com/bv/cms/v1/videos";
+    let bearer = || {
+        let h = fake.last_api_headers().expect("the API was called");
+        support::proxy::injected_bearer(&h)
+    };
+    let r = proxy.get(api).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(bearer(), "bv-console-token-one");
+
+    let g = proxy.snapshot("bv").credential.unwrap().generation;
+    std::fs::write(&file, "bv-console-token-two\n").unwrap();
+    poll("the rotated console token", Duration::from_secs(5), || {
+        proxy
+            .snapshot("bv")
+            .credential
+            .is_some_and(|c| c.generation > g)
+    })
+    .await;
+    let r = proxy.get(api).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(bearer(), "bv-console-token-two");
+    assert_eq!(
+        fake.org_calls(),
+        1,
+        "the organization found at start was kept"
+    );
+}
