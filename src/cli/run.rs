@@ -103,8 +103,7 @@ async fn reload(running: &crate::app::Running, path: &std::path::Path) {
         }
         Ok(Err(errors)) => {
             tracing::error!(
-                "reload refused, the running config stays in force:
-{}",
+                "reload refused, the running config stays in force:\n{}",
                 errors.report()
             );
             return;

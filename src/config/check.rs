@@ -236,7 +236,7 @@ impl Ctx<'_> {
                 }
                 if !self.run_commands {
                     // Never served: this config only says where things are.
-                    return Some((Secret::from("(not run)"), Origin::Command { argv, ttl }));
+                    return Some((Secret::from("not-run"), Origin::Command { argv, ttl }));
                 }
                 crate::secret::run_command(&argv, crate::secret::COMMAND_TIMEOUT)
                     .map_err(|message| self.err(span, key, message))

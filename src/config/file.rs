@@ -91,7 +91,7 @@ impl<'de> Deserialize<'de> for FileSecret {
         #[derive(Deserialize)]
         #[serde(
             untagged,
-            expecting = "a string, a table { file = \"/path\" }, or a table { command = [\"prog\", \"arg\"], ttl = \"10m\" }"
+            expecting = "must be a string, a table { file = \"/path\" }, or a table { command = [\"prog\", \"arg\"], ttl = \"10m\" }"
         )]
         enum Raw {
             Value(String),
@@ -128,7 +128,7 @@ impl<'de> Deserialize<'de> for FileSecret {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "\"bearer\", or a table: { header = \"x-api-key\" } (with an optional format = \"token {token}\"), { query = \"key\" }, or { basic = { username = \"me\" } }"
+    expecting = "must be \"bearer\", or a table: { header = \"x-api-key\" } (with an optional format = \"token {token}\"), { query = \"key\" }, or { basic = { username = \"me\" } }"
 )]
 pub enum FileInject {
     Named(String),

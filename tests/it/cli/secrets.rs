@@ -88,7 +88,7 @@ fn a_command_secret_with_mistakes_says_what_to_write() {
         ("[]", "providers.p.token.command: is empty"),
         (
             "[\"echo\", \"x\"], ttl = \"soon\"",
-            "providers.p.token.ttl: `soon` is not a duration",
+            "providers.p.token.ttl: must be a duration",
         ),
         ("[\"echo\", \"x\"], ttl = \"10ms\"", "shorter than 1s"),
     ] {

@@ -4,6 +4,6 @@ mod access;
 mod framing;
 mod hardening;
 mod leaks;
-mod requests;
 mod query_token;
+mod requests;
 mod tokens;
