@@ -250,7 +250,7 @@ mod tests {
                 "{ header = \"x-a\", format = \"a\\r\\nb: {token}\" }",
                 "characters a header can't carry",
             ),
-            ("{ header = \"bad name\" }", "is not a valid header name"),
+            ("{ header = \"bad name\" }", "is not a header name"),
             (
                 "{ header = \"x-other\" }",
                 "also in this provider's headers",
