@@ -130,11 +130,13 @@ fn table(
 
 /// Why the token can't go in header `name`, if it can't.
 fn refused(name: &HeaderName) -> Option<&'static str> {
-    let field = classify(name.as_str());
+    // Judged as servers that map `-` to `_` (CGI, WSGI, PHP) read it too, as for `headers`.
+    let dashed = name.as_str().replace('_', "-");
+    let field = classify(&dashed);
     if field.is_hop_by_hop() || matches!(field, Field::ContentLength | Field::Expect) {
         return Some("it frames the message or belongs to one connection (RFC 9110 §7.6.1)");
     }
-    if field != Field::Other || *name == http::header::VIA || *name == http::header::FORWARDED {
+    if field != Field::Other || dashed == "via" || dashed == "forwarded" {
         return Some("credproxy manages that header itself");
     }
     None
@@ -277,11 +279,20 @@ mod tests {
             "keep-alive",
             "proxy-authorization",
             "expect",
+            "Transfer_Encoding",
+            "content_length",
         ] {
             let err = with(&format!("{{ header = \"{name}\" }}")).unwrap_err();
             assert!(err.contains("frames the message"), "{name}: {err}");
         }
-        for name in ["host", "via", "forwarded", "x-forwarded-proto", "origin"] {
+        for name in [
+            "host",
+            "HOST",
+            "via",
+            "forwarded",
+            "x_forwarded_proto",
+            "origin",
+        ] {
             let err = with(&format!("{{ header = \"{name}\" }}")).unwrap_err();
             assert!(err.contains("manages that header itself"), "{name}: {err}");
         }
