@@ -4,7 +4,6 @@ mod clients;
 mod e2e;
 mod errors;
 mod inject;
-mod inject;
 mod intercept;
 mod secrets;
 mod tunnel;
