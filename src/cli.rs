@@ -76,11 +76,24 @@ pub struct ConfigArg {
 impl ConfigArg {
     /// Find and load the config; on failure, say what is wrong on stderr and give the exit code.
     pub fn load(&self) -> Result<(PathBuf, crate::config::Config), ExitCode> {
+        self.load_with(crate::config::load)
+    }
+
+    /// [`ConfigArg::load`] without running `{ command }` secrets, for commands that only need
+    /// to know where things are ([`crate::config::load_settings`]).
+    pub fn load_settings(&self) -> Result<(PathBuf, crate::config::Config), ExitCode> {
+        self.load_with(crate::config::load_settings)
+    }
+
+    fn load_with(
+        &self,
+        load: fn(&std::path::Path) -> Result<crate::config::Config, crate::config::ConfigErrors>,
+    ) -> Result<(PathBuf, crate::config::Config), ExitCode> {
         let path = crate::config::locate(self.config.as_deref()).map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         })?;
-        let config = crate::config::load(&path).map_err(|errors| {
+        let config = load(&path).map_err(|errors| {
             eprintln!(
                 "error: {}\n(run `credproxy check --config {}` for details)",
                 errors.report(),

@@ -28,9 +28,9 @@ use http::{HeaderName, HeaderValue, Uri};
 
 pub use check::{ConfigError, ConfigErrors};
 pub use host::HostPattern;
-pub use load::{load, load_str, locate};
+pub use load::{load, load_settings, load_str, locate};
 
-use crate::secret::Secret;
+use crate::secret::{Live, Secret};
 
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
@@ -208,6 +208,8 @@ pub struct ProviderConfig {
     pub wait_for_token: Duration,
     /// This provider's own `response_timeout` (else `[proxy]`'s: `exchange::response_timeout`).
     pub response_timeout: Option<Duration>,
+    /// Where the token goes in each request (`inject`; `Authorization: Bearer` by default).
+    pub inject: crate::credential::Inject,
     pub auth: AuthConfig,
 }
 
@@ -239,7 +241,8 @@ impl Upstream {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthConfig {
     /// A fixed token (`preset = "static"`).
-    Static { token: Secret },
+    /// The token may be a file credproxy follows or a command it re-runs.
+    Static { token: Live },
     /// Any token endpoint: RFC 6749 and the seed dialects built on it.
     OAuth2(Box<OAuth2Config>),
     /// BlendVision One: a static API token, or login + mint.
@@ -308,9 +311,9 @@ pub struct OAuth2Config {
     pub token_url: Uri,
     pub grant: Grant,
     pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<Live>,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Live>,
     pub scopes: Vec<String>,
     pub scope_separator: String,
     pub format: BodyFormat,
@@ -356,12 +359,12 @@ pub struct BlendVisionConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlendVisionMode {
-    /// A long-lived API token from the BlendVision console.
-    ApiToken(Secret),
+    /// A long-lived API token from the BlendVision console (a file or command it may follow).
+    ApiToken(Live),
     /// Log in with email + password and mint an API token, re-minted before it expires.
     Mint {
         email: String,
-        password: Secret,
+        password: Live,
         login_url: Uri,
         mint_url: Uri,
         api_token_lifetime: Duration,
@@ -386,7 +389,7 @@ impl OAuth2Config {
                 .expect("a valid URL"),
             grant: Grant::ClientCredentials,
             client_id: Some("cid".into()),
-            client_secret: Some(Secret::from("sec")),
+            client_secret: Some(Live::from("sec")),
             username: None,
             password: None,
             scopes: vec![],

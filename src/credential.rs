@@ -25,16 +25,20 @@ use tokio::time::Instant;
 use crate::clock::WallMark;
 use crate::secret::Secret;
 
+mod inject;
 mod rejection;
 
+pub use inject::{Inject, QueryParam};
 pub use rejection::{
     FORCED_REFRESH_INTERVAL, INVALID_TOKEN_REFRESH_INTERVAL, MIN_TOKEN_AGE_FOR_401_REFRESH,
     NotForced, Rejection, RejectionFilter,
 };
 
-/// Headers to inject, built once when the token changes.
+/// Headers (and perhaps a query parameter) to inject, built once when the token changes.
 pub struct Credential {
     headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The token as a query parameter (`inject = { query = NAME }`), else `None`.
+    query: Option<QueryParam>,
     /// Identifies this credential for 401 reports; increases with every new token.
     pub generation: u64,
     pub obtained_at: Instant,
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Credential {
                     .map(|(n, _)| n.as_str())
                     .collect::<Vec<_>>(),
             )
+            .field("query", &self.query)
             .field("generation", &self.generation)
             .field("expires_at", &self.expires_at)
             .finish()
@@ -91,19 +96,39 @@ impl Credential {
         obtained_at: Instant,
         expires_at: Option<Instant>,
     ) -> Result<Self, InvalidToken> {
-        let t = token.expose();
-        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InvalidToken);
-        }
-        let mut value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| InvalidToken)?;
-        value.set_sensitive(true);
+        Self::new(
+            token,
+            &Inject::Bearer,
+            extra,
+            generation,
+            obtained_at,
+            expires_at,
+        )
+    }
+
+    /// `token` attached as `inject` says, plus `extra` headers (already validated, sensitive).
+    pub fn new(
+        token: &Secret,
+        inject: &Inject,
+        extra: &[(HeaderName, HeaderValue)],
+        generation: u64,
+        obtained_at: Instant,
+        expires_at: Option<Instant>,
+    ) -> Result<Self, InvalidToken> {
         let mut headers = Vec::with_capacity(1 + extra.len());
-        headers.push((http::header::AUTHORIZATION, value));
+        let query = match inject.attach(token)? {
+            inject::Attached::Header(name, value) => {
+                headers.push((name, value));
+                None
+            }
+            inject::Attached::Query(q) => Some(q),
+        };
         headers.extend(extra.iter().cloned());
         let usable_until =
             expires_at.map(|e| e - safety_margin(e.saturating_duration_since(obtained_at)));
         Ok(Credential {
             headers: headers.into_boxed_slice(),
+            query,
             generation,
             obtained_at,
             expires_at,
@@ -120,6 +145,11 @@ impl Credential {
 
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
+    }
+
+    /// The query parameter to add (`inject = { query = NAME }`), if the token goes there.
+    pub fn query(&self) -> Option<&QueryParam> {
+        self.query.as_ref()
     }
 
     /// Usable at `now`: more than the safety margin before its expiry, on tokio's clock and, when

@@ -4,6 +4,17 @@
 //! `[redacted]` and it has no `Display`, so `{}`/`{:?}` in a log line or an error message can never
 //! leak one (the habit oauth2-rs's `types.rs` set). Code that must send the value calls
 //! [`Secret::expose`], which makes every use greppable.
+//!
+//! A configured secret may change while credproxy runs ([`Live`]): `{ file = }` follows its file
+//! (`watch.rs`), `{ command, ttl }` is re-run before its `ttl` passes (`command.rs`).
+
+mod command;
+mod live;
+mod watch;
+
+pub use command::{TIMEOUT as COMMAND_TIMEOUT, run as run_command};
+pub use live::{Health, Live, Origin, rerun_after, retry_after};
+pub use watch::POLL as FILE_POLL;
 
 use std::fmt;
 use std::sync::Arc;

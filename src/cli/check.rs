@@ -93,6 +93,10 @@ fn describe(p: &ProviderConfig) -> String {
     } else {
         String::new()
     };
+    let how = match p.inject {
+        crate::credential::Inject::Bearer => how,
+        ref other => format!("{how}, sent in {}", other.describe()),
+    };
     format!(
         "provider {} (preset {}, {how}): hosts {} -> {}{login}",
         p.name,

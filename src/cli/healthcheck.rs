@@ -80,7 +80,7 @@ fn target_from_config(arg: &ConfigArg) -> Result<(AdminTarget, Option<String>), 
         Ok(p) => p,
         Err(_) => return Ok((default, None)),
     };
-    match crate::config::load(&path) {
+    match crate::config::load_settings(&path) {
         Ok(config) => Ok((
             AdminTarget::from_listen(&admin::listen_of(&config.proxy)),
             None,

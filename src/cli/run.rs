@@ -90,9 +90,18 @@ async fn run(
 /// SIGHUP: validate the file first; on any error the running config stays in force.
 async fn reload(running: &crate::app::Running, path: &std::path::Path) {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
-    let config = match crate::config::load(path) {
-        Ok(c) => c,
-        Err(errors) => {
+    // Off the runtime's threads: loading runs each `{ command }` secret (up to 10 s apiece).
+    let load = tokio::task::spawn_blocking({
+        let path = path.to_owned();
+        move || crate::config::load(&path)
+    });
+    let config = match load.await {
+        Ok(Ok(c)) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the config could not be loaded");
+            return;
+        }
+        Ok(Err(errors)) => {
             tracing::error!(
                 "reload refused, the running config stays in force:\n{}",
                 errors.report()

@@ -37,7 +37,8 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let (_, config) = match args.config.load() {
+    // Where the proxy listens and keeps its store: no `{ command }` secret needs to run.
+    let (_, config) = match args.config.load_settings() {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

@@ -14,6 +14,7 @@ mod blendvision;
 mod clash;
 mod endpoints;
 mod grant;
+mod inject;
 mod oauth2;
 mod provider;
 mod proxy;
@@ -31,7 +32,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use super::env;
 use super::file::{FileSecret, SecretSource, Str};
-use crate::secret::Secret;
+use crate::secret::{Live, Origin, Secret};
 
 /// One thing wrong with the config, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +119,9 @@ pub struct Ctx<'a> {
     file: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     pub errors: Vec<ConfigError>,
+    /// Whether `{ command }` secrets are run (not for the commands that only need to know
+    /// where things are: `status`, `healthcheck`).
+    pub(super) run_commands: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -132,6 +136,7 @@ impl<'a> Ctx<'a> {
             file,
             lookup,
             errors: Vec::new(),
+            run_commands: true,
         }
     }
 }
@@ -168,8 +173,24 @@ impl Ctx<'_> {
         }
     }
 
-    /// A secret: inline (with `${VAR}`) or `{ file = ... }` with the trailing newline trimmed.
+    /// A secret: inline (with `${VAR}`), `{ file = ... }` with the trailing newline trimmed, or
+    /// `{ command = [...] }` run once now (its trimmed output).
     pub fn secret(&mut self, s: &FileSecret, key: &str) -> Option<Secret> {
+        self.resolve(s, key).map(|(value, _)| value)
+    }
+
+    /// A secret that may change while credproxy runs (a file it follows, a command it re-runs),
+    /// for the places that read it at each use.
+    pub fn live(&mut self, s: &FileSecret, key: &str) -> Option<Live> {
+        self.resolve(s, key)
+            .map(|(value, origin)| Live::new(key, origin, value))
+    }
+
+    pub fn opt_live(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Live> {
+        s.as_ref().and_then(|s| self.live(s, key))
+    }
+
+    fn resolve(&mut self, s: &FileSecret, key: &str) -> Option<(Secret, Origin)> {
         let span = s.span.clone();
         match &s.source {
             SecretSource::Value(v) => {
@@ -178,13 +199,49 @@ impl Ctx<'_> {
                     self.err(span, key, "is empty: give the secret, or remove the key");
                     return None;
                 }
-                Some(Secret::from(value))
+                Some((Secret::from(value), Origin::Inline))
             }
             SecretSource::File(f) => {
                 let path = self.expand(f, span.clone(), key)?;
                 crate::secret::read_file(&path)
                     .map_err(|message| self.err(span, key, message))
                     .ok()
+                    .map(|value| (value, Origin::File(path)))
+            }
+            SecretSource::Command { argv, ttl } => {
+                let before = self.errors.len();
+                let argv: Vec<String> = argv
+                    .iter()
+                    .filter_map(|a| self.expand(a, span.clone(), key))
+                    .collect();
+                let ttl = match ttl {
+                    None => None,
+                    Some(t) => match parse_duration(t) {
+                        Ok(d) if d >= Duration::from_secs(1) => Some(d),
+                        Ok(_) => {
+                            self.err(span.clone(), &format!("{key}.ttl"), "is shorter than 1s: a secret command is re-run at most once a second");
+                            None
+                        }
+                        Err(e) => {
+                            self.err(span.clone(), &format!("{key}.ttl"), e);
+                            None
+                        }
+                    },
+                };
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    self.err(span.clone(), &format!("{key}.command"), "is empty: give the program and its arguments, e.g. command = [\"op\", \"read\", \"op://vault/item/field\"]");
+                }
+                if self.errors.len() > before {
+                    return None;
+                }
+                if !self.run_commands {
+                    // Never served: this config only says where things are.
+                    return Some((Secret::from("not-run"), Origin::Command { argv, ttl }));
+                }
+                crate::secret::run_command(&argv, crate::secret::COMMAND_TIMEOUT)
+                    .map_err(|message| self.err(span, key, message))
+                    .ok()
+                    .map(|value| (value, Origin::Command { argv, ttl }))
             }
         }
     }

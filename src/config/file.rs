@@ -66,7 +66,8 @@ pub enum FileMode {
     Str(String),
 }
 
-/// A secret: a string (which may use `${VAR}`) or `{ file = "/run/secrets/x" }`.
+/// A secret: a string (which may use `${VAR}`), `{ file = "/run/secrets/x" }`, or
+/// `{ command = ["op", "read", "op://vault/item/field"], ttl = "10m" }`.
 #[derive(Debug)]
 pub struct FileSecret {
     pub span: std::ops::Range<usize>,
@@ -77,6 +78,10 @@ pub struct FileSecret {
 pub enum SecretSource {
     Value(String),
     File(String),
+    Command {
+        argv: Vec<String>,
+        ttl: Option<String>,
+    },
 }
 
 // Hand-written because `Spanned` can't sit inside an untagged enum (serde buffers the value and
@@ -84,24 +89,65 @@ pub enum SecretSource {
 impl<'de> Deserialize<'de> for FileSecret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged, expecting = "a string, or a table { file = \"/path\" }")]
+        #[serde(
+            untagged,
+            expecting = "must be a string, a table { file = \"/path\" }, or a table { command = [\"prog\", \"arg\"], ttl = \"10m\" }"
+        )]
         enum Raw {
             Value(String),
             File(RawFile),
+            Command(RawCommand),
         }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct RawFile {
             file: String,
         }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawCommand {
+            command: Vec<String>,
+            ttl: Option<String>,
+        }
         let raw = Spanned::<Raw>::deserialize(d)?;
         let span = raw.span();
         let source = match raw.into_inner() {
             Raw::Value(v) => SecretSource::Value(v),
             Raw::File(f) => SecretSource::File(f.file),
+            Raw::Command(c) => SecretSource::Command {
+                argv: c.command,
+                ttl: c.ttl,
+            },
         };
         Ok(FileSecret { span, source })
     }
+}
+
+/// `inject = "bearer"`, or a table: `{ header = NAME, format = "..{token}.." }`,
+/// `{ query = NAME }`, `{ basic = { username = U } }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "must be \"bearer\", or a table: { header = \"x-api-key\" } (with an optional format = \"token {token}\"), { query = \"key\" }, or { basic = { username = \"me\" } }"
+)]
+pub enum FileInject {
+    Named(String),
+    Table(FileInjectTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInjectTable {
+    pub header: Option<String>,
+    pub format: Option<String>,
+    pub query: Option<String>,
+    pub basic: Option<FileBasic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBasic {
+    pub username: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +159,7 @@ pub struct FileProvider {
     pub headers: Option<BTreeMap<String, FileSecret>>,
     pub allow_origins: Option<Vec<Str>>,
     pub forwarded: Option<bool>,
+    pub inject: Option<Spanned<FileInject>>,
 
     // The credential.
     pub token: Option<FileSecret>,

@@ -50,11 +50,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_str(&text, &name, &env::process_env)
 }
 
+/// [`load`] for the commands that only need to know where things are (`status`,
+/// `healthcheck`): `{ command }` secrets are not run (a Docker `HEALTHCHECK` must not run
+/// `op read` every 30 s), so the config's secrets are not fit to serve with.
+pub fn load_settings(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single(&name, format!("can't read the config file: {e}")))?;
+    check_str(&text, &name, &env::process_env, false)
+}
+
 /// Check config `text` (named `file` in messages), with variables from `lookup`.
 pub fn load_str(
     text: &str,
     file: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    check_str(text, file, lookup, true)
+}
+
+fn check_str(
+    text: &str,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    run_commands: bool,
 ) -> Result<Config, ConfigErrors> {
     let parse::Parsed {
         file: parsed,
@@ -62,6 +81,7 @@ pub fn load_str(
         dropped,
     } = parse::parse(text, file).map_err(|e| ConfigErrors(vec![e]))?;
     let mut ctx = Ctx::new(text, file, lookup);
+    ctx.run_commands = run_commands;
     let proxy = ctx.proxy(&parsed.proxy);
     let mut providers = Vec::new();
     for (name, fp) in &parsed.providers {

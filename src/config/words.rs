@@ -165,7 +165,8 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 fn secret_shape() -> &'static str {
-    "must be a string such as \"${MY_SECRET}\", or a table { file = \"/run/secrets/name\" }"
+    "must be a string such as \"${MY_SECRET}\", a table { file = \"/run/secrets/name\" }, or a table \
+     { command = [\"op\", \"read\", \"op://vault/item/field\"], ttl = \"10m\" }"
 }
 
 enum Kind {

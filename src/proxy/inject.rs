@@ -3,12 +3,15 @@
 //! for `forwarded` providers, `X-Forwarded-Proto` do not: credproxy writes its own), then
 //! `Host`, the credential, `Forwarded` and (with `via = true`) `Via`; on the way back, hop-by-hop fields dropped and
 //! `Via` added. hyper applies them to a `HeaderMap`; the fast path to the head's bytes, from the
-//! same field classification (`headers.rs`: [`classify`](super::headers::classify)).
+//! same field classification (`headers.rs`: [`classify`](super::headers::classify)). A token
+//! that goes in the query (`inject = { query = NAME }`) is the target's edit: the client's own
+//! parameter of that name is replaced ([`put_target`], both transports).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 
 use super::headers::{Field, add_forwarded, add_via, classify, strip_hop_by_hop};
-use crate::credential::Credential;
+use crate::credential::{Credential, QueryParam};
 use crate::metrics::Metrics;
 
 /// `Via` as the fast path writes it (RFC 9110 §7.6.3), the same as [`add_via`]'s.
@@ -132,6 +135,98 @@ pub fn set_credential(headers: &mut HeaderMap, credential: &Credential) {
     for (name, value) in credential.headers() {
         headers.insert(name.clone(), value.clone());
     }
+}
+
+/// Phase 6's target: the upstream path and query, given in `parts` (as
+/// [`path_parts`](super::route::path_parts) splits it; the query is in the last), written to
+/// `out` with the credential's query parameter, if it has one, in place of the client's
+/// parameters of that name (compared decoded, so `k%65y=` is `key=` too). The credential's pair
+/// goes last.
+pub fn put_target(out: &mut Vec<u8>, parts: [&str; 3], credential: &Credential) {
+    let Some(q) = credential.query() else {
+        for part in parts {
+            out.extend_from_slice(part.as_bytes());
+        }
+        return;
+    };
+    let (path, query) = parts[2].split_once('?').unwrap_or((parts[2], ""));
+    for part in [parts[0], parts[1], path, "?"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    for pair in query.split('&') {
+        if !pair.is_empty() && !names(pair, q) {
+            out.extend_from_slice(pair.as_bytes());
+            out.push(b'&');
+        }
+    }
+    out.extend_from_slice(q.pair.as_bytes());
+}
+
+/// Whether the query's `pair` is a parameter named as the credential's.
+fn names(pair: &str, q: &QueryParam) -> bool {
+    let raw = pair.split('=').next().unwrap_or(pair);
+    if raw == &*q.name {
+        return true;
+    }
+    // Only a name with escapes can decode to ours.
+    (raw.contains('%') || raw.contains('+'))
+        && form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .is_some_and(|(name, _)| name == *q.name)
+}
+
+/// Phase 8's edit for a token in the query: a `Location` the upstream built from the request's
+/// URL (a trailing-slash redirect keeps the query) would hand the token to the client, so its
+/// parameters of the credential's name are taken out. `None`: nothing to take out.
+pub fn location_without_token(loc: &str, query: Option<&QueryParam>) -> Option<String> {
+    let q = query?;
+    let (before, rest) = loc.split_once('?')?;
+    let (params, fragment) = match rest.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (rest, None),
+    };
+    if !params.split('&').any(|p| names(p, q)) {
+        return None;
+    }
+    let kept: Vec<&str> = params
+        .split('&')
+        .filter(|p| !p.is_empty() && !names(p, q))
+        .collect();
+    let mut out = before.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// [`location_without_token`] on a `HeaderMap`: `Location` and `Content-Location`.
+pub fn strip_token_from_location(headers: &mut HeaderMap, credential: &Credential) {
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(new) = headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|loc| location_without_token(loc, credential.query()))
+            && let Ok(v) = HeaderValue::from_str(&new)
+        {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// [`put_target`] on hyper's side: `pq` as it goes upstream with `credential`.
+pub fn target(pq: &PathAndQuery, credential: &Credential) -> PathAndQuery {
+    if credential.query().is_none() {
+        return pq.clone();
+    }
+    let mut out = Vec::with_capacity(pq.as_str().len() + 64);
+    put_target(&mut out, ["", "", pq.as_str()], credential);
+    // The parts were a valid target and the pair is percent-encoded: the result is valid too.
+    PathAndQuery::from_maybe_shared(bytes::Bytes::from(out)).unwrap_or_else(|_| pq.clone())
 }
 
 /// `Forwarded` and friends, for a provider that asks (`forwarded = true`) and a known client.

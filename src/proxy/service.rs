@@ -205,7 +205,8 @@ async fn proxy<'a>(
 
     // Phase 6: the upstream request.
     let upstream = &provider.upstream;
-    let path_and_query = upstream_path(upstream, rest, req.uri().path_and_query())?;
+    let base_target = upstream_path(upstream, rest, req.uri().path_and_query())?;
+    let path_and_query = inject::target(&base_target, &credential);
     // Phase 8's redirect rule needs the origin the client used: kept before the head is edited
     // (cheap clones of shared bytes).
     let client_scheme = req.uri().scheme().cloned();
@@ -261,7 +262,7 @@ async fn proxy<'a>(
         index,
         key,
         upstream,
-        path_and_query.clone(),
+        path_and_query,
         req,
         (rt, progress.as_deref()),
     )
@@ -295,11 +296,13 @@ async fn proxy<'a>(
             // As the first send had it (the fast path's replay rebuilds its head the same way).
             inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);
             // A 401 on the replay goes back as it came (some APIs mean "no permission").
+            let path_and_query = inject::target(&base_target, &fresh);
             resp = send_timed(ctx, index, key, upstream, path_and_query, req, (rt, None)).await?;
         }
     }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
+    inject::strip_token_from_location(&mut parts.headers, &credential);
     let absolute = client_authority.as_ref().map(|a| {
         (
             client_scheme.as_ref().map_or("http", |s| s.as_str()),

@@ -70,7 +70,7 @@ impl BvSource {
     /// the one configured now.
     pub fn accepts(&self, t: &StoredToken) -> bool {
         let same_token = match &self.cfg.mode {
-            BlendVisionMode::ApiToken(token) => t.access_token == *token,
+            BlendVisionMode::ApiToken(token) => t.access_token == token.get(),
             BlendVisionMode::Mint { .. } => true,
         };
         same_token && self.org_id(t).is_some()
@@ -108,7 +108,7 @@ impl BvSource {
             .and_then(|t| t.secrets.get(ORG_KEY))
             .cloned();
         let (token, expires_at) = match &self.cfg.mode {
-            BlendVisionMode::ApiToken(token) => (token.clone(), None),
+            BlendVisionMode::ApiToken(token) => (token.get(), None),
             BlendVisionMode::Mint {
                 email,
                 password,
@@ -116,7 +116,7 @@ impl BvSource {
                 mint_url,
                 api_token_lifetime,
             } => {
-                let login = self.login(ctx, login_url, email, password).await?;
+                let login = self.login(ctx, login_url, email, &password.get()).await?;
                 let lifetime = api_token_lifetime.as_secs() as i64;
                 let (token, expires) = self.mint(ctx, mint_url, &login, now + lifetime).await?;
                 (token, Some(expires))

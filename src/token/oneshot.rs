@@ -45,7 +45,7 @@ pub async fn obtain_once(
 
 fn static_token(provider: &ProviderConfig, ctx: &EngineContext) -> StoredToken {
     let token = match &provider.auth {
-        AuthConfig::Static { token } => token.clone(),
+        AuthConfig::Static { token } => token.get(),
         _ => unreachable!("only static providers have no source"),
     };
     StoredToken {

@@ -42,6 +42,7 @@ use crate::credential::{
 };
 use state::{Failures, State};
 
+mod secrets;
 mod state;
 
 /// How often the store is re-read, so a `credproxy login` or `logout` run in another process is
@@ -59,9 +60,9 @@ pub const CONFIG_RETRY: Duration = Duration::from_secs(3600);
 pub const MIN_LEARNED_LIFETIME: Duration = Duration::from_secs(5);
 
 pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: EngineContext) {
+    let mut secrets = secrets::Secrets::start(&provider);
     let Some(source) = Source::new(&provider, None) else {
-        publish_static(&provider, &writer);
-        ctx.cancel.cancelled().await;
+        serve_static(&provider, &writer, &ctx, &mut secrets).await;
         return;
     };
     let policy = source.policy();
@@ -91,6 +92,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
             _ = changed(&mut changes) => Event::Changed,
             (g, why) = r.writer.rejected() => Event::Rejected(g, why),
             g = r.writer.wall_jumped() => Event::WallJump(g),
+            _ = secrets.changed() => Event::Secret,
         };
         match event {
             Event::Timer => r.renew(false).await,
@@ -107,6 +109,19 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
                 }
             }
             Event::Rejected(g, why) => r.on_rejected(g, why).await,
+            Event::Secret => {
+                r.writer
+                    .update(|s| s.last_error = secrets.last_error(s.last_error.as_ref()));
+                // A renewal refused for a secret that has since changed is worth trying again,
+                // and a token the changed configuration no longer accepts (BlendVision's
+                // console token is the configured secret itself) is replaced now.
+                let refused =
+                    matches!(r.state, State::Failing { .. }) && r.state.failures().config_logged;
+                let stale = r.held.as_ref().is_some_and(|h| !r.source.accepts(&h.token));
+                if refused || stale {
+                    r.renew(false).await;
+                }
+            }
             Event::WallJump(g) => {
                 if r.held
                     .as_ref()
@@ -128,6 +143,8 @@ enum Event {
     Rejected(u64, Rejection),
     /// A request found this generation expired by a jump of the wall clock.
     WallJump(u64),
+    /// One of the provider's secrets changed, or failed to renew.
+    Secret,
 }
 
 /// The store's change counter moved (never, for a store that can't tell).
@@ -148,11 +165,48 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn publish_static(provider: &ProviderConfig, writer: &CredentialWriter) {
+/// A static provider: its token published, again each time it changes (a file credproxy
+/// follows, a command it re-runs), until cancelled.
+async fn serve_static(
+    provider: &ProviderConfig,
+    writer: &CredentialWriter,
+    ctx: &EngineContext,
+    secrets: &mut secrets::Secrets,
+) {
     let AuthConfig::Static { token } = &provider.auth else {
-        return;
+        return ctx.cancel.cancelled().await;
     };
-    match Credential::bearer(token, &provider.headers, 1, Instant::now(), None) {
+    let mut published: Option<crate::secret::Secret> = None;
+    let mut generation = 0;
+    loop {
+        let value = token.get();
+        if published.as_ref() != Some(&value) {
+            generation += 1;
+            publish_static(provider, writer, &value, generation);
+            published = Some(value);
+        }
+        writer.update(|s| s.last_error = secrets.last_error(s.last_error.as_ref()));
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = secrets.changed() => {}
+        }
+    }
+}
+
+fn publish_static(
+    provider: &ProviderConfig,
+    writer: &CredentialWriter,
+    token: &crate::secret::Secret,
+    generation: u64,
+) {
+    match Credential::new(
+        token,
+        &provider.inject,
+        &provider.headers,
+        generation,
+        Instant::now(),
+        None,
+    ) {
         Ok(c) => writer.publish(Snapshot {
             credential: Some(Arc::new(c)),
             phase: Phase::Ready,
@@ -161,6 +215,7 @@ fn publish_static(provider: &ProviderConfig, writer: &CredentialWriter) {
         Err(e) => {
             tracing::error!(error = %e, "the static token can't be used");
             writer.update(|s| {
+                s.credential = None;
                 s.phase = Phase::Failing;
                 s.last_error = Some(format!("the static token can't be used: {e}"));
             });
@@ -370,8 +425,9 @@ impl Refresher {
             .as_ref()
             .is_some_and(|h| h.forced && h.token.access_token == token.access_token);
         self.generation += 1;
-        let credential = match Credential::bearer(
+        let credential = match Credential::new(
             &token.access_token,
+            &self.provider.inject,
             &headers,
             self.generation,
             obtained,

@@ -55,6 +55,8 @@ impl GrantRequest<'_> {
 enum Value<'a> {
     Plain(String),
     Secret(&'a Secret),
+    /// A configured secret's value of the moment.
+    Held(Secret),
 }
 
 impl Value<'_> {
@@ -62,6 +64,7 @@ impl Value<'_> {
         match self {
             Value::Plain(s) => s,
             Value::Secret(s) => s.expose(),
+            Value::Held(s) => s.expose(),
         }
     }
 }
@@ -148,13 +151,14 @@ fn client_auth<'a>(
         return;
     };
     match (cfg.client_auth, &cfg.client_secret) {
+        // The secret of the moment: it may be a file or a command credproxy follows.
         (ClientAuth::Basic, Some(secret)) => {
-            headers.insert(AUTHORIZATION, basic(id, secret));
+            headers.insert(AUTHORIZATION, basic(id, &secret.get()));
         }
         (_, secret) => {
             fields.push(("client_id", Value::Plain(id.into())));
             if let Some(s) = secret {
-                fields.push(("client_secret", Value::Secret(s)));
+                fields.push(("client_secret", Value::Held(s.get())));
             }
         }
     }
@@ -294,7 +298,7 @@ mod tests {
     pub(crate) fn cfg(format: BodyFormat, auth: ClientAuth) -> OAuth2Config {
         OAuth2Config {
             client_id: Some("my client".into()),
-            client_secret: Some(Secret::from("s3cr:t&=")),
+            client_secret: Some("s3cr:t&=".into()),
             scopes: vec!["read".into(), "write".into()],
             format,
             client_auth: auth,

@@ -20,7 +20,7 @@ use super::request::GrantRequest;
 use super::schedule::Policy;
 use super::store::{self, StoredToken};
 use crate::config::{AuthConfig, Grant, OAuth2Config, Preset, ProviderConfig};
-use crate::secret::Secret;
+use crate::secret::{Live, Secret};
 
 /// Where Baselime's login `redirect` is kept: its refresh requests must repeat it.
 pub const REDIRECT_KEY: &str = "redirect_uri";
@@ -270,7 +270,9 @@ impl OAuth2Source {
         ctx: &EngineContext,
         current: Option<&StoredToken>,
     ) -> Result<StoredToken, TokenError> {
-        let password = self.password.as_ref().or(self.cfg.password.as_ref());
+        // The configured password of the moment (a file or command credproxy follows).
+        let configured = self.cfg.password.as_ref().map(Live::get);
+        let password = self.password.as_ref().or(configured.as_ref());
         let grant = match self.cfg.grant {
             Grant::ClientCredentials => GrantRequest::ClientCredentials,
             Grant::Password => match (self.cfg.username.as_deref(), password) {

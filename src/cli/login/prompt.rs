@@ -24,7 +24,7 @@ pub fn password_source(cfg: &OAuth2Config) -> PasswordSource {
         return PasswordSource::NotNeeded;
     }
     match &cfg.password {
-        Some(p) => PasswordSource::Configured(p.clone()),
+        Some(p) => PasswordSource::Configured(p.get()),
         None => PasswordSource::Prompt {
             username: cfg.username.clone().unwrap_or_default(),
         },
@@ -65,7 +65,7 @@ mod tests {
             grant,
             client_secret: None,
             username: Some("me@example.com".into()),
-            password: password.map(Secret::from),
+            password: password.map(crate::secret::Live::from),
             ..OAuth2Config::example()
         }
     }

@@ -30,8 +30,8 @@ pub(super) fn build(
     let refresh_before = ctx.opt_duration(&fp.refresh_before, &key("refresh_before"));
     let mode = match (&fp.api_token, &fp.email) {
         (Some(t), None) => {
-            let token = ctx.secret(t, &key("api_token"))?;
-            if !ctx.bearer_token(&token, t.span.clone(), &key("api_token")) {
+            let token = ctx.live(t, &key("api_token"))?;
+            if !ctx.bearer_token(&token.get(), t.span.clone(), &key("api_token")) {
                 return None;
             }
             BlendVisionMode::ApiToken(token)
@@ -40,7 +40,7 @@ pub(super) fn build(
             // Every key checked before giving up, so that all their errors are reported.
             let email = ctx.string(e, &key("email"));
             let password = match &fp.password {
-                Some(p) => ctx.secret(p, &key("password")),
+                Some(p) => ctx.live(p, &key("password")),
                 None => {
                     ctx.err(
                         span,

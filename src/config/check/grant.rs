@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::config::file::FileProvider;
 use crate::config::presets::Defaults;
 use crate::config::{Grant, Preset};
-use crate::secret::Secret;
+use crate::secret::Live;
 
 /// `grant`: the user's (one the preset supports), else the preset's, else chosen by `username`.
 pub(super) fn grant(
@@ -57,9 +57,9 @@ pub(super) fn grant(
 
 /// The secrets and names the token requests carry (the `client_id` is read with the endpoints).
 pub(super) struct Credentials {
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<Live>,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<Live>,
 }
 
 /// `client_secret`, `username`, `password`, and the keys `grant` can't go without (`authorize_url_known`:
@@ -74,9 +74,9 @@ pub(super) fn credentials(
     authorize_url_known: bool,
 ) -> Credentials {
     let key = |k: &str| format!("providers.{name}.{k}");
-    let client_secret = ctx.opt_secret(&fp.client_secret, &key("client_secret"));
+    let client_secret = ctx.opt_live(&fp.client_secret, &key("client_secret"));
     let username = ctx.opt_string(&fp.username, &key("username"));
-    let password = ctx.opt_secret(&fp.password, &key("password"));
+    let password = ctx.opt_live(&fp.password, &key("password"));
     // A missing password is allowed for the password grant: `credproxy login` prompts for it.
     let missing = match grant {
         Some(Grant::Password) if username.is_none() && fp.username.is_none() => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
-use super::{Ctx, blendvision, endpoints, oauth2};
+use super::{Ctx, blendvision, endpoints, inject, oauth2};
 use crate::config::file::{FileProvider, FileSecret, Str};
 use crate::config::{AuthConfig, Preset, ProviderConfig, presets};
 
@@ -59,6 +59,7 @@ pub(in crate::config) fn build(
     let hosts = endpoints::hosts(ctx, name, fp, span.clone(), &defaults, before);
     let upstream = endpoints::upstream(ctx, name, fp, span.clone(), preset, &hosts)?;
     let headers = headers(ctx, name, fp);
+    let inject = inject::inject(ctx, name, &fp.inject, &headers, Default::default());
     let mut allow_origins = Vec::new();
     for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
         if let Some(v) = ctx.string(o, &format!("{}[{i}]", key("allow_origins"))) {
@@ -76,8 +77,8 @@ pub(in crate::config) fn build(
         Preset::Static => {
             let token = match &fp.token {
                 Some(t) => ctx
-                    .secret(t, &key("token"))
-                    .filter(|v| ctx.bearer_token(v, t.span.clone(), &key("token"))),
+                    .live(t, &key("token"))
+                    .filter(|v| ctx.bearer_token(&v.get(), t.span.clone(), &key("token"))),
                 None => {
                     ctx.err(span.clone(), &key("token"), "missing: a static provider needs token = \"${VAR}\" or token = { file = \"/run/secrets/x\" }");
                     None
@@ -102,6 +103,7 @@ pub(in crate::config) fn build(
         forwarded: fp.forwarded.unwrap_or(false),
         wait_for_token,
         response_timeout,
+        inject: inject?,
         auth: auth?,
     })
 }

@@ -20,6 +20,7 @@ pub(super) fn response_head(
     head_method: bool,
     dhead: &mut Vec<u8>,
     rewrite: Option<Rewrite<'_>>,
+    query: Option<&crate::credential::QueryParam>,
 ) -> Result<RespHead, HeadError> {
     let status = parsed.code.unwrap_or(0);
     if status == 101 {
@@ -93,9 +94,16 @@ pub(super) fn response_head(
             Field::TransferEncoding => matches!(framing, Framing::Chunked | Framing::Empty),
             Field::ContentLength => matches!(framing, Framing::Length(_) | Framing::Empty),
             Field::Location | Field::ContentLocation => {
-                if let Some(new) = rewrite
-                    .zip(std::str::from_utf8(h.value).ok())
-                    .and_then(|(r, loc)| local_location(loc, r.upstream, r.origin, r.prefix))
+                let loc = std::str::from_utf8(h.value).ok();
+                let local = rewrite
+                    .zip(loc)
+                    .and_then(|(r, loc)| local_location(loc, r.upstream, r.origin, r.prefix));
+                let stripped = local
+                    .as_deref()
+                    .or(loc)
+                    .and_then(|l| location_without_token(l, query));
+                if let Some(new) = stripped
+                    .or(local)
                     .filter(|new| http::HeaderValue::from_str(new).is_ok())
                 {
                     put(dhead, &[h.name.as_bytes(), b": ", new.as_bytes(), b"\r\n"]);

@@ -114,9 +114,7 @@ impl Fast {
         let out = &mut self.out;
         out.clear();
         put(out, &[method.as_bytes(), b" "]);
-        for part in path_parts(&up.base_path, rest) {
-            out.extend_from_slice(part.as_bytes());
-        }
+        put_target(out, path_parts(&up.base_path, rest), &credential);
         put(
             out,
             &[b" HTTP/1.1\r\nhost: ", up.host_header.as_bytes(), b"\r\n"],

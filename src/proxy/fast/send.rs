@@ -93,6 +93,7 @@ impl Fast {
                     &mut self.dhead,
                     plan.head_method,
                     plan.rewrite(&self.buf),
+                    plan.credential.query(),
                 );
                 tokio::select! {
                     biased;
@@ -297,6 +298,7 @@ pub(super) async fn exchange_head(
     dhead: &mut Vec<u8>,
     head_method: bool,
     rewrite: Option<Rewrite<'_>>,
+    query: Option<&crate::credential::QueryParam>,
 ) -> Result<RespHead, HeadError> {
     stream.write_all(out).await.map_err(HeadError::Unsent)?;
     stream.flush().await.map_err(HeadError::Unsent)?;
@@ -313,7 +315,7 @@ pub(super) async fn exchange_head(
                         ubuf.drain(..len);
                         continue;
                     }
-                    return response_head(&parsed, len, head_method, dhead, rewrite);
+                    return response_head(&parsed, len, head_method, dhead, rewrite, query);
                 }
                 Ok(httparse::Status::Partial) if ubuf.len() < MAX_RESPONSE_HEAD => {}
                 Ok(httparse::Status::Partial) => {

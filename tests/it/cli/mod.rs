@@ -5,3 +5,4 @@ mod commands;
 mod config_examples;
 mod demo;
 mod readme;
+mod secrets;

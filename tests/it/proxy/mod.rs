@@ -3,7 +3,9 @@
 mod clients;
 mod e2e;
 mod errors;
+mod inject;
 mod intercept;
+mod secrets;
 mod tunnel;
 mod wire;
 mod wire_security;

@@ -4,5 +4,6 @@ mod access;
 mod framing;
 mod hardening;
 mod leaks;
+mod query_token;
 mod requests;
 mod tokens;

@@ -479,7 +479,7 @@ async fn a_refused_refresh_token_waits_for_a_login() {
 fn wrong_secret(server: &TokenServer) -> Arc<credproxy::config::ProviderConfig> {
     let mut wrong = (*provider("api", &server.url(), "")).clone();
     if let credproxy::config::AuthConfig::OAuth2(cfg) = &mut wrong.auth {
-        cfg.client_secret = Some(credproxy::secret::Secret::from("wrong"));
+        cfg.client_secret = Some(credproxy::secret::Live::from("wrong"));
     }
     Arc::new(wrong)
 }
