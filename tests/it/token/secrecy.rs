@@ -121,9 +121,14 @@ async fn a_learned_lifetime_and_a_wall_clock_jump_are_logged_once_at_info() {
     let store: Arc<dyn TokenStore> = Arc::new(credproxy::token::MemoryStore::new());
     let mut engine = Engine::start(provider("api", &server.url(), ""), store, clock);
     assert_eq!(engine.next_event().await, "ok");
+    // Ages count from when each token was obtained, not from when the test heard of it: a
+    // round trip (or a whole-second `obtained_at`) already ate some of it, and the 5 s token's
+    // scheduled refresh comes at ~2.4 s. The second token's reply is slow (a second on tokio's
+    // clock) to show that.
+    server.push(Step::Delay(Duration::from_secs(1)));
     for age in [5, 2] {
         let c = engine.reader.current(tokio::time::Instant::now()).unwrap();
-        tokio::time::sleep(Duration::from_secs(age)).await;
+        tokio::time::sleep_until(c.obtained_at + Duration::from_secs(age)).await;
         assert!(engine.reader.report_rejected(&c, Rejection::InvalidToken));
         assert_eq!(engine.next_event().await, "ok");
     }
