@@ -78,27 +78,59 @@ pub enum SecretSource {
 }
 
 // Hand-written because `Spanned` can't sit inside an untagged enum (serde buffers the value and
-// toml's span information is lost): the span is taken around the whole value instead.
+// toml's span information is lost): the span is taken around the whole value instead. And
+// because a derived struct also accepts a sequence: `client_secret = ["abc"]` became
+// `{ file = "abc" }`, and the error named the secret as a file. Only a string or a table.
 impl<'de> Deserialize<'de> for FileSecret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged, expecting = "a string, or a table { file = \"/path\" }")]
-        enum Raw {
-            Value(String),
-            File(RawFile),
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RawFile {
-            file: String,
-        }
-        let raw = Spanned::<Raw>::deserialize(d)?;
+        let raw = Spanned::<RawSecret>::deserialize(d)?;
         let span = raw.span();
-        let source = match raw.into_inner() {
-            Raw::Value(v) => SecretSource::Value(v),
-            Raw::File(f) => SecretSource::File(f.file),
-        };
-        Ok(FileSecret { span, source })
+        Ok(FileSecret {
+            span,
+            source: raw.into_inner().0,
+        })
+    }
+}
+
+struct RawSecret(SecretSource);
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawSecretVisitor)
+    }
+}
+
+struct RawSecretVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawSecretVisitor {
+    type Value = RawSecret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string such as \"${MY_SECRET}\", or a table { file = \"/path\" }")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSecret, E> {
+        Ok(RawSecret(SecretSource::Value(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<RawSecret, E> {
+        Ok(RawSecret(SecretSource::Value(v)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
+        use serde::de::Error as _;
+        let mut file = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "file" {
+                return Err(A::Error::unknown_field(&key, &["file"]));
+            }
+            if file.is_some() {
+                return Err(A::Error::duplicate_field("file"));
+            }
+            file = Some(map.next_value::<String>()?);
+        }
+        file.map(|f| RawSecret(SecretSource::File(f)))
+            .ok_or_else(|| A::Error::missing_field("file"))
     }
 }
 
