@@ -139,13 +139,14 @@ impl ProviderStatus {
     ) -> Self {
         let lifetime = snap.credential.as_ref().and_then(|c| {
             c.expires_at
-                .map(|e| e.saturating_duration_since(c.obtained_at).as_secs() as i64)
+                .map(|e| i64::try_from(e.saturating_duration_since(c.obtained_at).as_secs()))
+                .map(|s| s.unwrap_or(i64::MAX))
         });
         ProviderStatus {
             token_lifetime_secs: lifetime,
             state: snap.phase.as_str().to_owned(),
             usable,
-            expires_in_secs: snap.expires_at_unix.map(|t| t - now_unix),
+            expires_in_secs: snap.expires_at_unix.map(|t| t.saturating_sub(now_unix)),
             expires_at: snap.expires_at_unix.and_then(rfc3339),
             last_refresh: snap.last_refresh_unix.and_then(rfc3339),
             next_refresh: snap.next_refresh_unix.and_then(rfc3339),
@@ -176,10 +177,10 @@ impl ProviderStatus {
         ProviderStatus {
             state: if expired { "expired" } else { "stored" }.to_owned(),
             usable: !expired,
-            expires_in_secs: t.expires_at.map(|e| e - now_unix),
+            expires_in_secs: t.expires_at.map(|e| e.saturating_sub(now_unix)),
             expires_at: t.expires_at.and_then(rfc3339),
             last_refresh: rfc3339(t.obtained_at),
-            token_lifetime_secs: t.expires_at.map(|e| e - t.obtained_at),
+            token_lifetime_secs: t.expires_at.map(|e| e.saturating_sub(t.obtained_at)),
             details: t.details.clone(),
             ..Self::base(config)
         }
@@ -283,9 +284,9 @@ pub fn human(secs: i64) -> String {
 /// `in 4 min` or `4 min ago`.
 fn relative_secs(t: i64, now: i64) -> String {
     if t <= now {
-        format!("{} ago", human(now - t))
+        format!("{} ago", human(now.saturating_sub(t)))
     } else {
-        format!("in {}", human(t - now))
+        format!("in {}", human(t.saturating_sub(now)))
     }
 }
 
@@ -337,5 +338,37 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2030-03-17T17:46:40Z"), Some(1_900_000_000));
         assert_eq!(rfc3339(i64::MAX), None);
+    }
+
+    /// Review finding: a stored token's times come from a file anyone may have edited; the
+    /// differences overflowed (a panic in debug builds, nonsense in release).
+    #[test]
+    fn extreme_stored_times_do_not_overflow() {
+        let cfg = crate::config::load_str(
+            "[providers.o]\npreset = \"oauth2\"\nhosts = [\"api.example\"]\n\
+             token_url = \"https://auth.example/token\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let t = StoredToken {
+            access_token: crate::secret::Secret::from("at"),
+            refresh_token: None,
+            expires_at: Some(i64::MAX),
+            obtained_at: -1,
+            fingerprint: String::new(),
+            secrets: Default::default(),
+            details: Default::default(),
+            expiry_assumed: false,
+        };
+        let p = ProviderStatus::from_stored(&cfg.providers[0], Some(&t), -1);
+        assert_eq!(p.token_lifetime_secs, Some(i64::MAX));
+        assert_eq!(p.expires_in_secs, Some(i64::MAX));
+        assert!(expiry(&p).starts_with("in "), "{}", expiry(&p));
+        assert_eq!(
+            relative_secs(i64::MIN, i64::MAX),
+            format!("{} ago", human(i64::MAX))
+        );
     }
 }

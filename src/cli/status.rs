@@ -185,11 +185,9 @@ fn table(report: &StatusReport, now: i64) -> String {
                 expiry(p),
                 relative(p.last_refresh.as_deref(), now),
                 relative(p.next_refresh.as_deref(), now),
-                p.last_error
-                    .as_deref()
-                    .unwrap_or("-")
-                    .replace(['\n', '\r'], " "),
+                p.last_error.as_deref().unwrap_or("-").to_owned(),
             ]
+            .map(|cell| printable(&cell))
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -233,16 +231,32 @@ fn table(report: &StatusReport, now: i64) -> String {
             ));
         }
         facts.extend(p.details.iter().map(|(k, v)| format!("{k}={v}")));
-        out.push_str(&format!("{}: {}\n", p.name, facts.join(" · ")));
+        let line = format!("{}: {}", p.name, facts.join(" · "));
+        out.push_str(&printable(&line));
+        out.push('\n');
     }
     if let Some(store) = &report.store {
-        out.push_str(&format!("store: {} {}", store.kind, store.state));
+        let mut line = format!("store: {} {}", store.kind, store.state);
         if let Some(reason) = &store.reason {
-            out.push_str(&format!(" ({})", reason.replace(['\n', '\r'], " ")));
+            line.push_str(&format!(" ({reason})"));
         }
+        out.push_str(&printable(&line));
         out.push('\n');
     }
     out
+}
+
+/// Text from the proxy, the store or a token server made safe for a terminal: a line break or
+/// tab becomes a space, any other control character (C0, DEL, C1: an escape sequence that would
+/// retitle the window, clear the screen or worse) a `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -308,6 +322,37 @@ mod tests {
             started_at: None,
             providers: vec![ready, amber, red, never],
         }
+    }
+
+    /// Review finding: text from the server (an error, a Baselime workspace id, a name) printed
+    /// raw could carry terminal escapes. None reaches the terminal.
+    #[test]
+    fn no_control_character_reaches_the_terminal() {
+        let evil = "a\u{1b}]0;x\u{7}b\u{1b}[2Jc\u{9b}31md\u{7f}";
+        let p = provider(evil, evil, |p| {
+            p.summary = evil.into();
+            p.last_error = Some(evil.into());
+            p.details.insert(evil.into(), evil.into());
+            p.hosts = vec![evil.into()];
+            p.routes = vec![evil.into()];
+            p.upstream = evil.into();
+        });
+        let report = StatusReport {
+            store: Some(StoreStatus {
+                kind: evil.into(),
+                state: evil.into(),
+                reason: Some(evil.into()),
+            }),
+            version: "0".into(),
+            started_at: None,
+            providers: vec![p],
+        };
+        let text = table(&report, NOW);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("a?]0;x?b?[2Jc?31md?"), "{text:?}");
     }
 
     #[test]

@@ -85,41 +85,73 @@ pub enum SecretSource {
 }
 
 // Hand-written because `Spanned` can't sit inside an untagged enum (serde buffers the value and
-// toml's span information is lost): the span is taken around the whole value instead.
+// toml's span information is lost): the span is taken around the whole value instead. And
+// because a derived struct also accepts a sequence: `client_secret = ["abc"]` became
+// `{ file = "abc" }`, and the error named the secret as a file. Only a string or a table.
 impl<'de> Deserialize<'de> for FileSecret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(
-            untagged,
-            expecting = "must be a string, a table { file = \"/path\" }, or a table { command = [\"prog\", \"arg\"], ttl = \"10m\" }"
-        )]
-        enum Raw {
-            Value(String),
-            File(RawFile),
-            Command(RawCommand),
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RawFile {
-            file: String,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RawCommand {
-            command: Vec<String>,
-            ttl: Option<String>,
-        }
-        let raw = Spanned::<Raw>::deserialize(d)?;
+        let raw = Spanned::<RawSecret>::deserialize(d)?;
         let span = raw.span();
-        let source = match raw.into_inner() {
-            Raw::Value(v) => SecretSource::Value(v),
-            Raw::File(f) => SecretSource::File(f.file),
-            Raw::Command(c) => SecretSource::Command {
-                argv: c.command,
-                ttl: c.ttl,
-            },
-        };
-        Ok(FileSecret { span, source })
+        Ok(FileSecret {
+            span,
+            source: raw.into_inner().0,
+        })
+    }
+}
+
+struct RawSecret(SecretSource);
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawSecretVisitor)
+    }
+}
+
+struct RawSecretVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawSecretVisitor {
+    type Value = RawSecret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(
+            "a string such as \"${MY_SECRET}\", a table { file = \"/path\" }, or a table \
+             { command = [\"prog\", \"arg\"], ttl = \"10m\" }",
+        )
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSecret, E> {
+        Ok(RawSecret(SecretSource::Value(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<RawSecret, E> {
+        Ok(RawSecret(SecretSource::Value(v)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
+        use serde::de::Error as _;
+        let (mut file, mut command, mut ttl) = (None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "file" if file.is_none() => file = Some(map.next_value::<String>()?),
+                "command" if command.is_none() => {
+                    command = Some(map.next_value::<Vec<String>>()?);
+                }
+                "ttl" if ttl.is_none() => ttl = Some(map.next_value::<String>()?),
+                "file" | "command" | "ttl" => {
+                    return Err(A::Error::custom(format_args!("`{key}` is given twice")));
+                }
+                _ => return Err(A::Error::unknown_field(&key, &["file", "command", "ttl"])),
+            }
+        }
+        match (file, command) {
+            (Some(f), None) if ttl.is_none() => Ok(RawSecret(SecretSource::File(f))),
+            (None, Some(argv)) => Ok(RawSecret(SecretSource::Command { argv, ttl })),
+            (Some(_), Some(_)) => Err(A::Error::custom(
+                "give either `file` or `command`, not both",
+            )),
+            (Some(_), None) => Err(A::Error::custom("`ttl` goes with `command`, not `file`")),
+            (None, None) => Err(A::Error::missing_field("file")),
+        }
     }
 }
 

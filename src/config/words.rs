@@ -27,7 +27,10 @@ pub(super) fn serde(raw: &str, key: &str) -> String {
     if raw.starts_with("data did not match any variant of untagged enum FileMode") {
         return "must be an octal file mode such as \"0660\" or 0o660".to_owned();
     }
-    if raw.starts_with("a string, or a table") || raw.contains("untagged enum Raw") {
+    if raw.starts_with("a string, or a table")
+        || raw.starts_with("a string such as")
+        || raw.contains("untagged enum Raw")
+    {
         return secret_shape().to_owned();
     }
     if let Some(rest) = raw.strip_prefix("invalid value: ") {
@@ -200,6 +203,9 @@ fn is_secret(key: &str) -> bool {
         "token" | "api_token" | "org_id" | "client_secret" | "password" | "proxy_auth"
     ) || key.contains(".headers.")
         || key.contains(".token_headers.")
+        // Extra form fields: they can carry a client_assertion or an api_key.
+        || key.contains(".token_params.")
+        || key.contains(".authorize_params.")
 }
 
 #[cfg(test)]
@@ -235,6 +241,24 @@ mod tests {
             "providers.gh.token",
         );
         assert!(m.contains("${MY_SECRET}") && !m.contains("12345"), "{m}");
+    }
+
+    /// Review finding: `token_params` and `authorize_params` values can be credentials
+    /// (`client_assertion`, `api_key`): never repeated in a message.
+    #[test]
+    fn extra_form_fields_are_never_repeated() {
+        for key in [
+            "providers.a.token_params.client_assertion",
+            "providers.a.authorize_params.api_key",
+        ] {
+            for raw in [
+                "invalid type: integer `12345`, expected a string",
+                "invalid value: integer `12345`, expected a string",
+            ] {
+                let m = serde(raw, key);
+                assert!(!m.contains("12345"), "{key}: {m}");
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::EngineContext;
 use super::error::{TokenError, chain};
 use super::oauth::call;
-use super::reply::ReplyError;
+use super::reply::{ReplyError, printable};
 use super::request::{self, sensitive};
 use super::store::StoredToken;
 use crate::secret::Secret;
@@ -72,7 +72,8 @@ async fn workspaces(
         .map(|w| Workspace {
             public: ["workspaceId", "environmentId"]
                 .iter()
-                .filter_map(|k| Some(((*k).to_owned(), w.get(*k)?.as_str()?.to_owned())))
+                // Shown by `credproxy status` and /status: printable ASCII only.
+                .filter_map(|k| Some(((*k).to_owned(), printable(w.get(*k)?.as_str()?, 200))))
                 .collect(),
             api_key: w.get("apiKey").and_then(Value::as_str).map(Secret::from),
         })

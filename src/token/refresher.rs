@@ -53,11 +53,19 @@ pub const LOGIN_POLL: Duration = Duration::from_secs(5);
 /// password, a redirect) is tried again: rarely enough not to hammer it or flood the log, often
 /// enough to recover from a fix made on the server side without a restart.
 pub const CONFIG_RETRY: Duration = Duration::from_secs(3600);
-/// A lifetime learned from a rejection is never shorter than this: an upstream that rejects
-/// tokens at once (a revoked grant, a wrong audience) must not make every next token live a
-/// second and the token server answer two refreshes a second. A token that truly lives less
-/// is then rejected once per lifetime, and the replay hides it.
+/// A lifetime is learned only from a rejection of a token at least this old (from its
+/// obtaining), and so is never shorter: an upstream that rejects a token at once (a revoked
+/// grant, a wrong audience, a hiccup) must not make every next token live a second and the token
+/// server answer two refreshes a second. Such a token is simply replaced. A token that truly
+/// lives less is then rejected once per lifetime, and the replay hides it.
 pub const MIN_LEARNED_LIFETIME: Duration = Duration::from_secs(5);
+/// A learned lifetime that stood this long without a rejection doubles (up to what the token
+/// would be assumed to live without it, `default_lifetime`): one rejection must not shorten
+/// every later token for good. Each time a doubled lifetime proves too long (a rejection comes
+/// before it), the wait before the next doubling doubles too, up to [`MAX_LEARNED_GROWTH_WAIT`].
+pub const LEARNED_GROWTH_WAIT: Duration = Duration::from_secs(60);
+/// The longest wait before a learned lifetime doubles.
+pub const MAX_LEARNED_GROWTH_WAIT: Duration = Duration::from_secs(3600);
 
 pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: EngineContext) {
     let mut secrets = secrets::Secrets::start(&provider);
@@ -259,7 +267,16 @@ struct Refresher {
     rejections: RejectionFilter,
     /// How long this provider's tokens of unknown lifetime really live: from the last such
     /// token's obtaining to its rejection (issue 14 item 1). Kept in memory only.
-    learned: Option<Duration>,
+    learned: Option<Learned>,
+}
+
+/// A learned lifetime, and when it last changed (for [`LEARNED_GROWTH_WAIT`]).
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    lifetime: Duration,
+    since: Instant,
+    /// How long it must stand unrejected before it doubles.
+    grow_wait: Duration,
 }
 
 impl Refresher {
@@ -621,13 +638,39 @@ impl Refresher {
     /// A token whose server said nothing of its lifetime lives as long as the last one did, once
     /// that was learned from a 401. Its stored copy keeps the assumed expiry; a token with an
     /// expiry from its server is never touched.
-    fn apply_learned(&self, token: &mut StoredToken) {
-        let Some(learned) = self.learned.filter(|_| token.expiry_assumed) else {
+    fn apply_learned(&mut self, token: &mut StoredToken) {
+        let Some(learned) = self.learned.as_mut().filter(|_| token.expiry_assumed) else {
             return;
         };
+        let now = self.ctx.clock.now();
+        if now.saturating_duration_since(learned.since) >= learned.grow_wait {
+            // No rejection for a while: perhaps the one it was learned from was a one-off.
+            learned.lifetime = learned.lifetime.saturating_mul(2);
+            learned.since = now;
+            let assumed = token
+                .expires_at
+                .map(|e| e.saturating_sub(token.obtained_at))
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs);
+            if assumed.is_none_or(|a| learned.lifetime >= a) {
+                tracing::info!(
+                    "no token of provider {} was rejected for a while; assuming its lifetime \
+                     again",
+                    self.provider.name
+                );
+                self.learned = None;
+                return;
+            }
+            tracing::debug!(
+                lifetime_s = learned.lifetime.as_secs(),
+                "no rejection for a while; the learned lifetime doubles"
+            );
+        }
         // Whole seconds, rounded down: `obtained_at` is a whole second too, at or before the
         // token was obtained, so the token is taken to expire no later than the last one did.
-        let secs = i64::try_from(learned.as_secs()).unwrap_or(i64::MAX).max(1);
+        let secs = i64::try_from(learned.lifetime.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
         token.expires_at = Some(token.obtained_at.saturating_add(secs));
         tracing::debug!(
             lifetime_s = secs,
@@ -641,7 +684,17 @@ impl Refresher {
     fn learn(&mut self, lived: Duration) {
         let first = self.learned.is_none();
         let lived = lived.max(MIN_LEARNED_LIFETIME);
-        self.learned = Some(lived);
+        let grow_wait = match self.learned {
+            // The last lifetime (doubled, perhaps) proved too long: wait longer to grow it again.
+            Some(l) if lived < l.lifetime => (l.grow_wait * 2).min(MAX_LEARNED_GROWTH_WAIT),
+            Some(l) => l.grow_wait,
+            None => LEARNED_GROWTH_WAIT,
+        };
+        self.learned = Some(Learned {
+            lifetime: lived,
+            since: self.ctx.clock.now(),
+            grow_wait,
+        });
         let secs = lived.as_secs_f64();
         if first {
             tracing::info!(
@@ -675,10 +728,17 @@ impl Refresher {
             return;
         }
         h.forced = true;
-        let lived = h
-            .token
-            .expiry_assumed
+        // Learned only from a token old enough (from its obtaining) for its death to say
+        // something about its lifetime; its lifetime counts from its reply's arrival (shorter).
+        let age = now.saturating_duration_since(h.obtained);
+        let lived = (h.token.expiry_assumed && age >= MIN_LEARNED_LIFETIME)
             .then(|| now.saturating_duration_since(h.born));
+        if h.token.expiry_assumed && lived.is_none() {
+            tracing::debug!(
+                age_s = age.as_secs_f64(),
+                "too young a token to learn its lifetime from; just replacing it"
+            );
+        }
         tracing::info!(
             generation = g,
             invalid_token = why == Rejection::InvalidToken,

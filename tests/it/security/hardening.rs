@@ -230,3 +230,41 @@ fn a_secret_file_over_64_kib_is_a_config_error() {
     assert!(err.contains("t.toml:8"), "{err}");
     assert!(err.contains("providers.gh.token"), "{err}");
 }
+
+/// Review finding: a secret written as an array (`client_secret = ["abc"]`) was taken as
+/// `{ file = "abc" }` and the error said "can't read secret file abc". Now it is a type error
+/// that says what to write, and no error shows the value: nor for a header value, `proxy_auth`
+/// or a nested array.
+#[test]
+fn a_secret_written_as_an_array_is_a_type_error_that_never_shows_it() {
+    let value = "VALUE-SECRET-9";
+    let base = "[proxy]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"/nonexistent\"\n";
+    let cases = [
+        format!(
+            "{base}\n[providers.o]\npreset = \"oauth2\"\nhosts = [\"api.example\"]\n\
+             token_url = \"https://auth.example/token\"\nclient_id = \"c\"\n\
+             client_secret = [\"{value}\"]\n"
+        ),
+        format!(
+            "{base}\n[providers.o]\npreset = \"oauth2\"\nhosts = [\"api.example\"]\n\
+             token_url = \"https://auth.example/token\"\nclient_id = \"c\"\n\
+             client_secret = [[\"{value}\"]]\n"
+        ),
+        format!(
+            "{base}\n[providers.h]\npreset = \"static\"\nhosts = [\"api.example\"]\n\
+             token = \"t\"\nheaders = {{ x-api-key = [\"{value}\"] }}\n"
+        ),
+        format!("{base}proxy_auth = [\"{value}\"]\n"),
+    ];
+    for text in cases {
+        let Err(err) = credproxy::config::load_str(&text, "t.toml", &|_| None) else {
+            panic!("an array secret was accepted:\n{text}")
+        };
+        let (plain, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(
+            !plain.contains(value) && !debug.contains(value),
+            "{plain}\n{debug}"
+        );
+        assert!(plain.contains("must be a string"), "{plain}");
+    }
+}
