@@ -125,6 +125,11 @@ async fn a_certificate_from_an_unknown_ca_says_unknown_issuer() {
 /// Send `bytes` on `c`'s connection while reading (credproxy may answer before it read them
 /// all), then read to the close: the one response, which must be credproxy's JSON `status`.
 async fn refused(c: Wire, bytes: Vec<u8>, status: u16) -> serde_json::Value {
+    refused_closing(c, bytes, status).await.0
+}
+
+/// [`refused`], and whether the answer said `Connection: close`.
+async fn refused_closing(c: Wire, bytes: Vec<u8>, status: u16) -> (serde_json::Value, bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Wire { stream, buf, .. } = c;
     assert!(buf.is_empty());
@@ -150,7 +155,11 @@ async fn refused(c: Wire, bytes: Vec<u8>, status: u16) -> serde_json::Value {
             .is_some_and(|v| v.starts_with("credproxy")),
         "{r:?}"
     );
-    r.json()
+    let close = r
+        .head
+        .get("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    (r.json(), close)
 }
 
 /// A connection hyper serves from now on (a request the fast path declines, answered).
@@ -171,9 +180,10 @@ async fn a_header_block_over_64_kib_is_431_with_the_json_body_on_either_transpor
         b"",
     );
     // The first request on a connection (the fast path reads it, hyper answers), and one on
-    // a connection hyper already serves.
+    // a connection hyper already serves. hyper closes after it, and the answer says so.
     for c in [s.client().await, hyper_connection(&s).await] {
-        let v = refused(c, big.clone(), 431).await;
+        let (v, close) = refused_closing(c, big.clone(), 431).await;
+        assert!(close, "431 says connection: close: {v}");
         assert_eq!(v["error"], "headers_too_large", "{v}");
         assert!(v["message"].as_str().unwrap().contains("64 KiB"), "{v}");
     }
