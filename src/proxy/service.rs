@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::access::{Outcome, access_enabled, access_line};
 use super::checks::{
-    check_browser, check_own_host, destination_allowed, destination_not_allowed, framing_ok,
-    proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
+    bad_host, check_browser, check_own_host, destination_allowed, destination_not_allowed,
+    framing_ok, proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
 };
 use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
@@ -159,6 +159,7 @@ async fn proxy<'a>(
                 },
             ));
         }
+        Target::BadHost => return Err(bad_host()),
         Target::Pass { authority } => {
             // No credential goes with it, but a web page must not use credproxy as a bridge to
             // other hosts either (a DNS-rebinding page reading intranet answers).

@@ -317,3 +317,84 @@ async fn a_body_shaped_like_a_canned_answer_passes_untouched_on_a_connection_and
         assert_eq!(m.body, canned, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn a_host_that_is_not_host_and_port_is_400_and_never_reflected_on_either_transport() {
+    // The upstream redirects to itself: credproxy points the Location at the client's Host.
+    let up = Upstream::answering(|req| {
+        let loc = format!(
+            "Location: http://{}/next",
+            req.head.get("host").unwrap_or("")
+        );
+        response("302 Found", &[&loc], b"")
+    })
+    .await;
+    let port = up.port();
+    let wild = format!(
+        r#"
+[providers.wild]
+preset = "static"
+token = "{TOKEN}"
+hosts = ["*.wild.test"]
+upstream = "http://127.0.0.1:{port}"
+"#
+    );
+    let s = Setup::start_at(up, "", "", &wild).await;
+    let send = |host: &str, hyper: bool| {
+        let mut req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
+        if hyper {
+            req.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n");
+        } else {
+            req.extend_from_slice(b"\r\n");
+        }
+        req
+    };
+    for hyper in [false, true] {
+        for bad in [
+            "api.wire.test:@evil.example",
+            "evil.example?.wild.test",
+            "evil.example#.wild.test",
+            "evil.example\\.wild.test",
+            "api.wire.test:http",
+        ] {
+            let r = Wire::client(s.proxy.main())
+                .await
+                .roundtrip(send(bad, hyper))
+                .await;
+            assert_json_error(&r, 400);
+            assert_eq!(r.json()["error"], "bad_request", "{bad}: {r:?}");
+            assert!(r.head.get("location").is_none(), "{bad}: {r:?}");
+        }
+        // An absolute-form authority with userinfo, too.
+        let abs =
+            b"GET http://api.wire.test:@evil.example/x HTTP/1.1\r\nHost: api.wire.test\r\n\r\n";
+        let r = Wire::client(s.proxy.main())
+            .await
+            .roundtrip(abs.to_vec())
+            .await;
+        assert_json_error(&r, 400);
+        for (good, want) in [
+            ("API.WIRE.TEST:8080", "http://API.WIRE.TEST:8080/next"),
+            ("a.wild.test", "http://a.wild.test/next"),
+        ] {
+            let r = Wire::client(s.proxy.main())
+                .await
+                .roundtrip(send(good, hyper))
+                .await;
+            assert_status(&r, 302);
+            assert_eq!(r.head.get("location"), Some(want), "{good}: {r:?}");
+        }
+        // An IPv6 literal is a host: unclaimed here, so 403, not 400.
+        let r = Wire::client(s.proxy.main())
+            .await
+            .roundtrip(send("[::1]:8080", hyper))
+            .await;
+        assert_json_error(&r, 403);
+        assert_eq!(r.json()["error"], "unknown_host", "{r:?}");
+    }
+    assert_eq!(
+        s.up.targets(),
+        ["/x", "/x", "/x", "/x"],
+        "only the good hosts went upstream"
+    );
+}
