@@ -242,11 +242,9 @@ async fn proxy<'a>(
         (rt, progress.as_deref()),
     )
     .await;
-    if let Some(cont) = &gate {
-        // A final answer (or a failure) before the upstream asked for the body: the client's
-        // body stays unread.
-        cont.answered();
-    }
+    // A final answer (or a failure) before the upstream asked for the body: the client's body
+    // stays unread, and the upstream connection ends after the answer's body (`expect.rs`).
+    let early = gate.as_ref().and_then(expect::Continue::answered);
     let mut resp = sent?;
 
     // Phase 8: the upstream's answer.
@@ -290,9 +288,16 @@ async fn proxy<'a>(
         ctx.info.local_origin.as_deref(),
     );
     rewrite_location(&mut parts.headers, upstream, origin, prefix);
+    if early.is_some() {
+        // The client's body is never read: hyper's server closes the connection after this
+        // answer, and RFC 9110 §10.1.1 has the answer say so.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(Response::from_parts(
         parts,
-        Either::Left(Counted::new(body, Some(&provider.name))),
+        Either::Left(Counted::new(body, Some(&provider.name)).early(early)),
     ))
 }
 
