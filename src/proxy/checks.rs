@@ -156,6 +156,16 @@ pub fn destination_not_allowed(what: &str, ip: std::net::IpAddr) -> ProxyError {
 /// 400): which one routes and which one the upstream reads could differ. (The fast path
 /// declines such a request; hyper's turn refuses it.)
 #[cold]
+/// A `Host` or absolute-form authority that is not `host[:port]` ([`valid_authority`]).
+///
+/// [`valid_authority`]: super::route::valid_authority
+pub fn bad_host() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::BadRequest,
+        "the Host header or the URL's authority is not a valid host[:port] (a name, an IPv4 address or a bracketed IPv6 address, then an optional numeric port): fix the client or what builds the URL",
+    )
+}
+
 pub fn two_hosts() -> ProxyError {
     ProxyError::new(
         ErrorKind::BadRequest,

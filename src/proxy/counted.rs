@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::exchange::{Side, log_cut};
+use super::expect::Early;
 
 /// `Incoming` from the upstream, with the bytes it yielded and how it ended.
 pub struct Counted {
@@ -17,6 +18,9 @@ pub struct Counted {
     bytes: u64,
     /// It ended, whole or with the upstream's error (logged then): nothing to log on drop.
     done: bool,
+    /// An early answer to `Expect: 100-continue`: let go at the end (or drop) of this body,
+    /// which ends the unsent request body and so the upstream connection (`expect.rs`).
+    early: Option<Early>,
 }
 
 impl Counted {
@@ -27,7 +31,14 @@ impl Counted {
             provider: provider.map(str::to_owned),
             bytes: 0,
             done,
+            early: None,
         }
+    }
+
+    /// This body answers a request whose body was never sent ([`Early`]).
+    pub fn early(mut self, early: Option<Early>) -> Self {
+        self.early = early;
+        self
     }
 }
 
@@ -50,9 +61,13 @@ impl Body for Counted {
             }
             Poll::Ready(Some(Err(_))) => {
                 this.done = true;
+                this.early = None;
                 log_cut(Side::Upstream, this.bytes, this.provider.as_deref());
             }
-            Poll::Ready(None) => this.done = true,
+            Poll::Ready(None) => {
+                this.done = true;
+                this.early = None;
+            }
             Poll::Pending => {}
         }
         polled

@@ -59,6 +59,8 @@ pub enum ErrorKind {
     DestinationNotAllowed,
     /// The request body sent nothing for `client_body_timeout`.
     ClientTimeout,
+    /// hyper's 414: a request target too long to parse (code `bad_request`, status 414).
+    UriTooLong,
 }
 
 impl ErrorKind {
@@ -158,6 +160,12 @@ impl ErrorKind {
                 "http_request_error",
                 Blame::Client,
             ),
+            UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "bad_request",
+                "http_request_error",
+                Blame::Client,
+            ),
         }
     }
 
@@ -254,8 +262,15 @@ impl ProxyError {
         if let Some(d) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
         }
-        if matches!(self.kind, ErrorKind::BadRequest | ErrorKind::ClientTimeout) {
+        if matches!(
+            self.kind,
+            ErrorKind::BadRequest
+                | ErrorKind::ClientTimeout
+                | ErrorKind::HeadersTooLarge
+                | ErrorKind::UriTooLong
+        ) {
             // A malformed request: where the next one would start can't be trusted; close.
+            // (hyper closes after a head too large to read, too.)
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.kind == ErrorKind::ProxyAuthRequired {

@@ -9,7 +9,11 @@
 //!   `100 Continue` downstream when a request body is first read, relays it;
 //! - the upstream gives its final answer first: it goes to the client, the body is never read
 //!   (hyper's server then skips its `100`, reads what already came and closes the connection
-//!   otherwise, as §10.1.1 allows), and the upstream connection, left mid-request, is dropped;
+//!   otherwise, as §10.1.1 allows; the answer says `Connection: close`), and the upstream
+//!   connection, left mid-request, is dropped. Not at once: the answer's body is still coming on
+//!   it. The request body stays pending until the answer's body is done or dropped
+//!   ([`Early`], held by the response body), then fails, so that hyper's client ends that
+//!   connection (never parked nor reused) without cutting the answer short;
 //! - [`EXPECT_WAIT`] passes with neither (an HTTP/1.0-style upstream that never sends `100`):
 //!   credproxy reads the body, which sends `100 Continue` downstream, as curl itself would.
 //!
@@ -50,6 +54,8 @@ enum Gate {
     Open,
     /// The upstream answered without `100`: the body must not be read.
     Answered,
+    /// And that answer's body is done (or dropped): the request body fails now.
+    Finished,
 }
 
 /// The proxy's end of a gated body: what the upstream said.
@@ -68,15 +74,29 @@ impl Continue {
         });
     }
 
-    /// The upstream's final answer came: a body not yet released stays unread.
-    pub fn answered(&self) {
-        self.0.send_if_modified(|g| {
+    /// The upstream's final answer came: a body not yet released stays unread. When it came
+    /// before the body was released (an early answer), the [`Early`] that the answer's body
+    /// holds until its end.
+    #[must_use = "dropping the Early at once fails the request body before the answer is read"]
+    pub fn answered(&self) -> Option<Early> {
+        let early = self.0.send_if_modified(|g| {
             let waiting = *g == Gate::Waiting;
             if waiting {
                 *g = Gate::Answered;
             }
             waiting
         });
+        early.then(|| Early(Arc::clone(&self.0)))
+    }
+}
+
+/// An early answer's body is under way: dropped when it is done (or dropped), which ends the
+/// request body that was never sent with [`AnsweredEarly`].
+pub struct Early(Arc<watch::Sender<Gate>>);
+
+impl Drop for Early {
+    fn drop(&mut self) {
+        self.0.send_replace(Gate::Finished);
     }
 }
 
@@ -106,9 +126,11 @@ pub fn gated(inner: Upload) -> (ClientBody, Continue) {
     let tx = Arc::new(tx);
     let on_timeout = Arc::clone(&tx);
     let wait: Wait = Box::pin(async move {
-        let decided = tokio::time::timeout(EXPECT_WAIT, rx.wait_for(|g| *g != Gate::Waiting)).await;
-        match decided {
-            Ok(Ok(g)) => *g == Gate::Open,
+        let decided = tokio::time::timeout(EXPECT_WAIT, rx.wait_for(|g| *g != Gate::Waiting))
+            .await
+            .map(|r| r.map(|g| *g == Gate::Open));
+        let open = match decided {
+            Ok(Ok(open)) => open,
             // The proxy's end is gone: nothing will read the answer.
             Ok(Err(_)) => false,
             Err(_) => {
@@ -123,7 +145,14 @@ pub fn gated(inner: Upload) -> (ClientBody, Continue) {
                 });
                 *on_timeout.borrow() == Gate::Open
             }
+        };
+        drop(on_timeout);
+        if !open {
+            // Failing now would make hyper's client end the connection the answer's body is
+            // still coming on: pending until that body is done (or every sender is gone).
+            let _ = rx.wait_for(|g| *g == Gate::Finished).await;
         }
+        open
     });
     (
         ClientBody {

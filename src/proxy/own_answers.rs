@@ -141,7 +141,7 @@ fn replacement(status: u16) -> Option<ProxyError> {
             "the request is not valid HTTP/1.1 (a malformed request line or header field, or an ambiguous Content-Length): fix the client or what builds the request",
         ),
         414 => ProxyError::new(
-            ErrorKind::BadRequest,
+            ErrorKind::UriTooLong,
             "the request target (URL) is too long",
         ),
         431 => ProxyError::new(
@@ -272,6 +272,21 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for OwnAnswers<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replacements_keep_hypers_status_and_say_close() {
+        for status in [400, 414, 431] {
+            let mut out = Vec::new();
+            replacement(status).unwrap().write_http1(&mut out, false);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+            assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+            assert!(
+                text.contains("\"error\":\"bad_request\"") || status == 431,
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn only_hypers_canned_heads_are_recognised() {

@@ -104,6 +104,66 @@ pub enum Target<'r, 'u> {
         tunnel: String,
         host: String,
     },
+    /// A `Host` or absolute-form authority that is not `host[:port]` ([`valid_authority`]):
+    /// refused (400) before it routes or is reflected into a `Location`.
+    BadHost,
+}
+
+/// `a` is an RFC 3986 authority without userinfo: a reg-name (unreserved, pct-encoded and
+/// sub-delims characters; no `@ ? # / \` or spaces) or a bracketed IPv6 literal, then an
+/// optional `:port` of digits (1-65535, or empty). What a router matches by suffix and what a
+/// `Location` rewrite writes back must not say one host to credproxy and another to a browser.
+pub fn valid_authority(a: &str) -> bool {
+    let (host, port) = if let Some(inner) = a.strip_prefix('[') {
+        let Some((ip, rest)) = inner.split_once(']') else {
+            return false;
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match rest {
+            "" => return true,
+            r => match r.strip_prefix(':') {
+                Some(port) => ("", port),
+                None => return false,
+            },
+        }
+    } else {
+        match a.split_once(':') {
+            Some((host, port)) => (host, port),
+            None => (a, ""),
+        }
+    };
+    let port_ok = port.is_empty()
+        || (port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0));
+    port_ok && reg_name(host)
+}
+
+/// RFC 3986 `reg-name`: unreserved, sub-delims and `%` followed by two hex digits.
+fn reg_name(host: &str) -> bool {
+    let b = host.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            c if c.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 impl Router {
@@ -167,6 +227,13 @@ impl Router {
         path_and_query: &'u str,
         host_header: Option<&'u str>,
     ) -> Target<'r, 'u> {
+        if !authority
+            .into_iter()
+            .chain(host_header)
+            .all(valid_authority)
+        {
+            return Target::BadHost;
+        }
         match role {
             Role::Route(index) => {
                 return Target::Provider {
@@ -424,6 +491,43 @@ mod tests {
                     prefix: None
                 }
             );
+        }
+    }
+
+    #[test]
+    fn an_authority_is_a_host_and_an_optional_numeric_port() {
+        for ok in [
+            "api.test",
+            "API.Test:8080",
+            "api.test.",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:8080",
+            "a.test:65535",
+            "a.test:",
+            "x%41.test",
+            "",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "api.test:@evil.example",
+            "user@api.test",
+            "evil.example?.wild.test",
+            "evil.example#.wild.test",
+            "evil.example\\.wild.test",
+            "evil.example/.wild.test",
+            "api test",
+            "api.test:http",
+            "api.test:0",
+            "api.test:65536",
+            "api.test:8080:1",
+            "[::1",
+            "[not-ip]:80",
+            "[::1]x",
+            "x%4.test",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
         }
     }
 }

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::access::{Outcome, access_enabled, access_line};
 use super::checks::{
-    check_browser, check_own_host, destination_allowed, destination_not_allowed, framing_ok,
-    proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
+    bad_host, check_browser, check_own_host, destination_allowed, destination_not_allowed,
+    framing_ok, proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
 };
 use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
@@ -184,6 +184,7 @@ async fn proxy<'a>(
             )
             .provider(name));
         }
+        Target::BadHost => return Err(bad_host()),
         Target::Pass { authority } => {
             // No credential goes with it, but a web page must not use credproxy as a bridge to
             // other hosts either (a DNS-rebinding page reading intranet answers).
@@ -267,11 +268,9 @@ async fn proxy<'a>(
         (rt, progress.as_deref()),
     )
     .await;
-    if let Some(cont) = &gate {
-        // A final answer (or a failure) before the upstream asked for the body: the client's
-        // body stays unread.
-        cont.answered();
-    }
+    // A final answer (or a failure) before the upstream asked for the body: the client's body
+    // stays unread, and the upstream connection ends after the answer's body (`expect.rs`).
+    let early = gate.as_ref().and_then(expect::Continue::answered);
     let mut resp = sent?;
 
     // Phase 8: the upstream's answer.
@@ -317,9 +316,16 @@ async fn proxy<'a>(
         ctx.info.local_origin.as_deref(),
     );
     rewrite_location(&mut parts.headers, upstream, origin, prefix);
+    if early.is_some() {
+        // The client's body is never read: hyper's server closes the connection after this
+        // answer, and RFC 9110 §10.1.1 has the answer say so.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(Response::from_parts(
         parts,
-        Either::Left(Counted::new(body, Some(&provider.name))),
+        Either::Left(Counted::new(body, Some(&provider.name)).early(early)),
     ))
 }
 

@@ -421,6 +421,114 @@ async fn an_upstream_413_to_expect_reaches_the_client_before_any_body_is_sent() 
 }
 
 #[tokio::test]
+async fn an_early_413_with_a_large_body_reaches_the_client_whole_and_says_close() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Uploaded>();
+    let up = Upstream::start_with(tx, |mut conn, tx| async move {
+        let Ok(Some(head)) = conn.wire.head().await else {
+            return;
+        };
+        // A final answer with a body far larger than any socket buffer, without `100`.
+        conn.write(&response("413 Content Too Large", &[], &pattern(2_000_000)))
+            .await;
+        let rest = conn.wire.rest().await;
+        let _ = tx.send(Uploaded {
+            expect: head.has("expect"),
+            body_bytes: rest.len(),
+        });
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    c.send(upload_head(2_750_000)).await;
+    let r = c.response(false).await.expect("the whole 413");
+    assert_eq!(r.status(), 413, "{:?}", r.head);
+    assert_eq!(r.body.len(), 2_000_000, "the 413's body, whole");
+    assert!(
+        r.body == pattern(2_000_000),
+        "the 413's body changed in transit"
+    );
+    assert!(
+        r.closes(),
+        "credproxy closes after an early answer and says so: {:?}",
+        r.head
+    );
+    tokio::time::timeout(WAIT, c.assert_closed("after the early answer"))
+        .await
+        .expect("credproxy closes the connection");
+    let seen = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the upstream connection ends")
+        .expect("a report");
+    assert!(seen.expect, "{seen:?}");
+    assert_eq!(seen.body_bytes, 0, "no body went upstream: {seen:?}");
+}
+
+#[tokio::test]
+async fn an_early_401_whose_body_comes_after_its_head_arrives_whole() {
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let up = Upstream::start_with(go.clone(), |mut conn, go| async move {
+        let Ok(Some(_)) = conn.wire.head().await else {
+            return;
+        };
+        let body = pattern(300);
+        let head = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write(head.as_bytes()).await;
+        // The body in a write of its own, once the client has the head.
+        go.notified().await;
+        conn.write(&body).await;
+        let _ = conn.wire.rest().await;
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    c.send(upload_head(50_000)).await;
+    let head = c.head().await.expect("a head").expect("a head");
+    assert_eq!(head.status(), Some(401), "{head:?}");
+    go.notify_one();
+    let r = c.body(head, Framing::Length).await.expect("the 401's body");
+    assert!(
+        r.body == pattern(300),
+        "the 401's body, whole: {} bytes",
+        r.body.len()
+    );
+    assert!(r.closes(), "{:?}", r.head);
+}
+
+#[tokio::test]
+async fn a_client_leaving_during_an_early_answer_ends_its_upstream_connection() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let up = Upstream::start_with(tx, |mut conn, tx| async move {
+        let Ok(Some(_)) = conn.wire.head().await else {
+            return;
+        };
+        // A 413 with a body larger than the socket buffers: credproxy is still writing it
+        // downstream when the client leaves (the write may fail once credproxy lets go).
+        let _ = conn
+            .write(&response("413 Content Too Large", &[], &pattern(8_000_000)))
+            .await;
+        let rest = conn.wire.rest().await;
+        let _ = tx.send(rest.len());
+    })
+    .await;
+    let s = Setup::start(up).await;
+    let mut c = s.client().await;
+    c.send(upload_head(50_000)).await;
+    let head = c.head().await.expect("a head").expect("a head");
+    assert_eq!(head.status(), Some(413), "{head:?}");
+    drop(c);
+    // The response body dropped with the client: the unsent request body fails, and hyper's
+    // client ends the upstream connection rather than holding it.
+    let sent = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("credproxy closes the upstream connection")
+        .expect("a report");
+    assert_eq!(sent, 0, "no request body went upstream");
+}
+
+#[tokio::test]
 async fn an_upstream_100_continue_is_relayed_and_the_body_flows() {
     // `UpConn::next` answers `100 Continue` when the request asks for it, then reads the body.
     let up = Upstream::start(|mut conn| async move {

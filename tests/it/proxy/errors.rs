@@ -125,6 +125,11 @@ async fn a_certificate_from_an_unknown_ca_says_unknown_issuer() {
 /// Send `bytes` on `c`'s connection while reading (credproxy may answer before it read them
 /// all), then read to the close: the one response, which must be credproxy's JSON `status`.
 async fn refused(c: Wire, bytes: Vec<u8>, status: u16) -> serde_json::Value {
+    refused_closing(c, bytes, status).await.0
+}
+
+/// [`refused`], and whether the answer said `Connection: close`.
+async fn refused_closing(c: Wire, bytes: Vec<u8>, status: u16) -> (serde_json::Value, bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Wire { stream, buf, .. } = c;
     assert!(buf.is_empty());
@@ -150,7 +155,11 @@ async fn refused(c: Wire, bytes: Vec<u8>, status: u16) -> serde_json::Value {
             .is_some_and(|v| v.starts_with("credproxy")),
         "{r:?}"
     );
-    r.json()
+    let close = r
+        .head
+        .get("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    (r.json(), close)
 }
 
 /// A connection hyper serves from now on (a request the fast path declines, answered).
@@ -171,9 +180,10 @@ async fn a_header_block_over_64_kib_is_431_with_the_json_body_on_either_transpor
         b"",
     );
     // The first request on a connection (the fast path reads it, hyper answers), and one on
-    // a connection hyper already serves.
+    // a connection hyper already serves. hyper closes after it, and the answer says so.
     for c in [s.client().await, hyper_connection(&s).await] {
-        let v = refused(c, big.clone(), 431).await;
+        let (v, close) = refused_closing(c, big.clone(), 431).await;
+        assert!(close, "431 says connection: close: {v}");
         assert_eq!(v["error"], "headers_too_large", "{v}");
         assert!(v["message"].as_str().unwrap().contains("64 KiB"), "{v}");
     }
@@ -306,4 +316,85 @@ async fn a_body_shaped_like_a_canned_answer_passes_untouched_on_a_connection_and
         let m = c.body(head, Framing::Length).await.unwrap();
         assert_eq!(m.body, canned, "round {round}");
     }
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_host_and_port_is_400_and_never_reflected_on_either_transport() {
+    // The upstream redirects to itself: credproxy points the Location at the client's Host.
+    let up = Upstream::answering(|req| {
+        let loc = format!(
+            "Location: http://{}/next",
+            req.head.get("host").unwrap_or("")
+        );
+        response("302 Found", &[&loc], b"")
+    })
+    .await;
+    let port = up.port();
+    let wild = format!(
+        r#"
+[providers.wild]
+preset = "static"
+token = "{TOKEN}"
+hosts = ["*.wild.test"]
+upstream = "http://127.0.0.1:{port}"
+"#
+    );
+    let s = Setup::start_at(up, "", "", &wild).await;
+    let send = |host: &str, hyper: bool| {
+        let mut req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
+        if hyper {
+            req.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n");
+        } else {
+            req.extend_from_slice(b"\r\n");
+        }
+        req
+    };
+    for hyper in [false, true] {
+        for bad in [
+            "api.wire.test:@evil.example",
+            "evil.example?.wild.test",
+            "evil.example#.wild.test",
+            "evil.example\\.wild.test",
+            "api.wire.test:http",
+        ] {
+            let r = Wire::client(s.proxy.main())
+                .await
+                .roundtrip(send(bad, hyper))
+                .await;
+            assert_json_error(&r, 400);
+            assert_eq!(r.json()["error"], "bad_request", "{bad}: {r:?}");
+            assert!(r.head.get("location").is_none(), "{bad}: {r:?}");
+        }
+        // An absolute-form authority with userinfo, too.
+        let abs =
+            b"GET http://api.wire.test:@evil.example/x HTTP/1.1\r\nHost: api.wire.test\r\n\r\n";
+        let r = Wire::client(s.proxy.main())
+            .await
+            .roundtrip(abs.to_vec())
+            .await;
+        assert_json_error(&r, 400);
+        for (good, want) in [
+            ("API.WIRE.TEST:8080", "http://API.WIRE.TEST:8080/next"),
+            ("a.wild.test", "http://a.wild.test/next"),
+        ] {
+            let r = Wire::client(s.proxy.main())
+                .await
+                .roundtrip(send(good, hyper))
+                .await;
+            assert_status(&r, 302);
+            assert_eq!(r.head.get("location"), Some(want), "{good}: {r:?}");
+        }
+        // An IPv6 literal is a host: unclaimed here, so 403, not 400.
+        let r = Wire::client(s.proxy.main())
+            .await
+            .roundtrip(send("[::1]:8080", hyper))
+            .await;
+        assert_json_error(&r, 403);
+        assert_eq!(r.json()["error"], "unknown_host", "{r:?}");
+    }
+    assert_eq!(
+        s.up.targets(),
+        ["/x", "/x", "/x", "/x"],
+        "only the good hosts went upstream"
+    );
 }
