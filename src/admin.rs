@@ -24,7 +24,7 @@
 //! internals, so they stay beside them.)
 
 mod client;
-mod page;
+pub mod page;
 mod status;
 
 use std::collections::VecDeque;

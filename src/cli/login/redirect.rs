@@ -6,6 +6,7 @@
 //! page, with `Connection: close`. Any other path (`/favicon.ico`) gets 404 and the flow goes on.
 //! [`Listener::close`] stops accepting, lets the answer in flight finish, and frees the port.
 
+use crate::admin::page::escape;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -88,21 +89,6 @@ impl Page {
             detail = escape(&self.detail),
         )
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A bound redirect listener.
