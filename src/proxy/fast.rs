@@ -49,7 +49,9 @@ use super::exchange::{
     refreshable, rejection, response_timeout, retry, timeout_error,
 };
 use super::headers::{Field, classify, names_other_fields};
-use super::inject::{VIA_LINE, drops_client_field, location_without_token, put_target};
+use super::inject::{
+    VIA_LINE, drops_client_field, holds_token, location_without_token, put_target,
+};
 use super::route::{ClientOrigin, local_location, path_parts};
 use super::route::{ProviderRoute, Role, Target};
 use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};

@@ -162,17 +162,29 @@ pub fn put_target(out: &mut Vec<u8>, parts: [&str; 3], credential: &Credential) 
     out.extend_from_slice(q.pair.as_bytes());
 }
 
-/// Whether the query's `pair` is a parameter named as the credential's.
+/// Whether the query's `pair` is a parameter named as the credential's: ASCII case ignored (some
+/// servers read names so), and each `;`-separated part of it judged too (some servers split on
+/// `;` as well as `&`, so `a=1;key=x` would carry a second `key` past us).
 fn names(pair: &str, q: &QueryParam) -> bool {
-    let raw = pair.split('=').next().unwrap_or(pair);
-    if raw == &*q.name {
-        return true;
-    }
-    // Only a name with escapes can decode to ours.
-    (raw.contains('%') || raw.contains('+'))
-        && form_urlencoded::parse(raw.as_bytes())
-            .next()
-            .is_some_and(|(name, _)| name == *q.name)
+    pair.split(';').any(|part| {
+        let raw = part.split('=').next().unwrap_or(part);
+        if raw.eq_ignore_ascii_case(&q.name) {
+            return true;
+        }
+        // Only a name with escapes can decode to ours.
+        (raw.contains('%') || raw.contains('+'))
+            && form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .is_some_and(|(name, _)| name.eq_ignore_ascii_case(&q.name))
+    })
+}
+
+/// Whether a field value's raw bytes hold the credential's query value as it was sent: a
+/// `Location` that can't be read as text (not ASCII, not UTF-8) can't be edited, and must not be
+/// passed on with the token in it.
+pub fn holds_token(value: &[u8], q: &QueryParam) -> bool {
+    let token = q.pair.split_once('=').map_or("", |(_, v)| v).as_bytes();
+    !token.is_empty() && value.windows(token.len()).any(|w| w == token)
 }
 
 /// Phase 8's edit for a token in the query: a `Location` the upstream built from the request's
@@ -206,14 +218,25 @@ pub fn location_without_token(loc: &str, query: Option<&QueryParam>) -> Option<S
 
 /// [`location_without_token`] on a `HeaderMap`: `Location` and `Content-Location`.
 pub fn strip_token_from_location(headers: &mut HeaderMap, credential: &Credential) {
+    let Some(q) = credential.query() else { return };
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        if let Some(new) = headers
-            .get(&name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|loc| location_without_token(loc, credential.query()))
-            && let Ok(v) = HeaderValue::from_str(&new)
-        {
-            headers.insert(name, v);
+        let Some(value) = headers.get(&name) else {
+            continue;
+        };
+        let edited = value
+            .to_str()
+            .ok()
+            .and_then(|loc| location_without_token(loc, Some(q)))
+            .map(|new| HeaderValue::from_str(&new));
+        match edited {
+            Some(Ok(v)) => {
+                headers.insert(name, v);
+            }
+            // Not text, or not editable: it goes only if the token is not in it.
+            None | Some(Err(_)) if holds_token(headers[&name].as_bytes(), q) => {
+                headers.remove(&name);
+            }
+            _ => {}
         }
     }
 }
@@ -284,5 +307,22 @@ mod tests {
         for name in ["x-api-keys", "x-custom", "authorization"] {
             assert!(!look_alike(name, &creds), "{name}");
         }
+    }
+
+    #[test]
+    fn a_clients_own_query_parameter_is_found_in_any_case_and_behind_a_semicolon() {
+        let q = QueryParam {
+            name: "key".into(),
+            pair: "key=T0KEN-VALUE".into(),
+        };
+        for pair in ["key=x", "KEY=x", "Key", "k%65y=x", "a=1;key=x", "a=1;KEY"] {
+            assert!(names(pair, &q), "{pair}");
+        }
+        for pair in ["keys=x", "a=key", "monkey=1", "a=1;b=2"] {
+            assert!(!names(pair, &q), "{pair}");
+        }
+        // A Location that can't be edited as text goes only without the token in it.
+        assert!(holds_token(b"/caf\xe9/?key=T0KEN-VALUE", &q));
+        assert!(!holds_token(b"/caf\xe9/?a=1", &q));
     }
 }

@@ -28,8 +28,11 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Secret, String> {
     let Some(prog) = argv.first() else {
         return Err("the command is empty: give the program and its arguments".into());
     };
+    use std::os::unix::process::CommandExt as _;
     let mut child = Command::new(prog)
         .args(&argv[1..])
+        // Its own process group, so a timeout stops what it started too (`sh -c 'x & y'`).
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -55,6 +58,8 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Secret, String> {
         Err(_) => {
             // Not reaped yet (the waiter reaps only after the output ends), so the pid is still
             // this child's. A program that ignores its output's end is killed all the same.
+            // The whole group: a child it started may hold the output open.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             return Err(format!(
                 "the command `{prog}` did not finish within {timeout:?} and was stopped"
@@ -156,5 +161,28 @@ mod tests {
             dead
         });
         assert!(gone, "the hung program {pid} is still running");
+    }
+
+    /// What a hung program started (holding its output open) is stopped with it.
+    #[test]
+    fn a_hung_programs_children_are_stopped_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        run(&sh(&script), Duration::from_millis(300)).unwrap_err();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..200).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let dead = state.is_empty() || state.split(' ').nth(2) == Some("Z");
+            if !dead {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            dead
+        });
+        assert!(gone, "the hung program's child {pid} is still running");
     }
 }

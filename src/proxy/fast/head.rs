@@ -109,7 +109,9 @@ pub(super) fn response_head(
                     put(dhead, &[h.name.as_bytes(), b": ", new.as_bytes(), b"\r\n"]);
                     continue;
                 }
-                true
+                // Not editable (not UTF-8, not a valid value once edited): it goes only if the
+                // token is not in it.
+                !query.is_some_and(|q| holds_token(h.value, q))
             }
             Field::Connection | Field::Upgrade | Field::ProxyAuthorization | Field::HopByHop => {
                 false
