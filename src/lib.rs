@@ -18,6 +18,7 @@ pub mod config;
 pub mod credential;
 pub mod demo;
 pub mod fields;
+pub mod fsutil;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

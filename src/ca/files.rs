@@ -6,7 +6,7 @@
 //! and `exec`) end up with the same CA, not a certificate of one and the key of the other.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -76,39 +76,11 @@ impl CaDir {
 
     /// Write `name` with `mode`, atomically (temp file, fsync, rename, fsync the directory).
     pub fn write(&self, name: &str, mode: u32, bytes: &[u8]) -> io::Result<()> {
-        let temp = self.path.join(format!(
-            ".{name}.tmp-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            // `mode` is filtered by the umask; make it exact.
-            file.set_permissions(Permissions::from_mode(mode))?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, self.path.join(name))
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written?;
-        File::open(&self.path)?.sync_all()
+        let temp = crate::fsutil::temp_name(&format!(".{name}.tmp-"));
+        crate::fsutil::write_atomically(&self.path, &temp, &self.path.join(name), mode, bytes)
     }
 }
 
-/// `O_NOFOLLOW` on a symlink fails with `ELOOP`, which says nothing useful.
 fn refuse_symlink(e: io::Error) -> io::Error {
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        io::Error::new(
-            e.kind(),
-            "it is a symbolic link, which credproxy does not follow in its CA directory (remove the link)",
-        )
-    } else {
-        e
-    }
+    crate::fsutil::refuse_symlink(e, "its CA directory (remove the link)")
 }

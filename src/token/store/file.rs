@@ -27,7 +27,7 @@
 //! internals, so they stay beside them.)
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -126,32 +126,10 @@ impl FileStore {
         Ok((file, path))
     }
 
-    /// Writes `bytes` to a new temp file, then renames it over `path`.
+    /// Writes `bytes` to a new temp file, then renames it over `path` (0600).
     fn write_atomically(&self, provider: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let temp = self.dir.join(format!(
-            "{}{}-{:016x}",
-            temp_prefix(provider),
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            // `mode` is filtered by the umask; make it exactly 0600.
-            file.set_permissions(Permissions::from_mode(0o600))?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written?;
-        // Make the rename itself durable.
-        File::open(&self.dir)?.sync_all()
+        let temp = crate::fsutil::temp_name(&temp_prefix(provider));
+        crate::fsutil::write_atomically(&self.dir, &temp, path, 0o600, bytes)
     }
 
     /// Deletes this provider's temp files left over from crashed saves.
@@ -185,17 +163,11 @@ impl FileStore {
     }
 }
 
-/// `O_NOFOLLOW` on a symlink fails with `ELOOP` ("too many levels of symbolic links"), which
-/// says nothing useful; say what it is and what to do.
 fn refuse_symlink(e: io::Error) -> io::Error {
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        io::Error::new(
-            e.kind(),
-            "it is a symbolic link, which credproxy does not follow in its state directory (remove the link; the file is recreated)",
-        )
-    } else {
-        e
-    }
+    crate::fsutil::refuse_symlink(
+        e,
+        "its state directory (remove the link; the file is recreated)",
+    )
 }
 
 fn temp_prefix(provider: &str) -> String {
