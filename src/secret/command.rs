@@ -135,6 +135,19 @@ mod tests {
         assert!(run(&[], TIMEOUT).unwrap_err().contains("is empty"));
     }
 
+    /// `pid` was killed: gone, or a zombie until its waiter reaps it (polled up to 2 s, for the
+    /// kernel to finish the kill; no timing is asserted).
+    fn stopped(pid: i32) -> bool {
+        (0..200).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let dead = state.is_empty() || state.split(' ').nth(2) == Some("Z");
+            if !dead {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            dead
+        })
+    }
+
     /// A program that hangs is killed at the timeout (a short one here: the rule, not the 10 s).
     #[test]
     fn a_program_that_hangs_is_stopped() {
@@ -151,16 +164,7 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // Killed: gone, or a zombie until its waiter reaps it (within the read's end).
-        let gone = (0..200).any(|_| {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let dead = state.is_empty() || state.split(' ').nth(2) == Some("Z");
-            if !dead {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            dead
-        });
-        assert!(gone, "the hung program {pid} is still running");
+        assert!(stopped(pid), "the hung program {pid} is still running");
     }
 
     /// What a hung program started (holding its output open) is stopped with it.
@@ -175,14 +179,9 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let gone = (0..200).any(|_| {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let dead = state.is_empty() || state.split(' ').nth(2) == Some("Z");
-            if !dead {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            dead
-        });
-        assert!(gone, "the hung program's child {pid} is still running");
+        assert!(
+            stopped(pid),
+            "the hung program's child {pid} is still running"
+        );
     }
 }
