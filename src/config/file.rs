@@ -74,7 +74,6 @@ pub struct FileSecret {
     pub source: SecretSource,
 }
 
-#[derive(Debug)]
 pub enum SecretSource {
     Value(String),
     File(String),
@@ -82,6 +81,22 @@ pub enum SecretSource {
         argv: Vec<String>,
         ttl: Option<String>,
     },
+}
+
+/// The value is the secret itself (or `${VAR}` text around it): never shown. A command shows
+/// its program only (an argument may carry a secret too).
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Value(_) => f.write_str("Value([redacted])"),
+            SecretSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            SecretSource::Command { argv, ttl } => f
+                .debug_struct("Command")
+                .field("program", &argv.first())
+                .field("ttl", ttl)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 // Hand-written because `Spanned` can't sit inside an untagged enum (serde buffers the value and
@@ -245,4 +260,23 @@ pub struct FileRoute {
     /// Optional here so that a route without it is reported by the checker, with the others.
     pub provider: Option<Str>,
     pub require_auth: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecretSource;
+
+    #[test]
+    fn a_secret_source_never_shows_the_secret_in_debug() {
+        let v = format!("{:?}", SecretSource::Value("s3cr3t-value".into()));
+        assert_eq!(v, "Value([redacted])");
+        let c = format!(
+            "{:?}",
+            SecretSource::Command {
+                argv: vec!["vault".into(), "-token=s3cr3t-arg".into()],
+                ttl: None
+            }
+        );
+        assert!(c.contains("vault") && !c.contains("s3cr3t"), "{c}");
+    }
 }
