@@ -112,7 +112,9 @@ impl Fleet {
             fleet.spawn(i);
         }
         for instance in &fleet.instances {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            // Twenty processes starting on two cores beside the rest of the suite: a generous
+            // bound (readiness is polled, not waited out).
+            let deadline = Instant::now() + Duration::from_secs(120);
             while tokio::net::TcpStream::connect(instance.listen)
                 .await
                 .is_err()
