@@ -55,6 +55,8 @@ pub enum AppError {
     Workers(#[source] std::io::Error),
     #[error("can't set up the local CA for interception")]
     Ca(#[from] crate::ca::CaError),
+    #[error("can't start the audit log")]
+    Audit(#[from] crate::audit::OpenError),
 }
 
 /// How to run (beside what the config says).
@@ -116,6 +118,8 @@ struct EngineDeps {
     store: Arc<dyn crate::token::TokenStore>,
     clock: crate::clock::Clock,
     observer: crate::token::Observer,
+    /// Token events, to the audit log (when on).
+    events: Option<crate::token::Events>,
 }
 
 struct State {
@@ -127,6 +131,10 @@ struct State {
     shared: Arc<Shared>,
     engine: EngineDeps,
     limit: Arc<ConnLimits>,
+    /// The audit log, for the life of the process (a reload reopens it).
+    audit: Option<Arc<crate::audit::Audit>>,
+    /// Stops this generation's keepers of caller secrets (`{ file = }` followed).
+    callers_cancel: CancellationToken,
 }
 
 /// A running credproxy.
@@ -162,6 +170,11 @@ impl Running {
             .iter()
             .find(|l| l.provider.as_deref() == Some(provider))
             .map(|l| l.addr.clone())
+    }
+
+    /// The audit log, when `audit_log` is set.
+    pub fn audit(&self) -> Option<Arc<crate::audit::Audit>> {
+        self.state.lock().audit.clone()
     }
 
     /// The request path's current state (providers, readers, settings).
@@ -299,6 +312,14 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         source: Box::new(e),
     })?;
     let client = crate::token::TokenHttp::new(roots).map_err(AppError::TokenClient)?;
+    let audit = match &p.audit_log {
+        Some(target) => Some(crate::audit::Audit::start(
+            target.clone(),
+            crate::audit::QUEUE,
+            metrics.audit_dropped(),
+        )?),
+        None => None,
+    };
     let engine = EngineDeps {
         client,
         store,
@@ -308,6 +329,9 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             let metrics = metrics.clone();
             Arc::new(move |provider, result| metrics.token_refresh(provider, result))
         },
+        events: audit.clone().map(|audit| -> crate::token::Events {
+            Arc::new(move |provider, event, generation| audit.token(provider, event, generation))
+        }),
     };
     let providers: Vec<ProviderTask> = config
         .providers
@@ -315,16 +339,27 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         .map(|cfg| start_provider(cfg.clone(), &engine, &cancel, &background))
         .collect();
     let intercept = intercept_leaves(&config)?;
-    let shared = build_shared(&config, &providers, &metrics, upstream_tls, intercept);
+    let shared = build_shared(
+        &config,
+        &providers,
+        &metrics,
+        upstream_tls,
+        intercept,
+        audit.clone(),
+    );
+    let callers_cancel = cancel.child_token();
+    keep_callers(&config, &shared, &callers_cancel, &background);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
     let (admin, admin_state) = match admin_bound {
         Some((mut sockets, addr)) => {
             let state = Arc::new(
                 crate::admin::AdminState::new(admin_providers(&shared), metrics.clone())
-                    .with_store(engine.store.clone()),
+                    .with_store(engine.store.clone())
+                    .with_audit(audit.clone()),
             );
             state.set_routes(&config.routes);
+            state.set_callers(&config.callers);
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);
@@ -360,6 +395,8 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             shared,
             engine,
             limit,
+            audit,
+            callers_cancel,
         }),
         admin_state,
         metrics,
@@ -413,7 +450,8 @@ fn start_provider(
         engine.clock,
         cancel.clone(),
     )
-    .with_observer(engine.observer.clone());
+    .with_observer(engine.observer.clone())
+    .with_events(engine.events.clone());
     background.spawn(crate::token::run(config.clone(), writer, ctx));
     ProviderTask {
         config,
@@ -429,6 +467,7 @@ fn build_shared(
     metrics: &Arc<Metrics>,
     upstream_tls: Arc<rustls::ClientConfig>,
     intercept: Option<Arc<crate::ca::Leaves>>,
+    audit: Option<Arc<crate::audit::Audit>>,
 ) -> Arc<Shared> {
     let routes: Vec<ProviderRoute> = providers
         .iter()
@@ -446,6 +485,20 @@ fn build_shared(
         })
         .collect();
     let names: Vec<&String> = providers.iter().map(|t| &t.config.name).collect();
+    let callers = config
+        .callers
+        .iter()
+        .map(|c| {
+            let allowed = c
+                .providers
+                .iter()
+                .filter_map(|p| names.iter().position(|n| *n == p))
+                .collect();
+            (c.name.clone(), c.secret.get(), allowed)
+        })
+        .collect();
+    let gate =
+        crate::proxy::auth::Gate::new(config.proxy.proxy_auth.as_ref(), callers, names.len());
     Arc::new(Shared {
         // Per-provider metric handles, indexed like the router's providers; the counters
         // themselves carry on across reloads.
@@ -456,13 +509,49 @@ fn build_shared(
         client_body_timeout: config.proxy.client_body_timeout,
         pass_private: config.proxy.pass_private.clone(),
         via: config.proxy.via,
-        proxy_auth: config
-            .proxy
-            .proxy_auth
-            .as_ref()
-            .map(crate::proxy::auth::ProxyAuth::new),
+        gate,
+        audit,
         intercept,
     })
+}
+
+/// Keep each `{ file = }` (or re-run `{ command, ttl }`) caller secret current in `shared`'s
+/// gate: a rotated secret admits without a restart. Stopped by `cancel` (a reload starts the
+/// next generation's).
+fn keep_callers(
+    config: &Config,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+    background: &TaskTracker,
+) {
+    for c in config.callers.iter().filter(|c| c.secret.changes()) {
+        let Some(key) = shared.gate.key(&c.name) else {
+            continue;
+        };
+        let secret = c.secret.clone();
+        let cancel = cancel.clone();
+        let span = tracing::info_span!("caller_secret", caller = %c.name);
+        background.spawn(
+            async move {
+                let mut health = secret.health();
+                let keeper = secret.clone().keep();
+                tokio::pin!(keeper);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = &mut keeper => break,
+                        changed = health.changed() => {
+                            if changed.is_err() {
+                                break;
+                            }
+                            key.set(&secret.get());
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// With `intercept = "claimed"`: the local CA (made on first need, `state_dir/ca/`) and this
@@ -525,6 +614,8 @@ fn listener_state(
             role,
             // proxy_auth guards TCP listeners; a unix socket is guarded by its file mode.
             require_auth: entry.require_auth && matches!(entry.addr, BoundAddr::Tcp(_)),
+            caller: crate::proxy::auth::Caller::Anyone,
+            listener: entry.addr.to_string().into(),
             loopback,
             local_origin: entry.addr.tcp().map(|a| format!("http://{a}")),
             header_timeout: proxy.header_timeout,

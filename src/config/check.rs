@@ -11,6 +11,7 @@
 //! are checked.
 
 mod blendvision;
+mod callers;
 mod clash;
 mod endpoints;
 mod grant;

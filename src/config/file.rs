@@ -22,6 +22,17 @@ pub struct FileConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<FileRoute>>,
     pub store: Option<Spanned<FileStore>>,
+    /// `[callers.NAME]`: named local callers, each with its own secret.
+    #[serde(default)]
+    pub callers: BTreeMap<String, Spanned<FileCaller>>,
+}
+
+/// `[callers.NAME]`: a local caller's secret and the providers it may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCaller {
+    pub secret: Option<FileSecret>,
+    pub providers: Option<Vec<Str>>,
 }
 
 /// `[store]`: where tokens are kept (the state directory, or Redis shared by N instances).
@@ -56,6 +67,7 @@ pub struct FileProxy {
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_client: Option<Spanned<i64>>,
     pub via: Option<bool>,
+    pub audit_log: Option<Str>,
 }
 
 /// `socket_mode = "0660"` or `socket_mode = 0o660`.

@@ -98,6 +98,8 @@ fn check_str(
         }
     }
     let routes = ctx.routes(&parsed, &proxy);
+    let declared: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
+    let callers = ctx.callers(&parsed.callers, &providers, &declared);
     let notes = match &proxy {
         Some(proxy) => ctx.clashes(&parsed, proxy, &providers),
         None => Vec::new(),
@@ -124,12 +126,13 @@ fn check_str(
         providers,
         routes,
         store,
+        callers,
         warnings,
         notes,
     })
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

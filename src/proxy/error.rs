@@ -37,6 +37,8 @@ pub struct ProxyError {
     pub message: String,
     pub provider: Option<String>,
     pub retry_after: Option<Duration>,
+    /// `credproxy-request-id`, for writers that add it here (the fast path, `own_answers.rs`).
+    pub request_id: Option<crate::request_id::RequestId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub enum ErrorKind {
     /// Inside a `CONNECT` tunnel, a request for another host (RFC 9110 §15.5.20).
     Misdirected,
     ProxyAuthRequired,
+    /// A named caller asked for a provider not in its `providers`.
+    CallerDenied,
     HeadersTooLarge,
     CredentialUnavailable,
     LoginRequired,
@@ -95,6 +99,12 @@ impl ErrorKind {
             ProxyAuthRequired => (
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
                 "proxy_auth_required",
+                "http_request_denied",
+                Blame::Client,
+            ),
+            CallerDenied => (
+                StatusCode::FORBIDDEN,
+                "caller_denied",
                 "http_request_denied",
                 Blame::Client,
             ),
@@ -196,7 +206,14 @@ impl ProxyError {
             message: message.into(),
             provider: None,
             retry_after: None,
+            request_id: None,
         }
+    }
+
+    /// Answer with this `credproxy-request-id`.
+    pub fn with_request_id(mut self, id: crate::request_id::RequestId) -> Self {
+        self.request_id = Some(id);
+        self
     }
 
     pub fn provider(mut self, name: &str) -> Self {
@@ -258,6 +275,9 @@ impl ProxyError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(&proxy_status) {
             h.insert("proxy-status", v);
+        }
+        if let Some(id) = &self.request_id {
+            h.insert(crate::request_id::HEADER, id.header_value());
         }
         if let Some(d) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));

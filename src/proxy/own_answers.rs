@@ -201,7 +201,9 @@ impl<I: AsyncWrite + Unpin> OwnAnswers<I> {
         }
         let error = replacement(canned(buf)?)?;
         tracing::debug!(code = error.kind.code(), message = %error.message, "request refused before routing");
-        error.write_http1(&mut self.pending, false);
+        error
+            .with_request_id(crate::request_id::RequestId::fresh())
+            .write_http1(&mut self.pending, false);
         // What is not written now is written by the next flush or write (hyper flushes and
         // shuts down after these answers; both finish the replacement first).
         match self.poll_pending(cx) {

@@ -1,0 +1,111 @@
+//! `[callers.NAME]`: named local callers, each with its own secret (`Proxy-Authorization:
+//! Basic NAME:SECRET` or `Bearer SECRET`) and the providers it may use.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::Ctx;
+use crate::config::file::FileCaller;
+use crate::config::{CallerConfig, ProviderConfig};
+
+impl Ctx<'_> {
+    /// Check every `[callers.NAME]` against the providers that checked clean (`providers`) and
+    /// the provider names the file has (`declared`: a provider with an error of its own is not
+    /// reported again as unknown here).
+    pub(in crate::config) fn callers(
+        &mut self,
+        callers: &BTreeMap<String, Spanned<FileCaller>>,
+        providers: &[Arc<ProviderConfig>],
+        declared: &[&str],
+    ) -> Vec<CallerConfig> {
+        let mut out = Vec::new();
+        for (name, fc) in callers {
+            let key = format!("callers.{name}");
+            if !super::super::load::valid_name(name) {
+                self.err(
+                    fc.span(),
+                    &key,
+                    "a caller name may use letters, digits, '-' and '_' only (it is the user name of Basic NAME:SECRET)",
+                );
+                continue;
+            }
+            let c = fc.get_ref();
+            let secret = match &c.secret {
+                Some(s) => self.live(s, &format!("{key}.secret")),
+                None => {
+                    self.err(
+                        fc.span(),
+                        &format!("{key}.secret"),
+                        "is missing: give the caller a secret of its own, e.g. secret = \"${CI_PROXY_KEY}\"",
+                    );
+                    None
+                }
+            };
+            if let Some(s) = &secret
+                && let Some(problem) = secret_problem(s.get().expose())
+            {
+                let span = c.secret.as_ref().map_or(fc.span(), |s| s.span.clone());
+                self.err(span, &format!("{key}.secret"), problem);
+            }
+            let mut names = Vec::new();
+            match &c.providers {
+                None => self.err(
+                    fc.span(),
+                    &format!("{key}.providers"),
+                    "is missing: list the providers this caller may use, e.g. providers = [\"github\"]",
+                ),
+                Some(list) => {
+                    for (i, p) in list.iter().enumerate() {
+                        let pkey = format!("{key}.providers[{i}]");
+                        let Some(p_name) = self.string(p, &pkey) else {
+                            continue;
+                        };
+                        if providers.iter().any(|cfg| cfg.name == p_name) {
+                            if !names.contains(&p_name) {
+                                names.push(p_name);
+                            }
+                        } else if !declared.contains(&p_name.as_str()) {
+                            let known: Vec<&str> =
+                                providers.iter().map(|c| c.name.as_str()).collect();
+                            self.err(
+                                p.span(),
+                                &pkey,
+                                format!(
+                                    "no provider is named `{p_name}`: use one of the configured providers ({})",
+                                    if known.is_empty() {
+                                        "none configured".to_owned()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(secret) = secret {
+                out.push(CallerConfig {
+                    name: name.clone(),
+                    secret,
+                    providers: names,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// What makes a caller secret unusable in `Proxy-Authorization`, in words that never repeat it.
+fn secret_problem(v: &str) -> Option<&'static str> {
+    if v.chars().any(char::is_control) {
+        return Some(
+            "contains a newline or control character: a Proxy-Authorization header can't carry it",
+        );
+    }
+    if v.starts_with(' ') || v.ends_with(' ') {
+        return Some("starts or ends with a space, which HTTP drops from a header value");
+    }
+    None
+}
