@@ -1,12 +1,13 @@
 //! The core proxy end to end, and its HTTP/1.1 path on the wire.
 
+pub(crate) mod callers;
 mod clients;
 mod e2e;
 mod errors;
 mod inject;
 mod intercept;
 mod secrets;
-mod tunnel;
+pub(crate) mod tunnel;
 mod wire;
 mod wire_security;
 mod wire_upstream;
