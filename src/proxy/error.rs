@@ -37,8 +37,6 @@ pub struct ProxyError {
     pub message: String,
     pub provider: Option<String>,
     pub retry_after: Option<Duration>,
-    /// `credproxy-request-id`, for writers that add it here (the fast path, `own_answers.rs`).
-    pub request_id: Option<crate::request_id::RequestId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,14 +204,7 @@ impl ProxyError {
             message: message.into(),
             provider: None,
             retry_after: None,
-            request_id: None,
         }
-    }
-
-    /// Answer with this `credproxy-request-id`.
-    pub fn with_request_id(mut self, id: crate::request_id::RequestId) -> Self {
-        self.request_id = Some(id);
-        self
     }
 
     pub fn provider(mut self, name: &str) -> Self {
@@ -276,9 +267,6 @@ impl ProxyError {
         if let Ok(v) = HeaderValue::from_str(&proxy_status) {
             h.insert("proxy-status", v);
         }
-        if let Some(id) = &self.request_id {
-            h.insert(crate::request_id::HEADER, id.header_value());
-        }
         if let Some(d) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
         }
@@ -304,8 +292,15 @@ impl ProxyError {
 
     /// The response as HTTP/1.1 bytes, for writers that are not hyper's (the fast path, and
     /// `own_answers.rs` standing in for hyper's own empty errors); no body for a HEAD.
-    pub fn write_http1(self, out: &mut Vec<u8>, head_method: bool) {
-        let (status, headers, body) = self.into_parts();
+    /// `request_id`: the answer's `credproxy-request-id`.
+    pub fn write_http1(
+        self,
+        out: &mut Vec<u8>,
+        head_method: bool,
+        request_id: &crate::request_id::RequestId,
+    ) {
+        let (status, mut headers, body) = self.into_parts();
+        headers.insert(crate::request_id::HEADER, request_id.header_value());
         let put = |out: &mut Vec<u8>, parts: &[&[u8]]| {
             for p in parts {
                 out.extend_from_slice(p);

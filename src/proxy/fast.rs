@@ -276,8 +276,8 @@ impl Fast {
                     let e = client_timeout(shared.client_body_timeout);
                     tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
                     shared.metrics.request(Some(plan.index), e.kind.status());
-                    let e = e.with_request_id(plan.request_id);
-                    let _ = self.write_error(io, e, plan.head_method, &mut 0).await;
+                    let id = &plan.request_id;
+                    let _ = self.write_error(io, e, plan.head_method, id, &mut 0).await;
                     return Next::Close;
                 }
             }
@@ -316,15 +316,17 @@ impl Fast {
             }
             Err(e) => {
                 self.up = None;
-                let e = e
-                    .matched(Some(&plan.route.config.name))
-                    .with_request_id(plan.request_id);
+                let e = e.matched(Some(&plan.route.config.name));
                 outcome.blame = Some(e.kind.blame());
                 outcome.code = Some(e.kind.code());
                 tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
                 let close = plan.close || e.kind == ErrorKind::BadRequest;
                 let status = e.kind.status().as_u16();
-                let next = match self.write_error(io, e, plan.head_method, &mut sent).await {
+                let id = &plan.request_id;
+                let next = match self
+                    .write_error(io, e, plan.head_method, id, &mut sent)
+                    .await
+                {
                     Ok(()) if !close => Next::KeepAlive,
                     _ => Next::Close,
                 };

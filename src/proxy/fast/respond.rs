@@ -143,13 +143,14 @@ impl Fast {
         io: &mut I,
         e: ProxyError,
         head_method: bool,
+        id: &RequestId,
         sent: &mut u64,
     ) -> Result<(), Broken>
     where
         I: AsyncWrite + Unpin,
     {
         self.out.clear();
-        e.write_http1(&mut self.out, head_method);
+        e.write_http1(&mut self.out, head_method, id);
         let out = &self.out;
         write_all(io, out).await?;
         if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
