@@ -18,6 +18,8 @@ pub(super) struct Outcome<'a> {
     pub(super) generation: Option<u64>,
     /// credproxy's error code, when it answered itself.
     pub(super) code: Option<&'static str>,
+    /// The client's body as it goes upstream (hyper's transport), for `bytes_in`.
+    pub(super) upload: Option<std::sync::Arc<super::upload::Progress>>,
 }
 
 impl Outcome<'_> {
@@ -29,6 +31,7 @@ impl Outcome<'_> {
             caller: Caller::Anyone,
             generation: None,
             code: None,
+            upload: None,
         }
     }
 

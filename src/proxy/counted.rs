@@ -30,6 +30,8 @@ struct Pending {
     log: std::sync::Arc<crate::audit::Audit>,
     record: crate::audit::RequestRecord,
     start: tokio::time::Instant,
+    /// The request body's count (it may still be going up while the answer streams).
+    upload: Option<std::sync::Arc<super::upload::Progress>>,
 }
 
 impl Counted {
@@ -46,14 +48,20 @@ impl Counted {
     }
 
     /// Queue `record` when this body ends (or is dropped), with the bytes that went through
-    /// and the time since `start`.
+    /// each way (`upload` counts the request's) and the time since `start`.
     pub fn audited(
         mut self,
         log: std::sync::Arc<crate::audit::Audit>,
         record: crate::audit::RequestRecord,
         start: tokio::time::Instant,
+        upload: Option<std::sync::Arc<super::upload::Progress>>,
     ) -> Self {
-        self.audit = Some(Box::new(Pending { log, record, start }));
+        self.audit = Some(Box::new(Pending {
+            log,
+            record,
+            start,
+            upload,
+        }));
         if self.done {
             self.finish_audit();
         }
@@ -66,8 +74,12 @@ impl Counted {
                 log,
                 mut record,
                 start,
+                upload,
             } = *p;
             record.bytes_out = self.bytes;
+            if let Some(up) = upload {
+                record.bytes_in = up.bytes();
+            }
             record.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
             log.request(record);
         }

@@ -115,13 +115,14 @@ pub async fn handle(
                 &request_id,
             );
         }
+        let upload = outcome.upload.take();
         let request = AuditRequest {
             id: request_id,
             method,
             host: &host,
             path: &path,
             status,
-            bytes_in,
+            bytes_in: upload.as_ref().map_or(bytes_in, |p| p.bytes()),
             start,
         };
         if let (Some(record), Some(log)) = (
@@ -130,7 +131,9 @@ pub async fn handle(
         ) {
             body = match body {
                 // Finished (bytes out, duration) when the upstream's body ends.
-                Either::Left(counted) => Either::Left(counted.audited(log.clone(), record, start)),
+                Either::Left(counted) => {
+                    Either::Left(counted.audited(log.clone(), record, start, upload))
+                }
                 Either::Right(full) => {
                     let mut record = record;
                     record.bytes_out = full.size_hint().exact().unwrap_or(0);
@@ -237,7 +240,7 @@ async fn proxy<'a>(
             // No credential goes with it, but a web page must not use credproxy as a bridge to
             // other hosts either (a DNS-rebinding page reading intranet answers).
             browser(&req, None)?;
-            return pass_through(ctx, req, &authority).await;
+            return pass_through(ctx, req, &authority, outcome).await;
         }
     };
     let route = &shared.router.providers[index];
@@ -276,6 +279,7 @@ async fn proxy<'a>(
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
     let progress = Progress::new(Instant::now());
+    outcome.upload = Some(progress.clone());
     let body = Upload::new(body, shared.client_body_timeout, progress.clone());
     // `Expect: 100-continue`: the body waits for the upstream's word (`expect.rs`), so it is
     // neither read now nor kept for a replay.
@@ -616,6 +620,7 @@ async fn pass_through(
     ctx: &ReqCtx<'_>,
     req: Request<Incoming>,
     authority: &str,
+    outcome: &mut Outcome<'_>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (host, port) = crate::config::host::split_host_port(authority);
     let tls = req.uri().scheme() == Some(&Scheme::HTTPS);
@@ -648,6 +653,7 @@ async fn pass_through(
         ctx.shared.via,
     );
     let progress = Progress::new(Instant::now());
+    outcome.upload = Some(progress.clone());
     let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
     let resp = send(
         ctx,

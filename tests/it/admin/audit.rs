@@ -334,3 +334,26 @@ async fn nothing_secret_reaches_the_audit_log_at_trace() {
         assert!(!logged.contains(secret), "{secret} in the logs");
     }
 }
+
+/// A chunked upload (hyper's transport, length unknown up front) is counted as it goes up.
+#[tokio::test]
+async fn a_chunked_bodys_bytes_are_counted() {
+    let (_dir, path) = temp_log();
+    let s = Setup::start_with(Upstream::answering(echo).await, &audit_key(&path)).await;
+    let mut c = s.client().await;
+    let mut req = request(
+        "POST",
+        "/up",
+        &["Transfer-Encoding: chunked", "X-Request-Id: chunked-1"],
+        b"",
+    );
+    req.extend_from_slice(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    let r = c.roundtrip(req).await;
+    assert_status(&r, 200);
+    assert_eq!(r.text(), "POST /up 11");
+    let all = lines(&s, &path).await;
+    let v = requests(&all)[0];
+    assert_eq!(v["request_id"], "chunked-1");
+    assert_eq!(v["bytes_in"], 11, "{v}");
+    assert_eq!(v["bytes_out"], "POST /up 11".len(), "{v}");
+}

@@ -295,3 +295,37 @@ async fn an_upstreams_request_id_field_is_replaced() {
         assert_eq!(r.head.all("credproxy-request-id"), vec!["mine"], "{way}");
     }
 }
+
+/// A `{ file = }` caller secret is followed: the rotated secret admits without a reload, the
+/// old one no longer does.
+#[tokio::test]
+async fn a_rotated_caller_secret_file_admits_without_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ci-key");
+    std::fs::write(&file, "ci-old-S3CR3T\n").unwrap();
+    let keys = format!(
+        "[callers.ci]\nsecret = {{ file = \"{}\" }}\nproviders = [\"wire\"]\n",
+        file.display()
+    );
+    let s = Setup::start_at(Upstream::answering(echo).await, "", "", &keys).await;
+    let status_with = |secret: &'static str| {
+        let main = s.proxy.main();
+        async move {
+            let mut c = Wire::client(main).await;
+            c.roundtrip(request("GET", "/r", &[&basic("ci", secret)], b""))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(status_with("ci-old-S3CR3T").await, 200);
+    std::fs::write(&file, "ci-new-S3CR3T\n").unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while status_with("ci-new-S3CR3T").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new secret was not taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_with("ci-old-S3CR3T").await, 407);
+}
