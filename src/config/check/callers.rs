@@ -109,3 +109,53 @@ fn secret_problem(v: &str) -> Option<&'static str> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    fn load(callers: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n{callers}"
+        );
+        crate::config::load_str(&text, "c.toml", &|v| {
+            (v == "KEY").then(|| "k-S3CR3T".into())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_caller_has_a_secret_and_configured_providers() {
+        let c = load("[callers.ci]\nsecret = \"${KEY}\"\nproviders = [\"gh\", \"gh\"]\n").unwrap();
+        assert_eq!(c.callers.len(), 1);
+        assert_eq!(c.callers[0].name, "ci");
+        assert_eq!(c.callers[0].providers, vec!["gh"]);
+        assert_eq!(c.callers[0].secret.get().expose(), "k-S3CR3T");
+        assert!(!format!("{c:?}").contains("k-S3CR3T"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_the_secret() {
+        let e = load("[callers.ci]\nsecret = \"${KEY}\"\nproviders = [\"gh\", \"nope\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("callers.ci.providers[1]") && e.contains("`nope`") && e.contains("gh"),
+            "{e}"
+        );
+        let e = load("[callers.ci]\nproviders = [\"gh\"]\n").unwrap_err();
+        assert!(
+            e.contains("callers.ci.secret") && e.contains("missing"),
+            "{e}"
+        );
+        let e = load("[callers.ci]\nsecret = \"x\"\n").unwrap_err();
+        assert!(
+            e.contains("callers.ci.providers") && e.contains("missing"),
+            "{e}"
+        );
+        let e = load("[callers.\"c i\"]\nsecret = \"x\"\nproviders = []\n").unwrap_err();
+        assert!(e.contains("caller name"), "{e}");
+        let e = load("[callers.ci]\nsecret = \" k-S3CR3T\"\nproviders = [\"gh\"]\n").unwrap_err();
+        assert!(e.contains("space") && !e.contains("k-S3CR3T"), "{e}");
+        let e = load("[callers.ci]\nsecret = \"x\"\nproviders = [\"gh\"]\nrole = \"admin\"\n")
+            .unwrap_err();
+        assert!(e.contains("role"), "{e}");
+    }
+}
