@@ -329,3 +329,46 @@ async fn a_rotated_caller_secret_file_admits_without_a_reload() {
     }
     assert_eq!(status_with("ci-old-S3CR3T").await, 407);
 }
+
+/// curl with a caller's name and secret in the proxy URL (`-x http://ci:SECRET@...`): Basic,
+/// admitted for its provider, refused (403) for another's; `-D -` shows the request id.
+#[tokio::test]
+async fn curl_with_a_caller_in_the_proxy_url() {
+    if !crate::support::security::curl_installed() {
+        eprintln!("curl is not installed; skipping");
+        return;
+    }
+    let s = with_callers("").await;
+    let curl = |user: &'static str, secret: &'static str, host: &'static str| {
+        let proxy = format!("http://{user}:{secret}@{}", s.proxy.main());
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", "-D", "-", "-x", &proxy])
+                .arg(format!("http://{host}/curl?q=1"))
+                .env_remove("http_proxy")
+                .env_remove("HTTP_PROXY")
+                .env_remove("no_proxy")
+                .env_remove("NO_PROXY")
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let out = curl("ci", CI_SECRET, HOST).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("GET /curl?q=1 0"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("credproxy-request-id: "),
+        "{out}"
+    );
+    let out = curl("agent", AGENT_SECRET, HOST).await;
+    assert!(
+        out.starts_with("HTTP/1.1 403") && out.contains("caller_denied"),
+        "{out}"
+    );
+    let out = curl("agent", AGENT_SECRET, OTHER_HOST).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let out = curl("ci", "nope", HOST).await;
+    assert!(out.starts_with("HTTP/1.1 407"), "{out}");
+}
