@@ -959,8 +959,9 @@ async fn token_events_name_what_happened_with_the_generation() {
     let server = TokenServer::start(clock).await;
     let dir = tempfile::tempdir().unwrap();
     let p = provider("api", &server.url(), PASSWORD_GRANT);
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let start = |seen: Arc<parking_lot::Mutex<Vec<(TokenEvent, Option<u64>)>>>| {
+    type Seen = Arc<parking_lot::Mutex<Vec<(TokenEvent, Option<u64>)>>>;
+    let seen: Seen = Arc::default();
+    let start = |seen: Seen| {
         let (ctx, events) = context(files(dir.path()), clock);
         let ctx = ctx.with_events(Some(Arc::new(move |_: &str, e, g| {
             seen.lock().push((e, g))
