@@ -78,9 +78,9 @@ pub fn access_line(
     );
 }
 
-/// Phase 9 for both transports: a named caller's request counted by caller (a bounded label:
-/// configured names only) and the audit record queued (never waited for). `bytes_out` is
-/// `None` while the body is still streaming: the record is then finished by `Counted`.
+/// Phase 9 for both transports: the audit record of a request (`None` when the audit log is
+/// off). `bytes_out` is left 0 for the transport to fill in: the fast path once the body went
+/// down, hyper's `Counted` when the streamed body ends (it then queues the record).
 pub(super) fn audit_record(
     shared: &super::Shared,
     info: &super::ListenerInfo,
@@ -122,7 +122,7 @@ pub(super) struct AuditRequest<'a> {
     pub(super) start: Instant,
 }
 
-/// A named caller's request, counted by caller.
+/// A named caller's request, counted by caller (a bounded label: configured names only).
 #[inline]
 pub(super) fn count_caller(shared: &super::Shared, outcome: &Outcome<'_>) {
     if let Some(name) = shared.gate.name(outcome.caller) {

@@ -276,8 +276,14 @@ impl Fast {
                     let e = client_timeout(shared.client_body_timeout);
                     tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
                     shared.metrics.request(Some(plan.index), e.kind.status());
+                    let mut outcome = Outcome::of(&plan);
+                    outcome.blame = Some(e.kind.blame());
+                    outcome.code = Some(e.kind.code());
+                    let status = e.kind.status().as_u16();
                     let id = &plan.request_id;
-                    let _ = self.write_error(io, e, plan.head_method, id, &mut 0).await;
+                    let mut sent = 0;
+                    let _ = self.write_error(io, e, plan.head_method, id, &mut sent).await;
+                    logged(state, &plan, &outcome, status, sent, start);
                     return Next::Close;
                 }
             }
@@ -291,11 +297,7 @@ impl Fast {
             Ok(None) => return Next::Fallback,
             Err(e) => Err(e),
         };
-        let mut outcome = Outcome::new();
-        outcome.provider = Some(plan.route.config.name.as_str());
-        outcome.index = Some(plan.index);
-        outcome.caller = plan.caller;
-        outcome.generation = Some(plan.credential.generation);
+        let mut outcome = Outcome::of(&plan);
         let mut sent = 0;
         let (status, next) = match result {
             Ok(resp) => {
@@ -336,39 +338,7 @@ impl Fast {
         if let Ok(code) = http::StatusCode::from_u16(status) {
             shared.metrics.request(Some(plan.index), code);
         }
-        count_caller(shared, &outcome);
-        if let Some((method, host, path)) = &plan.access {
-            if access_enabled() {
-                let caller = shared.gate.name(plan.caller).map(|n| &**n);
-                access_line(
-                    method,
-                    host,
-                    path,
-                    status,
-                    start,
-                    outcome.provider,
-                    outcome.blame,
-                    caller,
-                    &plan.request_id,
-                );
-            }
-            let request = AuditRequest {
-                id: plan.request_id,
-                method: http::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
-                host,
-                path,
-                status,
-                bytes_in: plan.body as u64,
-                start,
-            };
-            if let (Some(mut record), Some(log)) = (
-                audit_record(shared, &state.info, &outcome, request),
-                &shared.audit,
-            ) {
-                record.bytes_out = sent;
-                log.request(record);
-            }
-        }
+        logged(state, &plan, &outcome, status, sent, start);
         if self.buf.len() == plan.len {
             self.buf.clear();
         } else {
@@ -380,6 +350,65 @@ impl Fast {
             }
         }
         next
+    }
+}
+
+impl<'s> Outcome<'s> {
+    /// A request the fast path took: its provider, caller and credential.
+    fn of(plan: &Plan<'s>) -> Self {
+        let mut outcome = Outcome::new();
+        outcome.provider = Some(plan.route.config.name.as_str());
+        outcome.index = Some(plan.index);
+        outcome.caller = plan.caller;
+        outcome.generation = Some(plan.credential.generation);
+        outcome
+    }
+}
+
+/// Phase 9 for a request the fast path answered: the caller counted, the access line, the
+/// audit record (`sent`: the body bytes that went downstream).
+fn logged(
+    state: &ListenerState,
+    plan: &Plan<'_>,
+    outcome: &Outcome<'_>,
+    status: u16,
+    sent: u64,
+    start: Instant,
+) {
+    let shared = &*state.shared;
+    count_caller(shared, outcome);
+    let Some((method, host, path)) = &plan.access else {
+        return;
+    };
+    if access_enabled() {
+        let caller = shared.gate.name(plan.caller).map(|n| &**n);
+        access_line(
+            method,
+            host,
+            path,
+            status,
+            start,
+            outcome.provider,
+            outcome.blame,
+            caller,
+            &plan.request_id,
+        );
+    }
+    let request = AuditRequest {
+        id: plan.request_id,
+        method: http::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
+        host,
+        path,
+        status,
+        bytes_in: plan.body as u64,
+        start,
+    };
+    if let (Some(mut record), Some(log)) = (
+        audit_record(shared, &state.info, outcome, request),
+        &shared.audit,
+    ) {
+        record.bytes_out = sent;
+        log.request(record);
     }
 }
 

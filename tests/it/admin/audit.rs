@@ -357,3 +357,39 @@ async fn a_chunked_bodys_bytes_are_counted() {
     assert_eq!(v["bytes_in"], 11, "{v}");
     assert_eq!(v["bytes_out"], "POST /up 11".len(), "{v}");
 }
+
+/// A body that stalls on the fast path (a small `Content-Length` body it reads whole) is
+/// `refused` with `client_timeout`, and the caller still counted as the request's.
+#[tokio::test]
+async fn a_stalled_body_on_the_fast_path_is_refused_client_timeout() {
+    let (_dir, path) = temp_log();
+    let s = with_callers(&format!(
+        "{}client_body_timeout = \"1s\"\n",
+        audit_key(&path)
+    ))
+    .await;
+    let mut c = s.client().await;
+    let mut head = request(
+        "POST",
+        "/stall",
+        &[
+            &basic("ci", CI_SECRET),
+            "Content-Length: 10",
+            "X-Request-Id: stall-1",
+        ],
+        b"",
+    );
+    head.extend_from_slice(b"abc");
+    let r = c.roundtrip(head).await;
+    assert_json_error(&r, 408);
+    assert_eq!(r.head.get("credproxy-request-id"), Some("stall-1"));
+    let all = lines(&s, &path).await;
+    let v = requests(&all)
+        .into_iter()
+        .find(|v| v["request_id"] == "stall-1")
+        .unwrap_or_else(|| panic!("no record: {all:#?}"));
+    assert_eq!(v["decision"], "refused");
+    assert_eq!(v["code"], "client_timeout");
+    assert_eq!(v["caller"], "ci");
+    assert_eq!(v["status"], 408);
+}
