@@ -177,6 +177,13 @@ impl Running {
         self.state.lock().audit.clone()
     }
 
+    /// Reopen the audit log at its path (log rotation: SIGHUP does this before the reload).
+    pub fn reopen_audit(&self) {
+        if let Some(audit) = self.audit() {
+            audit.reopen(audit.target());
+        }
+    }
+
     /// The request path's current state (providers, readers, settings).
     pub fn shared(&self) -> Arc<Shared> {
         self.state.lock().shared.clone()
