@@ -372,3 +372,35 @@ async fn curl_with_a_caller_in_the_proxy_url() {
     let out = curl("ci", "nope", HOST).await;
     assert!(out.starts_with("HTTP/1.1 407"), "{out}");
 }
+
+/// hyper's own refusals (a head over 64 KiB: 431), rewritten by credproxy, carry an id too.
+#[tokio::test]
+async fn a_refusal_before_routing_carries_a_request_id() {
+    let s = Setup::echoing().await;
+    let big = format!("X-Big: {}", "b".repeat(70 * 1024));
+    let mut c = s.client().await;
+    let r = c.roundtrip(request("GET", "/big", &[&big], b"")).await;
+    assert_json_error(&r, 431);
+    assert!(r.head.has("credproxy-request-id"), "{:?}", r.head);
+}
+
+/// A route with `require_auth = false` opts out of callers as of `proxy_auth`: anyone may use
+/// its provider there, without a proof; the main listener still asks for one.
+#[tokio::test]
+async fn a_route_without_require_auth_admits_anyone_to_its_provider() {
+    let up = Upstream::answering(echo).await;
+    let keys = format!(
+        "[callers.ci]\nsecret = \"{CI_SECRET}\"\nproviders = [\"wire\"]\n\n\
+         [[routes]]\nlisten = \"127.0.0.1:0\"\nprovider = \"wire\"\nrequire_auth = false\n"
+    );
+    let s = Setup::start_at(up, "", "", &keys).await;
+    let route = s.proxy.running.route_addr("wire").unwrap().tcp().unwrap();
+    let mut c = Wire::client(route).await;
+    let host = format!("Host: {route}");
+    let r = c
+        .roundtrip(message("GET /open HTTP/1.1", &[&host], false, b""))
+        .await;
+    assert_status(&r, 200);
+    let mut c = s.client().await;
+    assert_json_error(&c.roundtrip(get("/closed")).await, 407);
+}
