@@ -85,6 +85,23 @@ impl Ctx<'_> {
                     }
                 }
             }
+            // Bearer carries no name: two callers with one secret could not be told apart.
+            if let Some(s) = &secret
+                && let Some(twin) = out
+                    .iter()
+                    .find(|o: &&CallerConfig| o.secret.get() == s.get())
+            {
+                let span = c.secret.as_ref().map_or(fc.span(), |s| s.span.clone());
+                self.err(
+                    span,
+                    &format!("{key}.secret"),
+                    format!(
+                        "is the same as callers.{}.secret: give each caller a secret of its own (Bearer SECRET names no caller)",
+                        twin.name
+                    ),
+                );
+                continue;
+            }
             if let Some(secret) = secret {
                 out.push(CallerConfig {
                     name: name.clone(),
@@ -154,6 +171,17 @@ mod tests {
         assert!(e.contains("caller name"), "{e}");
         let e = load("[callers.ci]\nsecret = \" k-S3CR3T\"\nproviders = [\"gh\"]\n").unwrap_err();
         assert!(e.contains("space") && !e.contains("k-S3CR3T"), "{e}");
+        let e = load(
+            "[callers.a]\nsecret = \"${KEY}\"\nproviders = [\"gh\"]\n\
+             [callers.b]\nsecret = \"k-S3CR3T\"\nproviders = [\"gh\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("callers.b.secret")
+                && e.contains("callers.a.secret")
+                && !e.contains("k-S3CR3T"),
+            "{e}"
+        );
         let e = load("[callers.ci]\nsecret = \"x\"\nproviders = [\"gh\"]\nrole = \"admin\"\n")
             .unwrap_err();
         assert!(e.contains("role"), "{e}");
