@@ -432,6 +432,10 @@ if [[ $SERVE == 1 ]]; then
         printf '  %-10s %-32s %-32s pid %s\n' "$t" "$(target_url "$t" 0)/small" \
             "$(target_url "$t" 1)/small" "$(bench_pids "$(target_proc "$t" 0 | sed 's/^$/upstream/')" | paste -sd,)"
     done
+    if [[ $CPA_OK == 1 ]]; then
+        printf '  %-10s %-32s (audit log: %s)\n' credproxy-audit "$(target_url credproxy-audit 0)/small" \
+            "$WORK/logs/audit.jsonl"
+    fi
     echo "  direct needs: -H 'Authorization: Bearer $BENCH_TOKEN' -H 'x-bv-org-id: $ORG_ID'"
     # wait (not a foreground sleep) so SIGINT/SIGTERM run the traps at once.
     sleep infinity &
