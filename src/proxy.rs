@@ -65,6 +65,7 @@ pub mod route;
 pub mod service;
 pub mod state;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upload;
 pub mod upstream;
 
