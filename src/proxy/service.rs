@@ -24,10 +24,10 @@ use super::exchange::{
 };
 use super::expect::{self, ClientBody, expects_continue};
 use super::inject;
-use super::upgrade;
 use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::route::{ProviderRoute, Role, Target};
 use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upgrade;
 use super::upload::{Fault, Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
@@ -439,13 +439,11 @@ async fn send(
     };
     if upgrade::is_handshake(&req) {
         // On a connection of its own, which the WebSocket will keep (`upgrade.rs`).
-        let mut sender = tokio::time::timeout_at(
-            deadline,
-            upgrade::connect(&shared.connector, key),
-        )
-        .await
-        .map_err(|_| timeout("accept a connection"))?
-        .map_err(|e| connect_error(upstream, e))?;
+        let mut sender =
+            tokio::time::timeout_at(deadline, upgrade::connect(&shared.connector, key))
+                .await
+                .map_err(|_| timeout("accept a connection"))?
+                .map_err(|e| connect_error(upstream, e))?;
         *req.uri_mut() = Uri::from(path_and_query);
         return match within(sender.send_request(req), progress, start, response_timeout).await {
             Some(Ok(resp)) => Ok(resp),

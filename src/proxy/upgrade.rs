@@ -111,8 +111,7 @@ pub fn switch(
     mut resp: Response<Incoming>,
     provider: Option<&str>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let (Some(client), true) = (client, lists(resp.headers(), header::UPGRADE, "websocket"))
-    else {
+    let (Some(client), true) = (client, lists(resp.headers(), header::UPGRADE, "websocket")) else {
         return Err(ProxyError::new(
             ErrorKind::UpstreamProtocol,
             "the upstream switched protocols (101) to one the client did not ask for",
@@ -172,7 +171,10 @@ mod tests {
 
     #[test]
     fn only_a_get_with_both_fields_offers_a_websocket() {
-        let ws = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")];
+        let ws = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ];
         assert!(offer(&req("GET", &ws)));
         assert!(!offer(&req("POST", &ws)));
         assert!(!offer(&req("GET", &[("upgrade", "websocket")])));

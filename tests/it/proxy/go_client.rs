@@ -70,8 +70,19 @@ async fn go_net_http_over_intercepted_https_gets_the_credential_injected() {
     let ca = s._dir.path().join("state/ca/ca.pem");
     let proxy = format!("http://{}", s.main());
     let mut cmd = tokio::process::Command::new("go");
-    cmd.args(["run", main.to_str().unwrap(), "https://api.echo.test/go?lang=go"]);
-    for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "no_proxy"] {
+    cmd.args([
+        "run",
+        main.to_str().unwrap(),
+        "https://api.echo.test/go?lang=go",
+    ]);
+    for v in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
         cmd.env_remove(v);
     }
     cmd.env("HTTPS_PROXY", &proxy)

@@ -289,7 +289,8 @@ fn assert_paced(seen: &Seen, n: usize, what: &str) {
     assert_eq!(seen.events.len(), n, "{what}: {}", seen.text);
     for i in 0..n {
         assert!(
-            seen.text.contains(&format!("id: {i}\ndata: {{\"n\":{i}}}\n\n")),
+            seen.text
+                .contains(&format!("id: {i}\ndata: {{\"n\":{i}}}\n\n")),
             "{what}: {}",
             seen.text
         );

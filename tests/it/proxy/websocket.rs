@@ -232,7 +232,13 @@ provider = "ws"
     async fn client(&self, cases: Value) -> Vec<Value> {
         let mut cmd = tokio::process::Command::new("python3");
         cmd.args(["-c", CLIENT, &cases.to_string()]);
-        for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        for v in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+        ] {
             cmd.env_remove(v);
         }
         let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -254,7 +260,11 @@ provider = "ws"
 fn assert_served(r: &Value, path: &str) {
     let first = &r["first"];
     assert_eq!(first["path"], path, "{r}");
-    assert_eq!(first["authorization"], json!([format!("Bearer {TOKEN}")]), "{r}");
+    assert_eq!(
+        first["authorization"],
+        json!([format!("Bearer {TOKEN}")]),
+        "{r}"
+    );
     assert_eq!(first["x-bv-org-id"], json!(["org-42"]), "{r}");
     assert_eq!(first["proxy-authorization"], json!([]), "{r}");
     assert_eq!(r["echoed"], true, "{r}");
@@ -333,13 +343,19 @@ async fn a_websocket_handshake_is_refused_like_any_request() {
                        "additional_headers": {"Proxy-Authorization": "Basic dXNlcjpzM2NyZXQ="}}},
         ]))
         .await;
-    assert_eq!(results[0]["status"], 403, "the upstream's refusal: {}", results[0]);
+    assert_eq!(
+        results[0]["status"], 403,
+        "the upstream's refusal: {}",
+        results[0]
+    );
     assert_eq!(results[1]["status"], 407, "{}", results[1]);
     assert_served(&results[2], "/auth");
     assert_eq!(results[3]["status"], 403, "{}", results[3]);
     let lines = s.upstream.lines.lock().clone();
     assert!(
-        !lines.iter().any(|l| l.contains("/noauth") || l.contains("/browser")),
+        !lines
+            .iter()
+            .any(|l| l.contains("/noauth") || l.contains("/browser")),
         "refused handshakes never reached the upstream: {lines:?}"
     );
 }
