@@ -391,3 +391,99 @@ async fn an_upgrade_to_another_protocol_is_served_as_plain_http() {
         assert!(v["headers"][hop].is_null(), "{hop} went upstream: {v}");
     }
 }
+
+/// A WebSocket frame as a client sends it (RFC 6455 §5.2: FIN, masked, short payload).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// One unmasked frame from the server: (opcode, payload).
+async fn server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    tcp.read_exact(&mut h).await.unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            tcp.read_exact(&mut l).await.unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        127 => panic!("a frame this test never asks for"),
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    (h[0] & 0x0f, payload)
+}
+
+/// The access line is written at the `101`, while the WebSocket is still open; the token is in
+/// no log line, through the handshake, the frames and the close.
+#[tokio::test]
+async fn the_access_line_is_written_at_the_101_and_the_token_is_never_logged() {
+    if !support::alone::own_process(
+        module_path!(),
+        "the_access_line_is_written_at_the_101_and_the_token_is_never_logged",
+    ) {
+        return;
+    }
+    let logs = support::logs::capture_trace();
+    let Some(s) = Ws::start("").await else {
+        return;
+    };
+    let mut tcp = TcpStream::connect(s.route()).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /raw HTTP/1.1\r\nhost: {}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+            s.route()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "closed before the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // The upstream's answer to the key (RFC 6455 §1.3's example), relayed.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(head.contains("upgrade: websocket") && head.contains("connection: upgrade"));
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("credproxy::access") && l.contains("path=/raw"))
+        .unwrap_or_else(|| panic!("no access line at the 101: {text}"));
+    assert!(line.contains("status=101") && line.contains("provider=\"ws\""), "{line}");
+
+    let (op, first) = server_frame(&mut tcp).await;
+    assert_eq!(op, 1, "a text frame");
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(first["authorization"], json!([format!("Bearer {TOKEN}")]));
+    tcp.write_all(&client_frame(1, b"ping?")).await.unwrap();
+    assert_eq!(server_frame(&mut tcp).await, (1, b"ping?".to_vec()));
+    tcp.write_all(&client_frame(8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let (op, code) = server_frame(&mut tcp).await;
+    assert_eq!((op, &code[..2]), (8, &1000u16.to_be_bytes()[..]));
+    s.upstream.printed("closed /raw 1000").await;
+    // Both connections end: the server's close reaches the client as the end of the stream.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+        .await
+        .expect("credproxy closes the client's connection after the upstream's")
+        .unwrap();
+    assert!(rest.is_empty());
+    assert!(!logs.text().contains(TOKEN), "the token is in the logs");
+}
