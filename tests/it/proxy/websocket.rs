@@ -35,6 +35,8 @@ cert, key, token = sys.argv[1], sys.argv[2], sys.argv[3]
 def check(conn, request):
     auth = request.headers.get("Authorization")
     print("handshake", request.path, auth, flush=True)
+    if request.path.startswith("/pass"):
+        return None
     if request.path.startswith("/deny"):
         return conn.respond(403, "denied by the upstream\n")
     if auth != "Bearer " + token:
@@ -420,6 +422,38 @@ async fn server_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
     (h[0] & 0x0f, payload)
 }
 
+/// A WebSocket handshake for `target` (with `Host: host` and `extra` header lines) on a new
+/// connection to `addr`: the answer's head, lowercased, and the connection after it.
+async fn raw_handshake(
+    addr: std::net::SocketAddr,
+    target: &str,
+    host: &str,
+    extra: &str,
+) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET {target} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{extra}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: the frames after the head stay unread.
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            tcp.read(&mut byte).await.unwrap(),
+            1,
+            "closed before the head"
+        );
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).to_lowercase(), tcp)
+}
+
 /// The access line is written at the `101`, while the WebSocket is still open; the token is in
 /// no log line, through the handshake, the frames and the close.
 #[tokio::test]
@@ -434,24 +468,8 @@ async fn the_access_line_is_written_at_the_101_and_the_token_is_never_logged() {
     let Some(s) = Ws::start("").await else {
         return;
     };
-    let mut tcp = TcpStream::connect(s.route()).await.unwrap();
-    tcp.write_all(
-        format!(
-            "GET /raw HTTP/1.1\r\nhost: {}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
-            s.route()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "closed before the head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let route = s.route().to_string();
+    let (head, mut tcp) = raw_handshake(s.route(), "/raw", &route, "").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     // The upstream's answer to the key (RFC 6455 §1.3's example), relayed.
     assert!(
@@ -464,7 +482,10 @@ async fn the_access_line_is_written_at_the_101_and_the_token_is_never_logged() {
         .lines()
         .find(|l| l.contains("credproxy::access") && l.contains("path=/raw"))
         .unwrap_or_else(|| panic!("no access line at the 101: {text}"));
-    assert!(line.contains("status=101") && line.contains("provider=\"ws\""), "{line}");
+    assert!(
+        line.contains("status=101") && line.contains("provider=\"ws\""),
+        "{line}"
+    );
 
     let (op, first) = server_frame(&mut tcp).await;
     assert_eq!(op, 1, "a text frame");
@@ -486,4 +507,64 @@ async fn the_access_line_is_written_at_the_101_and_the_token_is_never_logged() {
         .unwrap();
     assert!(rest.is_empty());
     assert!(!logs.text().contains(TOKEN), "the token is in the logs");
+}
+
+/// Shutdown does not wait for a WebSocket to end by itself: it is closed, and the connections
+/// drain at once (without that, the grace period would run out).
+#[tokio::test]
+async fn shutdown_closes_an_open_websocket() {
+    let Some(Ws {
+        proxy, upstream, ..
+    }) = Ws::start("").await
+    else {
+        return;
+    };
+    let route = proxy.route_addr("ws").unwrap().tcp().unwrap();
+    let (head, mut tcp) = raw_handshake(route, "/held", &route.to_string(), "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert_eq!(server_frame(&mut tcp).await.0, 1);
+    let drained = tokio::time::timeout(
+        Duration::from_secs(20),
+        proxy.shutdown(Duration::from_secs(15)),
+    )
+    .await
+    .expect("shutdown returns");
+    assert!(
+        drained,
+        "the open WebSocket held shutdown for the whole grace period"
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+        .await
+        .expect("the client's connection is closed")
+        .unwrap();
+    upstream.printed("closed /held 1006").await;
+}
+
+/// `unknown_hosts = "pass"`: a WebSocket to an unclaimed host goes through untouched (no
+/// credential), on the one address judged, and frames flow.
+#[tokio::test]
+async fn a_websocket_to_a_passed_host_goes_through_without_a_credential() {
+    let Some(s) = Ws::start("unknown_hosts = \"pass\"\npass_private = [\"127.0.0.1/32\"]").await
+    else {
+        return;
+    };
+    let authority = format!("localhost:{}", s.upstream.port);
+    let (head, mut tcp) = raw_handshake(
+        s.main(),
+        &format!("https://{authority}/pass"),
+        &authority,
+        "",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (_, first) = server_frame(&mut tcp).await;
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(
+        first["authorization"],
+        json!([]),
+        "no credential for a passed host"
+    );
+    tcp.write_all(&client_frame(2, b"\x00bytes")).await.unwrap();
+    assert_eq!(server_frame(&mut tcp).await, (2, b"\x00bytes".to_vec()));
 }
