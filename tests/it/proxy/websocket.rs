@@ -17,7 +17,7 @@ use credproxy::app::Running;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use support::TestCa;
-use support::external::python;
+use support::external::{python, works};
 use support::proxy::{poll, proxy_section};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -179,7 +179,10 @@ struct Ws {
 
 impl Ws {
     async fn start(extra_proxy: &str) -> Option<Ws> {
-        if !python(&["websockets"]) {
+        let v15 =
+            "import sys, websockets; sys.exit(int(websockets.__version__.split('.')[0]) < 15)";
+        if !python(&["websockets"]) || !works("python3", &["-c", v15]) {
+            eprintln!("python3 with websockets 15 or later is not available; skipping");
             return None;
         }
         let ca = TestCa::new();
