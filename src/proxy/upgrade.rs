@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -150,7 +150,6 @@ pub fn switch(
         }
     };
     *conn.tunnel.lock() = Some(tokio::spawn(relay.instrument(span)));
-    debug_assert_eq!(parts.status, StatusCode::SWITCHING_PROTOCOLS);
     Ok(Response::from_parts(
         parts,
         Either::Right(Full::new(Bytes::new())),
