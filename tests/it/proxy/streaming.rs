@@ -6,6 +6,7 @@
 //! the client notes when each event arrives. Generous bounds (each gap ≥ 200 ms, the first event
 //! < 250 ms after the head) tell "forwarded as it came" from "held for a buffer" (gaps of zero)
 //! or "held for the next event" (a late first event) without depending on a quiet machine.
+//! An upstream speaking HTTP/2 streams the same way (hyper's path on the shared connection).
 //! Which transport served a request is checked, not assumed: hyper adds `Date`, which this
 //! upstream does not send, and the fast path adds nothing.
 
@@ -236,12 +237,12 @@ fn request(path: &str, via: Via) -> Request<Full<Bytes>> {
 }
 
 /// What the client saw: when the head came, when each event came (by its `id:`), the whole
-/// stream, and whether the answer had `Date` (hyper's).
+/// stream, and the answer's fields.
 struct Seen {
     head_at: Instant,
     events: Vec<Instant>,
     text: String,
-    date: bool,
+    headers: http::HeaderMap,
 }
 
 /// Send `req` on `io` and read the event stream to its end, noting arrival times.
@@ -260,7 +261,7 @@ where
     let head_at = Instant::now();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let date = resp.headers().contains_key("date");
+    let headers = resp.headers().clone();
     let mut body = resp.into_body();
     let (mut events, mut text) = (Vec::new(), String::new());
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
@@ -280,7 +281,7 @@ where
         head_at,
         events,
         text,
-        date,
+        headers,
     }
 }
 
@@ -310,9 +311,10 @@ fn assert_paced(seen: &Seen, n: usize, what: &str) {
 }
 
 fn assert_transport(seen: &Seen, via: Via) {
+    let date = seen.headers.contains_key("date");
     match via {
-        Via::Fast => assert!(!seen.date, "served by the fast path (no Date added)"),
-        Via::Hyper => assert!(seen.date, "served by hyper (Date added)"),
+        Via::Fast => assert!(!date, "served by the fast path (no Date added)"),
+        Via::Hyper => assert!(date, "served by hyper (Date added)"),
     }
 }
 
@@ -366,4 +368,84 @@ async fn a_long_stream_is_not_cut_by_response_timeout_once_its_head_came() {
         let seen = read_events(tls, request(path, via)).await;
         assert_eq!(seen.events.len(), 7, "intercepted {via:?}: {}", seen.text);
     }
+}
+
+/// The same four events from an upstream that speaks HTTP/2 (ALPN `h2`, so hyper's path on the
+/// shared HTTP/2 connection), served by hyper with a body that yields one event per frame;
+/// `x-upstream-h2` says which version the request came in. Its port; the server stops with the
+/// returned task.
+async fn h2_sse_upstream(ca: &TestCa) -> (u16, tokio::task::JoinHandle<()>) {
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::server::conn::auto;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(ca.server_config(&["localhost"], Alpn::H2AndHttp1));
+    let accept = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            conns.spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| {
+                    let h2 = req.version() == http::Version::HTTP_2;
+                    async move {
+                        let events = futures_util::stream::unfold(0u32, |i| async move {
+                            if i == 4 {
+                                return None;
+                            }
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
+                            let event = format!("id: {i}\ndata: {{\"n\":{i}}}\n\n");
+                            Some((Frame::data(Bytes::from(event)), i + 1))
+                        })
+                        .map(Ok::<_, std::convert::Infallible>);
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .header("x-upstream-h2", if h2 { "yes" } else { "no" })
+                                .body(StreamBody::new(events))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, accept)
+}
+
+#[tokio::test]
+async fn sse_events_from_an_http2_upstream_are_forwarded_as_they_arrive() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca_file(dir.path());
+    let (port, server) = h2_sse_upstream(&ca).await;
+    let text = format!(
+        "{proxy}\n[providers.llm]\npreset = \"static\"\nhosts = [\"api.llm.test\"]\nupstream = \"https://localhost:{port}\"\ntoken = \"{TOKEN}\"\n",
+        proxy = proxy_section(&dir.path().join("state"), &ca_file),
+    );
+    let config = credproxy::config::load_str(&text, "sse-h2.toml", &|_| None).unwrap();
+    let proxy = credproxy::app::start(config).await.unwrap();
+    let main = proxy.main_addr().tcp().unwrap();
+    for _ in 0..2 {
+        // The first request learns the upstream speaks HTTP/2; the second reuses its connection.
+        let tcp = TcpStream::connect(main).await.unwrap();
+        let seen = read_events(tcp, request("/sse", Via::Fast)).await;
+        assert_eq!(seen.headers["x-upstream-h2"], "yes");
+        assert_paced(&seen, 4, "from an HTTP/2 upstream");
+    }
+    server.abort();
 }
