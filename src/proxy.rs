@@ -34,7 +34,11 @@
 //!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
 //!    hop-by-hop stripped, `Via` added (`inject.rs`), a `Location` or `Content-Location`
 //!    pointing at the upstream rewritten to the origin the client used, on every listener
-//!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy.
+//!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy. The body is
+//!    forwarded chunk by chunk as it arrives (Server-Sent Events), with no timeout once the
+//!    head came. A WebSocket handshake (`Upgrade: websocket`) keeps its upgrade fields, goes
+//!    on an upstream connection of its own, and a `101` splices the two connections
+//!    (`upgrade.rs`).
 //! 9. **log** (`access.rs`): one line per request with whose fault an error was.
 //!
 //! Errors credproxy makes are built in one place, `error.rs`; hyper's own answers to heads it
@@ -65,6 +69,7 @@ pub mod route;
 pub mod service;
 pub mod state;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upload;
 pub mod upstream;
 

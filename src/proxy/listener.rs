@@ -144,15 +144,16 @@ pub async fn serve_connection<I>(
         let turn = turn.clone();
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             turn.begin();
-            let tunnel = req.method() == hyper::Method::CONNECT
-                || req.headers().contains_key(hyper::header::UPGRADE);
+            let connect = req.method() == hyper::Method::CONNECT;
+            let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
             let turn = turn.clone();
             let answer = handle(ctx.clone(), req);
             async move {
                 let resp = answer.await?;
                 let status = resp.status();
-                if tunnel
-                    && (status.is_success() || status == hyper::StatusCode::SWITCHING_PROTOCOLS)
+                // A declined `Upgrade` (answered 200 as plain HTTP) leaves the connection HTTP.
+                if connect && status.is_success()
+                    || upgrade && status == hyper::StatusCode::SWITCHING_PROTOCOLS
                 {
                     turn.tunnel();
                 }

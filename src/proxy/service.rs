@@ -27,6 +27,7 @@ use super::inject;
 use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::route::{ProviderRoute, Role, Target};
 use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upgrade;
 use super::upload::{Fault, Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
@@ -213,6 +214,7 @@ async fn proxy<'a>(
     let client_scheme = req.uri().scheme().cloned();
     let client_authority = req.uri().authority().cloned();
     let client_host = req.headers().get(header::HOST).cloned();
+    let websocket = upgrade::offer(&req);
     let (mut parts, body) = req.into_parts();
     inject::request_head(
         &mut parts.headers,
@@ -221,6 +223,8 @@ async fn proxy<'a>(
         &shared.metrics,
         shared.via,
     );
+    // A WebSocket handshake keeps its `Connection: upgrade` and `Upgrade` (`upgrade.rs`).
+    let client_upgrade = websocket.then(|| upgrade::restore(&mut parts)).flatten();
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
@@ -298,6 +302,9 @@ async fn proxy<'a>(
             let path_and_query = inject::target(&base_target, &fresh);
             resp = send_timed(ctx, index, key, upstream, path_and_query, req, (rt, None)).await?;
         }
+    }
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return upgrade::switch(ctx.conn, client_upgrade, resp, Some(&provider.name));
     }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
@@ -430,6 +437,20 @@ async fn send(
         ),
         None => upstream_error(upstream, e),
     };
+    if upgrade::is_handshake(&req) {
+        // On a connection of its own, which the WebSocket will keep (`upgrade.rs`).
+        let mut sender =
+            tokio::time::timeout_at(deadline, upgrade::connect(&shared.connector, key))
+                .await
+                .map_err(|_| timeout("accept a connection"))?
+                .map_err(|e| connect_error(upstream, e))?;
+        *req.uri_mut() = Uri::from(path_and_query);
+        return match within(sender.send_request(req), progress, start, response_timeout).await {
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(e)) => Err(failed(&e)),
+            None => Err(timeout("answer")),
+        };
+    }
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -584,6 +605,7 @@ async fn pass_through(
         port,
         addr: Some(addr),
     };
+    let websocket = upgrade::offer(&req);
     let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
@@ -597,6 +619,7 @@ async fn pass_through(
         &ctx.shared.metrics,
         ctx.shared.via,
     );
+    let client_upgrade = websocket.then(|| upgrade::restore(&mut parts)).flatten();
     let progress = Progress::new(Instant::now());
     let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
     let resp = send(
@@ -608,6 +631,9 @@ async fn pass_through(
         (ctx.shared.response_timeout, Some(&progress)),
     )
     .await?;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return upgrade::switch(ctx.conn, client_upgrade, resp, None);
+    }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
     Ok(Response::from_parts(

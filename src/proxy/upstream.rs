@@ -171,15 +171,27 @@ fn handshake_error(key: &UpstreamKey) -> impl FnOnce(hyper::Error) -> ConnectErr
 /// Makes upstream connections.
 pub struct Connector {
     tls: TlsConnector,
+    /// The same roots offering only `http/1.1`: for a WebSocket handshake (`upgrade.rs`), which
+    /// exists only in HTTP/1.1 (RFC 6455 §4.1).
+    tls_h1: TlsConnector,
     connect_timeout: Duration,
 }
 
 impl Connector {
     pub fn new(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        let mut h1 = (*tls).clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Connector {
             tls: TlsConnector::from(tls),
+            tls_h1: TlsConnector::from(Arc::new(h1)),
             connect_timeout,
         }
+    }
+
+    /// A new HTTP/1.1 stream for a request that will take its connection over (an `Upgrade`):
+    /// ALPN offers only `http/1.1`, and the stream is never parked or reused.
+    pub async fn connect_for_upgrade(&self, key: &UpstreamKey) -> Result<Stream, ConnectError> {
+        Ok(self.connect_with(key, &self.tls_h1).await?.0)
     }
 
     pub async fn connect(&self, key: &UpstreamKey) -> Result<Fresh, ConnectError> {
@@ -246,6 +258,14 @@ impl Connector {
 
     /// A connected stream (TCP, then TLS for `https` upstreams), and whether ALPN chose `h2`.
     pub async fn connect_stream(&self, key: &UpstreamKey) -> Result<(Stream, bool), ConnectError> {
+        self.connect_with(key, &self.tls).await
+    }
+
+    async fn connect_with(
+        &self,
+        key: &UpstreamKey,
+        tls_connector: &TlsConnector,
+    ) -> Result<(Stream, bool), ConnectError> {
         let timeout = self.connect_timeout;
         let timed_out = || ConnectError::Timeout {
             host: key.host.clone(),
@@ -272,7 +292,7 @@ impl Connector {
                 ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::ServerName {
                     host: key.host.clone(),
                 })?;
-            let tls = tokio::time::timeout_at(deadline, self.tls.connect(name, tcp))
+            let tls = tokio::time::timeout_at(deadline, tls_connector.connect(name, tcp))
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|source| ConnectError::Tls {

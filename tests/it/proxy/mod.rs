@@ -3,10 +3,13 @@
 mod clients;
 mod e2e;
 mod errors;
+mod go_client;
 mod inject;
 mod intercept;
 mod secrets;
+mod streaming;
 mod tunnel;
+mod websocket;
 mod wire;
 mod wire_security;
 mod wire_upstream;

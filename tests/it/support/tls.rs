@@ -128,6 +128,25 @@ impl TestCa {
         Arc::new(config)
     }
 
+    /// A leaf for `localhost` and `127.0.0.1` written into `dir` as `leaf.pem` (the leaf, then
+    /// the CA) and `leaf-key.pem`: for a server in another process (a Python fake).
+    pub fn write_leaf_files(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("valid SANs");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "credproxy test server");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("generate leaf key");
+        let leaf = params.signed_by(&key, &*self.issuer).expect("sign leaf");
+        let (cert, key_path) = (dir.join("leaf.pem"), dir.join("leaf-key.pem"));
+        std::fs::write(&cert, format!("{}{}", leaf.pem(), self.ca_pem())).expect("write leaf");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write leaf key");
+        (cert, key_path)
+    }
+
     /// A client config that trusts this CA and nothing else (no ALPN set: callers choose).
     pub fn client_config(&self) -> ClientConfig {
         let mut roots = RootCertStore::empty();
