@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use credproxy::app::Running;
+use credproxy::config::ProviderConfig;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -521,4 +522,60 @@ fn check_names_a_bad_rules_key_and_warns_about_one_that_can_never_match() {
         text.contains("providers.gh.allow[0] never matches"),
         "{text}"
     );
+}
+
+/// The least-privilege example of docs/SECURITY.md "Rules" loads, and refuses what the text
+/// says it refuses.
+#[test]
+fn the_security_docs_agent_example_does_what_it_says() {
+    const DOC: &str = include_str!("../../../docs/SECURITY.md");
+    let rules = &DOC[DOC.find("## Rules").expect("a Rules section")..];
+    let rules = &rules[..rules[3..].find("\n## ").expect("a section after it")];
+    let block = rules
+        .split("```toml\n")
+        .filter_map(|b| b.split_once("```").map(|(toml, _)| toml))
+        .find(|b| b.contains("[providers.anthropic]"))
+        .expect("the agent example");
+    let text = block
+        .replace(
+            r#"{ command = ["gh", "auth", "token"], ttl = "1h" }"#,
+            "\"t\"",
+        )
+        .replace(r#"{ file = "/run/secrets/anthropic" }"#, "\"t\"");
+    let config = credproxy::config::load_str(&text, "SECURITY.md", &|_| None).unwrap();
+    let gh: &ProviderConfig = config.provider("github").unwrap();
+    let anthropic: &ProviderConfig = config.provider("anthropic").unwrap();
+    let check = |p: &ProviderConfig, m: &str, path: &str| {
+        credproxy::proxy::policy::check(p, m, path)
+            .map_err(|e| e.kind.code())
+            .err()
+    };
+    assert_eq!(check(gh, "GET", "/repos/acme/widgets/issues/7"), None);
+    assert_eq!(
+        check(gh, "POST", "/repos/acme/widgets/issues/7/comments"),
+        None
+    );
+    assert_eq!(
+        check(gh, "POST", "/repos/acme/widgets/issues/7/labels"),
+        None
+    );
+    assert_eq!(
+        check(gh, "DELETE", "/repos/acme/widgets/issues/7/labels/bug"),
+        None
+    );
+    assert_eq!(check(anthropic, "POST", "/v1/messages"), None);
+    for (method, path, code) in [
+        ("PUT", "/repos/acme/widgets/contents/x", "policy_denied"),
+        ("GET", "/user/repos", "policy_denied"),
+        ("GET", "/repos/acme/other/issues", "policy_denied"),
+        ("PUT", "/repos/acme/widgets/issues/7/lock", "policy_denied"),
+        (
+            "GET",
+            "/repos/acme/widgets/issues/../../contents/x",
+            "ambiguous_path",
+        ),
+    ] {
+        assert_eq!(check(gh, method, path), Some(code), "{method} {path}");
+    }
+    assert_eq!(check(anthropic, "GET", "/v1/models"), Some("policy_denied"));
 }
