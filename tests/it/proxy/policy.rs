@@ -414,6 +414,18 @@ async fn on_hyper_a_chunked_body_and_an_allowed_origin_get_the_same_decision() {
     );
 }
 
+#[tokio::test]
+async fn a_websocket_handshake_is_judged_like_any_request() {
+    let r = Rig::start().await;
+    let upgrade = "upgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==";
+    for (path, want) in [("/repos/other/events", 403), ("/repos/acme/%2e%2e/x", 400)] {
+        let line = format!("GET http://api.gh.test{path} HTTP/1.1\r\n{upgrade}");
+        let (status, body) = raw(r.main(), &line, "api.gh.test").await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    assert_eq!(r.received(), 0);
+}
+
 /// A rustls client trusting only `ca`, over an opened tunnel.
 async fn tls_in_tunnel(
     tcp: TcpStream,
