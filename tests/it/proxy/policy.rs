@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use credproxy::app::Running;
-use credproxy::config::ProviderConfig;
+use credproxy::config::{Config, ProviderConfig};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -39,7 +39,8 @@ allow_origins = ["https://app.example"]"#;
 struct Rig {
     _ca: TestCa,
     dir: tempfile::TempDir,
-    _upstream: TestServer,
+    ca_file: PathBuf,
+    upstream: TestServer,
     seen: Arc<Mutex<Vec<String>>>,
     proxy: Running,
 }
@@ -51,42 +52,21 @@ impl Rig {
         let ca_file = ca.write_ca_file(dir.path());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let upstream = recording_upstream(&ca, seen.clone()).await;
-        let port = upstream.port();
-        let text = format!(
-            r#"{proxy}intercept = "claimed"
-
-[providers.gh]
-preset = "static"
-hosts = ["api.gh.test"]
-upstream = "https://localhost:{port}/base"
-token = "{TOKEN}"
-{RULES}
-
-[providers.open]
-preset = "static"
-hosts = ["api.open.test"]
-upstream = "https://localhost:{port}"
-token = "{TOKEN}"
-
-[[routes]]
-listen = "127.0.0.1:0"
-provider = "gh"
-
-[[routes]]
-path_prefix = "/gh"
-provider = "gh"
-"#,
-            proxy = proxy_section(&dir.path().join("state"), &ca_file),
-        );
-        let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+        let config = config(&dir, &ca_file, upstream.port(), RULES);
         let proxy = credproxy::app::start(config).await.unwrap();
         Rig {
             _ca: ca,
             dir,
-            _upstream: upstream,
+            ca_file,
+            upstream,
             seen,
             proxy,
         }
+    }
+
+    /// This rig's config with `rules` on provider `gh` instead of [`RULES`].
+    fn config(&self, rules: &str) -> Config {
+        config(&self.dir, &self.ca_file, self.upstream.port(), rules)
     }
 
     fn main(&self) -> SocketAddr {
@@ -105,6 +85,36 @@ provider = "gh"
     fn received(&self) -> usize {
         self.seen.lock().len()
     }
+}
+
+fn config(dir: &tempfile::TempDir, ca_file: &Path, port: u16, rules: &str) -> Config {
+    let text = format!(
+        r#"{proxy}intercept = "claimed"
+
+[providers.gh]
+preset = "static"
+hosts = ["api.gh.test"]
+upstream = "https://localhost:{port}/base"
+token = "{TOKEN}"
+{rules}
+
+[providers.open]
+preset = "static"
+hosts = ["api.open.test"]
+upstream = "https://localhost:{port}"
+token = "{TOKEN}"
+
+[[routes]]
+listen = "127.0.0.1:0"
+provider = "gh"
+
+[[routes]]
+path_prefix = "/gh"
+provider = "gh"
+"#,
+        proxy = proxy_section(&dir.path().join("state"), ca_file),
+    );
+    credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap()
 }
 
 /// Answers 200 with what it saw (method, path, `Authorization`, body length), and records
@@ -590,4 +600,47 @@ fn the_security_docs_agent_example_does_what_it_says() {
         assert_eq!(check(gh, method, path), Some(code), "{method} {path}");
     }
     assert_eq!(check(anthropic, "GET", "/v1/models"), Some("policy_denied"));
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_only_the_rules_keeps_the_provider_and_applies_them_at_once() {
+    let r = Rig::start().await;
+    let host = r.route().to_string();
+    let tcp = TcpStream::connect(r.route()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut status = async |path: &str| {
+        let resp = sender
+            .send_request(get(path, &[("host", &host)]))
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.unwrap();
+        status
+    };
+    assert_eq!(status("/users/octo").await, 200);
+    assert_eq!(status("/orgs/acme").await, 403);
+
+    let summary = r
+        .proxy
+        .reload(r.config(
+            r#"deny = [{ paths = ["/users/**"] }]
+allow_origins = ["https://app.example"]"#,
+        ))
+        .await
+        .unwrap();
+    assert!(summary.kept.contains(&"gh".to_owned()), "{summary:?}");
+    assert!(summary.restarted.is_empty(), "{summary:?}");
+    // The same keep-alive connection, under the new rules.
+    assert_eq!(status("/users/octo").await, 403);
+    assert_eq!(status("/orgs/acme").await, 200);
+    assert_eq!(
+        *r.seen.lock(),
+        vec![
+            "GET /base/users/octo".to_owned(),
+            "GET /base/orgs/acme".to_owned()
+        ]
+    );
 }
