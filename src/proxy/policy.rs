@@ -65,29 +65,31 @@ impl Rule {
     }
 }
 
-/// What the rules say about one request.
+/// Why the rules refuse a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Allowed,
+enum Refusal {
+    /// `deny[i]` matched.
     Denied(usize),
+    /// `allow` is set and none of its rules matched.
     NotAllowed,
     Ambiguous(Ambiguity),
 }
 
 impl Rules {
-    fn verdict(&self, method: &str, path: &str) -> Verdict {
-        let judged = path::with_segments(path, |segs| {
+    /// The decision for `method` on `path` (without the query).
+    fn judge(&self, method: &str, path: &str) -> Result<(), Refusal> {
+        path::with_segments(path, |segs| {
             if let Some(i) = self.deny.iter().position(|r| r.matches(method, segs, true)) {
-                return Verdict::Denied(i);
+                return Err(Refusal::Denied(i));
             }
             match &self.allow {
                 Some(allow) if !allow.iter().any(|r| r.matches(method, segs, false)) => {
-                    Verdict::NotAllowed
+                    Err(Refusal::NotAllowed)
                 }
-                _ => Verdict::Allowed,
+                _ => Ok(()),
             }
-        });
-        judged.unwrap_or_else(Verdict::Ambiguous)
+        })
+        .unwrap_or_else(|why| Err(Refusal::Ambiguous(why)))
     }
 }
 
@@ -102,24 +104,23 @@ pub fn check(
         return Ok(());
     };
     let path = path::path_of(path_and_query);
-    match rules.verdict(method, path) {
-        Verdict::Allowed => Ok(()),
-        verdict => Err(refusal(&provider.name, verdict, method, path)),
-    }
+    rules
+        .judge(method, path)
+        .map_err(|why| refusal(&provider.name, why, method, path))
 }
 
 /// The same decision as [`check`], as a yes or no: the fast path serves what is allowed and
 /// leaves a refusal to hyper, which asks [`check`] for the answer.
 #[inline]
 pub fn permits(provider: &ProviderConfig, method: &str, path_and_query: &str) -> bool {
-    match &provider.rules {
-        None => true,
-        Some(rules) => rules.verdict(method, path::path_of(path_and_query)) == Verdict::Allowed,
-    }
+    provider
+        .rules
+        .as_ref()
+        .is_none_or(|rules| rules.judge(method, path::path_of(path_and_query)).is_ok())
 }
 
 #[cold]
-fn refusal(name: &str, verdict: Verdict, method: &str, path: &str) -> ProxyError {
+fn refusal(name: &str, why: Refusal, method: &str, path: &str) -> ProxyError {
     // The path as sent, cut short (a message, not a copy of the request); the query never.
     let mut shown = path;
     if shown.len() > 200 {
@@ -130,19 +131,19 @@ fn refusal(name: &str, verdict: Verdict, method: &str, path: &str) -> ProxyError
         shown = &shown[..end];
     }
     let method: String = method.chars().take(32).collect();
-    let e = match verdict {
-        Verdict::Denied(i) => ProxyError::new(
+    let e = match why {
+        Refusal::Denied(i) => ProxyError::new(
             ErrorKind::PolicyDenied,
             format!("{method} {shown} is refused by providers.{name}.deny[{i}]"),
         ),
-        Verdict::NotAllowed => ProxyError::new(
+        Refusal::NotAllowed => ProxyError::new(
             ErrorKind::PolicyDenied,
             format!(
                 "no allow rule matched {method} {shown}: providers.{name}.allow lists what this \
                  provider's credential may be used for"
             ),
         ),
-        Verdict::Ambiguous(why) => ProxyError::new(
+        Refusal::Ambiguous(why) => ProxyError::new(
             ErrorKind::AmbiguousPath,
             format!(
                 "the path {shown} has {}, which servers may read as another path; provider \
@@ -151,7 +152,6 @@ fn refusal(name: &str, verdict: Verdict, method: &str, path: &str) -> ProxyError
                 why.describe()
             ),
         ),
-        Verdict::Allowed => unreachable!("an allowed request is not refused"),
     };
     e.provider(name)
 }
@@ -178,19 +178,19 @@ mod tests {
     #[test]
     fn deny_first_then_allow() {
         let r = rules();
-        assert_eq!(r.verdict("GET", "/repos/acme/x"), Verdict::Allowed);
-        assert_eq!(r.verdict("get", "/repos/acme/x"), Verdict::Allowed);
-        assert_eq!(r.verdict("DELETE", "/repos/acme/x"), Verdict::Denied(0));
-        assert_eq!(r.verdict("delete", "/repos/acme/x"), Verdict::Denied(0));
-        assert_eq!(r.verdict("GET", "/admin"), Verdict::Denied(1));
-        assert_eq!(r.verdict("GET", "/ADMIN/x"), Verdict::Denied(1));
-        assert_eq!(r.verdict("GET", "/%61dmin/x"), Verdict::Denied(1));
-        assert_eq!(r.verdict("POST", "/repos/acme/x"), Verdict::NotAllowed);
-        assert_eq!(r.verdict("GET", "/repos/other"), Verdict::NotAllowed);
-        assert_eq!(r.verdict("GET", "/Repos/acme/x"), Verdict::NotAllowed);
+        assert_eq!(r.judge("GET", "/repos/acme/x"), Ok(()));
+        assert_eq!(r.judge("get", "/repos/acme/x"), Ok(()));
+        assert_eq!(r.judge("DELETE", "/repos/acme/x"), Err(Refusal::Denied(0)));
+        assert_eq!(r.judge("delete", "/repos/acme/x"), Err(Refusal::Denied(0)));
+        assert_eq!(r.judge("GET", "/admin"), Err(Refusal::Denied(1)));
+        assert_eq!(r.judge("GET", "/ADMIN/x"), Err(Refusal::Denied(1)));
+        assert_eq!(r.judge("GET", "/%61dmin/x"), Err(Refusal::Denied(1)));
+        assert_eq!(r.judge("POST", "/repos/acme/x"), Err(Refusal::NotAllowed));
+        assert_eq!(r.judge("GET", "/repos/other"), Err(Refusal::NotAllowed));
+        assert_eq!(r.judge("GET", "/Repos/acme/x"), Err(Refusal::NotAllowed));
         assert_eq!(
-            r.verdict("GET", "/repos/acme/../other"),
-            Verdict::Ambiguous(Ambiguity::DotSegment)
+            r.judge("GET", "/repos/acme/../other"),
+            Err(Refusal::Ambiguous(Ambiguity::DotSegment))
         );
     }
 
@@ -200,16 +200,16 @@ mod tests {
             deny: vec![rule(&["DELETE"], &[])],
             allow: None,
         };
-        assert_eq!(r.verdict("PATCH", "/anything"), Verdict::Allowed);
-        assert_eq!(r.verdict("DELETE", "/anything"), Verdict::Denied(0));
+        assert_eq!(r.judge("PATCH", "/anything"), Ok(()));
+        assert_eq!(r.judge("DELETE", "/anything"), Err(Refusal::Denied(0)));
     }
 
     #[test]
     fn refusals_name_the_rule_and_never_the_query() {
-        let e = refusal("gh", Verdict::Denied(1), "GET", "/admin/x");
+        let e = refusal("gh", Refusal::Denied(1), "GET", "/admin/x");
         assert_eq!(e.kind, ErrorKind::PolicyDenied);
         assert!(e.message.contains("providers.gh.deny[1]"), "{}", e.message);
-        let e = refusal("gh", Verdict::NotAllowed, "POST", "/x");
+        let e = refusal("gh", Refusal::NotAllowed, "POST", "/x");
         assert!(
             e.message.contains("no allow rule matched POST /x"),
             "{}",
@@ -217,13 +217,13 @@ mod tests {
         );
         let e = refusal(
             "gh",
-            Verdict::Ambiguous(Ambiguity::EncodedSlash),
+            Refusal::Ambiguous(Ambiguity::EncodedSlash),
             "GET",
             "/a%2fb",
         );
         assert_eq!(e.kind, ErrorKind::AmbiguousPath);
         let long = format!("/{}", "é".repeat(300));
-        let e = refusal("gh", Verdict::NotAllowed, "GET", &long);
+        let e = refusal("gh", Refusal::NotAllowed, "GET", &long);
         assert!(e.message.len() < 400);
     }
 
