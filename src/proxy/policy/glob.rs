@@ -300,6 +300,102 @@ mod tests {
         assert!(!g.matches(&long, false));
     }
 
+    /// The obvious recursive matcher (exponential, fine for short inputs), to hold [`wild`]'s
+    /// one-backtrack-point shortcut against.
+    fn reference(segs: &[Seg], path: &[&[u8]]) -> bool {
+        fn one_ref(toks: &[Tok], seg: &[u8]) -> bool {
+            match toks.split_first() {
+                None => seg.is_empty(),
+                Some((Tok::Star, rest)) => {
+                    one_ref(rest, seg) || (!seg.is_empty() && one_ref(toks, &seg[1..]))
+                }
+                Some((Tok::Byte(b), rest)) => seg.first() == Some(b) && one_ref(rest, &seg[1..]),
+            }
+        }
+        match segs.split_first() {
+            None => path.is_empty(),
+            Some((Seg::Deep, rest)) => {
+                reference(rest, path) || (!path.is_empty() && reference(segs, &path[1..]))
+            }
+            Some((Seg::One(toks), rest)) => {
+                !path.is_empty() && one_ref(toks, path[0]) && reference(rest, &path[1..])
+            }
+        }
+    }
+
+    #[test]
+    fn the_matcher_agrees_with_the_obvious_recursive_one() {
+        // A small alphabet, so that matches are common; a fixed xorshift seed, so a failure
+        // repeats.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n) as usize
+        };
+        let (mut matched, mut tried) = (0, 0);
+        for _ in 0..20_000 {
+            let glob: String = (0..1 + next(5))
+                .map(|_| ["a", "b", "*", "**", "a*", "*b", "ab", "*a*"][next(8)])
+                .fold(String::new(), |g, s| g + "/" + s);
+            let path: Vec<Vec<u8>> = (0..next(6))
+                .map(|_| (0..1 + next(3)).map(|_| b"ab"[next(2)]).collect())
+                .collect();
+            let path: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+            let g = Glob::compile(&glob).unwrap();
+            let got = g.matches(&path, false);
+            assert_eq!(got, reference(&g.segs, &path), "{glob} vs {path:?}");
+            matched += usize::from(got);
+            tried += 1;
+        }
+        assert!(
+            matched > tried / 20,
+            "the inputs hardly ever match: {matched}/{tried}"
+        );
+    }
+
+    #[test]
+    fn coverage_never_claims_what_a_path_disproves() {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n) as usize
+        };
+        let parts = ["a", "b", "*", "**", "a*", "*b", "ab", "A"];
+        let mut covered = 0;
+        for _ in 0..5_000 {
+            let mut glob = || {
+                (0..1 + next(4))
+                    .map(|_| parts[next(8)])
+                    .fold(String::new(), |g, s| g + "/" + s)
+            };
+            let (narrow, wide) = (
+                Glob::compile(&glob()).unwrap(),
+                Glob::compile(&glob()).unwrap(),
+            );
+            if !narrow.covered_by(&wide) {
+                continue;
+            }
+            covered += 1;
+            for _ in 0..50 {
+                let path: Vec<Vec<u8>> = (0..next(5))
+                    .map(|_| (0..1 + next(3)).map(|_| b"abA"[next(3)]).collect())
+                    .collect();
+                let path: Vec<&[u8]> = path.iter().map(Vec::as_slice).collect();
+                if narrow.matches(&path, false) {
+                    assert!(
+                        wide.matches(&path, true),
+                        "{narrow:?} covered by {wide:?}, but not {path:?}"
+                    );
+                }
+            }
+        }
+        assert!(covered > 100, "coverage hardly ever holds: {covered}");
+    }
+
     #[test]
     fn coverage_is_conservative() {
         let c = |narrow: &str, wide: &str| {
