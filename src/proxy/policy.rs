@@ -15,6 +15,10 @@
 //! base path: rules are written in the API's own paths (`/repos/acme/**`), whatever the
 //! upstream URL. The query is not checked.
 //!
+//! The fast path asks [`permits`] and leaves a refusal to hyper, which asks [`check`] for the
+//! answer; its connection then stays with hyper (refusals are rare, and the error is made in
+//! one place).
+//!
 //! Fail closed on case too: `deny` globs compare letters without case (`/ADMIN` is denied by
 //! `/admin/**`, for the servers that ignore case), `allow` globs compare them exactly (`/Repos`
 //! is not allowed by `/repos/**`).
