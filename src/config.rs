@@ -210,6 +210,9 @@ pub struct ProviderConfig {
     pub response_timeout: Option<Duration>,
     /// Where the token goes in each request (`inject`; `Authorization: Bearer` by default).
     pub inject: crate::credential::Inject,
+    /// `allow` / `deny`: what the credential may be used for (`proxy/policy.rs`); `None`
+    /// without either key.
+    pub rules: Option<crate::proxy::policy::Rules>,
     pub auth: AuthConfig,
 }
 

@@ -19,6 +19,9 @@
 //!    On a loopback route listener, `Host` must be its own (DNS rebinding, `checks.rs`).
 //! 4. **browser check** (`checks.rs`): `Origin` / cross-site `Sec-Fetch-Site` are refused (403)
 //!    unless allowed.
+//!    Then the **rules** (`policy.rs`): a provider's `deny` and `allow` (403 `policy_denied`),
+//!    and, on a provider with rules, a path servers may read differently (400
+//!    `ambiguous_path`); before any credential is read, so a refused request has none.
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
 //!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
@@ -65,6 +68,7 @@ pub mod inject;
 pub mod limits;
 pub mod listener;
 pub mod own_answers;
+pub mod policy;
 pub mod route;
 pub mod service;
 pub mod state;

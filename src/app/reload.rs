@@ -73,9 +73,12 @@ impl Running {
         let mut providers = Vec::new();
         for cfg in &config.providers {
             match old.iter().position(|t| t.config.name == cfg.name) {
-                Some(i) if *old[i].config == **cfg => {
+                Some(i) if same_but_rules(&old[i].config, cfg) => {
                     summary.kept.push(cfg.name.clone());
-                    providers.push(old.remove(i));
+                    let mut task = old.remove(i);
+                    // New rules apply from this generation on; the refresher never reads them.
+                    task.config = cfg.clone();
+                    providers.push(task);
                 }
                 found => {
                     if let Some(i) = found {
@@ -152,4 +155,15 @@ impl Running {
         }
         Ok(summary)
     }
+}
+
+/// `a` and `b` differ in their `allow` / `deny` rules at most: what a request may do, not how its
+/// credential is obtained, so the provider keeps its refresher (token and schedule).
+fn same_but_rules(a: &ProviderConfig, b: &ProviderConfig) -> bool {
+    a == b
+        || (a.rules != b.rules
+            && ProviderConfig {
+                rules: b.rules.clone(),
+                ..a.clone()
+            } == *b)
 }

@@ -6,9 +6,9 @@
 //! with the file, line, column and key path, the value's problem and what was expected.
 //! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`; `provider.rs`
 //! for a `[providers.NAME]` table, cut by concern into `endpoints.rs`, `grant.rs`, `wire.rs`,
-//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`; `store.rs`
-//! for `[store]`; `clash.rs` looks across sections (listeners, hosts, upstream loops) once they
-//! are checked.
+//! `rules.rs` (`allow` / `deny`), `timing.rs` (the oauth2 family, put together in `oauth2.rs`)
+//! and `blendvision.rs`; `store.rs` for `[store]`; `clash.rs` looks across sections (listeners,
+//! hosts, upstream loops) once they are checked.
 
 mod blendvision;
 mod clash;
@@ -18,6 +18,7 @@ mod inject;
 mod oauth2;
 mod provider;
 mod proxy;
+mod rules;
 mod store;
 mod timing;
 mod wire;

@@ -200,8 +200,9 @@ async fn proxy<'a>(
     if ctx.info.loopback && ctx.info.role != Role::Main || prefix.is_some() {
         check_own_host(ctx.info, route, host_header)?;
     }
-    // Phase 4: browser check.
+    // Phase 4: browser check, then the provider's rules (before a credential is read).
     browser(&req, Some(provider))?;
+    super::policy::check(provider, req.method().as_str(), rest)?;
     // Phase 5: credential.
     let credential = credential(route).await?;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
-use super::{Ctx, blendvision, endpoints, inject, oauth2};
+use super::{Ctx, blendvision, endpoints, inject, oauth2, rules};
 use crate::config::file::{FileProvider, FileSecret, Str};
 use crate::config::{AuthConfig, Preset, ProviderConfig, presets};
 
@@ -60,6 +60,7 @@ pub(in crate::config) fn build(
     let upstream = endpoints::upstream(ctx, name, fp, span.clone(), preset, &hosts)?;
     let headers = headers(ctx, name, fp);
     let inject = inject::inject(ctx, name, &fp.inject, &headers, Default::default());
+    let rules = rules::rules(ctx, name, fp);
     let mut allow_origins = Vec::new();
     for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
         if let Some(v) = ctx.string(o, &format!("{}[{i}]", key("allow_origins"))) {
@@ -104,12 +105,13 @@ pub(in crate::config) fn build(
         wait_for_token,
         response_timeout,
         inject: inject?,
+        rules: rules?,
         auth: auth?,
     })
 }
 
 /// The keys every provider has, checked when its preset is missing or unknown: the hosts and
-/// upstream as written, headers, allowed origins, `wait_for_token`.
+/// upstream as written, headers, rules, allowed origins, `wait_for_token`.
 fn preset_free_keys(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Range<usize>) {
     let key = |k: &str| format!("providers.{name}.{k}");
     let none = presets::defaults(Preset::Static);
@@ -120,6 +122,7 @@ fn preset_free_keys(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Rang
         }
     }
     headers(ctx, name, fp);
+    rules::rules(ctx, name, fp);
     for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
         ctx.string(o, &format!("{}[{i}]", key("allow_origins")));
     }

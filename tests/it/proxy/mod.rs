@@ -6,6 +6,7 @@ mod errors;
 mod go_client;
 mod inject;
 mod intercept;
+mod policy;
 mod secrets;
 mod streaming;
 mod tunnel;
