@@ -3,8 +3,10 @@
 //! Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 usage or config error. `anyhow` lives
 //! here, at the binary's edge, and nowhere else.
 
+mod ca;
 mod check;
 mod demo;
+mod env;
 mod healthcheck;
 mod logging;
 mod login;
@@ -62,6 +64,8 @@ pub enum Command {
     Login(login::Args),
     Token(token::Args),
     Logout(logout::Args),
+    Env(env::Args),
+    Ca(ca::Args),
 }
 
 /// Where the config comes from (shared by the commands that read it).
@@ -116,6 +120,8 @@ pub fn main() -> ExitCode {
         Command::Login(args) => login::main(args),
         Command::Token(args) => token::main(args),
         Command::Logout(args) => logout::main(args),
+        Command::Env(args) => env::main(args),
+        Command::Ca(args) => ca::main(args),
     }
 }
 
