@@ -7,6 +7,7 @@ mod ca;
 mod check;
 mod demo;
 mod env;
+mod exec;
 mod healthcheck;
 mod logging;
 mod login;
@@ -64,6 +65,7 @@ pub enum Command {
     Login(login::Args),
     Token(token::Args),
     Logout(logout::Args),
+    Exec(exec::Args),
     Env(env::Args),
     Ca(ca::Args),
 }
@@ -120,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Login(args) => login::main(args),
         Command::Token(args) => token::main(args),
         Command::Logout(args) => logout::main(args),
+        Command::Exec(args) => exec::main(args),
         Command::Env(args) => env::main(args),
         Command::Ca(args) => ca::main(args),
     }
