@@ -15,6 +15,7 @@ mod logout;
 mod run;
 mod status;
 mod token;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,7 @@ pub enum Command {
     Exec(exec::Args),
     Env(env::Args),
     Ca(ca::Args),
+    Trust(trust::Args),
 }
 
 /// Where the config comes from (shared by the commands that read it).
@@ -125,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Exec(args) => exec::main(args),
         Command::Env(args) => env::main(args),
         Command::Ca(args) => ca::main(args),
+        Command::Trust(args) => trust::main(args),
     }
 }
 
