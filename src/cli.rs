@@ -6,6 +6,7 @@
 mod ca;
 mod check;
 mod demo;
+mod doctor;
 mod env;
 mod exec;
 mod healthcheck;
@@ -70,6 +71,7 @@ pub enum Command {
     Env(env::Args),
     Ca(ca::Args),
     Trust(trust::Args),
+    Doctor(doctor::Args),
 }
 
 /// Where the config comes from (shared by the commands that read it).
@@ -128,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Env(args) => env::main(args),
         Command::Ca(args) => ca::main(args),
         Command::Trust(args) => trust::main(args),
+        Command::Doctor(args) => doctor::main(args),
     }
 }
 
