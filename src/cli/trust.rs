@@ -185,7 +185,7 @@ fn change(what: TrustCommand, ca: &Path) -> Result<ExitCode, Failure> {
         ],
         (SystemStore::Debian, _) => vec![
             Step::Remove(DEBIAN_ANCHOR.into()),
-            Step::run(&["update-ca-certificates", "--fresh"]),
+            Step::run(&["update-ca-certificates"]),
         ],
         (SystemStore::Fedora, TrustCommand::Install) => vec![
             Step::Write(Path::new(FEDORA_ANCHORS).join("credproxy.pem"), text),
