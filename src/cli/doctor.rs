@@ -2,7 +2,7 @@
 //! in order, each finding with one line of advice (DESIGN.md "Wiring a client in one command").
 //!
 //! 1. the config loads (else nothing else can be checked: exit 2);
-//! 2. the local CA: there, valid for a while yet, covering the claimed hosts, its bundle up to
+//! 2. the local CA: there, valid for a while yet, covering the claimed hosts, its bundle brought up to
 //!    date, and whether the system trusts it (a note, not a problem: `exec` and `env` need no
 //!    system trust);
 //! 3. each provider's stored state (a provider that needs `credproxy login` first);
@@ -141,7 +141,12 @@ pub fn main(args: Args) -> ExitCode {
 
 fn check_ca(config: &Config, report: &mut Report) {
     let dir = crate::app::ca_dir(config);
-    let intercept = config.proxy.intercept == crate::config::Intercept::Claimed;
+    if config.proxy.intercept != crate::config::Intercept::Claimed {
+        report.note(
+            "[proxy] intercept = \"off\": `credproxy run` refuses HTTPS (CONNECT) to claimed hosts",
+            "set intercept = \"claimed\" for HTTPS_PROXY clients (`credproxy exec` always intercepts)",
+        );
+    }
     let ca = match crate::ca::LocalCa::existing(&dir) {
         Ok(Some(ca)) => ca,
         Ok(None) => {
@@ -188,17 +193,20 @@ fn check_ca(config: &Config, report: &mut Report) {
             "`credproxy ca init --force` makes a CA for the hosts claimed now; trust it again",
         );
     }
+    // Brought up to date as `run`, `exec` and `env` would (a system store that changed, a new
+    // CA): a stale bundle is only a problem when it can't be rewritten.
     let bundle = crate::ca::bundle::default_path(&dir);
-    if crate::ca::bundle::is_stale(&ca) {
-        report.problem(
-            format!(
-                "the CA bundle {} is missing or out of date",
-                bundle.display()
-            ),
-            "`credproxy ca bundle` rewrites it (run, exec and env do too)",
-        );
-    } else {
-        report.ok(format!("CA bundle {}", bundle.display()));
+    let stale = crate::ca::bundle::is_stale(&ca);
+    match crate::ca::bundle::ensure(&ca) {
+        Ok(_) if stale => report.ok(format!(
+            "CA bundle {} (rewritten: it was missing or older than the CA or its roots)",
+            bundle.display()
+        )),
+        Ok(_) => report.ok(format!("CA bundle {}", bundle.display())),
+        Err(e) => report.problem(
+            format!("the CA bundle: {}", crate::token::error::chain(&e)),
+            "`credproxy ca bundle` says more; unset SSL_CERT_FILE if it names a missing file",
+        ),
     }
     match super::trust::findings(&ca.cert_path()) {
         Ok((true, lines)) => report.ok(lines.join("; ")),
@@ -210,12 +218,6 @@ fn check_ca(config: &Config, report: &mut Report) {
             format!("can't tell whether the CA is trusted: {}", f.message()),
             "check the CA's files (`credproxy ca show`)",
         ),
-    }
-    if !intercept {
-        report.note(
-            "[proxy] intercept = \"off\": `credproxy run` refuses HTTPS (CONNECT) to claimed hosts",
-            "set intercept = \"claimed\" for HTTPS_PROXY clients (`credproxy exec` always intercepts)",
-        );
     }
 }
 
