@@ -29,8 +29,10 @@ credproxy ca bundle --out ./bundle.pem"
 pub struct Args {
     #[command(subcommand)]
     pub command: CaCommand,
-    #[command(flatten)]
-    pub config: ConfigArg,
+    /// Config file. Default: $CREDPROXY_CONFIG, ./credproxy.toml,
+    /// $XDG_CONFIG_HOME/credproxy/config.toml, /etc/credproxy/config.toml.
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -57,7 +59,11 @@ pub enum CaCommand {
 
 pub fn main(args: Args) -> ExitCode {
     super::token::init_logging();
-    let (_, config) = match args.config.load_settings() {
+    let (_, config) = match (ConfigArg {
+        config: args.config.clone(),
+    })
+    .load_settings()
+    {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

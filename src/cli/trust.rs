@@ -49,8 +49,10 @@ pub struct Args {
     /// The CA certificate (default: state_dir/ca/ca.pem of the config).
     #[arg(long, value_name = "FILE", global = true)]
     pub ca: Option<PathBuf>,
-    #[command(flatten)]
-    pub config: ConfigArg,
+    /// Config file. Default: $CREDPROXY_CONFIG, ./credproxy.toml,
+    /// $XDG_CONFIG_HOME/credproxy/config.toml, /etc/credproxy/config.toml.
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
@@ -121,7 +123,11 @@ fn ca_file(args: &Args) -> Result<PathBuf, Failure> {
         return std::path::absolute(p)
             .map_err(|e| Failure::config(anyhow::anyhow!("--ca {}: {e}", p.display())));
     }
-    let (_, config) = args.config.load_settings().map_err(|_| {
+    let (_, config) = (ConfigArg {
+        config: args.config.clone(),
+    })
+    .load_settings()
+    .map_err(|_| {
         Failure::config(anyhow::anyhow!("no config to find the CA in"))
             .hint("pass the CA file: --ca PATH/ca.pem")
     })?;
