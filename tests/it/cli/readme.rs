@@ -131,7 +131,9 @@ fn the_any_program_section_uses_real_commands_and_options() {
         .next()
         .unwrap();
     assert!(
-        section.trim_start().starts_with("```sh\ncredproxy exec -- your-command"),
+        section
+            .trim_start()
+            .starts_with("```sh\ncredproxy exec -- your-command"),
         "the section opens with credproxy exec"
     );
     let mut checked = 0;
@@ -145,10 +147,7 @@ fn the_any_program_section_uses_real_commands_and_options() {
                 let Some(rest) = part.strip_prefix("credproxy ") else {
                     continue;
                 };
-                let words: Vec<&str> = rest
-                    .split_whitespace()
-                    .take_while(|w| *w != "--")
-                    .collect();
+                let words: Vec<&str> = rest.split_whitespace().take_while(|w| *w != "--").collect();
                 let out = Command::new(env!("CARGO_BIN_EXE_credproxy"))
                     .args(&words)
                     .arg("--help")

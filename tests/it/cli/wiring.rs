@@ -235,18 +235,19 @@ async fn exec_exits_with_the_commands_status_or_128_plus_its_signal() {
     );
 }
 
-/// SIGTERM to `exec` reaches CMD, which decides how to end (here: exit 42 from its trap).
+/// SIGTERM, and SIGINT not from a terminal, to `exec` reach CMD, which decides how to end
+/// (here: the exit code its trap gives).
 #[tokio::test]
-async fn exec_forwards_sigterm_to_the_command() {
+async fn exec_forwards_sigterm_and_sigint_to_the_command() {
     let w = wired("", "").await;
+    signalled(&w, "TERM", 42).await;
+    signalled(&w, "INT", 43).await;
+}
+
+async fn signalled(w: &Wired, signal: &str, code: i32) {
+    let script = format!("trap 'exit {code}' {signal}; echo ready; while :; do sleep 0.1; done");
     let mut child = w
-        .credproxy(&[
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
-        ])
+        .credproxy(&["exec", "--", "sh", "-c", &script])
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -256,12 +257,12 @@ async fn exec_forwards_sigterm_to_the_command() {
         .unwrap();
     assert_eq!(first.as_deref(), Some("ready"));
     let pid = child.id().unwrap().to_string();
-    assert!(works("kill", &["-TERM", &pid]));
+    assert!(works("kill", &[&format!("-{signal}"), &pid]));
     let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(42));
+    assert_eq!(status.code(), Some(code), "SIG{signal}");
 }
 
 /// The variables replace the parent's, once each: `env` of the child shows each name once,
