@@ -572,3 +572,62 @@ async fn doctor_says_all_is_well_or_names_the_problem() {
         out.stdout
     );
 }
+
+/// A stored refresh token is enough: the command runs (the refresh itself is the proxy's job).
+#[tokio::test]
+async fn exec_runs_the_command_when_a_refresh_token_is_stored() {
+    use credproxy::token::{FileStore, StoredToken, TokenStore};
+    let w = wired(
+        "",
+        "[providers.coded]\npreset = \"oauth2\"\nhosts = [\"coded.test\"]\n\
+         token_url = \"https://127.0.0.1:9/token\"\nauthorize_url = \"https://127.0.0.1:9/authorize\"\n\
+         grant = \"authorization_code\"\nclient_id = \"c\"\n",
+    )
+    .await;
+    let store = FileStore::open(&w.state()).unwrap();
+    store
+        .save(
+            "coded",
+            &StoredToken {
+                access_token: "old-access".into(),
+                refresh_token: Some("a-refresh-token".into()),
+                expires_at: Some(1),
+                obtained_at: 0,
+                fingerprint: String::new(),
+                secrets: Default::default(),
+                details: Default::default(),
+                expiry_assumed: false,
+            },
+        )
+        .unwrap();
+    let out = output(w.credproxy(&["exec", "--", "sh", "-c", "echo ran"])).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "ran\n");
+}
+
+/// `ca init --force` makes a new CA, and the bundle follows it: the new certificate in, the
+/// old one out.
+#[tokio::test]
+async fn ca_init_force_replaces_the_ca_and_its_bundle() {
+    let w = wired("", "").await;
+    assert_eq!(output(w.credproxy(&["ca", "init"])).await.code, Some(0));
+    let old = std::fs::read_to_string(w.state().join("ca/ca.pem")).unwrap();
+    let again = output(w.credproxy(&["ca", "init"])).await;
+    assert!(again.stdout.contains("already there"), "{}", again.stdout);
+    assert_eq!(
+        std::fs::read_to_string(w.state().join("ca/ca.pem")).unwrap(),
+        old
+    );
+    let forced = output(w.credproxy(&["ca", "init", "--force"])).await;
+    assert_eq!(forced.code, Some(0), "{}", forced.stderr);
+    assert!(
+        forced.stdout.contains("trust it again"),
+        "{}",
+        forced.stdout
+    );
+    let new = std::fs::read_to_string(w.state().join("ca/ca.pem")).unwrap();
+    assert_ne!(new, old);
+    let bundle = std::fs::read_to_string(w.state().join("ca/bundle.pem")).unwrap();
+    assert!(bundle.contains(new.trim()));
+    assert!(!bundle.contains(old.trim()));
+}
