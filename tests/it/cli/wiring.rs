@@ -584,7 +584,7 @@ async fn exec_runs_the_command_when_a_refresh_token_is_stored() {
          grant = \"authorization_code\"\nclient_id = \"c\"\n",
     )
     .await;
-    let store = FileStore::open(&w.state()).unwrap();
+    let store = FileStore::open(w.state()).unwrap();
     store
         .save(
             "coded",
