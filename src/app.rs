@@ -65,6 +65,9 @@ pub struct Options {
     /// The token engine's clock; `None`: on the system's wall clock. Tests pass one whose wall
     /// clock they jump, as a resume from suspend would.
     pub clock: Option<crate::clock::Clock>,
+    /// No admin listener unless the config names one: `exec` and `doctor` run beside a
+    /// `credproxy run` whose default admin address they must not take.
+    pub no_default_admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +269,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     // second credproxy on the same machine still starts (without its own admin endpoints).
     let admin_bound = match &p.admin_listen {
         Some(listen) => Some(bind::bind(listen, 1, p.socket_mode, true)?),
+        None if options.no_default_admin => None,
         None => match bind::bind(
             &Listen::Tcp(crate::admin::DEFAULT_LISTEN),
             1,
@@ -465,6 +469,29 @@ fn build_shared(
     })
 }
 
+/// Where the local CA lives: `state_dir/ca`.
+pub fn ca_dir(config: &Config) -> std::path::PathBuf {
+    config.proxy.state_dir.join("ca")
+}
+
+/// The name subtrees of every claimed host: what a CA made with `ca_name_constraints = true`
+/// permits.
+pub fn claimed_subtrees(config: &Config) -> Vec<String> {
+    config
+        .providers
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .map(|h| h.subtree().to_owned())
+        .collect()
+}
+
+/// The local CA for `config`, made when there is none (constrained as the config says).
+pub fn open_ca(config: &Config) -> Result<crate::ca::LocalCa, crate::ca::CaError> {
+    let subtrees = claimed_subtrees(config);
+    let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
+    crate::ca::LocalCa::open(&ca_dir(config), constrain)
+}
+
 /// With `intercept = "claimed"`: the local CA (made on first need, `state_dir/ca/`) and this
 /// generation's leaves, the exact claimed hosts' minted now. Says at start which claimed hosts a
 /// name-constrained CA can't sign for (they need a new CA).
@@ -474,10 +501,17 @@ fn intercept_leaves(config: &Config) -> Result<Option<Arc<crate::ca::Leaves>>, A
     }
     let hosts: Vec<&crate::config::host::HostPattern> =
         config.providers.iter().flat_map(|p| &p.hosts).collect();
-    let subtrees: Vec<String> = hosts.iter().map(|h| h.subtree().to_owned()).collect();
-    let dir = config.proxy.state_dir.join("ca");
+    let subtrees = claimed_subtrees(config);
+    let dir = ca_dir(config);
     let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
     let ca = Arc::new(crate::ca::LocalCa::open(&dir, constrain)?);
+    // The file `credproxy env` and `exec` point clients at, kept in step with the CA.
+    if let Err(e) = crate::ca::bundle::ensure(&ca) {
+        tracing::warn!(
+            error = %crate::token::error::chain(&e),
+            "can't update the CA bundle (clients pointed at it may not trust credproxy's CA)"
+        );
+    }
     let uncovered = ca.uncovered(subtrees.iter().map(String::as_str));
     if !uncovered.is_empty() {
         tracing::warn!(
