@@ -99,6 +99,12 @@ impl Running {
         }
         st.providers = providers;
         st.proxy = config.proxy.clone();
+        // The new config's proxy_auth is its own secret (read again by this load): its keeper
+        // replaces the old one.
+        if let Some(old) = st.proxy_auth_keeper.take() {
+            old.cancel();
+        }
+        st.proxy_auth_keeper = keep_proxy_auth(&config.proxy, &self.cancel, &self.background);
         let shared = build_shared(
             &config,
             &st.providers,

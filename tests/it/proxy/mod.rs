@@ -5,6 +5,7 @@ mod e2e;
 mod errors;
 mod inject;
 mod intercept;
+mod secret_fields;
 mod secrets;
 mod tunnel;
 mod wire;
