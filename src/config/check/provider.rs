@@ -58,7 +58,7 @@ pub(in crate::config) fn build(
     let hosts = endpoints::hosts(ctx, name, fp, span.clone(), &defaults, before);
     let upstream = endpoints::upstream(ctx, name, fp, span.clone(), preset, &hosts)?;
     let headers = headers(ctx, name, fp);
-    let inject = inject::inject(ctx, name, &fp.inject, &headers, Default::default());
+    let inject = inject::inject(ctx, name, &fp.inject, &headers, defaults.inject.inject());
     let mut allow_origins = Vec::new();
     for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
         if let Some(v) = ctx.string(o, &format!("{}[{i}]", key("allow_origins"))) {
