@@ -322,6 +322,30 @@ mod tests {
         );
     }
 
+    /// A checked secret (a header value) refuses a new value its check finds wrong: the last
+    /// one stays, the refusal is reported (never the value), and the next good one is taken.
+    #[test]
+    fn a_checked_secret_keeps_the_last_value_when_a_new_one_is_refused() {
+        let live = Live::checked(
+            "providers.p.headers.x-tenant",
+            Origin::File("/run/t".into()),
+            Secret::from("t-1"),
+            |v| v.contains('\n').then_some("contains a newline"),
+        );
+        live.set(Ok(Secret::from("t-2\nx-evil: S3CR3T")));
+        assert_eq!(live.get().expose(), "t-1");
+        assert_eq!(live.version(), 0);
+        let error = live.health().borrow().error.clone().unwrap();
+        assert_eq!(
+            error,
+            "providers.p.headers.x-tenant: the new value contains a newline; the last value is still used"
+        );
+        live.set(Ok(Secret::from("t-3")));
+        assert_eq!(live.get().expose(), "t-3");
+        assert_eq!(live.version(), 1);
+        assert_eq!(live.health().borrow().error, None);
+    }
+
     #[test]
     fn backoff_and_pace() {
         assert_eq!(
