@@ -541,7 +541,7 @@ impl Refresher {
         match built {
             Ok(c) => {
                 self.generation += 1;
-                let c = Arc::new(c.with_wall(self.ctx.clock.mark()));
+                let c = Arc::new(c.with_wall_of(&held.credential));
                 held.credential = c.clone();
                 self.writer.update(|s| s.credential = Some(c));
                 tracing::info!("a header's secret changed; the new value is used from now on");
