@@ -3,6 +3,7 @@
 //! `token_headers` and `[proxy] proxy_auth`, each from a `{ file = }` rotated by an atomic
 //! rename and by a rewrite in place, are used within 5 s, without a restart; a rotated value a
 //! header can't carry is refused (the last one stays, and `/status` says why, never the value).
+//! A header from a `{ command, ttl }` is re-run and each output sent.
 //!
 //! Real time (real sockets): each wait is [`poll`] for a condition with a deadline, the 5 s the
 //! contract sets.
@@ -372,4 +373,39 @@ async fn a_rotated_blendvision_org_id_file_is_sent_without_a_restart() {
         0,
         "a configured org id is never looked up"
     );
+}
+
+/// A `headers` value from `{ command, ttl }`: re-run before its ttl, each new output sent with
+/// the same token.
+#[tokio::test]
+async fn a_header_from_a_command_is_rerun_and_each_output_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let command = format!(
+        "{{ command = [\"sh\", \"-c\", \"n=$(( $(cat {d}/count 2>/dev/null || echo 0) + 1 )); \
+         echo $n > {d}/count; echo tenant-$n\"], ttl = \"1s\" }}"
+    );
+    let up = Upstream::answering(echo).await;
+    let harness = Harness::new(&TestCa::new());
+    let proxy = harness
+        .start(&format!(
+            "[providers.p]\npreset = \"static\"\nhosts = [\"{HOST}\"]\n\
+             upstream = \"http://127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\n\
+             headers = {{ \"x-tenant\" = {command} }}\n",
+            up.port()
+        ))
+        .await;
+    let first = sent_field(&proxy, &up, "x-tenant").await.unwrap();
+    assert!(first.starts_with("tenant-"), "{first}");
+    let g = generation(&proxy, "p");
+    poll("a re-run of the header's command", ROTATED, || {
+        generation(&proxy, "p") > g
+    })
+    .await;
+    let second = sent_field(&proxy, &up, "x-tenant").await.unwrap();
+    assert!(
+        second.starts_with("tenant-") && second != first,
+        "{first} then {second}"
+    );
+    assert_eq!(up.last().bearer(), TOKEN);
 }
