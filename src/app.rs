@@ -328,6 +328,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
                     .with_store(engine.store.clone()),
             );
             state.set_routes(&config.routes);
+            state.set_proxy_auth(config.proxy.proxy_auth.as_ref());
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);

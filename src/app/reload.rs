@@ -155,6 +155,7 @@ impl Running {
         if let Some(admin) = &self.admin_state {
             admin.providers.store(Arc::new(admin_providers(&shared)));
             admin.set_routes(&config.routes);
+            admin.set_proxy_auth(config.proxy.proxy_auth.as_ref());
         }
         Ok(summary)
     }

@@ -258,7 +258,8 @@ async fn a_rotated_token_headers_file_goes_with_the_next_token_request() {
 }
 
 /// `[proxy] proxy_auth` from a file: after each rotation the old secret is refused with 407
-/// and the new one accepted, on both transports (the fast path, and hyper's for `Expect`).
+/// and the new one accepted, on both transports (the fast path, and hyper's for `Expect`); a
+/// failed re-read keeps the last one and shows as `proxy_auth_error` in `/status`.
 #[tokio::test]
 async fn a_rotated_proxy_auth_file_refuses_the_old_secret_and_accepts_the_new() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,6 +322,41 @@ async fn a_rotated_proxy_auth_file_refuses_the_old_secret_and_accepts_the_new() 
         }
         old = new;
     }
+
+    // A rotation that fails (the file empty half-way): the last secret is still required, and
+    // /status says why, never a value.
+    rotate_in_place(&path, "");
+    let start = tokio::time::Instant::now();
+    let error = loop {
+        let status = proxy.admin("/status").await.json();
+        if let Some(e) = status["proxy_auth_error"].as_str() {
+            break e.to_owned();
+        }
+        assert!(start.elapsed() < ROTATED, "no proxy_auth_error: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.starts_with("proxy.proxy_auth: secret file ")
+            && error.ends_with("is empty; the last value is still used"),
+        "{error}"
+    );
+    assert!(!error.contains("pa-secret"), "{error}");
+    assert_eq!(
+        status_with(old, false).await,
+        200,
+        "the last secret still works"
+    );
+    rotate_by_rename(&path, "pa-secret-4");
+    let start = tokio::time::Instant::now();
+    while !proxy.admin("/status").await.json()["proxy_auth_error"].is_null() {
+        assert!(
+            start.elapsed() < ROTATED,
+            "proxy_auth_error stays after the fix"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_with("pa-secret-4", false).await, 200);
+    assert_eq!(status_with(old, false).await, 407);
 }
 
 /// BlendVision's configured `org_id` from a file: the rotated id is sent as `x-bv-org-id` with
