@@ -2,8 +2,8 @@
 //! line at any level, no access line, no error credproxy makes, and not in `/status` or
 //! `/metrics`: only the upstream sees it. One session at TRACE, in a process of its own (the
 //! subscriber is global): requests by the fast path and by hyper's, a 502 from a dead upstream
-//! (both ways), and an upstream redirect whose `Location` repeats the query (the token is taken
-//! out of it).
+//! (both ways), and an upstream redirect whose `Location` and `Link` repeat the query (the token
+//! is taken out of them).
 
 use crate::support;
 
@@ -31,7 +31,12 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         if req.target().starts_with("/moved") {
             // A trailing-slash redirect that keeps the query, the token in it.
             let location = format!("Location: {}", req.target().replacen('?', "/?", 1));
-            response("301 Moved Permanently", &[location.as_str()], b"")
+            let link = format!("Link: <{}>; rel=\"self\"", req.target());
+            response(
+                "301 Moved Permanently",
+                &[location.as_str(), link.as_str()],
+                b"",
+            )
         } else {
             echo(req)
         }
@@ -60,6 +65,7 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         let r = c.roundtrip(request("GET", "/moved?a=1", &extra, b"")).await;
         assert_status(&r, 301);
         assert_eq!(r.head.get("location"), Some("/moved/?a=1"), "{:?}", r.head);
+        assert_eq!(r.head.get("link"), Some("</moved?a=1>; rel=\"self\""));
         answers.push(format!("{r:?}"));
         let mut d = s.client().await;
         let mut fields = vec!["Host: api.dead.test"];
