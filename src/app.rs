@@ -130,6 +130,8 @@ struct State {
     shared: Arc<Shared>,
     engine: EngineDeps,
     limit: Arc<ConnLimits>,
+    /// Stops the keeper of `proxy_auth`, when it changes (a reload starts the new config's).
+    proxy_auth_keeper: Option<CancellationToken>,
 }
 
 /// A running credproxy.
@@ -320,6 +322,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         .collect();
     let intercept = intercept_leaves(&config)?;
     let shared = build_shared(&config, &providers, &metrics, upstream_tls, intercept);
+    let proxy_auth_keeper = keep_proxy_auth(p, &cancel, &background);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
     let (admin, admin_state) = match admin_bound {
@@ -329,6 +332,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
                     .with_store(engine.store.clone()),
             );
             state.set_routes(&config.routes);
+            state.set_proxy_auth(config.proxy.proxy_auth.as_ref());
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);
@@ -364,6 +368,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             shared,
             engine,
             limit,
+            proxy_auth_keeper,
         }),
         admin_state,
         metrics,
@@ -426,6 +431,32 @@ fn start_provider(
     }
 }
 
+/// The keeper of `[proxy] proxy_auth` when it can change (a file credproxy follows, a command
+/// it re-runs), so a rotated secret is required without a restart; stopped by the returned
+/// token. Requests see each new value through [`crate::proxy::auth::ProxyAuth`].
+fn keep_proxy_auth(
+    proxy: &ProxySettings,
+    cancel: &CancellationToken,
+    background: &TaskTracker,
+) -> Option<CancellationToken> {
+    let live = proxy.proxy_auth.as_ref().filter(|l| l.changes())?.clone();
+    let stop = cancel.child_token();
+    let span = tracing::info_span!("secret", key = %live.key());
+    background.spawn(
+        {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = live.keep() => {}
+                }
+            }
+        }
+        .instrument(span),
+    );
+    Some(stop)
+}
+
 /// One generation of the request path's state.
 fn build_shared(
     config: &Config,
@@ -464,7 +495,7 @@ fn build_shared(
             .proxy
             .proxy_auth
             .as_ref()
-            .map(crate::proxy::auth::ProxyAuth::new),
+            .map(crate::proxy::auth::ProxyAuth::live),
         intercept,
     })
 }

@@ -68,7 +68,8 @@ pub struct ProxySettings {
     /// A CA made now is constrained to the claimed hosts (X.509 name constraints).
     pub ca_name_constraints: bool,
     pub allow_remote: bool,
-    pub proxy_auth: Option<Secret>,
+    /// A secret that may change (a file credproxy follows, a command it re-runs).
+    pub proxy_auth: Option<Live>,
     pub socket_mode: u32,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -200,8 +201,8 @@ pub struct ProviderConfig {
     pub preset: Preset,
     pub hosts: Vec<HostPattern>,
     pub upstream: Upstream,
-    /// Extra headers to inject (beside `Authorization`), values marked sensitive.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra headers to inject (beside `Authorization`); each value a secret that may change.
+    pub headers: Vec<SecretHeader>,
     pub allow_origins: Vec<String>,
     /// Add `Forwarded`/`X-Forwarded-For` upstream (off unless asked for).
     pub forwarded: bool,
@@ -214,6 +215,38 @@ pub struct ProviderConfig {
     /// without either key.
     pub rules: Option<crate::proxy::policy::Rules>,
     pub auth: AuthConfig,
+}
+
+/// A header whose value is a configured secret (`headers`, `token_headers`): a file credproxy
+/// follows or a command it re-runs changes it, and every new value is checked to be one a
+/// header can carry before it is used ([`Live::checked`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretHeader {
+    pub name: HeaderName,
+    pub value: Live,
+}
+
+impl SecretHeader {
+    /// A fixed header (for code that builds a config by hand).
+    pub fn fixed(name: HeaderName, value: &str) -> Self {
+        SecretHeader {
+            name,
+            value: Live::from(value),
+        }
+    }
+
+    /// The field as it goes now, its value marked sensitive. `None` only for a value a header
+    /// can't carry, which the config's check and [`Live::checked`] keep out.
+    pub fn field(&self) -> Option<(HeaderName, HeaderValue)> {
+        let mut v = HeaderValue::from_str(self.value.get().expose()).ok()?;
+        v.set_sensitive(true);
+        Some((self.name.clone(), v))
+    }
+
+    /// Every one of `headers` as it goes now.
+    pub fn fields(headers: &[SecretHeader]) -> Vec<(HeaderName, HeaderValue)> {
+        headers.iter().filter_map(SecretHeader::field).collect()
+    }
 }
 
 /// Where claimed requests go.
@@ -326,8 +359,8 @@ pub struct OAuth2Config {
     pub authorize_params: Vec<(String, String)>,
     /// Extra fields in every token request body.
     pub token_params: Vec<(String, String)>,
-    /// Extra headers on every token request.
-    pub token_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra headers on every token request (values read at each request).
+    pub token_headers: Vec<SecretHeader>,
     pub request_fields: FieldNames,
     pub reply_fields: FieldNames,
     /// Send the current access token as `Authorization: Bearer` on refresh (BACE).
@@ -352,8 +385,8 @@ pub struct OAuth2Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlendVisionConfig {
     pub mode: BlendVisionMode,
-    /// `x-bv-org-id`; discovered at start from `org_url` when absent.
-    pub org_id: Option<Secret>,
+    /// `x-bv-org-id` (a secret that may change); discovered at start from `org_url` when absent.
+    pub org_id: Option<Live>,
     pub org_url: Uri,
     pub refresh_before: Option<Duration>,
 }

@@ -102,6 +102,12 @@ impl Running {
         }
         st.providers = providers;
         st.proxy = config.proxy.clone();
+        // The new config's proxy_auth is its own secret (read again by this load): its keeper
+        // replaces the old one.
+        if let Some(old) = st.proxy_auth_keeper.take() {
+            old.cancel();
+        }
+        st.proxy_auth_keeper = keep_proxy_auth(&config.proxy, &self.cancel, &self.background);
         let shared = build_shared(
             &config,
             &st.providers,
@@ -152,6 +158,7 @@ impl Running {
         if let Some(admin) = &self.admin_state {
             admin.providers.store(Arc::new(admin_providers(&shared)));
             admin.set_routes(&config.routes);
+            admin.set_proxy_auth(config.proxy.proxy_auth.as_ref());
         }
         Ok(summary)
     }

@@ -51,7 +51,8 @@ use super::exchange::{
 };
 use super::headers::{Field, classify, names_other_fields};
 use super::inject::{
-    VIA_LINE, drops_client_field, holds_token, location_without_token, put_target,
+    Echo, EchoEdit, VIA_LINE, drops_client_field, echo_without_token, holds_token,
+    location_without_token, put_target,
 };
 use super::route::{ClientOrigin, local_location, path_parts};
 use super::route::{ProviderRoute, Role, Target};

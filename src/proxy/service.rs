@@ -309,7 +309,7 @@ async fn proxy<'a>(
     }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    inject::strip_token_from_location(&mut parts.headers, &credential);
+    inject::strip_token_from_response(&mut parts.headers, &credential);
     let absolute = client_authority.as_ref().map(|a| {
         (
             client_scheme.as_ref().map_or("http", |s| s.as_str()),

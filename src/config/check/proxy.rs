@@ -105,7 +105,7 @@ impl Ctx<'_> {
                 format!("can't read {}: {e}", path.display()),
             );
         }
-        let proxy_auth = self.opt_secret(&p.proxy_auth, "proxy.proxy_auth");
+        let proxy_auth = self.opt_live(&p.proxy_auth, "proxy.proxy_auth");
         let socket_mode = match &p.socket_mode {
             None => 0o600,
             Some(m) => {

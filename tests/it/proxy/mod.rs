@@ -7,6 +7,7 @@ mod go_client;
 mod inject;
 mod intercept;
 mod policy;
+mod secret_fields;
 mod secrets;
 mod streaming;
 mod tunnel;
