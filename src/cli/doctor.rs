@@ -324,7 +324,7 @@ async fn request_all(config: &Config, providers: &[Arc<ProviderConfig>], report:
         .proxy
         .proxy_auth
         .as_ref()
-        .map(|s| format!("Bearer {}", s.expose()));
+        .map(|s| format!("Bearer {}", s.get().expose()));
     for p in providers {
         let Some((host, port)) = p.hosts.iter().find_map(|h| h.concrete()) else {
             report.note(

@@ -106,7 +106,8 @@ fn run(config: &Config, args: &Args) -> Result<String, Failure> {
         Some(url) => url.clone(),
         None => listen_url(&config.proxy.listen)?,
     };
-    let url = with_auth(&base, config.proxy.proxy_auth.as_ref().map(|s| s.expose()))?;
+    let secret = config.proxy.proxy_auth.as_ref().map(|s| s.get());
+    let url = with_auth(&base, secret.as_ref().map(|s| s.expose()))?;
     let (_, bundle) = super::ca::ready(config)?;
     if config.proxy.intercept != crate::config::Intercept::Claimed {
         eprintln!(

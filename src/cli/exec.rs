@@ -100,9 +100,10 @@ pub fn main(args: Args) -> ExitCode {
             Failure::runtime(anyhow::Error::new(e).context("credproxy could not start"))
         })?;
         let addr = running.main_addr();
+        let secret = config.proxy.proxy_auth.as_ref().map(|s| s.get());
         let url = super::env::with_auth(
             &format!("http://{addr}"),
-            config.proxy.proxy_auth.as_ref().map(|s| s.expose()),
+            secret.as_ref().map(|s| s.expose()),
         )?;
         let vars = super::env::variables(&url, &bundle);
         let status = run_command(&args.command, &vars).await;
