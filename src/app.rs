@@ -462,6 +462,7 @@ fn build_shared(
             .as_ref()
             .map(crate::proxy::auth::ProxyAuth::new),
         intercept,
+        h2: config.proxy.h2,
     })
 }
 

@@ -455,6 +455,11 @@ async fn send(
                     ProxyError::new(ErrorKind::BadRequest, "the request URI is not valid")
                 })?;
                 req.headers_mut().remove(header::HOST);
+                // gRPC servers want `te: trailers`, which phase 6 dropped as hop-by-hop.
+                if req.extensions().get::<super::h2::TeTrailers>().is_some() {
+                    req.headers_mut()
+                        .insert(header::TE, HeaderValue::from_static("trailers"));
+                }
                 let fut = sender.send_request(req);
                 return match within(fut, progress, start, response_timeout).await {
                     Some(Ok(resp)) => Ok(resp),

@@ -1,0 +1,408 @@
+//! HTTP/2 downstream: h2c with prior knowledge on every plain listener, and `h2` chosen by ALPN
+//! on intercepted TLS (`tunnel.rs` offers it only when the provider's upstream speaks HTTP/2).
+//!
+//! A connection is HTTP/2 when its first bytes are the preface (RFC 9113 §3.4): the fast path
+//! reads them as a request head it does not serve (a preface is not HTTP/1.1) and hands the
+//! connection back untouched; the listener sees the preface and serves it here. HTTP/1.1 costs
+//! nothing more: the check runs only on a connection the fast path gave up.
+//!
+//! Every stream's request goes through the same request core as HTTP/1.1's (`service.rs`:
+//! routing, injection, the 401 rule, `proxy_auth`, the browser check, the access log), after
+//! [`to_origin_form`] makes it the request an HTTP/1.1 client would have sent, strictly
+//! (RFC 9113 §8.2.2 and §8.3.1; the mitmproxy HTTP/2→1 smuggling advisory GHSA-847f-9342-265h):
+//! the h2 crate already resets a stream carrying a connection-specific field, `te` other than
+//! `trailers`, or a body longer or shorter than its `content-length`; what it lets through and a
+//! HTTP/1.1 upstream would read differently is refused here with 400.
+//!
+//! Upstream connections: a stream to an HTTP/1.1 upstream needs one of its own (HTTP/1.1 does
+//! one request at a time), so each stream borrows a request context with its own upstream slot
+//! from this connection's free list, drives that slot from its own task while its answer is
+//! produced and while its body streams ([`Driven`]), and gives it back when the body is done: the
+//! next stream reuses the upstream connection. HTTP/2 upstreams are shared as for HTTP/1.1
+//! clients (`upstream.rs`).
+//!
+//! Limits ([`crate::config::H2Limits`], `[proxy] h2_*`) are set on hyper's server, with its
+//! protections against the reset floods: a client resetting streams faster than they are
+//! accepted ("rapid reset", CVE-2023-44487) or making the server reset them ("MadeYouReset",
+//! CVE-2025-8671) gets GOAWAY `ENHANCE_YOUR_CALM`; header blocks (and their CONTINUATION frames)
+//! are bounded by `h2_max_header_list_size`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::RespBody;
+use super::access::{access_enabled, access_line};
+use super::error::{ErrorKind, ProxyError};
+use super::service::handle;
+use super::state::ConnCtx;
+use super::upstream::LocalSlot;
+
+/// The preface's first line (RFC 9113 §3.4): no HTTP/1.1 request starts with it.
+pub const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Streams a client may reset before the server has accepted them, and streams the server may
+/// reset for a client's errors, before the connection is closed with `ENHANCE_YOUR_CALM`. The
+/// h2 crate's defaults (20 and 1024), written here so they are set on purpose, not by accident.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Whether a connection's first bytes are HTTP/2's preface.
+pub fn is_preface(first: &[u8]) -> bool {
+    first.starts_with(PREFACE_LINE)
+}
+
+/// Marks a request whose client sent `te: trailers`: an HTTP/2 upstream gets it too (gRPC
+/// servers require it; RFC 9113 §8.2.2 lets it through), an HTTP/1.1 one does not.
+#[derive(Debug, Clone, Copy)]
+pub struct TeTrailers;
+
+/// Serve one downstream HTTP/2 connection (the preface not yet read) until it ends or `conn`'s
+/// listener shuts down (GOAWAY, then the streams in flight finish).
+pub async fn serve<I>(io: I, conn: Arc<ConnCtx>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = conn.cell.load().shared.h2;
+    let streams = Arc::new(Streams {
+        conn: conn.clone(),
+        free: Mutex::new(Vec::new()),
+    });
+    let svc = {
+        let streams = streams.clone();
+        service_fn(move |req| answer(streams.clone(), req))
+    };
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_size)
+        .initial_stream_window_size(limits.initial_stream_window)
+        .initial_connection_window_size(limits.initial_connection_window)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
+    let connection = builder.serve_connection(TokioIo::new(io), svc);
+    let mut connection = pin!(connection);
+    let mut cancelled = pin!(conn.cancel.clone().cancelled_owned());
+    let mut shutting_down = false;
+    let result = std::future::poll_fn(|cx| {
+        if !shutting_down && cancelled.as_mut().poll(cx).is_ready() {
+            connection.as_mut().graceful_shutdown();
+            shutting_down = true;
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "downstream HTTP/2 connection ended with an error");
+    }
+    if !shutting_down {
+        for ctx in streams.free.lock().drain(..) {
+            ctx.slot.park_into(&ctx.pool);
+        }
+    }
+}
+
+/// One connection's request contexts not in use by a stream, each with its own upstream slot.
+struct Streams {
+    conn: Arc<ConnCtx>,
+    free: Mutex<Vec<Arc<ConnCtx>>>,
+}
+
+impl Streams {
+    fn take(&self) -> Arc<ConnCtx> {
+        if let Some(ctx) = self.free.lock().pop() {
+            return ctx;
+        }
+        let c = &self.conn;
+        Arc::new(ConnCtx {
+            cell: c.cell.clone(),
+            pool: c.pool.clone(),
+            peer: c.peer,
+            slot: LocalSlot::default(),
+            cancel: c.cancel.clone(),
+            tunnel: Default::default(),
+        })
+    }
+}
+
+/// One stream: checked and made origin-form, then served by the request core.
+async fn answer(
+    streams: Arc<Streams>,
+    req: Request<Incoming>,
+) -> Result<Response<Driven>, Infallible> {
+    let start = Instant::now();
+    let ctx = streams.take();
+    let resp = match to_origin_form(req) {
+        Ok(req) => {
+            let mut answer = pin!(handle(ctx.clone(), req));
+            // The stream's upstream slot is driven by the stream's own task (hyper spawns one
+            // per stream), as `listener.rs` drives an HTTP/1.1 connection's.
+            std::future::poll_fn(|cx| {
+                ctx.slot.poll_drive(cx);
+                answer.as_mut().poll(cx)
+            })
+            .await?
+        }
+        Err((e, method, path)) => refused(ctx.as_ref(), e, &method, &path, start),
+    };
+    Ok(resp.map(|body| Driven {
+        body,
+        ctx: Some(ctx),
+        streams,
+        done: false,
+    }))
+}
+
+/// A refusal before the request core saw the request: built, counted and logged as the core
+/// does its own.
+fn refused(
+    ctx: &ConnCtx,
+    e: ProxyError,
+    method: &Method,
+    path: &str,
+    start: Instant,
+) -> Response<RespBody> {
+    tracing::debug!(code = e.kind.code(), message = %e.message, "HTTP/2 request refused");
+    let blame = e.kind.blame();
+    let resp = e.into_response().map(http_body_util::Either::Right);
+    ctx.cell.load().shared.metrics.request(None, resp.status());
+    if access_enabled() {
+        access_line(
+            method.as_str(),
+            "",
+            path,
+            resp.status().as_u16(),
+            start,
+            None,
+            Some(blame),
+        );
+    }
+    resp
+}
+
+type Refusal = (ProxyError, Method, String);
+
+/// An HTTP/2 request as the HTTP/1.1 request it stands for: `Host` from `:authority`, the
+/// target in origin form. Refused (400): `CONNECT` (tunnels are HTTP/1.1's here), a
+/// connection-specific field or `te` other than `trailers` (RFC 9113 §8.2.2; the h2 crate resets
+/// these first), `content-length` values that disagree or are not a number, and a `host` that
+/// names another authority than `:authority` (§8.3.1: they must not differ).
+pub fn to_origin_form<B>(req: Request<B>) -> Result<Request<B>, Refusal> {
+    let (mut parts, body) = req.into_parts();
+    let refuse = |parts: &http::request::Parts, message: &str| -> Refusal {
+        (
+            ProxyError::new(ErrorKind::BadRequest, message),
+            parts.method.clone(),
+            parts.uri.path().to_owned(),
+        )
+    };
+    if parts.method == Method::CONNECT {
+        return Err(refuse(
+            &parts,
+            "CONNECT over HTTP/2 is not supported: open tunnels with HTTP/1.1 (as HTTPS_PROXY clients do)",
+        ));
+    }
+    let h = &parts.headers;
+    if [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+    ]
+    .iter()
+    .any(|n| h.contains_key(n))
+    {
+        return Err(refuse(
+            &parts,
+            "an HTTP/2 request must not carry connection-specific fields (RFC 9113 §8.2.2)",
+        ));
+    }
+    let mut te_trailers = false;
+    for te in h.get_all(header::TE) {
+        if te.as_bytes() != b"trailers" {
+            return Err(refuse(
+                &parts,
+                "an HTTP/2 request's te field may only be \"trailers\" (RFC 9113 §8.2.2)",
+            ));
+        }
+        te_trailers = true;
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let number = !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
+        if !number || lengths.any(|v| v != first) {
+            return Err(refuse(
+                &parts,
+                "the request's content-length is not one number",
+            ));
+        }
+    }
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(refuse(&parts, "the request has two host fields"));
+    }
+    match (parts.uri.authority(), host) {
+        (Some(authority), Some(host))
+            if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            return Err(refuse(
+                &parts,
+                "the request's :authority and host name different hosts (RFC 9113 §8.3.1)",
+            ));
+        }
+        (Some(authority), None) => {
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| refuse(&parts, "the request's :authority is not valid"))?;
+            parts.headers.insert(header::HOST, value);
+        }
+        _ => {}
+    }
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+    if te_trailers {
+        parts.extensions.insert(TeTrailers);
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+/// A stream's response body, which also drives the stream's upstream slot (the body of an
+/// HTTP/1.1 upstream's answer comes through it), and gives the slot back when done.
+pub struct Driven {
+    body: RespBody,
+    ctx: Option<Arc<ConnCtx>>,
+    streams: Arc<Streams>,
+    /// The body was read to its end: the upstream connection is between requests.
+    done: bool,
+}
+
+impl Body for Driven {
+    type Data = Bytes;
+    type Error = <RespBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(ctx) = &this.ctx {
+            ctx.slot.poll_drive(cx);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.done = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let Some(ctx) = self.ctx.take() else { return };
+        if !self.done && !self.body.is_end_stream() {
+            // Cut short (the client reset the stream): the upstream connection may be mid-body.
+            ctx.slot.discard();
+        }
+        self.streams.free.lock().push(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri(uri).version(http::Version::HTTP_2);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn refused(uri: &str, headers: &[(&str, &str)]) -> String {
+        match to_origin_form(req(uri, headers)) {
+            Ok(r) => panic!("accepted: {r:?}"),
+            Err((e, _, _)) => {
+                assert_eq!(e.kind, ErrorKind::BadRequest);
+                e.message
+            }
+        }
+    }
+
+    #[test]
+    fn authority_becomes_host_and_the_target_origin_form() {
+        let r = to_origin_form(req("https://api.example.com/v1/x?q=1", &[])).unwrap();
+        assert_eq!(r.uri(), "/v1/x?q=1");
+        assert_eq!(r.headers()["host"], "api.example.com");
+        let r = to_origin_form(req(
+            "http://API.example.com:81/",
+            &[("host", "api.example.com:81")],
+        ))
+        .unwrap();
+        assert_eq!(r.headers()["host"], "api.example.com:81");
+    }
+
+    #[test]
+    fn connection_specific_fields_and_te_other_than_trailers_are_refused() {
+        for (n, v) in [
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+        ] {
+            let m = refused("https://a.example/", &[(n, v)]);
+            assert!(m.contains("8.2.2"), "{n}: {m}");
+        }
+        let r = to_origin_form(req("https://a.example/", &[("te", "trailers")])).unwrap();
+        assert!(r.extensions().get::<TeTrailers>().is_some());
+    }
+
+    #[test]
+    fn host_and_authority_must_agree_and_lengths_be_one_number() {
+        let m = refused("https://a.example/", &[("host", "b.example")]);
+        assert!(m.contains("8.3.1"), "{m}");
+        refused(
+            "https://a.example/",
+            &[("content-length", "5"), ("content-length", "6")],
+        );
+        refused("https://a.example/", &[("content-length", "+5")]);
+        refused("https://a.example/", &[("host", "a"), ("host", "a")]);
+        let mut connect = req("https://a.example/", &[]);
+        *connect.method_mut() = Method::CONNECT;
+        assert!(to_origin_form(connect).is_err());
+    }
+
+    #[test]
+    fn the_preface_is_recognized() {
+        assert!(is_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(!is_preface(b"GET / HTTP/1.1\r\n"));
+    }
+}
