@@ -3,6 +3,7 @@
 mod clients;
 mod e2e;
 mod errors;
+mod h2;
 mod inject;
 mod intercept;
 mod secrets;
