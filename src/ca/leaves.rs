@@ -95,9 +95,7 @@ impl Leaves {
 
     /// [`Leaves::config_for`], offering `h2` too when `h2`.
     pub fn config_for_alpn(&self, name: &str, h2: bool) -> Result<Arc<ServerConfig>, CaError> {
-        Ok(self
-            .configs_at(name, OffsetDateTime::now_utc())?
-            .pick(h2))
+        Ok(self.configs_at(name, OffsetDateTime::now_utc())?.pick(h2))
     }
 
     /// [`Leaves::config_for`] at `now` (wall-clock: certificates are judged by it).

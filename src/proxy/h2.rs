@@ -77,10 +77,17 @@ pub async fn serve<I>(io: I, conn: Arc<ConnCtx>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = conn.cell.load().shared.h2;
+    let (limits, idle_timeout) = {
+        let state = conn.cell.load();
+        (state.shared.h2, state.info.header_timeout)
+    };
     let streams = Arc::new(Streams {
         conn: conn.clone(),
         free: Mutex::new(Vec::new()),
+        activity: Mutex::new(Activity {
+            open: 0,
+            since: Instant::now(),
+        }),
     });
     let svc = {
         let streams = streams.clone();
@@ -98,11 +105,35 @@ where
     let connection = builder.serve_connection(TokioIo::new(io), svc);
     let mut connection = pin!(connection);
     let mut cancelled = pin!(conn.cancel.clone().cancelled_owned());
+    let mut idle = pin!(tokio::time::sleep(idle_timeout));
     let mut shutting_down = false;
+    let mut closing_idle = false;
     let result = std::future::poll_fn(|cx| {
         if !shutting_down && cancelled.as_mut().poll(cx).is_ready() {
             connection.as_mut().graceful_shutdown();
             shutting_down = true;
+        }
+        // A connection with no stream open for `header_timeout` is closed, as an idle HTTP/1.1
+        // connection is: it holds a connection slot. GOAWAY first; one still there (or still
+        // in its preface, where hyper defers GOAWAY until the handshake is done) a second
+        // `header_timeout` later, with no stream open, is dropped.
+        while idle.as_mut().poll(cx).is_ready() {
+            let a = *streams.activity.lock();
+            if a.open == 0 && a.since.elapsed() >= idle_timeout {
+                if closing_idle {
+                    tracing::debug!(
+                        "idle HTTP/2 connection did not close after GOAWAY; dropping it"
+                    );
+                    return Poll::Ready(Ok(()));
+                }
+                tracing::debug!("HTTP/2 connection idle for header_timeout; closing");
+                connection.as_mut().graceful_shutdown();
+                closing_idle = true;
+                idle.as_mut().reset(Instant::now() + idle_timeout);
+            } else {
+                let from = if a.open == 0 { a.since } else { Instant::now() };
+                idle.as_mut().reset(from + idle_timeout);
+            }
         }
         connection.as_mut().poll(cx)
     })
@@ -121,6 +152,14 @@ where
 struct Streams {
     conn: Arc<ConnCtx>,
     free: Mutex<Vec<Arc<ConnCtx>>>,
+    activity: Mutex<Activity>,
+}
+
+/// Streams open now, and when the count last changed: for the idle rule.
+#[derive(Clone, Copy)]
+struct Activity {
+    open: usize,
+    since: Instant,
 }
 
 impl Streams {
@@ -140,13 +179,36 @@ impl Streams {
     }
 }
 
+/// A stream counted open from its request until its answer's body is dropped (or the request
+/// is, when the client resets the stream first).
+struct Open(Arc<Streams>);
+
+impl Open {
+    fn new(streams: Arc<Streams>) -> Open {
+        let mut a = streams.activity.lock();
+        a.open += 1;
+        a.since = Instant::now();
+        drop(a);
+        Open(streams)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut a = self.0.activity.lock();
+        a.open = a.open.saturating_sub(1);
+        a.since = Instant::now();
+    }
+}
+
 /// One stream: checked and made origin-form, then served by the request core.
 async fn answer(
     streams: Arc<Streams>,
     req: Request<Incoming>,
 ) -> Result<Response<Driven>, Infallible> {
     let start = Instant::now();
-    let ctx = streams.take();
+    let open = Open::new(streams);
+    let ctx = open.0.take();
     let resp = match to_origin_form(req) {
         Ok(req) => {
             let mut answer = pin!(handle(ctx.clone(), req));
@@ -163,7 +225,7 @@ async fn answer(
     Ok(resp.map(|body| Driven {
         body,
         ctx: Some(ctx),
-        streams,
+        open,
         done: false,
     }))
 }
@@ -260,7 +322,9 @@ pub fn to_origin_form<B>(req: Request<B>) -> Result<Request<B>, Refusal> {
     }
     match (parts.uri.authority(), host) {
         (Some(authority), Some(host))
-            if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
         {
             return Err(refuse(
                 &parts,
@@ -289,7 +353,7 @@ pub fn to_origin_form<B>(req: Request<B>) -> Result<Request<B>, Refusal> {
 pub struct Driven {
     body: RespBody,
     ctx: Option<Arc<ConnCtx>>,
-    streams: Arc<Streams>,
+    open: Open,
     /// The body was read to its end: the upstream connection is between requests.
     done: bool,
 }
@@ -329,7 +393,7 @@ impl Drop for Driven {
             // Cut short (the client reset the stream): the upstream connection may be mid-body.
             ctx.slot.discard();
         }
-        self.streams.free.lock().push(ctx);
+        self.open.0.free.lock().push(ctx);
     }
 }
 

@@ -428,7 +428,9 @@ impl Pool {
         }
         match connector.handshake_h2(key, stream).await {
             Ok(sender) => self.put_h2(key.clone(), sender),
-            Err(e) => tracing::debug!(host = %key.host, error = %e, "upstream HTTP/2 handshake failed"),
+            Err(e) => {
+                tracing::debug!(host = %key.host, error = %e, "upstream HTTP/2 handshake failed")
+            }
         }
         true
     }

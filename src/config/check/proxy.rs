@@ -192,18 +192,15 @@ impl Ctx<'_> {
     fn h2_limits(&mut self, p: &FileProxy) -> H2Limits {
         const MAX_WINDOW: i64 = (1 << 31) - 1;
         let d = H2Limits::default();
-        let mut limit = |v: &Option<toml::Spanned<i64>>, key: &str, min: i64, max: i64, default: u32| match v {
-            None => default,
-            Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref() as u32,
-            Some(n) => {
-                self.err(
-                    n.span(),
-                    key,
-                    format!("must be between {min} and {max}"),
-                );
-                default
-            }
-        };
+        let mut limit =
+            |v: &Option<toml::Spanned<i64>>, key: &str, min: i64, max: i64, default: u32| match v {
+                None => default,
+                Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref() as u32,
+                Some(n) => {
+                    self.err(n.span(), key, format!("must be between {min} and {max}"));
+                    default
+                }
+            };
         H2Limits {
             max_concurrent_streams: limit(
                 &p.h2_max_concurrent_streams,

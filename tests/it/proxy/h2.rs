@@ -28,9 +28,10 @@ use tokio::net::TcpStream;
 /// An HTTP/2 (prior knowledge) client connection to `addr`.
 async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .expect("HTTP/2 handshake with credproxy");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 handshake with credproxy");
     tokio::spawn(conn);
     sender
 }
@@ -75,9 +76,18 @@ async fn h2c_with_prior_knowledge_is_served_on_the_main_and_route_listeners() {
         assert_eq!(parts.version, http::Version::HTTP_2);
         let v = json(&body);
         assert_eq!(v["path"], path);
-        assert_eq!(v["version"], "HTTP/1.1", "an HTTP/1.1 upstream gets HTTP/1.1");
-        assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
-        assert_eq!(header_values(&v, "host"), vec![format!("localhost:{}", s.upstream.port())]);
+        assert_eq!(
+            v["version"], "HTTP/1.1",
+            "an HTTP/1.1 upstream gets HTTP/1.1"
+        );
+        assert_eq!(
+            header_values(&v, "authorization"),
+            vec![format!("Bearer {TOKEN}")]
+        );
+        assert_eq!(
+            header_values(&v, "host"),
+            vec![format!("localhost:{}", s.upstream.port())]
+        );
     }
     // Many streams at once on one connection, each on an HTTP/1.1 upstream connection of its
     // own while in flight, then reused.
@@ -94,7 +104,10 @@ async fn h2c_with_prior_knowledge_is_served_on_the_main_and_route_listeners() {
         assert_eq!(parts.status, 200);
         let v = json(&body);
         assert_eq!(v["path"], format!("/v1/stream/{i}"));
-        assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+        assert_eq!(
+            header_values(&v, "authorization"),
+            vec![format!("Bearer {TOKEN}")]
+        );
     }
     let before = s.upstream.connections();
     for i in 0..5 {
@@ -136,7 +149,14 @@ async fn recording_upstream() -> (TestServer, Arc<Mutex<Vec<String>>>) {
     (server, seen)
 }
 
-async fn recorded_setup(extra_proxy: &str) -> (tempfile::TempDir, TestServer, Arc<Mutex<Vec<String>>>, Running) {
+async fn recorded_setup(
+    extra_proxy: &str,
+) -> (
+    tempfile::TempDir,
+    TestServer,
+    Arc<Mutex<Vec<String>>>,
+    Running,
+) {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write_ca_file(dir.path());
@@ -188,13 +208,23 @@ async fn http2_requests_that_http1_would_read_otherwise_are_refused() {
         ("/keep-alive", &[("keep-alive", "timeout=5")]),
         ("/upgrade", &[("upgrade", "websocket")]),
         ("/proxy-connection", &[("proxy-connection", "keep-alive")]),
-        ("/two-lengths", &[("content-length", "0"), ("content-length", "5")]),
+        (
+            "/two-lengths",
+            &[("content-length", "0"), ("content-length", "5")],
+        ),
     ];
     for (path, fields) in cases {
         let mut raw = Raw::connect(main).await;
-        raw.send(&h2raw::request(1, "GET", "api.rec.test", path, fields, true))
-            .await
-            .unwrap();
+        raw.send(&h2raw::request(
+            1,
+            "GET",
+            "api.rec.test",
+            path,
+            fields,
+            true,
+        ))
+        .await
+        .unwrap();
         let outcome = raw_outcome(&mut raw, 1).await;
         assert!(
             matches!(outcome, Err(_) | Ok(400)),
@@ -204,34 +234,71 @@ async fn http2_requests_that_http1_would_read_otherwise_are_refused() {
     // `:authority` and `host` naming two hosts: credproxy's own 400.
     let mut raw = Raw::connect(main).await;
     let fields = [("host", "other.test")];
-    raw.send(&h2raw::request(1, "GET", "api.rec.test", "/two-hosts", &fields, true))
-        .await
-        .unwrap();
+    raw.send(&h2raw::request(
+        1,
+        "GET",
+        "api.rec.test",
+        "/two-hosts",
+        &fields,
+        true,
+    ))
+    .await
+    .unwrap();
     assert_eq!(raw_outcome(&mut raw, 1).await, Ok(400));
     // A body longer than its content-length, carrying a second request for an HTTP/1.1
     // upstream to find: the stream is reset, and the rest never reaches the upstream.
     let mut raw = Raw::connect(main).await;
     let smuggled = b"hello\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: api.rec.test\r\n\r\n";
-    let mut bytes = h2raw::request(1, "POST", "api.rec.test", "/cl", &[("content-length", "5")], false);
+    let mut bytes = h2raw::request(
+        1,
+        "POST",
+        "api.rec.test",
+        "/cl",
+        &[("content-length", "5")],
+        false,
+    );
     bytes.extend(h2raw::frame(h2raw::DATA, h2raw::END_STREAM, 1, smuggled));
     raw.send(&bytes).await.unwrap();
-    assert!(raw_outcome(&mut raw, 1).await.is_err(), "the stream is reset");
+    assert!(
+        raw_outcome(&mut raw, 1).await.is_err(),
+        "the stream is reset"
+    );
     // And a shorter one.
     let mut raw = Raw::connect(main).await;
-    let mut bytes = h2raw::request(1, "POST", "api.rec.test", "/short", &[("content-length", "50")], false);
+    let mut bytes = h2raw::request(
+        1,
+        "POST",
+        "api.rec.test",
+        "/short",
+        &[("content-length", "50")],
+        false,
+    );
     bytes.extend(h2raw::frame(h2raw::DATA, h2raw::END_STREAM, 1, b"tiny"));
     raw.send(&bytes).await.unwrap();
-    assert!(raw_outcome(&mut raw, 1).await.is_err(), "the stream is reset");
+    assert!(
+        raw_outcome(&mut raw, 1).await.is_err(),
+        "the stream is reset"
+    );
     // A well-formed request on a raw connection is served: the refusals were about the fields.
     let mut raw = Raw::connect(main).await;
-    raw.send(&h2raw::request(1, "GET", "api.rec.test", "/fine", &[("te", "trailers")], true))
-        .await
-        .unwrap();
+    raw.send(&h2raw::request(
+        1,
+        "GET",
+        "api.rec.test",
+        "/fine",
+        &[("te", "trailers")],
+        true,
+    ))
+    .await
+    .unwrap();
     assert_eq!(raw_outcome(&mut raw, 1).await, Ok(200));
     let seen = seen.lock().clone();
     assert!(!seen.iter().any(|p| p == "/smuggled"), "{seen:?}");
     for (path, _) in cases {
-        assert!(!seen.iter().any(|p| p == path), "{path} reached the upstream: {seen:?}");
+        assert!(
+            !seen.iter().any(|p| p == path),
+            "{path} reached the upstream: {seen:?}"
+        );
     }
     assert!(!seen.iter().any(|p| p == "/two-hosts"), "{seen:?}");
     assert!(seen.iter().any(|p| p == "/fine"), "{seen:?}");
@@ -246,7 +313,14 @@ async fn a_flood_of_stream_resets_ends_that_connection_and_others_are_served() {
     let mut bytes = Vec::new();
     for i in 0..FLOOD {
         let id = 2 * i + 1;
-        bytes.extend(h2raw::request(id, "GET", "api.rec.test", "/flood", &[], true));
+        bytes.extend(h2raw::request(
+            id,
+            "GET",
+            "api.rec.test",
+            "/flood",
+            &[],
+            true,
+        ));
         bytes.extend(h2raw::rst(id, h2raw::CANCEL));
     }
     // The server may stop reading (and close) before all of it is written.
@@ -314,7 +388,15 @@ async fn curl_with_http2_prior_knowledge_gets_the_credential() {
     let url = format!("http://{}/echo/v1/curl-h2c", s.main());
     let (ok, out, err) = run(
         "curl",
-        &["-sS", "--max-time", "20", "--http2-prior-knowledge", "-w", "\n%{http_version}", &url],
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ],
         &[],
     )
     .await;
@@ -323,7 +405,10 @@ async fn curl_with_http2_prior_knowledge_gets_the_credential() {
     assert_eq!(version, "2");
     let v = echoed(body);
     assert_eq!(v["path"], "/v1/curl-h2c");
-    assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
 }
 
 /// `curl --http2` through interception: HTTP/2 when the upstream speaks it, else HTTP/1.1
@@ -365,7 +450,10 @@ async fn curl_http2_through_interception_gets_h2_only_when_the_upstream_speaks_i
             assert_eq!(version, want, "{alpn:?}, round {round}");
             let v = echoed(body);
             assert_eq!(v["version"], upstream_version);
-            assert_eq!(header_values(&v, "authorization"), vec![format!("Bearer {TOKEN}")]);
+            assert_eq!(
+                header_values(&v, "authorization"),
+                vec![format!("Bearer {TOKEN}")]
+            );
         }
     }
 }
@@ -499,4 +587,69 @@ provider = "grpc"
         );
     }
     drop(server);
+}
+
+/// An HTTP/2 connection with no stream open is closed after `header_timeout`, as an idle
+/// HTTP/1.1 one is: one that never finishes its preface, and one whose streams are done.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_header_timeout() {
+    let (_dir, _up, _seen, proxy) = recorded_setup("header_timeout = \"300ms\"\n").await;
+    let main = proxy.main_addr().tcp().unwrap();
+    let mut half = TcpStream::connect(main).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"PRI * HTTP/2.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut half, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a half preface is not kept open");
+    let mut raw = Raw::connect(main).await;
+    raw.send(&h2raw::request(
+        1,
+        "GET",
+        "api.rec.test",
+        "/then-idle",
+        &[],
+        true,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(raw_outcome(&mut raw, 1).await, Ok(200));
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut goaway = None;
+        while let Some(f) = raw.next().await {
+            if f.kind == h2raw::GOAWAY {
+                goaway = Some(f.code());
+            }
+        }
+        goaway
+    })
+    .await
+    .expect("the idle connection is closed");
+    assert_eq!(end, Some(0), "GOAWAY NO_ERROR, then closed");
+}
+
+/// `proxy_auth` and the browser check hold over HTTP/2 as over HTTP/1.1.
+#[tokio::test]
+async fn proxy_auth_and_the_browser_check_apply_to_http2_requests() {
+    let (_dir, _up, seen, proxy) = recorded_setup("proxy_auth = \"s3cret\"\n").await;
+    let main = proxy.main_addr().tcp().unwrap();
+    let mut h2 = h2c(main).await;
+    let (parts, _) = send_h2(&mut h2, "http://api.rec.test/no-auth", &[]).await;
+    assert_eq!(parts.status, 407);
+    // Basic x:s3cret
+    let auth = [("proxy-authorization", "Basic eDpzM2NyZXQ=")];
+    let (parts, body) = send_h2(&mut h2, "http://api.rec.test/with-auth", &auth).await;
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    let browser = [auth[0], ("origin", "https://evil.example")];
+    let (parts, _) = send_h2(&mut h2, "http://api.rec.test/from-a-page", &browser).await;
+    assert_eq!(parts.status, 403);
+    assert_eq!(*seen.lock(), vec!["/with-auth".to_owned()]);
 }

@@ -39,7 +39,11 @@ async fn intercepting(extra_proxy: &str) -> Setup {
 }
 
 /// Run `program args` with no proxy variables of the parent's; (success, stdout, stderr).
-pub(super) async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+pub(super) async fn run(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
     for v in [

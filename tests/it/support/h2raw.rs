@@ -145,7 +145,8 @@ impl Raw {
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
             while self.buf.len() < 9
-                || self.buf.len() < 9 + u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize
+                || self.buf.len()
+                    < 9 + u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize
             {
                 let mut chunk = [0u8; 16384];
                 match self.tcp.read(&mut chunk).await {

@@ -131,8 +131,9 @@ impl TestCa {
     /// A leaf for `localhost` and `127.0.0.1` as PEM `(certificate chain, PKCS#8 key)`, for a
     /// server that is not rustls (a Python gRPC server).
     pub fn leaf_pem(&self) -> (String, String) {
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("valid SANs");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("valid SANs");
         params
             .distinguished_name
             .push(DnType::CommonName, "credproxy test server");
