@@ -371,8 +371,7 @@ async fn h2_limits_are_checked_in_the_config() {
         proxy_section(&dir.path().join("state"), &ca_file)
     );
     let err = credproxy::config::load_str(&text, "test.toml", &|_| None)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("proxy.h2_max_concurrent_streams"), "{err}");
     assert!(err.contains("proxy.h2_initial_stream_window"), "{err}");
