@@ -655,3 +655,66 @@ async fn proxy_auth_and_the_browser_check_apply_to_http2_requests() {
     assert_eq!(parts.status, 403);
     assert_eq!(*seen.lock(), vec!["/with-auth".to_owned()]);
 }
+
+/// The other flood classes: a header block that never ends (CONTINUATION after CONTINUATION,
+/// bounded by `h2_max_header_list_size`) is cut off, and a SETTINGS flood whose ACKs are never
+/// read stalls only its own connection (the server stops reading it); others are served.
+#[tokio::test]
+async fn continuation_and_settings_floods_hurt_only_their_own_connection() {
+    let (_dir, _up, seen, proxy) = recorded_setup("").await;
+    let main = proxy.main_addr().tcp().unwrap();
+    // CONTINUATION: 16 MiB of header block for one request that never ends its headers.
+    let mut raw = Raw::connect(main).await;
+    let first = h2raw::request(1, "GET", "api.rec.test", "/continued", &[], false);
+    // The same frame without END_HEADERS.
+    let mut first = first;
+    first[4] &= !h2raw::END_HEADERS;
+    raw.send(&first).await.unwrap();
+    let value = "a".repeat(16_000);
+    let fragment = h2raw::block(&[("x-flood", &value)]);
+    let continuation = h2raw::frame(0x9, 0, 1, &fragment);
+    let flood = tokio::spawn(async move {
+        for _ in 0..1024 {
+            if raw.send(&continuation).await.is_err() {
+                break;
+            }
+        }
+        let mut end = None;
+        while let Some(f) = raw.next().await {
+            if f.kind == h2raw::GOAWAY || f.kind == h2raw::RST_STREAM {
+                end = Some((f.kind, f.code()));
+            }
+        }
+        end
+    });
+    let end = tokio::time::timeout(Duration::from_secs(30), flood)
+        .await
+        .expect("the endless header block is cut off within 30 s")
+        .unwrap();
+    // (With no limit of credproxy's own, the block runs into the h2 crate's HPACK limits and
+    // ends as a PROTOCOL_ERROR much later.)
+    assert_eq!(
+        end,
+        Some((h2raw::GOAWAY, h2raw::ENHANCE_YOUR_CALM)),
+        "the endless header block is cut off by h2_max_header_list_size"
+    );
+    // SETTINGS: 200 000 frames, no ACK ever read.
+    let mut raw = Raw::connect(main).await;
+    let settings = h2raw::frame(h2raw::SETTINGS, 0, 0, &[]).repeat(200_000);
+    let settings_flood = tokio::spawn(async move {
+        let _ = raw.tcp.writable().await;
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut raw.tcp, &settings).await;
+        raw
+    });
+    let mut other = h2c(main).await;
+    let (parts, _) = send_h2(&mut other, "http://api.rec.test/despite-floods", &[]).await;
+    assert_eq!(parts.status, 200);
+    let (parts, _) = super::e2e::send(
+        main,
+        super::e2e::get("/despite-floods-h1", &[("host", "api.rec.test")]),
+    )
+    .await;
+    assert_eq!(parts.status, 200);
+    settings_flood.abort();
+    assert!(!seen.lock().iter().any(|p| p == "/continued"));
+}
