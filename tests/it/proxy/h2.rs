@@ -497,11 +497,18 @@ sys.stdin.read()
 const GRPC_CLIENT: &str = r#"
 import json, sys, grpc
 out = {}
+ca = open(sys.argv[3], "rb").read()
 for name, target, options in (
     ("route", sys.argv[1], ()),
     ("main", sys.argv[2], (("grpc.default_authority", "grpc.test"),)),
+    # HTTPS_PROXY-style: CONNECT grpc.test:443, TLS with credproxy's CA, ALPN h2.
+    ("intercept", "grpc.test:443", (("grpc.http_proxy", "http://" + sys.argv[2]),)),
 ):
-    with grpc.insecure_channel(target, options=options) as ch:
+    if name == "intercept":
+        ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(ca), options=options)
+    else:
+        ch = grpc.insecure_channel(target, options=options)
+    with ch:
         unary = ch.unary_unary("/test.Echo/Unary")
         resp, call = unary.with_call(b"ping", timeout=20)
         trailers = dict(call.trailing_metadata())
@@ -516,9 +523,10 @@ for name, target, options in (
 print(json.dumps(out))
 "#;
 
-/// gRPC through credproxy's h2c listeners, with grpcio on both sides: a TLS gRPC server as the
-/// upstream (ALPN `h2`), checking the credential in the metadata; unary and server-streaming
-/// calls, trailers (`grpc-status`, `grpc-message`, custom trailing metadata) forwarded.
+/// gRPC through credproxy's h2c listeners and through interception (a proxied TLS channel,
+/// which needs ALPN `h2`), with grpcio on both sides: a TLS gRPC server as the upstream (ALPN
+/// `h2`), checking the credential in the metadata; unary and server-streaming calls, trailers
+/// (`grpc-status`, `grpc-message`, custom trailing metadata) forwarded.
 #[tokio::test]
 async fn grpc_unary_and_streaming_calls_go_through_with_the_credential_and_trailers() {
     // Not `support::external::python`: the pip package is `grpcio`, not the module's name
@@ -553,7 +561,8 @@ async fn grpc_unary_and_streaming_calls_go_through_with_the_credential_and_trail
     let port: u16 = line.trim().parse().expect("the gRPC server's port");
     let text = format!(
         r#"
-{proxy}
+{proxy}intercept = "claimed"
+
 [providers.grpc]
 preset = "static"
 hosts = ["grpc.test"]
@@ -570,10 +579,12 @@ provider = "grpc"
     let proxy = credproxy::app::start(config).await.unwrap();
     let route = proxy.route_addr("grpc").unwrap().tcp().unwrap().to_string();
     let main = proxy.main_addr().tcp().unwrap().to_string();
-    let (ok, out, err) = run("python3", &["-c", GRPC_CLIENT, &route, &main], &[]).await;
+    let ca_pem = dir.path().join("state").join("ca").join("ca.pem");
+    let ca_pem = ca_pem.to_str().unwrap();
+    let (ok, out, err) = run("python3", &["-c", GRPC_CLIENT, &route, &main, ca_pem], &[]).await;
     assert!(ok, "the gRPC client failed: {err}");
     let v = echoed(&out);
-    for listener in ["route", "main"] {
+    for listener in ["route", "main", "intercept"] {
         let r = &v[listener];
         assert_eq!(r["unary"], "pong:ping", "{listener}: {v}");
         assert_eq!(r["trailer"], "unary-done", "{listener}: {v}");
