@@ -244,6 +244,7 @@ async fn proxy<'a>(
     let rt = response_timeout(shared.response_timeout, provider);
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
+    let te_trailers = parts.extensions.get::<super::h2::TeTrailers>().copied();
     inject::set_credential(&mut parts.headers, &credential);
     inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
@@ -291,6 +292,9 @@ async fn proxy<'a>(
             let mut req = Request::new(Either::Right(Full::new(body)));
             *req.method_mut() = method;
             *req.headers_mut() = headers;
+            if let Some(te) = te_trailers {
+                req.extensions_mut().insert(te);
+            }
             inject::set_credential(req.headers_mut(), &fresh);
             // As the first send had it (the fast path's replay rebuilds its head the same way).
             inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);

@@ -729,3 +729,27 @@ async fn continuation_and_settings_floods_hurt_only_their_own_connection() {
     settings_flood.abort();
     assert!(!seen.lock().iter().any(|p| p == "/continued"));
 }
+
+/// h2c inside a plain `CONNECT` tunnel (undici's `CONNECT host:80`) is one more plain listener.
+#[tokio::test]
+async fn h2c_inside_a_plain_connect_tunnel_is_served() {
+    let s = setup().await;
+    let (head, tcp) = super::tunnel::connect(s.main(), "api.echo.test:80", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 in the tunnel");
+    tokio::spawn(conn);
+    let (parts, body) = send_h2(&mut sender, "http://api.echo.test/v1/in-tunnel", &[]).await;
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert_eq!(v["path"], "/v1/in-tunnel");
+    assert_eq!(
+        header_values(&v, "authorization"),
+        vec![format!("Bearer {TOKEN}")]
+    );
+    // The tunnel's rule holds over HTTP/2 too: another host is misdirected.
+    let (parts, _) = send_h2(&mut sender, "http://other.wild.test/v1/x", &[]).await;
+    assert_eq!(parts.status, 421);
+}
