@@ -497,6 +497,7 @@ fn build_shared(
             .as_ref()
             .map(crate::proxy::auth::ProxyAuth::live),
         intercept,
+        h2: config.proxy.h2,
     })
 }
 

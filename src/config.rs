@@ -81,6 +81,35 @@ pub struct ProxySettings {
     pub max_connections_per_client: usize,
     /// Add `Via` to upstream requests (`via = true`); responses always get it.
     pub via: bool,
+    /// HTTP/2 downstream (h2c and ALPN `h2`): its limits.
+    pub h2: H2Limits,
+}
+
+/// `[proxy] h2_*`: what one downstream HTTP/2 connection may hold at once. The defaults are
+/// safe for a local proxy: a client can't make credproxy buffer more than about the connection
+/// window, or keep more than `max_concurrent_streams` requests open on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §6.5.2).
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`, bytes: the same 64 KiB as HTTP/1.1's head limit. It also
+    /// bounds the CONTINUATION frames of one header block (the "continuation flood").
+    pub max_header_list_size: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`: how much request body one stream may send unread.
+    pub initial_stream_window: u32,
+    /// The connection's flow-control window: request body of all streams together, unread.
+    pub initial_connection_window: u32,
+}
+
+impl Default for H2Limits {
+    fn default() -> Self {
+        H2Limits {
+            max_concurrent_streams: 100,
+            max_header_list_size: 64 * 1024,
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 2 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[store]`, checked.

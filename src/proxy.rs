@@ -47,6 +47,10 @@
 //! Errors credproxy makes are built in one place, `error.rs`; hyper's own answers to heads it
 //! can't parse (400, 414, 431) are rewritten into them as they are written (`own_answers.rs`).
 //!
+//! HTTP/2 clients (h2c with prior knowledge, or `h2` by ALPN on intercepted TLS) are served by
+//! `h2.rs`, which makes each stream's request the HTTP/1.1 request it stands for (strictly:
+//! RFC 9113 §8.2.2) and hands it to `service.rs`, as one more way in at phase 1.
+//!
 //! Two transports run these phases. `fast.rs` serves the common HTTP/1.1 request (a valid
 //! credential, no body or a small one, an HTTP/1.1 upstream) by editing its head as bytes;
 //! `service.rs`, on hyper, serves everything else, and takes over a connection from the first
@@ -63,6 +67,7 @@ pub mod exchange;
 pub mod expect;
 pub mod fast;
 pub mod framing;
+pub mod h2;
 pub mod headers;
 pub mod inject;
 pub mod limits;

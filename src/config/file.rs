@@ -56,6 +56,10 @@ pub struct FileProxy {
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_client: Option<Spanned<i64>>,
     pub via: Option<bool>,
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    pub h2_max_header_list_size: Option<Spanned<i64>>,
+    pub h2_initial_stream_window: Option<Spanned<i64>>,
+    pub h2_initial_connection_window: Option<Spanned<i64>>,
 }
 
 /// `socket_mode = "0660"` or `socket_mode = 0o660`.

@@ -249,6 +249,7 @@ async fn proxy<'a>(
     let rt = response_timeout(shared.response_timeout, provider);
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
+    let te_trailers = parts.extensions.get::<super::h2::TeTrailers>().copied();
     inject::set_credential(&mut parts.headers, &credential);
     inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
@@ -296,6 +297,9 @@ async fn proxy<'a>(
             let mut req = Request::new(Either::Right(Full::new(body)));
             *req.method_mut() = method;
             *req.headers_mut() = headers;
+            if let Some(te) = te_trailers {
+                req.extensions_mut().insert(te);
+            }
             inject::set_credential(req.headers_mut(), &fresh);
             // As the first send had it (the fast path's replay rebuilds its head the same way).
             inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);
@@ -477,6 +481,11 @@ async fn send(
                     ProxyError::new(ErrorKind::BadRequest, "the request URI is not valid")
                 })?;
                 req.headers_mut().remove(header::HOST);
+                // gRPC servers want `te: trailers`, which phase 6 dropped as hop-by-hop.
+                if req.extensions().get::<super::h2::TeTrailers>().is_some() {
+                    req.headers_mut()
+                        .insert(header::TE, HeaderValue::from_static("trailers"));
+                }
                 let fut = sender.send_request(req);
                 return match within(fut, progress, start, response_timeout).await {
                     Some(Ok(resp)) => Ok(resp),

@@ -4,6 +4,7 @@ mod clients;
 mod e2e;
 mod errors;
 mod go_client;
+mod h2;
 mod inject;
 mod intercept;
 mod policy;
