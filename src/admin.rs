@@ -98,6 +98,8 @@ pub struct AdminState {
     pub callers: arc_swap::ArcSwap<Vec<status::CallerStatus>>,
     /// The audit log, for its drop count.
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// `[proxy] proxy_auth`, for its renewal's failures; replaced on reload.
+    pub proxy_auth: arc_swap::ArcSwapOption<crate::secret::Live>,
 }
 
 impl AdminState {
@@ -115,6 +117,7 @@ impl AdminState {
             store: None,
             callers: arc_swap::ArcSwap::from_pointee(Vec::new()),
             audit: None,
+            proxy_auth: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -140,6 +143,10 @@ impl AdminState {
     /// Show `routes` beside their providers.
     pub fn set_routes(&self, routes: &[RouteConfig]) {
         self.routes.store(Arc::new(routes.to_vec()));
+    }
+
+    pub fn set_proxy_auth(&self, secret: Option<&crate::secret::Live>) {
+        self.proxy_auth.store(secret.cloned().map(Arc::new));
     }
 
     /// Report `store`'s health too.
@@ -197,6 +204,11 @@ impl AdminState {
                 },
                 dropped: a.dropped(),
             }),
+            proxy_auth_error: self
+                .proxy_auth
+                .load()
+                .as_ref()
+                .and_then(|s| s.health().borrow().error.clone()),
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Options {
     /// The token engine's clock; `None`: on the system's wall clock. Tests pass one whose wall
     /// clock they jump, as a resume from suspend would.
     pub clock: Option<crate::clock::Clock>,
+    /// No admin listener unless the config names one: `exec` and `doctor` run beside a
+    /// `credproxy run` whose default admin address they must not take.
+    pub no_default_admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +138,8 @@ struct State {
     audit: Option<Arc<crate::audit::Audit>>,
     /// Stops this generation's keepers of caller secrets (`{ file = }` followed).
     callers_cancel: CancellationToken,
+    /// Stops the keeper of `proxy_auth`, when it changes (a reload starts the new config's).
+    proxy_auth_keeper: Option<CancellationToken>,
 }
 
 /// A running credproxy.
@@ -286,6 +291,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     // second credproxy on the same machine still starts (without its own admin endpoints).
     let admin_bound = match &p.admin_listen {
         Some(listen) => Some(bind::bind(listen, 1, p.socket_mode, true)?),
+        None if options.no_default_admin => None,
         None => match bind::bind(
             &Listen::Tcp(crate::admin::DEFAULT_LISTEN),
             1,
@@ -356,6 +362,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     );
     let callers_cancel = cancel.child_token();
     keep_callers(&config, &shared, &callers_cancel, &background);
+    let proxy_auth_keeper = keep_proxy_auth(p, &cancel, &background);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
     let (admin, admin_state) = match admin_bound {
@@ -367,6 +374,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             );
             state.set_routes(&config.routes);
             state.set_callers(&config.callers);
+            state.set_proxy_auth(config.proxy.proxy_auth.as_ref());
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);
@@ -404,6 +412,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             limit,
             audit,
             callers_cancel,
+            proxy_auth_keeper,
         }),
         admin_state,
         metrics,
@@ -467,6 +476,32 @@ fn start_provider(
     }
 }
 
+/// The keeper of `[proxy] proxy_auth` when it can change (a file credproxy follows, a command
+/// it re-runs), so a rotated secret is required without a restart; stopped by the returned
+/// token. Requests see each new value through [`crate::proxy::auth::ProxyAuth`].
+fn keep_proxy_auth(
+    proxy: &ProxySettings,
+    cancel: &CancellationToken,
+    background: &TaskTracker,
+) -> Option<CancellationToken> {
+    let live = proxy.proxy_auth.as_ref().filter(|l| l.changes())?.clone();
+    let stop = cancel.child_token();
+    let span = tracing::info_span!("secret", key = %live.key());
+    background.spawn(
+        {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = live.keep() => {}
+                }
+            }
+        }
+        .instrument(span),
+    );
+    Some(stop)
+}
+
 /// One generation of the request path's state.
 fn build_shared(
     config: &Config,
@@ -504,8 +539,15 @@ fn build_shared(
             (c.name.clone(), c.secret.get(), allowed)
         })
         .collect();
-    let gate =
-        crate::proxy::auth::Gate::new(config.proxy.proxy_auth.as_ref(), callers, names.len());
+    let gate = crate::proxy::auth::Gate::new(
+        config
+            .proxy
+            .proxy_auth
+            .as_ref()
+            .map(crate::proxy::auth::ProxyAuth::live),
+        callers,
+        names.len(),
+    );
     Arc::new(Shared {
         // Per-provider metric handles, indexed like the router's providers; the counters
         // themselves carry on across reloads.
@@ -519,6 +561,7 @@ fn build_shared(
         gate,
         audit,
         intercept,
+        h2: config.proxy.h2,
     })
 }
 
@@ -561,6 +604,29 @@ fn keep_callers(
     }
 }
 
+/// Where the local CA lives: `state_dir/ca`.
+pub fn ca_dir(config: &Config) -> std::path::PathBuf {
+    config.proxy.state_dir.join("ca")
+}
+
+/// The name subtrees of every claimed host: what a CA made with `ca_name_constraints = true`
+/// permits.
+pub fn claimed_subtrees(config: &Config) -> Vec<String> {
+    config
+        .providers
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .map(|h| h.subtree().to_owned())
+        .collect()
+}
+
+/// The local CA for `config`, made when there is none (constrained as the config says).
+pub fn open_ca(config: &Config) -> Result<crate::ca::LocalCa, crate::ca::CaError> {
+    let subtrees = claimed_subtrees(config);
+    let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
+    crate::ca::LocalCa::open(&ca_dir(config), constrain)
+}
+
 /// With `intercept = "claimed"`: the local CA (made on first need, `state_dir/ca/`) and this
 /// generation's leaves, the exact claimed hosts' minted now. Says at start which claimed hosts a
 /// name-constrained CA can't sign for (they need a new CA).
@@ -570,10 +636,17 @@ fn intercept_leaves(config: &Config) -> Result<Option<Arc<crate::ca::Leaves>>, A
     }
     let hosts: Vec<&crate::config::host::HostPattern> =
         config.providers.iter().flat_map(|p| &p.hosts).collect();
-    let subtrees: Vec<String> = hosts.iter().map(|h| h.subtree().to_owned()).collect();
-    let dir = config.proxy.state_dir.join("ca");
+    let subtrees = claimed_subtrees(config);
+    let dir = ca_dir(config);
     let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
     let ca = Arc::new(crate::ca::LocalCa::open(&dir, constrain)?);
+    // The file `credproxy env` and `exec` point clients at, kept in step with the CA.
+    if let Err(e) = crate::ca::bundle::ensure(&ca) {
+        tracing::warn!(
+            error = %crate::token::error::chain(&e),
+            "can't update the CA bundle (clients pointed at it may not trust credproxy's CA)"
+        );
+    }
     let uncovered = ca.uncovered(subtrees.iter().map(String::as_str));
     if !uncovered.is_empty() {
         tracing::warn!(

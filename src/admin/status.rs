@@ -29,6 +29,10 @@ pub struct StatusReport {
     /// The audit log, when on: where it goes and how many records were dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditStatus>,
+    /// Why `[proxy] proxy_auth` could not be renewed (a followed file unreadable, a re-run
+    /// command failing: the last value is still required); absent when it is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_auth_error: Option<String>,
 }
 
 /// `{"name": "ci", "providers": ["github"]}`.

@@ -157,6 +157,7 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
         store,
         callers: Vec::new(),
         audit: None,
+        proxy_auth_error: None,
     })
 }
 
@@ -235,6 +236,10 @@ fn table(report: &StatusReport, now: i64) -> String {
         facts.extend(p.details.iter().map(|(k, v)| format!("{k}={v}")));
         let line = format!("{}: {}", p.name, facts.join(" · "));
         out.push_str(&printable(&line));
+        out.push('\n');
+    }
+    if let Some(error) = &report.proxy_auth_error {
+        out.push_str(&printable(&format!("proxy_auth: {error}")));
         out.push('\n');
     }
     if let Some(store) = &report.store {
@@ -322,6 +327,7 @@ mod tests {
             store: None,
             callers: Vec::new(),
             audit: None,
+            proxy_auth_error: None,
             version: "0".into(),
             started_at: None,
             providers: vec![ready, amber, red, never],
@@ -347,6 +353,7 @@ mod tests {
                 state: evil.into(),
                 reason: Some(evil.into()),
             }),
+            proxy_auth_error: Some(evil.into()),
             version: "0".into(),
             started_at: None,
             providers: vec![p],

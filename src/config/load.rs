@@ -120,7 +120,13 @@ fn check_str(
         return Err(ConfigErrors::sorted(errors));
     }
     let proxy = proxy.expect("no errors means the proxy section was built");
-    let warnings = warnings::warnings(parsed.providers.is_empty(), &proxy, &providers, &routes);
+    let warnings = warnings::warnings(
+        parsed.providers.is_empty(),
+        &proxy,
+        &providers,
+        &routes,
+        !callers.is_empty(),
+    );
     Ok(Config {
         proxy,
         providers,
