@@ -149,6 +149,25 @@ mod tests {
         assert!(!format!("{c:?}").contains("k-S3CR3T"));
     }
 
+    /// The rules' warning (`config/warnings.rs`) is told that callers are set.
+    #[test]
+    fn with_callers_a_provider_allowing_everything_is_warned_about() {
+        let c = load("[callers.ci]\nsecret = \"x\"\nproviders = [\"gh\"]\n").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("providers.gh allows every request while [callers]")),
+            "{:?}",
+            c.warnings
+        );
+        let c = load("").unwrap();
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("[callers]")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
     #[test]
     fn errors_name_the_key_and_never_the_secret() {
         let e = load("[callers.ci]\nsecret = \"${KEY}\"\nproviders = [\"gh\", \"nope\"]\n")
