@@ -361,7 +361,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         audit.clone(),
     );
     let callers_cancel = cancel.child_token();
-    keep_callers(&config, &shared, &callers_cancel, &background);
+    keep_callers(&config, &callers_cancel, &background);
     let proxy_auth_keeper = keep_proxy_auth(p, &cancel, &background);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
@@ -536,7 +536,8 @@ fn build_shared(
                 .iter()
                 .filter_map(|p| names.iter().position(|n| *n == p))
                 .collect();
-            (c.name.clone(), c.secret.get(), allowed)
+            let secret = crate::proxy::auth::ProxyAuth::live(&c.secret);
+            (c.name.clone(), secret, allowed)
         })
         .collect();
     let gate = crate::proxy::auth::Gate::new(
@@ -565,38 +566,20 @@ fn build_shared(
     })
 }
 
-/// Keep each `{ file = }` (or re-run `{ command, ttl }`) caller secret current in `shared`'s
-/// gate: a rotated secret admits without a restart. Stopped by `cancel` (a reload starts the
-/// next generation's).
-fn keep_callers(
-    config: &Config,
-    shared: &Arc<Shared>,
-    cancel: &CancellationToken,
-    background: &TaskTracker,
-) {
+/// Keep each `{ file = }` (or re-run `{ command, ttl }`) caller secret current, as
+/// [`keep_proxy_auth`] does `proxy_auth`'s: the gate's digest follows the secret's version, so a
+/// rotated secret admits without a restart. Stopped by `cancel` (a reload starts the next
+/// generation's).
+fn keep_callers(config: &Config, cancel: &CancellationToken, background: &TaskTracker) {
     for c in config.callers.iter().filter(|c| c.secret.changes()) {
-        let Some(key) = shared.gate.key(&c.name) else {
-            continue;
-        };
         let secret = c.secret.clone();
         let cancel = cancel.clone();
-        let span = tracing::info_span!("caller_secret", caller = %c.name);
+        let span = tracing::info_span!("secret", key = %secret.key());
         background.spawn(
             async move {
-                let mut health = secret.health();
-                let keeper = secret.clone().keep();
-                tokio::pin!(keeper);
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = &mut keeper => break,
-                        changed = health.changed() => {
-                            if changed.is_err() {
-                                break;
-                            }
-                            key.set(&secret.get());
-                        }
-                    }
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = secret.keep() => {}
                 }
             }
             .instrument(span),

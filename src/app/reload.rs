@@ -127,7 +127,7 @@ impl Running {
         }
         st.callers_cancel.cancel();
         st.callers_cancel = self.cancel.child_token();
-        keep_callers(&config, &shared, &st.callers_cancel, &self.background);
+        keep_callers(&config, &st.callers_cancel, &self.background);
 
         // Listeners: update the kept, open the new, close the removed.
         let plan = listener_plan(&config);
