@@ -87,10 +87,50 @@ pub async fn lock(ctx: &EngineContext, provider: &str) -> Result<Box<dyn StoreLo
     }
 }
 
-/// A token call under a lease that expires (Redis) starts only with the call's timeout plus this
-/// left, and is cut this long before the lease runs out: a call still running when another
-/// instance may take the lease could spend the refresh token that instance spends too.
+/// A token call under a lease that expires (Redis) is cut when less than this is left (or a
+/// quarter of a shorter lease TTL): a call still running when another instance may take the
+/// lease could spend the refresh token that instance spends too.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Runs the token call `call` under `guard`.
+///
+/// With a lease that expires, the call starts only with at least half the lease's TTL left: the
+/// lease is renewed every third of its TTL, so a held lease has less only when renewals are
+/// failing (Redis away) or this process was paused (SIGSTOP, a frozen VM) past it. It then runs
+/// for as long as the lease keeps being renewed, longer than the TTL if need be (its own timeout
+/// bounds it), and is cut once less than the margin is left. The lease is looked at first
+/// whenever both are ready: a process resumed after a pause sees its lease gone before its call
+/// can send anything more. (The guard is passed in and handed back, not borrowed: a lock need
+/// not be `Sync`.)
+async fn under_lease<T>(
+    guard: Box<dyn StoreLock>,
+    call: impl Future<Output = Result<T, TokenError>>,
+) -> (Box<dyn StoreLock>, Result<T, TokenError>) {
+    let (Some(left), Some(ttl)) = (guard.remaining(), guard.ttl()) else {
+        return (guard, call.await);
+    };
+    let short = |left: Duration| {
+        Err(TokenError::Store(StoreError::LeaseShort {
+            left_ms: left.as_millis() as u64,
+        }))
+    };
+    if left < ttl / 2 {
+        return (guard, short(left));
+    }
+    let margin = LEASE_MARGIN.min(ttl / 4);
+    let mut call = std::pin::pin!(call);
+    loop {
+        let left = guard.remaining().unwrap_or_default();
+        if left <= margin {
+            return (guard, short(left));
+        }
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(left - margin) => {}
+            r = &mut call => return (guard, r),
+        }
+    }
+}
 
 /// Unlocks off the async threads: releasing a Redis lease is a network call (a second at worst,
 /// with Redis stopped), and requests must never wait on Redis.
@@ -198,20 +238,7 @@ pub async fn renew_locked(
         _ if removed => None,
         _ => base.cloned(),
     };
-    let call = source.renew(ctx, base.as_ref());
-    let renewed = match guard.remaining() {
-        None => call.await,
-        Some(left) if left < ctx.client.timeout() + LEASE_MARGIN => {
-            Err(TokenError::Store(StoreError::LeaseShort {
-                left_ms: left.as_millis() as u64,
-            }))
-        }
-        Some(left) => tokio::time::timeout(left - LEASE_MARGIN, call)
-            .await
-            .unwrap_or(Err(TokenError::Store(StoreError::LeaseShort {
-                left_ms: 0,
-            }))),
-    };
+    let (guard, renewed) = under_lease(guard, source.renew(ctx, base.as_ref())).await;
     let renewed = match renewed {
         Ok(r) => r,
         // The refresh token was refused. If another instance rotated it meanwhile (its lease
