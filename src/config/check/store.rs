@@ -217,6 +217,30 @@ mod tests {
     }
 
     #[test]
+    fn lease_ttl_defaults_to_90s_and_is_bounded() {
+        let base =
+            "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"${STORE_KEY}\"\n";
+        let ttl = |extra: &str| match load_str(&format!("{base}{extra}"), "c.toml", &env)
+            .unwrap()
+            .store
+        {
+            StoreSettings::Redis(r) => r.lease_ttl,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ttl(""), std::time::Duration::from_secs(90));
+        assert_eq!(
+            ttl("lease_ttl = \"5s\"\n"),
+            std::time::Duration::from_secs(5)
+        );
+        for bad in ["1s", "11m", "soon"] {
+            let e = errors(&format!("{base}lease_ttl = \"{bad}\"\n"));
+            assert_eq!((e[0].0, e[0].1.as_str()), (5, "store.lease_ttl"), "{e:?}");
+        }
+        let file = errors("[store]\nlease_ttl = \"5s\"\n");
+        assert_eq!(file[0].1, "store.lease_ttl");
+    }
+
+    #[test]
     fn each_mistake_names_its_key_and_line_and_never_the_key() {
         let missing = errors("[store]\nkind = \"redis\"\n");
         let keys: Vec<_> = missing.iter().map(|e| e.1.as_str()).collect();

@@ -390,7 +390,8 @@ async fn twenty_instances_share_one_rotating_refresh_token() {
 }
 
 /// Redis killed mid-load and started again 2 s later, empty (nothing persisted): the instances
-/// serve the tokens they hold meanwhile, write the newest back, and refresh as one after it.
+/// serve the tokens they hold meanwhile, each says `store_unavailable` on `/status` within 2 s,
+/// and after the restart they write the newest token back, say so no more, and refresh as one.
 ///
 /// 20 s tokens: the outage ends before the first refresh is due (at half to three quarters of
 /// the lifetime), so every request can be served. With 5 s tokens an outage that overlaps the
@@ -405,16 +406,49 @@ async fn redis_restarted_empty_mid_load_costs_no_request_and_no_reuse() {
     let fleet = Fleet::start(6, &redis, Duration::from_secs(20)).await;
     let duration = Duration::from_secs(18);
     let restarted = Arc::new(parking_lot::Mutex::new(None));
-    let (ok, bad) = load(&fleet, duration, {
-        let restarted = restarted.clone();
-        async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(redis);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            *restarted.lock() = RedisServer::start_on(port);
+    let (mut shown, mut cleared) = (Duration::ZERO, Duration::ZERO);
+    let (ok, bad) = load(&fleet, duration, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(redis);
+        // Every instance says so on `/status` within 2 s.
+        let killed = Instant::now();
+        for instance in &fleet.instances {
+            while !instance
+                .admin_get("/status")
+                .await
+                .contains("store_unavailable")
+            {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(2),
+                    "store_unavailable not shown within 2 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
+        shown = killed.elapsed();
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed())).await;
+        *restarted.lock() = RedisServer::start_on(port);
+        let back = Instant::now();
+        for instance in &fleet.instances {
+            while instance
+                .admin_get("/status")
+                .await
+                .contains("store_unavailable")
+            {
+                assert!(
+                    back.elapsed() < Duration::from_secs(3),
+                    "still store_unavailable 3 s after Redis was back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        cleared = back.elapsed();
     })
     .await;
+    eprintln!(
+        "redis restart: store_unavailable on every instance's /status {shown:?} after the kill, \
+         gone from all {cleared:?} after the restart"
+    );
     report("redis restart", &fleet, duration, ok, bad);
     assert_one_fleet(&fleet, duration, ok, bad);
     let back = restarted.lock().take().unwrap();

@@ -69,9 +69,11 @@ async fn a_holder_stopped_past_its_lease_spends_nothing_when_resumed() {
     let mut took_over = Duration::ZERO;
     let (ok, bad) = load(&fleet, duration, async {
         // The others wait out the stopped holder's lease; one of them refreshes.
-        within(Duration::from_secs(15), "another instance refreshed", || {
-            fleet.fake.refresh_grants() >= 1
-        })
+        within(
+            Duration::from_secs(15),
+            "another instance refreshed",
+            || fleet.fake.refresh_grants() >= 1,
+        )
         .await;
         took_over = stopped.elapsed();
         tokio::time::sleep((LEASE_TTL * 2).saturating_sub(stopped.elapsed())).await;
@@ -149,11 +151,15 @@ async fn a_holder_killed_before_its_commit_leaves_its_token_to_the_next_holder()
         let metrics = fleet.instances[i].admin_get("/metrics").await;
         recovered += metrics
             .lines()
-            .filter(|l| l.starts_with("credproxy_token_uncommitted_total") && l.contains("recovered"))
+            .filter(|l| {
+                l.starts_with("credproxy_token_uncommitted_total") && l.contains("recovered")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum::<u64>();
     }
-    eprintln!("killed holder: the staged token was committed by the next holder ({recovered} recovered)");
+    eprintln!(
+        "killed holder: the staged token was committed by the next holder ({recovered} recovered)"
+    );
     assert_eq!(recovered, 1, "{}", fleet.logs());
 }
 
