@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 use credproxy::token::store::RedisStore;
 use credproxy::token::store::redis::{Endpoint, LEASE_TTL, RedisOptions, StoreEvents};
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    Server,
+    /// A server that may refuse its arguments (TLS in a build without it): `None`, not a panic.
+    MayRefuse,
+    Sentinel,
+}
+
 pub struct RedisServer {
     child: Child,
     port: u16,
@@ -26,12 +34,99 @@ impl RedisServer {
 
     /// A server on `port` (a restart of one that was stopped uses the same port).
     pub fn start_on(port: u16) -> Option<RedisServer> {
-        let spawned = Command::new("redis-server")
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        Self::launch(port, &["--port".to_owned(), port.to_string()])
+    }
+
+    /// A server answering TLS only on a free port, with a leaf of `ca` for `localhost`
+    /// (`rediss://localhost:PORT`); `None` (with a message) when this redis-server was built
+    /// without TLS. The files go into `dir`.
+    pub fn start_tls(ca: &super::TestCa, dir: &std::path::Path) -> Option<RedisServer> {
+        let (cert, key) = ca.write_leaf_files(dir, "redis");
+        let ca_file = ca.write_ca_file(dir);
+        let port = super::server::free_port();
+        let args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain(
+            [
+                ("--tls-cert-file", &cert),
+                ("--tls-key-file", &key),
+                ("--tls-ca-cert-file", &ca_file),
+            ]
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_owned(), v.display().to_string()]),
+        )
+        .collect();
+        let server = Self::launch_with(port, &args, Launch::MayRefuse);
+        if server.is_none() {
+            eprintln!(
+                "SKIPPED: redis-server refused --tls-port (built without TLS?); the rediss:// test \
+                 needs one built with TLS, as Debian's is"
+            );
+        }
+        server
+    }
+
+    /// A Sentinel (`redis-server CONF --sentinel`) on a free port watching `primary` as
+    /// `SERVICE`, its config file (Sentinel rewrites it) in `dir`.
+    pub fn start_sentinel(
+        primary: &RedisServer,
+        service: &str,
+        dir: &std::path::Path,
+    ) -> Option<RedisServer> {
+        let port = super::server::free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor {service} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {service} 1000\nsentinel failover-timeout {service} 5000\n",
+                primary.port
+            ),
+        )
+        .unwrap();
+        Self::launch_with(
+            port,
+            &[conf.display().to_string(), "--sentinel".to_owned()],
+            Launch::Sentinel,
+        )
+    }
+
+    /// A replica of `primary` on a free port.
+    pub fn start_replica(primary: &RedisServer) -> Option<RedisServer> {
+        let port = super::server::free_port();
+        Self::launch(
+            port,
+            &[
+                "--port".to_owned(),
+                port.to_string(),
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                primary.port.to_string(),
+            ],
+        )
+    }
+
+    fn launch(port: u16, args: &[String]) -> Option<RedisServer> {
+        Self::launch_with(port, args, Launch::Server)
+    }
+
+    /// `redis-server ARGS` (a server: with nothing persisted, on loopback), once it listens on
+    /// `port`.
+    fn launch_with(port: u16, args: &[String], how: Launch) -> Option<RedisServer> {
+        let mut command = Command::new("redis-server");
+        if how != Launch::Sentinel {
+            command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+        }
+        command.args(args);
+        let spawned = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         let child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -42,9 +137,12 @@ impl RedisServer {
                 return None;
             }
         };
-        let server = RedisServer { child, port };
+        let mut server = RedisServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if how == Launch::MayRefuse && server.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -104,6 +202,22 @@ impl RedisServer {
             events,
         })
         .unwrap()
+    }
+
+    /// A store on `url` (rediss://, redis+sentinel://) trusting `root_cert`.
+    pub fn store_at(url: &str, root_cert: Option<Vec<u8>>) -> (RedisStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedisStore::open(RedisOptions {
+            endpoint: Endpoint::parse(url).unwrap(),
+            key: [42; 32],
+            key_prefix: "at".to_owned(),
+            pending_dir: dir.path().join("redis-pending"),
+            root_cert,
+            lease_ttl: LEASE_TTL,
+            events: std::sync::Arc::new(|_, _| {}),
+        })
+        .unwrap();
+        (store, dir)
     }
 
     /// A store that seals with another key.

@@ -4,6 +4,8 @@
 //! - It subscribes to `<prefix>:changed` and bumps the provider's [`tokio::sync::watch`]
 //!   counter on each message, so the refresher re-reads at once (the engine's 5 s re-read is the
 //!   fallback when a message is lost).
+//! - Behind Sentinel, it asks the sentinels for the primary every [`PRIMARY_CHECK_EVERY`] and
+//!   moves both connections to a new one.
 //! - It pings Redis every [`PING_EVERY`]; a failed call (any call of the store) marks Redis
 //!   unavailable, a ping that answers marks it available again, writes back what Redis lost if
 //!   it came back empty, stages the tokens kept on local disk, and bumps every provider so each re-reads (nothing missed while away stays missed).
@@ -24,6 +26,9 @@ use super::Inner;
 /// How often Redis is pinged. With the 1 s call timeout, a stopped Redis is reported within
 /// about 1.75 s, inside the 2 s the contract promises.
 pub const PING_EVERY: Duration = Duration::from_millis(500);
+/// How often the sentinels are asked which node is the primary (`redis+sentinel://` only): a
+/// failover is followed within this, rather than when the old primary stops answering.
+pub const PRIMARY_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long one wait for a message lasts before the watcher looks at the time again.
 const READ_TICK: Duration = Duration::from_millis(250);
 
@@ -110,9 +115,18 @@ pub fn start(inner: &Arc<Inner>) {
 
 fn ping(weak: &Weak<Inner>) {
     let mut next_ping = Instant::now();
+    let mut next_primary_check = Instant::now() + PRIMARY_CHECK_EVERY;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         ping_if_due(&inner, &mut next_ping);
+        if Instant::now() >= next_primary_check {
+            next_primary_check = Instant::now() + PRIMARY_CHECK_EVERY;
+            match inner.link.primary_moved() {
+                Ok(true) => inner.watch.bump_all(),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "can't ask the sentinels for the primary"),
+            }
+        }
         drop(inner);
         std::thread::sleep(READ_TICK);
     }
@@ -131,6 +145,7 @@ fn subscribe(weak: &Weak<Inner>) {
             }
         };
         let channel = inner.channel();
+        let epoch = inner.link.primary_epoch();
         drop(inner);
         let mut sub = conn.as_pubsub();
         if sub.subscribe(&channel).is_err() || sub.set_read_timeout(Some(READ_TICK)).is_err() {
@@ -144,6 +159,10 @@ fn subscribe(weak: &Weak<Inner>) {
         loop {
             let message = sub.get_message();
             let Some(inner) = weak.upgrade() else { return };
+            if inner.link.primary_epoch() != epoch {
+                // A Sentinel failover: subscribe on the new primary, where the writes go.
+                break;
+            }
             match message {
                 Ok(m) => match std::str::from_utf8(m.get_payload_bytes()) {
                     Ok(provider) => inner.watch.bump(provider),
