@@ -198,7 +198,7 @@ impl Link {
     /// A fresh connection of its own (for the subscriber), with the call timeouts set.
     pub fn connect(&self) -> redis::RedisResult<Connection> {
         let client = self.endpoint.client(self.root_cert.as_deref())?;
-        if matches!(self.endpoint.kind, Kind::Sentinel { .. }) {
+        if self.is_sentinel() {
             *self.primary.lock() = Some(client.get_connection_info().addr().to_string());
         }
         let conn = client.get_connection_with_timeout(CALL_TIMEOUT)?;
@@ -207,11 +207,15 @@ impl Link {
         Ok(conn)
     }
 
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.endpoint.kind, Kind::Sentinel { .. })
+    }
+
     /// Behind Sentinel: asks the sentinels which node is the primary now; if another than the
     /// one connected to, drops the connection (the next call connects to the new one) and
     /// returns `true`. Always `false` for a direct URL.
     pub fn primary_moved(&self) -> redis::RedisResult<bool> {
-        if !matches!(self.endpoint.kind, Kind::Sentinel { .. }) {
+        if !self.is_sentinel() {
             return Ok(false);
         }
         let now = self

@@ -1,4 +1,4 @@
-//! The watcher: two threads per store that keep the instance's copy current and know whether
+//! The watcher: two threads per store (three behind Sentinel) that keep the instance's copy current and know whether
 //! Redis answers.
 //!
 //! - It subscribes to `<prefix>:changed` and bumps the provider's [`tokio::sync::watch`]
@@ -10,8 +10,8 @@
 //!   unavailable, a ping that answers marks it available again, writes back what Redis lost if
 //!   it came back empty, stages the tokens kept on local disk, and bumps every provider so each re-reads (nothing missed while away stays missed).
 //!
-//! They hold only a weak reference to the store and stop within [`READ_TICK`] (plus a call
-//! in progress) of the last clone being dropped.
+//! They hold only a weak reference to the store and stop within [`READ_TICK`] (the Sentinel one
+//! within [`PRIMARY_CHECK_EVERY`]), plus a call in progress, of the last clone being dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -97,12 +97,16 @@ impl Watch {
 }
 
 pub fn start(inner: &Arc<Inner>) {
-    // Two threads: a subscriber can block in a connect or a read while Redis is stopped, and the
-    // ping must go on regardless to notice it.
-    for (name, run) in [
+    // Threads of their own: a subscriber can block in a connect or a read while Redis is
+    // stopped, and the ping must go on regardless to notice it.
+    let mut threads = vec![
         ("redis-watch", subscribe as fn(&Weak<Inner>)),
         ("redis-ping", ping as fn(&Weak<Inner>)),
-    ] {
+    ];
+    if inner.link.is_sentinel() {
+        threads.push(("redis-sentinel", follow_primary as fn(&Weak<Inner>)));
+    }
+    for (name, run) in threads {
         let weak = Arc::downgrade(inner);
         let spawned = std::thread::Builder::new()
             .name(name.to_owned())
@@ -115,20 +119,25 @@ pub fn start(inner: &Arc<Inner>) {
 
 fn ping(weak: &Weak<Inner>) {
     let mut next_ping = Instant::now();
-    let mut next_primary_check = Instant::now() + PRIMARY_CHECK_EVERY;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         ping_if_due(&inner, &mut next_ping);
-        if Instant::now() >= next_primary_check {
-            next_primary_check = Instant::now() + PRIMARY_CHECK_EVERY;
-            match inner.link.primary_moved() {
-                Ok(true) => inner.watch.bump_all(),
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, "can't ask the sentinels for the primary"),
-            }
-        }
         drop(inner);
         std::thread::sleep(READ_TICK);
+    }
+}
+
+/// Behind Sentinel only. A thread of its own: asking sentinels that don't answer must not hold
+/// up the ping, which reports the store's health.
+fn follow_primary(weak: &Weak<Inner>) {
+    loop {
+        std::thread::sleep(PRIMARY_CHECK_EVERY);
+        let Some(inner) = weak.upgrade() else { return };
+        match inner.link.primary_moved() {
+            Ok(true) => inner.watch.bump_all(),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "can't ask the sentinels for the primary"),
+        }
     }
 }
 
