@@ -24,6 +24,9 @@ enum Launch {
 pub struct RedisServer {
     child: Child,
     port: u16,
+    /// Its working directory: a replica's full sync writes an RDB file there even with
+    /// nothing persisted, and it must not land in the checkout.
+    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -121,11 +124,13 @@ impl RedisServer {
     /// `redis-server ARGS` (a server: with nothing persisted, on loopback), once it listens on
     /// `port`.
     fn launch_with(port: u16, args: &[String], how: Launch) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new("redis-server");
+        command.args(args);
         if how != Launch::Sentinel {
             command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
         }
-        command.args(args);
+        command.arg("--dir").arg(dir.path()).current_dir(dir.path());
         let spawned = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
         let child = match spawned {
             Ok(c) => c,
@@ -137,7 +142,11 @@ impl RedisServer {
                 return None;
             }
         };
-        let mut server = RedisServer { child, port };
+        let mut server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if how == Launch::MayRefuse && server.child.try_wait().ok().flatten().is_some() {
