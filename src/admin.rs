@@ -94,6 +94,8 @@ pub struct AdminState {
     pub routes: arc_swap::ArcSwap<Vec<RouteConfig>>,
     /// The token store, for its health (`store_unavailable`); `None`: not reported.
     pub store: Option<Arc<dyn crate::token::TokenStore>>,
+    /// `[proxy] proxy_auth`, for its renewal's failures; replaced on reload.
+    pub proxy_auth: arc_swap::ArcSwapOption<crate::secret::Live>,
 }
 
 impl AdminState {
@@ -109,12 +111,17 @@ impl AdminState {
             clock: Clock::new(),
             routes: arc_swap::ArcSwap::from_pointee(Vec::new()),
             store: None,
+            proxy_auth: arc_swap::ArcSwapOption::empty(),
         }
     }
 
     /// Show `routes` beside their providers.
     pub fn set_routes(&self, routes: &[RouteConfig]) {
         self.routes.store(Arc::new(routes.to_vec()));
+    }
+
+    pub fn set_proxy_auth(&self, secret: Option<&crate::secret::Live>) {
+        self.proxy_auth.store(secret.cloned().map(Arc::new));
     }
 
     /// Report `store`'s health too.
@@ -164,6 +171,11 @@ impl AdminState {
                 })
                 .collect(),
             store: self.store_status(),
+            proxy_auth_error: self
+                .proxy_auth
+                .load()
+                .as_ref()
+                .and_then(|s| s.health().borrow().error.clone()),
         }
     }
 

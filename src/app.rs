@@ -65,6 +65,9 @@ pub struct Options {
     /// The token engine's clock; `None`: on the system's wall clock. Tests pass one whose wall
     /// clock they jump, as a resume from suspend would.
     pub clock: Option<crate::clock::Clock>,
+    /// No admin listener unless the config names one: `exec` and `doctor` run beside a
+    /// `credproxy run` whose default admin address they must not take.
+    pub no_default_admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +130,8 @@ struct State {
     shared: Arc<Shared>,
     engine: EngineDeps,
     limit: Arc<ConnLimits>,
+    /// Stops the keeper of `proxy_auth`, when it changes (a reload starts the new config's).
+    proxy_auth_keeper: Option<CancellationToken>,
 }
 
 /// A running credproxy.
@@ -266,6 +271,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
     // second credproxy on the same machine still starts (without its own admin endpoints).
     let admin_bound = match &p.admin_listen {
         Some(listen) => Some(bind::bind(listen, 1, p.socket_mode, true)?),
+        None if options.no_default_admin => None,
         None => match bind::bind(
             &Listen::Tcp(crate::admin::DEFAULT_LISTEN),
             1,
@@ -316,6 +322,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         .collect();
     let intercept = intercept_leaves(&config)?;
     let shared = build_shared(&config, &providers, &metrics, upstream_tls, intercept);
+    let proxy_auth_keeper = keep_proxy_auth(p, &cancel, &background);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
     let (admin, admin_state) = match admin_bound {
@@ -325,6 +332,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
                     .with_store(engine.store.clone()),
             );
             state.set_routes(&config.routes);
+            state.set_proxy_auth(config.proxy.proxy_auth.as_ref());
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
             let socket = sockets.remove(0);
@@ -360,6 +368,7 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             shared,
             engine,
             limit,
+            proxy_auth_keeper,
         }),
         admin_state,
         metrics,
@@ -422,6 +431,32 @@ fn start_provider(
     }
 }
 
+/// The keeper of `[proxy] proxy_auth` when it can change (a file credproxy follows, a command
+/// it re-runs), so a rotated secret is required without a restart; stopped by the returned
+/// token. Requests see each new value through [`crate::proxy::auth::ProxyAuth`].
+fn keep_proxy_auth(
+    proxy: &ProxySettings,
+    cancel: &CancellationToken,
+    background: &TaskTracker,
+) -> Option<CancellationToken> {
+    let live = proxy.proxy_auth.as_ref().filter(|l| l.changes())?.clone();
+    let stop = cancel.child_token();
+    let span = tracing::info_span!("secret", key = %live.key());
+    background.spawn(
+        {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = live.keep() => {}
+                }
+            }
+        }
+        .instrument(span),
+    );
+    Some(stop)
+}
+
 /// One generation of the request path's state.
 fn build_shared(
     config: &Config,
@@ -460,9 +495,33 @@ fn build_shared(
             .proxy
             .proxy_auth
             .as_ref()
-            .map(crate::proxy::auth::ProxyAuth::new),
+            .map(crate::proxy::auth::ProxyAuth::live),
         intercept,
+        h2: config.proxy.h2,
     })
+}
+
+/// Where the local CA lives: `state_dir/ca`.
+pub fn ca_dir(config: &Config) -> std::path::PathBuf {
+    config.proxy.state_dir.join("ca")
+}
+
+/// The name subtrees of every claimed host: what a CA made with `ca_name_constraints = true`
+/// permits.
+pub fn claimed_subtrees(config: &Config) -> Vec<String> {
+    config
+        .providers
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .map(|h| h.subtree().to_owned())
+        .collect()
+}
+
+/// The local CA for `config`, made when there is none (constrained as the config says).
+pub fn open_ca(config: &Config) -> Result<crate::ca::LocalCa, crate::ca::CaError> {
+    let subtrees = claimed_subtrees(config);
+    let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
+    crate::ca::LocalCa::open(&ca_dir(config), constrain)
 }
 
 /// With `intercept = "claimed"`: the local CA (made on first need, `state_dir/ca/`) and this
@@ -474,10 +533,17 @@ fn intercept_leaves(config: &Config) -> Result<Option<Arc<crate::ca::Leaves>>, A
     }
     let hosts: Vec<&crate::config::host::HostPattern> =
         config.providers.iter().flat_map(|p| &p.hosts).collect();
-    let subtrees: Vec<String> = hosts.iter().map(|h| h.subtree().to_owned()).collect();
-    let dir = config.proxy.state_dir.join("ca");
+    let subtrees = claimed_subtrees(config);
+    let dir = ca_dir(config);
     let constrain = config.proxy.ca_name_constraints.then_some(&subtrees[..]);
     let ca = Arc::new(crate::ca::LocalCa::open(&dir, constrain)?);
+    // The file `credproxy env` and `exec` point clients at, kept in step with the CA.
+    if let Err(e) = crate::ca::bundle::ensure(&ca) {
+        tracing::warn!(
+            error = %crate::token::error::chain(&e),
+            "can't update the CA bundle (clients pointed at it may not trust credproxy's CA)"
+        );
+    }
     let uncovered = ca.uncovered(subtrees.iter().map(String::as_str));
     if !uncovered.is_empty() {
         tracing::warn!(

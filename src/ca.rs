@@ -10,6 +10,7 @@
 //! The key never leaves this module: it is read into an [`rcgen::Issuer`], and only
 //! certificates come out. [`LocalCa`]'s `Debug` names the directory only.
 
+pub mod bundle;
 pub mod files;
 pub mod leaves;
 pub mod mint;
@@ -124,6 +125,24 @@ impl LocalCa {
         }
     }
 
+    /// Make a new CA in `dir`, replacing the one there (`credproxy ca init --force`): clients
+    /// must trust the new `ca.pem`.
+    pub fn recreate(dir: &Path, constrain_to: Option<&[String]>) -> Result<LocalCa, CaError> {
+        let ca_dir = CaDir::open(dir).map_err(|source| CaError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Self::create(&ca_dir, constrain_to)
+    }
+
+    /// The CA in `dir` when there is one (never makes one).
+    pub fn existing(dir: &Path) -> Result<Option<LocalCa>, CaError> {
+        if !dir.join(CERT_FILE).exists() || !dir.join(KEY_FILE).exists() {
+            return Ok(None);
+        }
+        Self::open(dir, None).map(Some)
+    }
+
     fn create(dir: &CaDir, constrain_to: Option<&[String]>) -> Result<LocalCa, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Mint)?;
         let params = mint::root(OffsetDateTime::now_utc(), constrain_to);
@@ -164,6 +183,29 @@ impl LocalCa {
             permitted,
             not_after,
         })
+    }
+
+    /// The CA's directory (`state_dir/ca`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The SHA-256 fingerprint of the certificate, as `AB:CD:...` (what `openssl x509
+    /// -fingerprint -sha256` and browsers show).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(self.cert_der.as_ref());
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// The start of the certificate's validity.
+    pub fn not_before(&self) -> Option<OffsetDateTime> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.cert_der).ok()?;
+        Some(cert.validity().not_before.to_datetime())
     }
 
     /// `ca.pem`: the file clients trust.

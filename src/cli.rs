@@ -3,8 +3,12 @@
 //! Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 usage or config error. `anyhow` lives
 //! here, at the binary's edge, and nowhere else.
 
+mod ca;
 mod check;
 mod demo;
+mod doctor;
+mod env;
+mod exec;
 mod healthcheck;
 mod logging;
 mod login;
@@ -12,6 +16,7 @@ mod logout;
 mod run;
 mod status;
 mod token;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +67,11 @@ pub enum Command {
     Login(login::Args),
     Token(token::Args),
     Logout(logout::Args),
+    Exec(exec::Args),
+    Env(env::Args),
+    Ca(ca::Args),
+    Trust(trust::Args),
+    Doctor(doctor::Args),
 }
 
 /// Where the config comes from (shared by the commands that read it).
@@ -116,6 +126,11 @@ pub fn main() -> ExitCode {
         Command::Login(args) => login::main(args),
         Command::Token(args) => token::main(args),
         Command::Logout(args) => logout::main(args),
+        Command::Exec(args) => exec::main(args),
+        Command::Env(args) => env::main(args),
+        Command::Ca(args) => ca::main(args),
+        Command::Trust(args) => trust::main(args),
+        Command::Doctor(args) => doctor::main(args),
     }
 }
 

@@ -68,7 +68,8 @@ pub struct ProxySettings {
     /// A CA made now is constrained to the claimed hosts (X.509 name constraints).
     pub ca_name_constraints: bool,
     pub allow_remote: bool,
-    pub proxy_auth: Option<Secret>,
+    /// A secret that may change (a file credproxy follows, a command it re-runs).
+    pub proxy_auth: Option<Live>,
     pub socket_mode: u32,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -80,6 +81,35 @@ pub struct ProxySettings {
     pub max_connections_per_client: usize,
     /// Add `Via` to upstream requests (`via = true`); responses always get it.
     pub via: bool,
+    /// HTTP/2 downstream (h2c and ALPN `h2`): its limits.
+    pub h2: H2Limits,
+}
+
+/// `[proxy] h2_*`: what one downstream HTTP/2 connection may hold at once. The defaults are
+/// safe for a local proxy: a client can't make credproxy buffer more than about the connection
+/// window, or keep more than `max_concurrent_streams` requests open on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §6.5.2).
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`, bytes: the same 64 KiB as HTTP/1.1's head limit. It also
+    /// bounds the CONTINUATION frames of one header block (the "continuation flood").
+    pub max_header_list_size: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`: how much request body one stream may send unread.
+    pub initial_stream_window: u32,
+    /// The connection's flow-control window: request body of all streams together, unread.
+    pub initial_connection_window: u32,
+}
+
+impl Default for H2Limits {
+    fn default() -> Self {
+        H2Limits {
+            max_concurrent_streams: 100,
+            max_header_list_size: 64 * 1024,
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 2 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[store]`, checked.
@@ -204,8 +234,8 @@ pub struct ProviderConfig {
     pub preset: Preset,
     pub hosts: Vec<HostPattern>,
     pub upstream: Upstream,
-    /// Extra headers to inject (beside `Authorization`), values marked sensitive.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra headers to inject (beside `Authorization`); each value a secret that may change.
+    pub headers: Vec<SecretHeader>,
     pub allow_origins: Vec<String>,
     /// Add `Forwarded`/`X-Forwarded-For` upstream (off unless asked for).
     pub forwarded: bool,
@@ -214,7 +244,42 @@ pub struct ProviderConfig {
     pub response_timeout: Option<Duration>,
     /// Where the token goes in each request (`inject`; `Authorization: Bearer` by default).
     pub inject: crate::credential::Inject,
+    /// `allow` / `deny`: what the credential may be used for (`proxy/policy.rs`); `None`
+    /// without either key.
+    pub rules: Option<crate::proxy::policy::Rules>,
     pub auth: AuthConfig,
+}
+
+/// A header whose value is a configured secret (`headers`, `token_headers`): a file credproxy
+/// follows or a command it re-runs changes it, and every new value is checked to be one a
+/// header can carry before it is used ([`Live::checked`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretHeader {
+    pub name: HeaderName,
+    pub value: Live,
+}
+
+impl SecretHeader {
+    /// A fixed header (for code that builds a config by hand).
+    pub fn fixed(name: HeaderName, value: &str) -> Self {
+        SecretHeader {
+            name,
+            value: Live::from(value),
+        }
+    }
+
+    /// The field as it goes now, its value marked sensitive. `None` only for a value a header
+    /// can't carry, which the config's check and [`Live::checked`] keep out.
+    pub fn field(&self) -> Option<(HeaderName, HeaderValue)> {
+        let mut v = HeaderValue::from_str(self.value.get().expose()).ok()?;
+        v.set_sensitive(true);
+        Some((self.name.clone(), v))
+    }
+
+    /// Every one of `headers` as it goes now.
+    pub fn fields(headers: &[SecretHeader]) -> Vec<(HeaderName, HeaderValue)> {
+        headers.iter().filter_map(SecretHeader::field).collect()
+    }
 }
 
 /// Where claimed requests go.
@@ -327,8 +392,8 @@ pub struct OAuth2Config {
     pub authorize_params: Vec<(String, String)>,
     /// Extra fields in every token request body.
     pub token_params: Vec<(String, String)>,
-    /// Extra headers on every token request.
-    pub token_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra headers on every token request (values read at each request).
+    pub token_headers: Vec<SecretHeader>,
     pub request_fields: FieldNames,
     pub reply_fields: FieldNames,
     /// Send the current access token as `Authorization: Bearer` on refresh (BACE).
@@ -353,8 +418,8 @@ pub struct OAuth2Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlendVisionConfig {
     pub mode: BlendVisionMode,
-    /// `x-bv-org-id`; discovered at start from `org_url` when absent.
-    pub org_id: Option<Secret>,
+    /// `x-bv-org-id` (a secret that may change); discovered at start from `org_url` when absent.
+    pub org_id: Option<Live>,
     pub org_url: Uri,
     pub refresh_before: Option<Duration>,
 }

@@ -143,6 +143,13 @@ impl Credential {
         self
     }
 
+    /// The same wall-clock mark as `other` (a credential rebuilt for the same token keeps the
+    /// mark of the first, so a jump since then still shows).
+    pub fn with_wall_of(mut self, other: &Credential) -> Self {
+        self.wall = other.wall;
+        self
+    }
+
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
         &self.headers
     }

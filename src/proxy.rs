@@ -19,6 +19,9 @@
 //!    On a loopback route listener, `Host` must be its own (DNS rebinding, `checks.rs`).
 //! 4. **browser check** (`checks.rs`): `Origin` / cross-site `Sec-Fetch-Site` are refused (403)
 //!    unless allowed.
+//!    Then the **rules** (`policy.rs`): a provider's `deny` and `allow` (403 `policy_denied`),
+//!    and, on a provider with rules, a path servers may read differently (400
+//!    `ambiguous_path`); before any credential is read, so a refused request has none.
 //! 5. **credential**: the provider's current credential, at once when valid; else wait up to
 //!    `wait_for_token` (503 `credential_unavailable` / `login_required`; hyper's turn).
 //! 6. **upstream request**: hop-by-hop fields stripped, `Host` set to the upstream's, credential
@@ -34,11 +37,19 @@
 //!    once with the new credential when the body could be kept (the rule: `exchange.rs`);
 //!    hop-by-hop stripped, `Via` added (`inject.rs`), a `Location` or `Content-Location`
 //!    pointing at the upstream rewritten to the origin the client used, on every listener
-//!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy.
+//!    (`route.rs`: `ClientOrigin`), so a redirect comes back through credproxy. The body is
+//!    forwarded chunk by chunk as it arrives (Server-Sent Events), with no timeout once the
+//!    head came. A WebSocket handshake (`Upgrade: websocket`) keeps its upgrade fields, goes
+//!    on an upstream connection of its own, and a `101` splices the two connections
+//!    (`upgrade.rs`).
 //! 9. **log** (`access.rs`): one line per request with whose fault an error was.
 //!
 //! Errors credproxy makes are built in one place, `error.rs`; hyper's own answers to heads it
 //! can't parse (400, 414, 431) are rewritten into them as they are written (`own_answers.rs`).
+//!
+//! HTTP/2 clients (h2c with prior knowledge, or `h2` by ALPN on intercepted TLS) are served by
+//! `h2.rs`, which makes each stream's request the HTTP/1.1 request it stands for (strictly:
+//! RFC 9113 §8.2.2) and hands it to `service.rs`, as one more way in at phase 1.
 //!
 //! Two transports run these phases. `fast.rs` serves the common HTTP/1.1 request (a valid
 //! credential, no body or a small one, an HTTP/1.1 upstream) by editing its head as bytes;
@@ -56,15 +67,18 @@ pub mod exchange;
 pub mod expect;
 pub mod fast;
 pub mod framing;
+pub mod h2;
 pub mod headers;
 pub mod inject;
 pub mod limits;
 pub mod listener;
 pub mod own_answers;
+pub mod policy;
 pub mod route;
 pub mod service;
 pub mod state;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upload;
 pub mod upstream;
 

@@ -23,6 +23,10 @@ pub struct StatusReport {
     /// The shared token store's state; absent for the file store (nothing can be away).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreStatus>,
+    /// Why `[proxy] proxy_auth` could not be renewed (a followed file unreadable, a re-run
+    /// command failing: the last value is still required); absent when it is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_auth_error: Option<String>,
 }
 
 /// `{"kind": "redis", "state": "ok" | "store_unavailable", "reason": ...}`.

@@ -73,9 +73,12 @@ impl Running {
         let mut providers = Vec::new();
         for cfg in &config.providers {
             match old.iter().position(|t| t.config.name == cfg.name) {
-                Some(i) if *old[i].config == **cfg => {
+                Some(i) if same_but_rules(&old[i].config, cfg) => {
                     summary.kept.push(cfg.name.clone());
-                    providers.push(old.remove(i));
+                    let mut task = old.remove(i);
+                    // New rules apply from this generation on; the refresher never reads them.
+                    task.config = cfg.clone();
+                    providers.push(task);
                 }
                 found => {
                     if let Some(i) = found {
@@ -99,6 +102,12 @@ impl Running {
         }
         st.providers = providers;
         st.proxy = config.proxy.clone();
+        // The new config's proxy_auth is its own secret (read again by this load): its keeper
+        // replaces the old one.
+        if let Some(old) = st.proxy_auth_keeper.take() {
+            old.cancel();
+        }
+        st.proxy_auth_keeper = keep_proxy_auth(&config.proxy, &self.cancel, &self.background);
         let shared = build_shared(
             &config,
             &st.providers,
@@ -149,7 +158,19 @@ impl Running {
         if let Some(admin) = &self.admin_state {
             admin.providers.store(Arc::new(admin_providers(&shared)));
             admin.set_routes(&config.routes);
+            admin.set_proxy_auth(config.proxy.proxy_auth.as_ref());
         }
         Ok(summary)
     }
+}
+
+/// `a` and `b` differ in their `allow` / `deny` rules at most: what a request may do, not how its
+/// credential is obtained, so the provider keeps its refresher (token and schedule).
+fn same_but_rules(a: &ProviderConfig, b: &ProviderConfig) -> bool {
+    a == b
+        || (a.rules != b.rules
+            && ProviderConfig {
+                rules: b.rules.clone(),
+                ..a.clone()
+            } == *b)
 }

@@ -20,11 +20,27 @@ use super::{CaError, LocalCa, mint};
 /// Leaves for names matched by a wildcard, at most this many at once.
 pub const WILDCARD_LIMIT: usize = 1024;
 
-/// ALPN for intercepted TLS: HTTP/1.1 only for now (h2 downstream is a later item of issue 16).
-const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// ALPN for intercepted TLS when the provider's upstream speaks only HTTP/1.1 (or is not known
+/// to speak HTTP/2): a client must not start HTTP/2 that would be translated for nothing.
+const ALPN_H1: &[&[u8]] = &[b"http/1.1"];
+/// ALPN when the upstream speaks HTTP/2 (DESIGN.md "HTTPS clients"): gRPC goes through.
+const ALPN_H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// One leaf, as two server configs that differ only in the ALPN they offer.
+#[derive(Clone)]
+struct Configs {
+    h1: Arc<ServerConfig>,
+    h2: Arc<ServerConfig>,
+}
+
+impl Configs {
+    fn pick(&self, h2: bool) -> Arc<ServerConfig> {
+        if h2 { self.h2.clone() } else { self.h1.clone() }
+    }
+}
 
 struct Entry {
-    config: Arc<ServerConfig>,
+    config: Configs,
     not_after: OffsetDateTime,
     /// For the wildcard cache's eviction: the use counter when it was last handed out.
     used: u64,
@@ -71,13 +87,23 @@ impl Leaves {
         &self.ca
     }
 
-    /// The server config presenting a leaf for `name` (normalized: lowercase, no trailing dot).
+    /// The server config presenting a leaf for `name` (normalized: lowercase, no trailing dot),
+    /// offering ALPN `http/1.1` only.
     pub fn config_for(&self, name: &str) -> Result<Arc<ServerConfig>, CaError> {
-        self.config_at(name, OffsetDateTime::now_utc())
+        self.config_for_alpn(name, false)
+    }
+
+    /// [`Leaves::config_for`], offering `h2` too when `h2`.
+    pub fn config_for_alpn(&self, name: &str, h2: bool) -> Result<Arc<ServerConfig>, CaError> {
+        Ok(self.configs_at(name, OffsetDateTime::now_utc())?.pick(h2))
     }
 
     /// [`Leaves::config_for`] at `now` (wall-clock: certificates are judged by it).
     pub fn config_at(&self, name: &str, now: OffsetDateTime) -> Result<Arc<ServerConfig>, CaError> {
+        Ok(self.configs_at(name, now)?.h1)
+    }
+
+    fn configs_at(&self, name: &str, now: OffsetDateTime) -> Result<Configs, CaError> {
         let pinned = {
             let mut guard = self.entries.lock();
             let (map, counter) = &mut *guard;
@@ -134,15 +160,24 @@ fn server_config(
     ca: &LocalCa,
     name: &str,
     now: OffsetDateTime,
-) -> Result<(Arc<ServerConfig>, OffsetDateTime), CaError> {
+) -> Result<(Configs, OffsetDateTime), CaError> {
     let (cert, key, not_after) = ca.mint(name, now)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
     let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key))
         .map_err(CaError::Tls)?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok((Arc::new(config), not_after))
+    config.alpn_protocols = ALPN_H1.iter().map(|p| p.to_vec()).collect();
+    // The same certificate and key (the resolver is shared), another ALPN list.
+    let mut h2 = config.clone();
+    h2.alpn_protocols = ALPN_H2.iter().map(|p| p.to_vec()).collect();
+    Ok((
+        Configs {
+            h1: Arc::new(config),
+            h2: Arc::new(h2),
+        },
+        not_after,
+    ))
 }
 
 #[cfg(test)]

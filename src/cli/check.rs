@@ -107,7 +107,7 @@ fn describe(p: &ProviderConfig) -> String {
 }
 
 /// A password grant without the password in the config: `login` prompts for it.
-fn needs_password(p: &ProviderConfig) -> bool {
+pub(super) fn needs_password(p: &ProviderConfig) -> bool {
     matches!(&p.auth, AuthConfig::OAuth2(o) if o.grant == Grant::Password && o.password.is_none())
 }
 

@@ -68,7 +68,7 @@ async fn run(
         config,
         crate::app::Options {
             workers,
-            clock: None,
+            ..Default::default()
         },
     )
     .await

@@ -155,6 +155,7 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
         started_at: None,
         providers,
         store,
+        proxy_auth_error: None,
     })
 }
 
@@ -233,6 +234,10 @@ fn table(report: &StatusReport, now: i64) -> String {
         facts.extend(p.details.iter().map(|(k, v)| format!("{k}={v}")));
         let line = format!("{}: {}", p.name, facts.join(" · "));
         out.push_str(&printable(&line));
+        out.push('\n');
+    }
+    if let Some(error) = &report.proxy_auth_error {
+        out.push_str(&printable(&format!("proxy_auth: {error}")));
         out.push('\n');
     }
     if let Some(store) = &report.store {
@@ -318,6 +323,7 @@ mod tests {
         let never = provider("static", "ready", |p| p.preset = "static".into());
         StatusReport {
             store: None,
+            proxy_auth_error: None,
             version: "0".into(),
             started_at: None,
             providers: vec![ready, amber, red, never],
@@ -343,6 +349,7 @@ mod tests {
                 state: evil.into(),
                 reason: Some(evil.into()),
             }),
+            proxy_auth_error: Some(evil.into()),
             version: "0".into(),
             started_at: None,
             providers: vec![p],

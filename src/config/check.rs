@@ -6,9 +6,9 @@
 //! with the file, line, column and key path, the value's problem and what was expected.
 //! The sections' checks live beside it: `proxy.rs` for `[proxy]` and `[[routes]]`; `provider.rs`
 //! for a `[providers.NAME]` table, cut by concern into `endpoints.rs`, `grant.rs`, `wire.rs`,
-//! `timing.rs` (the oauth2 family, put together in `oauth2.rs`) and `blendvision.rs`; `store.rs`
-//! for `[store]`; `clash.rs` looks across sections (listeners, hosts, upstream loops) once they
-//! are checked.
+//! `rules.rs` (`allow` / `deny`), `timing.rs` (the oauth2 family, put together in `oauth2.rs`)
+//! and `blendvision.rs`; `store.rs` for `[store]`; `clash.rs` looks across sections (listeners,
+//! hosts, upstream loops) once they are checked.
 
 mod blendvision;
 mod clash;
@@ -18,6 +18,7 @@ mod inject;
 mod oauth2;
 mod provider;
 mod proxy;
+mod rules;
 mod store;
 mod timing;
 mod wire;
@@ -190,6 +191,22 @@ impl Ctx<'_> {
         s.as_ref().and_then(|s| self.live(s, key))
     }
 
+    /// A secret that goes in a header as it is (`headers`, `token_headers`, `org_id`): checked
+    /// now, and each new value checked the same way before it is used.
+    pub fn header_secret(&mut self, s: &FileSecret, span: Range<usize>, key: &str) -> Option<Live> {
+        let (value, origin) = self.resolve(s, key)?;
+        self.header_value(&value, span, key)?;
+        Some(Live::checked(key, origin, value, header_value_problem))
+    }
+
+    /// A token that goes in `Authorization: Bearer` (a static `token`, BlendVision's
+    /// `api_token`): checked now, and each new value checked the same way.
+    pub fn token_secret(&mut self, s: &FileSecret, key: &str) -> Option<Live> {
+        let (value, origin) = self.resolve(s, key)?;
+        self.bearer_token(&value, s.span.clone(), key)
+            .then(|| Live::checked(key, origin, value, token_value_problem))
+    }
+
     fn resolve(&mut self, s: &FileSecret, key: &str) -> Option<(Secret, Origin)> {
         let span = s.span.clone();
         match &s.source {
@@ -246,18 +263,16 @@ impl Ctx<'_> {
         }
     }
 
-    /// Like [`Ctx::opt_secret`], but an empty value (`"${BV_ORG_ID:-}"`) means "not given".
-    pub fn secret_or_unset(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Secret> {
+    /// A [`Ctx::header_secret`], but an empty value (`"${BV_ORG_ID:-}"`) means "not given".
+    pub fn header_secret_or_unset(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Live> {
         let s = s.as_ref()?;
         if let SecretSource::Value(v) = &s.source {
             let value = self.expand(v, s.span.clone(), key)?;
-            return (!value.is_empty()).then(|| Secret::from(value));
+            if value.is_empty() {
+                return None;
+            }
         }
-        self.secret(s, key)
-    }
-
-    pub fn opt_secret(&mut self, s: &Option<FileSecret>, key: &str) -> Option<Secret> {
-        s.as_ref().and_then(|s| self.secret(s, key))
+        self.header_secret(s, s.span.clone(), key)
     }
 
     pub fn duration(&mut self, s: &Option<Str>, key: &str, default: Duration) -> Duration {
@@ -351,6 +366,24 @@ impl Ctx<'_> {
             None => true,
         }
     }
+}
+
+/// What makes `v` unfit for a header value, in words that never repeat it: a [`Live::checked`]
+/// secret's check.
+fn header_value_problem(v: &str) -> Option<&'static str> {
+    value_problem(v, false).or_else(|| {
+        HeaderValue::from_str(v)
+            .is_err()
+            .then_some("has characters a header can't carry (control characters or non-ASCII)")
+    })
+}
+
+/// What makes `v` unfit for `Authorization: Bearer`: a [`Live::checked`] token's check.
+fn token_value_problem(v: &str) -> Option<&'static str> {
+    value_problem(v, true).or_else(|| {
+        (v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()))
+            .then_some("is empty or has characters other than visible ASCII, which a token can't")
+    })
 }
 
 /// What makes `v` unfit for a header (for a bearer `token`, a space too), in words that never

@@ -57,6 +57,10 @@ pub struct FileProxy {
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_client: Option<Spanned<i64>>,
     pub via: Option<bool>,
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    pub h2_max_header_list_size: Option<Spanned<i64>>,
+    pub h2_initial_stream_window: Option<Spanned<i64>>,
+    pub h2_initial_connection_window: Option<Spanned<i64>>,
 }
 
 /// `socket_mode = "0660"` or `socket_mode = 0o660`.
@@ -208,6 +212,10 @@ pub struct FileProvider {
     pub allow_origins: Option<Vec<Str>>,
     pub forwarded: Option<bool>,
     pub inject: Option<Spanned<FileInject>>,
+    /// What the credential may be used for: `allow` (when set, anything else is refused) and
+    /// `deny` (checked first).
+    pub allow: Option<Spanned<Vec<Spanned<FileRule>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<FileRule>>>>,
 
     // The credential.
     pub token: Option<FileSecret>,
@@ -251,6 +259,14 @@ pub struct FileProvider {
     pub workspaces_url: Option<Str>,
     /// The authorization server's issuer identifier (RFC 8414), checked by `login`.
     pub issuer: Option<Str>,
+}
+
+/// One `allow` / `deny` rule: `{ methods = ["GET"], paths = ["/repos/acme/**"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    pub methods: Option<Spanned<Vec<Str>>>,
+    pub paths: Option<Spanned<Vec<Str>>>,
 }
 
 #[derive(Debug, Deserialize)]

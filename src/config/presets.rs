@@ -15,6 +15,7 @@ pub(super) mod blendvision;
 use http::Uri;
 
 use super::{BodyFormat, ClientAuth, Grant, Preset, Upstream};
+use crate::credential::Inject;
 
 /// What a preset knows before the user says anything.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,25 @@ pub struct Defaults {
     pub refresh_with_bearer: bool,
     /// Keys the user must set (api-v1's deployment decides its URLs).
     pub required: &'static [&'static str],
+    /// Where the token goes unless `inject` says: the form the provider's document gives.
+    pub inject: DefaultInject,
+}
+
+/// A preset's `inject` default. Every seed document asks for `Authorization: Bearer` (each
+/// preset file quotes its document), so there is one form today; a preset for an API that
+/// documents another (`x-api-key`, `?key=`) adds its variant here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultInject {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    Bearer,
+}
+
+impl DefaultInject {
+    pub fn inject(self) -> Inject {
+        match self {
+            DefaultInject::Bearer => Inject::Bearer,
+        }
+    }
 }
 
 impl Defaults {
@@ -56,6 +76,8 @@ impl Defaults {
         reply_fields: &[],
         refresh_with_bearer: false,
         required: &["hosts", "token_url"],
+        // `static` and `oauth2` name no API: RFC 6750's bearer, what most APIs take.
+        inject: DefaultInject::Bearer,
     };
 }
 
@@ -94,4 +116,85 @@ pub fn upstream_from_uri(uri: &Uri) -> Option<Upstream> {
         base_path,
         host_header,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    /// Issue 20 item 4: each preset's `inject` default is the form its document
+    /// (`shared/seeds/`) gives, and a provider's own `inject` still wins over it.
+    #[test]
+    fn each_preset_injects_as_its_document_says() {
+        // (preset, the keys it needs, the document's words on where the token goes)
+        let cases = [
+            (
+                Preset::Bace,
+                "client_id = \"c\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n",
+                "Set access token in the Authorization header with \"Bearer\" prefix.",
+            ),
+            (
+                Preset::Baselime,
+                "client_id = \"c\"\nclient_secret = \"s\"\n",
+                "Authorization: `Bearer <YOUR_ACCESS_TOKEN_GOES_HERE>`",
+            ),
+            (
+                Preset::Apicbase,
+                "client_id = \"c\"\nclient_secret = \"s\"\n",
+                "We only implement the Authorization Code flow of the OAuth specification.",
+            ),
+            (
+                Preset::ApiV1,
+                "hosts = [\"api.v1.test\"]\nupstream = \"https://api.v1.test\"\n\
+                 token_url = \"https://api.v1.test/oauth/token\"\ngrant = \"password\"\n\
+                 client_id = \"c\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n",
+                "\"token_type\": \"bearer\"",
+            ),
+            (
+                Preset::BlendVision,
+                "api_token = \"t\"\norg_id = \"o\"\n",
+                "The Platform APIs for BlendVision One use Bearer authentication.",
+            ),
+        ];
+        let load = |preset: Preset, keys: &str, extra: &str| {
+            let text = format!(
+                "[providers.p]\npreset = \"{}\"\n{keys}{extra}",
+                preset.name()
+            );
+            load_str(&text, "c.toml", &|_| None)
+                .unwrap_or_else(|e| panic!("{}: {e}", preset.name()))
+                .providers[0]
+                .inject
+                .clone()
+        };
+        for (preset, keys, says) in cases {
+            assert_eq!(
+                defaults(preset).inject,
+                DefaultInject::Bearer,
+                "{}: {says}",
+                preset.name()
+            );
+            assert_eq!(load(preset, keys, ""), Inject::Bearer, "{}", preset.name());
+            assert_eq!(
+                load(preset, keys, "inject = { header = \"x-api-key\" }\n"),
+                Inject::Header {
+                    name: http::HeaderName::from_static("x-api-key"),
+                    prefix: String::new(),
+                    suffix: String::new(),
+                },
+                "{}: the provider's own inject wins",
+                preset.name()
+            );
+        }
+        // Every preset with a document is in the table.
+        let named: Vec<Preset> = cases.iter().map(|c| c.0).collect();
+        for p in Preset::ALL {
+            assert!(
+                matches!(p, Preset::Static | Preset::OAuth2) || named.contains(&p),
+                "{} has no case",
+                p.name()
+            );
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! Non-fatal findings: what `credproxy check` (and `run`, at start) prints for a config that
-//! checked clean: no providers, an open proxy, and the security warnings.
+//! checked clean: no providers, an open proxy, the security warnings, and rules that can never
+//! match or that leave a provider open to every caller.
 
 use std::sync::Arc;
 
 use super::{
     AuthConfig, Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget, UnknownHosts, host,
 };
+use crate::proxy::policy::Rule;
 
 /// Every warning for a config that checked clean, in the order `credproxy check` prints them.
 /// `no_providers`: the file has no `[providers.*]` table at all.
@@ -26,7 +28,99 @@ pub(super) fn warnings(
         );
     }
     out.extend(security_warnings(proxy, providers, routes));
+    out.extend(rule_warnings(providers));
+    // TODO(callers): pass whether `[callers]` is set once the callers work is merged.
+    out.extend(allows_everything_warnings(providers, false));
     out
+}
+
+/// The methods RFC 9110 §9 and RFC 5789 define: a rule naming another one is probably a typo
+/// (an API with its own method can ignore the warning).
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Rules that can never match: a path glob not starting with `/`, a method no client sends,
+/// an allow rule that a deny rule covers (deny is checked first). Conservative: a rule named
+/// here can't match; one not named may still be narrower than meant.
+fn rule_warnings(providers: &[Arc<ProviderConfig>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in providers {
+        let Some(rules) = &p.rules else { continue };
+        let name = &p.name;
+        let lists = [("deny", Some(&rules.deny)), ("allow", rules.allow.as_ref())];
+        for (which, list) in lists {
+            for (i, r) in list.into_iter().flatten().enumerate() {
+                let key = format!("providers.{name}.{which}[{i}]");
+                for g in r.paths.iter().flatten().filter(|g| !g.is_absolute()) {
+                    out.push(format!(
+                        "{key}: the path {:?} does not start with `/`, so it never matches a request; write \"/{}\"",
+                        g.text(),
+                        g.text()
+                    ));
+                }
+                for m in r.methods.iter().flatten() {
+                    if !KNOWN_METHODS.contains(&m.as_str()) {
+                        out.push(format!(
+                            "{key}: {m} is not a standard HTTP method ({}), so the rule likely never matches; check the spelling",
+                            KNOWN_METHODS.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, a) in rules.allow.iter().flatten().enumerate() {
+            if let Some(d) = rules.deny.iter().position(|d| covers(d, a)) {
+                out.push(format!(
+                    "providers.{name}.allow[{i}] never matches: every request it allows is refused first by providers.{name}.deny[{d}]"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Every request `narrow` matches is also matched by `wide` (as far as can be told).
+fn covers(wide: &Rule, narrow: &Rule) -> bool {
+    let methods = match (&wide.methods, &narrow.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(w), Some(n)) => n.iter().all(|m| w.contains(m)),
+    };
+    let paths = match (&wide.paths, &narrow.paths) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(w), Some(n)) => n.iter().all(|g| w.iter().any(|wg| g.covered_by(wg))),
+    };
+    methods && paths
+}
+
+/// With `[callers]` set, a provider without an `allow` list (or with one that allows
+/// everything) hands its whole credential to every caller that may use it.
+/// `callers`: whether the config has `[callers]`.
+pub(super) fn allows_everything_warnings(
+    providers: &[Arc<ProviderConfig>],
+    callers: bool,
+) -> Vec<String> {
+    if !callers {
+        return Vec::new();
+    }
+    providers
+        .iter()
+        .filter(|p| {
+            p.rules
+                .as_ref()
+                .and_then(|r| r.allow.as_ref())
+                .is_none_or(|allow| allow.iter().any(Rule::is_everything))
+        })
+        .map(|p| {
+            let name = &p.name;
+            format!(
+                "providers.{name} allows every request while [callers] are set: each caller that may use {name} can do \
+                 anything its credential can; add allow = [{{ methods = [\"GET\"], paths = [\"/...\"] }}] for what they need"
+            )
+        })
+        .collect()
 }
 
 /// What `credproxy check` (and `run`, at start) warns about: settings that let more callers
@@ -170,5 +264,69 @@ mod tests {
         // Loopback over plain http (a sidecar), and the defaults: nothing to say.
         let quiet = format!("{gh}upstream = \"http://127.0.0.1:8000\"\n");
         assert_eq!(warnings(&quiet), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rules_that_can_never_match_are_warned_about() {
+        let warnings = |rules: &str| {
+            let gh = "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n";
+            load_str(&format!("{gh}{rules}\n"), "c.toml", &no_env)
+                .unwrap()
+                .warnings
+        };
+        let has = |rules: &str, needle: &str| {
+            let w = warnings(rules);
+            assert!(
+                w.iter().any(|x| x.contains(needle)),
+                "{needle:?} not in {w:?}"
+            );
+        };
+        has(
+            "allow = [{ paths = [\"repos/**\"] }]",
+            "providers.gh.allow[0]: the path \"repos/**\" does not start with `/`",
+        );
+        has(
+            "deny = [{ methods = [\"DELTE\"] }]",
+            "providers.gh.deny[0]: DELTE is not a standard HTTP method",
+        );
+        has(
+            "allow = [{ methods = [\"GET\"], paths = [\"/admin/users\"] }]\ndeny = [{ paths = [\"/admin/**\"] }]",
+            "providers.gh.allow[0] never matches: every request it allows is refused first by providers.gh.deny[0]",
+        );
+        has(
+            "allow = [{ methods = [\"DELETE\"], paths = [\"/x\"] }, { methods = [\"GET\"] }]\ndeny = [{ methods = [\"delete\", \"PUT\"] }]",
+            "providers.gh.allow[0] never matches",
+        );
+        // Rules that can match: nothing to say.
+        for quiet in [
+            "allow = [{ methods = [\"GET\", \"DELETE\"], paths = [\"/admin/**\"] }]\ndeny = [{ methods = [\"DELETE\"] }]",
+            "allow = [{ paths = [\"/admin/**\"] }]\ndeny = [{ paths = [\"/admin/*\"] }]",
+            "allow = [{ methods = [\"GET\"], paths = [\"/repos/*/issues\"] }]\ndeny = [{ paths = [\"/repos/secret/**\"] }]",
+        ] {
+            assert_eq!(warnings(quiet), Vec::<String>::new(), "{quiet}");
+        }
+    }
+
+    #[test]
+    fn with_callers_a_provider_allowing_everything_is_warned_about() {
+        let providers = |rules: &str| {
+            let gh = "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n";
+            load_str(&format!("{gh}{rules}\n"), "c.toml", &no_env)
+                .unwrap()
+                .providers
+        };
+        let open = super::allows_everything_warnings(&providers(""), true);
+        assert!(
+            open.iter()
+                .any(|w| w.contains("providers.gh allows every request")),
+            "{open:?}"
+        );
+        let deny_only = providers("deny = [{ methods = [\"DELETE\"] }]");
+        assert_eq!(super::allows_everything_warnings(&deny_only, true).len(), 1);
+        let all = providers("allow = [{ paths = [\"/**\"] }]");
+        assert_eq!(super::allows_everything_warnings(&all, true).len(), 1);
+        let narrow = providers("allow = [{ methods = [\"GET\"], paths = [\"/repos/**\"] }]");
+        assert!(super::allows_everything_warnings(&narrow, true).is_empty());
+        assert!(super::allows_everything_warnings(&providers(""), false).is_empty());
     }
 }

@@ -10,6 +10,11 @@
 //! when the config is loaded, so no per-request work depends on the secret's length), then the
 //! two 32-byte digests are compared by XOR-folding every byte, with no early exit.
 //!
+//! The secret may change while credproxy runs (`proxy_auth = { file = ... }` followed, or a
+//! `{ command, ttl }` re-run: `app.rs` starts its keeper). The digest is rebuilt once per change,
+//! by the first request that sees the secret's version move; from then on the old secret is
+//! refused.
+//!
 //! ```
 //! use credproxy::proxy::auth::ProxyAuth;
 //! use credproxy::secret::Secret;
@@ -20,15 +25,27 @@
 //! assert!(!auth.verify(None));
 //! ```
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::secret::Secret;
+use crate::secret::{Live, Secret};
 
-/// The `proxy_auth` secret as the request path keeps it: only its SHA-256 digest.
-#[derive(Clone, PartialEq, Eq)]
+/// The `proxy_auth` secret as the request path uses it: its SHA-256 digest, made once per
+/// version of the secret.
+#[derive(Clone)]
 pub struct ProxyAuth {
-    digest: [u8; 32],
+    secret: Live,
+    /// The digest and the secret's [`Live::version`] it was made from.
+    digest: Arc<ArcSwap<(u64, [u8; 32])>>,
+}
+
+impl PartialEq for ProxyAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest() == other.digest()
+    }
 }
 
 impl std::fmt::Debug for ProxyAuth {
@@ -38,10 +55,32 @@ impl std::fmt::Debug for ProxyAuth {
 }
 
 impl ProxyAuth {
+    /// A fixed secret.
     pub fn new(secret: &Secret) -> Self {
+        ProxyAuth::live(&Live::from(secret.clone()))
+    }
+
+    /// The secret `live`, as it is at each request.
+    pub fn live(live: &Live) -> Self {
+        let version = live.version();
         ProxyAuth {
-            digest: Sha256::digest(secret.expose().as_bytes()).into(),
+            digest: Arc::new(ArcSwap::from_pointee((version, digest_of(&live.get())))),
+            secret: live.clone(),
         }
+    }
+
+    /// The digest of the secret now: the kept one, unless the secret changed since.
+    fn digest(&self) -> [u8; 32] {
+        // The version is read before the value: a digest is never filed under a newer version
+        // than the value it was made from.
+        let version = self.secret.version();
+        let kept = self.digest.load();
+        if kept.0 == version {
+            return kept.1;
+        }
+        let digest = digest_of(&self.secret.get());
+        self.digest.store(Arc::new((version, digest)));
+        digest
     }
 
     /// Whether a `Proxy-Authorization` value (raw bytes, `None` when absent) presents the secret.
@@ -50,8 +89,12 @@ impl ProxyAuth {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(&presented).into();
-        digests_equal(&digest, &self.digest)
+        digests_equal(&digest, &self.digest())
     }
+}
+
+fn digest_of(secret: &Secret) -> [u8; 32] {
+    Sha256::digest(secret.expose().as_bytes()).into()
 }
 
 /// The secret a `Proxy-Authorization` value carries: Basic's password (after the first `:`, so

@@ -61,6 +61,11 @@ pub enum ErrorKind {
     ClientTimeout,
     /// hyper's 414: a request target too long to parse (code `bad_request`, status 414).
     UriTooLong,
+    /// A provider's `deny` rule matched, or its `allow` rules did not (`policy.rs`).
+    PolicyDenied,
+    /// On a provider with rules, a path servers may read differently (dot-segments, encoded
+    /// separators: `policy/path.rs`). A well-formed request: the connection stays open.
+    AmbiguousPath,
 }
 
 impl ErrorKind {
@@ -164,6 +169,18 @@ impl ErrorKind {
                 StatusCode::URI_TOO_LONG,
                 "bad_request",
                 "http_request_error",
+                Blame::Client,
+            ),
+            PolicyDenied => (
+                StatusCode::FORBIDDEN,
+                "policy_denied",
+                "http_request_denied",
+                Blame::Client,
+            ),
+            AmbiguousPath => (
+                StatusCode::BAD_REQUEST,
+                "ambiguous_path",
+                "http_request_denied",
                 Blame::Client,
             ),
         }

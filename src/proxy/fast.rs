@@ -17,8 +17,9 @@
 //! Everything else falls back to hyper ([`Exit::Fallback`]) *before any byte of that request
 //! went anywhere*: the request is left unconsumed and hyper takes over the connection from it,
 //! for good (see `listener.rs`). That covers what needs judgment or machinery: refusals (unknown
-//! hosts, proxy authentication, browser requests; their answers are built in one place), waits
-//! for a credential, `CONNECT`, upgrades, `Expect`, chunked or large request bodies, HTTP/1.0,
+//! hosts, proxy authentication, browser requests, the provider's rules: `policy.rs`; their
+//! answers are built in one place), waits for a credential, `CONNECT`, upgrades, `Expect`,
+//! chunked or large request bodies, HTTP/1.0,
 //! HTTP/2 upstreams, malformed heads and heads over 64 KiB (hyper answers 400/431 and the
 //! framing guard sees the bytes), and a fragment in the target. A slow head stays here, under
 //! the same `header_timeout`.
@@ -50,7 +51,8 @@ use super::exchange::{
 };
 use super::headers::{Field, classify, names_other_fields};
 use super::inject::{
-    VIA_LINE, drops_client_field, holds_token, location_without_token, put_target,
+    Echo, EchoEdit, VIA_LINE, drops_client_field, echo_without_token, holds_token,
+    location_without_token, put_target,
 };
 use super::route::{ClientOrigin, local_location, path_parts};
 use super::route::{ProviderRoute, Role, Target};

@@ -216,8 +216,121 @@ pub fn location_without_token(loc: &str, query: Option<&QueryParam>) -> Option<S
     Some(out)
 }
 
-/// [`location_without_token`] on a `HeaderMap`: `Location` and `Content-Location`.
-pub fn strip_token_from_location(headers: &mut HeaderMap, credential: &Credential) {
+/// A response field other than `Location` that carries URLs the upstream may have built from
+/// the request's URL, and so may echo a query token: `Link` (RFC 8288 §3: each target is a
+/// `<URI-Reference>`; a paginated API's `rel="next"` keeps the query) and `Refresh` (HTML's
+/// `delay; url=URL`, as a header too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    Link,
+    Refresh,
+}
+
+impl Echo {
+    /// The kind of field `name` is, if it is one of these (ASCII case ignored).
+    pub fn of(name: &str) -> Option<Echo> {
+        if name.eq_ignore_ascii_case("link") {
+            Some(Echo::Link)
+        } else if name.eq_ignore_ascii_case("refresh") {
+            Some(Echo::Refresh)
+        } else {
+            None
+        }
+    }
+
+    fn header(self) -> HeaderName {
+        match self {
+            Echo::Link => header::LINK,
+            Echo::Refresh => header::REFRESH,
+        }
+    }
+}
+
+/// What becomes of an [`Echo`] field for a token in the query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EchoEdit {
+    /// The token is not in it: it goes as it came.
+    Keep,
+    /// Its URLs without the credential's parameter.
+    Replace(String),
+    /// It can't be edited (not UTF-8, not a valid value once edited, the token still in it
+    /// somewhere else, such as a quoted `anchor`): it doesn't go at all.
+    Drop,
+}
+
+/// Phase 8's edit of an [`Echo`] field `value` for the credential's query parameter `q`: each
+/// URL in it loses its parameters of that name, as [`location_without_token`] does.
+pub fn echo_without_token(kind: Echo, value: &[u8], q: &QueryParam) -> EchoEdit {
+    let edited = std::str::from_utf8(value).ok().and_then(|v| match kind {
+        Echo::Link => link_without_token(v, q),
+        Echo::Refresh => refresh_without_token(v, q),
+    });
+    match edited {
+        Some(new) if HeaderValue::from_str(&new).is_ok() && !holds_token(new.as_bytes(), q) => {
+            EchoEdit::Replace(new)
+        }
+        Some(_) => EchoEdit::Drop,
+        None if holds_token(value, q) => EchoEdit::Drop,
+        None => EchoEdit::Keep,
+    }
+}
+
+/// `Link`: every `<URI-Reference>` edited; the parameters (`; rel="next"`) kept as they are.
+fn link_without_token(v: &str, q: &QueryParam) -> Option<String> {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    let mut changed = false;
+    while let Some(open) = rest.find('<') {
+        let Some(len) = rest[open..].find('>') else {
+            break;
+        };
+        let uri = &rest[open + 1..open + len];
+        out.push_str(&rest[..=open]);
+        match location_without_token(uri, Some(q)) {
+            Some(new) => {
+                out.push_str(&new);
+                changed = true;
+            }
+            None => out.push_str(uri),
+        }
+        out.push('>');
+        rest = &rest[open + len + 1..];
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+/// `Refresh`: `delay`, then `;` or `,`, then the URL, perhaps after `url=` and in quotes
+/// (HTML's "shared declarative refresh steps").
+fn refresh_without_token(v: &str, q: &QueryParam) -> Option<String> {
+    let sep = v.find([';', ','])?;
+    let after = v[sep + 1..].trim_start();
+    let mut start = v.len() - after.len();
+    if after
+        .get(..3)
+        .is_some_and(|u| u.eq_ignore_ascii_case("url"))
+    {
+        let r = after[3..].trim_start();
+        if let Some(r) = r.strip_prefix('=') {
+            start = v.len() - r.trim_start().len();
+        }
+    }
+    let mut end = start + v[start..].trim_end().len();
+    if let Some(quote) = v[start..]
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '"' | '\''))
+    {
+        start += 1;
+        end = v[start..].find(quote).map_or(end, |e| start + e);
+    }
+    let new = location_without_token(&v[start..end], Some(q))?;
+    Some(format!("{}{new}{}", &v[..start], &v[end..]))
+}
+
+/// [`location_without_token`] and [`echo_without_token`] on a `HeaderMap`: `Location`,
+/// `Content-Location`, every `Link` and `Refresh`.
+pub fn strip_token_from_response(headers: &mut HeaderMap, credential: &Credential) {
     let Some(q) = credential.query() else { return };
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(value) = headers.get(&name) else {
@@ -237,6 +350,32 @@ pub fn strip_token_from_location(headers: &mut HeaderMap, credential: &Credentia
                 headers.remove(&name);
             }
             _ => {}
+        }
+    }
+    for (name, kind) in [(header::LINK, Echo::Link), (header::REFRESH, Echo::Refresh)] {
+        let edits: Vec<EchoEdit> = headers
+            .get_all(&name)
+            .iter()
+            .map(|v| echo_without_token(kind, v.as_bytes(), q))
+            .collect();
+        if edits.iter().all(|e| *e == EchoEdit::Keep) {
+            continue;
+        }
+        // Rare: rebuilt in order, each value kept, replaced or left out.
+        let old: Vec<HeaderValue> = match headers.entry(name) {
+            header::Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
+            header::Entry::Vacant(_) => continue,
+        };
+        for (value, edit) in old.into_iter().zip(edits) {
+            let value = match edit {
+                EchoEdit::Keep => value,
+                EchoEdit::Replace(new) => match HeaderValue::from_str(&new) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+                EchoEdit::Drop => continue,
+            };
+            headers.append(kind.header(), value);
         }
     }
 }
@@ -324,5 +463,89 @@ mod tests {
         // A Location that can't be edited as text goes only without the token in it.
         assert!(holds_token(b"/caf\xe9/?key=T0KEN-VALUE", &q));
         assert!(!holds_token(b"/caf\xe9/?a=1", &q));
+    }
+
+    /// Issue 20 item 1: an upstream echoing the request's URL, the token in it, into `Link` and
+    /// `Refresh` hands the client neither the token nor a broken field; the rest stays as it was.
+    #[test]
+    fn link_and_refresh_lose_the_query_token() {
+        let q = QueryParam {
+            name: "key".into(),
+            pair: "key=T0KEN-VALUE".into(),
+        };
+        let edit = |kind, v: &str| echo_without_token(kind, v.as_bytes(), &q);
+        let replaced = |s: &str| EchoEdit::Replace(s.to_owned());
+        assert_eq!(
+            edit(
+                Echo::Link,
+                "<https://api.example/items?page=2&key=T0KEN-VALUE>; rel=\"next\", \
+                 </items?key=T0KEN-VALUE>; rel=\"first\", <https://docs.example/a>; rel=\"help\""
+            ),
+            replaced(
+                "<https://api.example/items?page=2>; rel=\"next\", </items>; rel=\"first\", \
+                 <https://docs.example/a>; rel=\"help\""
+            )
+        );
+        for (given, want) in [
+            ("0; url=/x?KEY=T0KEN-VALUE&a=1", "0; url=/x?a=1"),
+            ("5;URL='/x?a=1&key=T0KEN-VALUE#f'", "5;URL='/x?a=1#f'"),
+            ("1, url = \"/y?key=T0KEN-VALUE\"", "1, url = \"/y\""),
+            ("3; /z?key=T0KEN-VALUE", "3; /z"),
+        ] {
+            assert_eq!(edit(Echo::Refresh, given), replaced(want), "{given}");
+        }
+        // Nothing to take out: the field goes as it came.
+        assert_eq!(
+            edit(Echo::Link, "</p?page=2>; rel=\"next\""),
+            EchoEdit::Keep
+        );
+        assert_eq!(edit(Echo::Refresh, "5"), EchoEdit::Keep);
+        assert_eq!(edit(Echo::Refresh, "0; url=/x?a=1"), EchoEdit::Keep);
+        // The token elsewhere in the value, or in one that isn't text: the field is dropped.
+        assert_eq!(
+            edit(Echo::Link, "</a>; rel=\"x\"; anchor=\"/b?key=T0KEN-VALUE\""),
+            EchoEdit::Drop
+        );
+        assert_eq!(
+            echo_without_token(Echo::Refresh, b"0; url=/caf\xe9?key=T0KEN-VALUE", &q),
+            EchoEdit::Drop
+        );
+        assert_eq!(Echo::of("LINK"), Some(Echo::Link));
+        assert_eq!(Echo::of("Refresh"), Some(Echo::Refresh));
+        assert_eq!(Echo::of("links"), None);
+
+        // On a `HeaderMap` (hyper's side): every value of each field, in order.
+        let credential = Credential::new(
+            &crate::secret::Secret::from("T0KEN-VALUE"),
+            &crate::credential::Inject::Query { name: "key".into() },
+            &[],
+            1,
+            tokio::time::Instant::now(),
+            None,
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::LINK,
+            HeaderValue::from_static("</a?key=T0KEN-VALUE>; rel=\"next\""),
+        );
+        headers.append(header::LINK, HeaderValue::from_static("</b>; rel=\"prev\""));
+        headers.append(
+            header::REFRESH,
+            HeaderValue::from_static("0; url=/c?key=T0KEN-VALUE"),
+        );
+        strip_token_from_response(&mut headers, &credential);
+        let all = |n| -> Vec<&str> {
+            headers
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            all(header::LINK),
+            ["</a>; rel=\"next\"", "</b>; rel=\"prev\""]
+        );
+        assert_eq!(all(header::REFRESH), ["0; url=/c"]);
     }
 }

@@ -4,7 +4,8 @@
 //! `CONNECT` tunnel's plain or intercepted-TLS stream is served here as one more connection
 //! (`tunnel.rs`), and the connection that carried the `CONNECT` waits for it.
 //! Each downstream connection is one task that drives both the HTTP/1.1 server connection and its
-//! own upstream connection (see `upstream.rs`). Shutdown: stop accepting, ask every connection to
+//! own upstream connection (see `upstream.rs`); a connection that begins with HTTP/2's preface,
+//! or whose TLS chose `h2`, is served by `h2.rs` instead. Shutdown: stop accepting, ask every connection to
 //! finish its in-flight request, and let the caller wait on the tracker for the grace period.
 //!
 //! Before hyper sees a connection: a slot under `max_connections` (else the accept loop waits),
@@ -101,7 +102,37 @@ pub async fn serve(
     }
 }
 
-/// Serve one downstream connection: HTTP/1.1, with its upstream connection driven alongside.
+fn conn_ctx(
+    peer: Option<std::net::IpAddr>,
+    cell: Arc<ListenerCell>,
+    pool: Arc<Pool>,
+    cancel: &CancellationToken,
+) -> Arc<ConnCtx> {
+    Arc::new(ConnCtx {
+        cell,
+        pool,
+        peer,
+        slot: LocalSlot::default(),
+        cancel: cancel.clone(),
+        tunnel: Default::default(),
+    })
+}
+
+/// Serve one downstream connection that is HTTP/2 from its first byte (ALPN chose `h2`).
+pub async fn serve_h2_connection<I>(
+    io: I,
+    peer: Option<std::net::IpAddr>,
+    cell: Arc<ListenerCell>,
+    pool: Arc<Pool>,
+    cancel: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    super::h2::serve(io, conn_ctx(peer, cell, pool, &cancel)).await;
+}
+
+/// Serve one downstream connection: HTTP/1.1, with its upstream connection driven alongside, or
+/// HTTP/2 when it begins with the preface (`h2.rs`).
 pub async fn serve_connection<I>(
     io: I,
     peer: Option<std::net::IpAddr>,
@@ -111,14 +142,7 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = Arc::new(ConnCtx {
-        cell,
-        pool,
-        peer,
-        slot: LocalSlot::default(),
-        cancel: cancel.clone(),
-        tunnel: Default::default(),
-    });
+    let ctx = conn_ctx(peer, cell, pool, &cancel);
     // The common requests take the fast path; the first one it does not serve hands the
     // connection, from that request on, to hyper (`fast.rs`).
     let mut io = io;
@@ -131,6 +155,15 @@ pub async fn serve_connection<I>(
         Exit::Fallback => {}
     }
     let (leftover, up) = fast.into_parts();
+    // HTTP/2 with prior knowledge (h2c): the fast path read the preface as a head it does not
+    // serve, and hands the connection over as it came.
+    if super::h2::is_preface(&leftover) {
+        if let Some((key, stream)) = up {
+            ctx.pool.park_stream(key, stream);
+        }
+        super::h2::serve(Rewind::new(leftover, io), ctx).await;
+        return;
+    }
     if let Some((key, stream)) = up {
         ctx.slot.adopt(key, stream).await;
     }
@@ -144,15 +177,16 @@ pub async fn serve_connection<I>(
         let turn = turn.clone();
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             turn.begin();
-            let tunnel = req.method() == hyper::Method::CONNECT
-                || req.headers().contains_key(hyper::header::UPGRADE);
+            let connect = req.method() == hyper::Method::CONNECT;
+            let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
             let turn = turn.clone();
             let answer = handle(ctx.clone(), req);
             async move {
                 let resp = answer.await?;
                 let status = resp.status();
-                if tunnel
-                    && (status.is_success() || status == hyper::StatusCode::SWITCHING_PROTOCOLS)
+                // A declined `Upgrade` (answered 200 as plain HTTP) leaves the connection HTTP.
+                if connect && status.is_success()
+                    || upgrade && status == hyper::StatusCode::SWITCHING_PROTOCOLS
                 {
                     turn.tunnel();
                 }

@@ -27,6 +27,7 @@ use super::inject;
 use super::route::{ClientOrigin, rewrite_location, upstream_path};
 use super::route::{ProviderRoute, Role, Target};
 use super::state::{ConnCtx, ListenerInfo, Shared};
+use super::upgrade;
 use super::upload::{Fault, Progress, Upload, UploadError, within};
 use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
@@ -199,8 +200,9 @@ async fn proxy<'a>(
     if ctx.info.loopback && ctx.info.role != Role::Main || prefix.is_some() {
         check_own_host(ctx.info, route, host_header)?;
     }
-    // Phase 4: browser check.
+    // Phase 4: browser check, then the provider's rules (before a credential is read).
     browser(&req, Some(provider))?;
+    super::policy::check(provider, req.method().as_str(), rest)?;
     // Phase 5: credential.
     let credential = credential(route).await?;
 
@@ -213,6 +215,7 @@ async fn proxy<'a>(
     let client_scheme = req.uri().scheme().cloned();
     let client_authority = req.uri().authority().cloned();
     let client_host = req.headers().get(header::HOST).cloned();
+    let websocket = upgrade::offer(&req);
     let (mut parts, body) = req.into_parts();
     inject::request_head(
         &mut parts.headers,
@@ -221,6 +224,8 @@ async fn proxy<'a>(
         &shared.metrics,
         shared.via,
     );
+    // A WebSocket handshake keeps its `Connection: upgrade` and `Upgrade` (`upgrade.rs`).
+    let client_upgrade = websocket.then(|| upgrade::restore(&mut parts)).flatten();
     parts.version = http::Version::HTTP_11;
     let refreshable = refreshable(provider.preset);
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
@@ -244,6 +249,7 @@ async fn proxy<'a>(
     let rt = response_timeout(shared.response_timeout, provider);
     let replay_parts =
         (refreshable && kept.is_some()).then(|| (parts.method.clone(), parts.headers.clone()));
+    let te_trailers = parts.extensions.get::<super::h2::TeTrailers>().copied();
     inject::set_credential(&mut parts.headers, &credential);
     inject::set_forwarded(&mut parts.headers, provider.forwarded, ctx.peer);
     let key = &route.key;
@@ -291,6 +297,9 @@ async fn proxy<'a>(
             let mut req = Request::new(Either::Right(Full::new(body)));
             *req.method_mut() = method;
             *req.headers_mut() = headers;
+            if let Some(te) = te_trailers {
+                req.extensions_mut().insert(te);
+            }
             inject::set_credential(req.headers_mut(), &fresh);
             // As the first send had it (the fast path's replay rebuilds its head the same way).
             inject::set_forwarded(req.headers_mut(), provider.forwarded, ctx.peer);
@@ -299,9 +308,12 @@ async fn proxy<'a>(
             resp = send_timed(ctx, index, key, upstream, path_and_query, req, (rt, None)).await?;
         }
     }
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return upgrade::switch(ctx.conn, client_upgrade, resp, Some(&provider.name));
+    }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
-    inject::strip_token_from_location(&mut parts.headers, &credential);
+    inject::strip_token_from_response(&mut parts.headers, &credential);
     let absolute = client_authority.as_ref().map(|a| {
         (
             client_scheme.as_ref().map_or("http", |s| s.as_str()),
@@ -430,6 +442,20 @@ async fn send(
         ),
         None => upstream_error(upstream, e),
     };
+    if upgrade::is_handshake(&req) {
+        // On a connection of its own, which the WebSocket will keep (`upgrade.rs`).
+        let mut sender =
+            tokio::time::timeout_at(deadline, upgrade::connect(&shared.connector, key))
+                .await
+                .map_err(|_| timeout("accept a connection"))?
+                .map_err(|e| connect_error(upstream, e))?;
+        *req.uri_mut() = Uri::from(path_and_query);
+        return match within(sender.send_request(req), progress, start, response_timeout).await {
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(e)) => Err(failed(&e)),
+            None => Err(timeout("answer")),
+        };
+    }
     for attempt in 0..2 {
         let checkout = tokio::time::timeout_at(
             deadline,
@@ -455,6 +481,11 @@ async fn send(
                     ProxyError::new(ErrorKind::BadRequest, "the request URI is not valid")
                 })?;
                 req.headers_mut().remove(header::HOST);
+                // gRPC servers want `te: trailers`, which phase 6 dropped as hop-by-hop.
+                if req.extensions().get::<super::h2::TeTrailers>().is_some() {
+                    req.headers_mut()
+                        .insert(header::TE, HeaderValue::from_static("trailers"));
+                }
                 let fut = sender.send_request(req);
                 return match within(fut, progress, start, response_timeout).await {
                     Some(Ok(resp)) => Ok(resp),
@@ -584,6 +615,7 @@ async fn pass_through(
         port,
         addr: Some(addr),
     };
+    let websocket = upgrade::offer(&req);
     let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
@@ -597,6 +629,7 @@ async fn pass_through(
         &ctx.shared.metrics,
         ctx.shared.via,
     );
+    let client_upgrade = websocket.then(|| upgrade::restore(&mut parts)).flatten();
     let progress = Progress::new(Instant::now());
     let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
     let resp = send(
@@ -608,6 +641,9 @@ async fn pass_through(
         (ctx.shared.response_timeout, Some(&progress)),
     )
     .await?;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return upgrade::switch(ctx.conn, client_upgrade, resp, None);
+    }
     let (mut parts, body) = resp.into_parts();
     inject::response_head(&mut parts.headers);
     Ok(Response::from_parts(

@@ -29,6 +29,8 @@ pub struct Shared {
     /// With `intercept = "claimed"`: the leaf certificates TLS in a `CONNECT` tunnel to a
     /// claimed host is terminated with (`tunnel.rs`).
     pub intercept: Option<Arc<crate::ca::Leaves>>,
+    /// Downstream HTTP/2's limits (`h2.rs`).
+    pub h2: crate::config::H2Limits,
 }
 
 /// What a listener is, as requests see it.

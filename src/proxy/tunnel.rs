@@ -5,7 +5,9 @@
 //! itself and looks at the first bytes in the tunnel (DESIGN.md "HTTPS clients"):
 //! - an HTTP request line: the tunnel is a plain HTTP/1.1 connection, served like any other;
 //! - a TLS ClientHello, with `intercept = "claimed"`: the handshake is completed with a leaf
-//!   certificate for the authority from the local CA (`crate::ca`), then the same;
+//!   certificate for the authority from the local CA (`crate::ca`), then the same; ALPN offers
+//!   `h2` only when the provider's upstream speaks HTTP/2 (`Pool::speaks_h2`), and a client that
+//!   takes it is served by `h2.rs`;
 //! - anything else (or TLS with interception off): closed, and logged with what to do.
 //!
 //! With `intercept = "off"`, a `CONNECT` to a claimed host on port 443 is refused at once (403):
@@ -132,18 +134,17 @@ async fn serve<I>(
         TLS_HANDSHAKE => match &state.shared.intercept {
             Some(leaves) => {
                 let io = Rewind::new(first, io);
-                let Some(tls) = handshake(io, leaves, state, &tunnel, name).await else {
+                let Some(tls) = handshake(io, leaves, conn, state, &tunnel, name).await else {
                     return;
                 };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let cell = inner_cell(state, tunnel, authority, "https");
-                super::listener::serve_connection(
-                    tls,
-                    conn.peer,
-                    cell,
-                    conn.pool.clone(),
-                    conn.cancel.clone(),
-                )
-                .await;
+                let (peer, pool, cancel) = (conn.peer, conn.pool.clone(), conn.cancel.clone());
+                if h2 {
+                    super::listener::serve_h2_connection(tls, peer, cell, pool, cancel).await;
+                } else {
+                    super::listener::serve_connection(tls, peer, cell, pool, cancel).await;
+                }
             }
             None => tracing::info!(
                 %authority,
@@ -199,6 +200,7 @@ fn inner_cell(
 async fn handshake<I>(
     io: I,
     leaves: &crate::ca::Leaves,
+    conn: &ConnCtx,
     state: &ListenerState,
     tunnel: &TunnelTarget,
     provider: &str,
@@ -233,7 +235,17 @@ where
         );
         return None;
     }
-    let config = match leaves.config_for(host) {
+    // ALPN `h2` only when the upstream speaks HTTP/2 too (DESIGN.md "HTTPS clients"): learnt
+    // by connecting to it first, once per upstream; asked only of a client that offers `h2`.
+    let offers_h2 = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
+    let h2 = offers_h2 && {
+        let key = &state.shared.router.providers[tunnel.index].key;
+        conn.pool.speaks_h2(key, &state.shared.connector).await
+    };
+    let config = match leaves.config_for_alpn(host, h2) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%host, error = %crate::token::error::chain(&e), "intercepted TLS: no certificate for this host; closing");

@@ -171,15 +171,27 @@ fn handshake_error(key: &UpstreamKey) -> impl FnOnce(hyper::Error) -> ConnectErr
 /// Makes upstream connections.
 pub struct Connector {
     tls: TlsConnector,
+    /// The same roots offering only `http/1.1`: for a WebSocket handshake (`upgrade.rs`), which
+    /// exists only in HTTP/1.1 (RFC 6455 §4.1).
+    tls_h1: TlsConnector,
     connect_timeout: Duration,
 }
 
 impl Connector {
     pub fn new(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        let mut h1 = (*tls).clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Connector {
             tls: TlsConnector::from(tls),
+            tls_h1: TlsConnector::from(Arc::new(h1)),
             connect_timeout,
         }
+    }
+
+    /// A new HTTP/1.1 stream for a request that will take its connection over (an `Upgrade`):
+    /// ALPN offers only `http/1.1`, and the stream is never parked or reused.
+    pub async fn connect_for_upgrade(&self, key: &UpstreamKey) -> Result<Stream, ConnectError> {
+        Ok(self.connect_with(key, &self.tls_h1).await?.0)
     }
 
     pub async fn connect(&self, key: &UpstreamKey) -> Result<Fresh, ConnectError> {
@@ -246,6 +258,14 @@ impl Connector {
 
     /// A connected stream (TCP, then TLS for `https` upstreams), and whether ALPN chose `h2`.
     pub async fn connect_stream(&self, key: &UpstreamKey) -> Result<(Stream, bool), ConnectError> {
+        self.connect_with(key, &self.tls).await
+    }
+
+    async fn connect_with(
+        &self,
+        key: &UpstreamKey,
+        tls_connector: &TlsConnector,
+    ) -> Result<(Stream, bool), ConnectError> {
         let timeout = self.connect_timeout;
         let timed_out = || ConnectError::Timeout {
             host: key.host.clone(),
@@ -272,7 +292,7 @@ impl Connector {
                 ServerName::try_from(host.to_owned()).map_err(|_| ConnectError::ServerName {
                     host: key.host.clone(),
                 })?;
-            let tls = tokio::time::timeout_at(deadline, self.tls.connect(name, tcp))
+            let tls = tokio::time::timeout_at(deadline, tls_connector.connect(name, tcp))
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|source| ConnectError::Tls {
@@ -311,6 +331,9 @@ pub async fn still_open(stream: &mut Stream) -> bool {
 pub struct Pool {
     streams: Mutex<HashMap<UpstreamKey, Vec<ParkedStream>>>,
     h2: Mutex<HashMap<UpstreamKey, H2Sender>>,
+    /// What each upstream's last new TLS connection chose by ALPN (true: `h2`): whether an
+    /// intercepted client may be offered `h2` (`tunnel.rs`).
+    speaks_h2: Mutex<HashMap<UpstreamKey, bool>>,
     idle_timeout: Duration,
     max_idle_per_key: usize,
 }
@@ -320,6 +343,7 @@ impl Pool {
         Pool {
             streams: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
+            speaks_h2: Mutex::new(HashMap::new()),
             idle_timeout,
             max_idle_per_key: 256,
         }
@@ -387,6 +411,48 @@ impl Pool {
 
     pub fn put_h2(&self, key: UpstreamKey, sender: H2Sender) {
         self.h2.lock().insert(key, sender);
+    }
+
+    fn learnt(&self, key: &UpstreamKey, h2: bool) {
+        let mut known = self.speaks_h2.lock();
+        if known.get(key) != Some(&h2) {
+            known.insert(key.clone(), h2);
+        }
+    }
+
+    /// Whether `key`'s upstream speaks HTTP/2: what ALPN chose on its last new connection, else
+    /// learnt now by connecting to it (the connection is kept for the requests to come). A
+    /// plain `http://` upstream is HTTP/1.1 (no h2c upstream); one that can't be reached now
+    /// counts as HTTP/1.1, and is asked again next time.
+    pub async fn speaks_h2(&self, key: &UpstreamKey, connector: &Connector) -> bool {
+        if !key.tls {
+            return false;
+        }
+        if let Some(known) = self.speaks_h2.lock().get(key) {
+            return *known;
+        }
+        if self.h2(key).is_some() {
+            return true;
+        }
+        let (stream, h2) = match connector.connect_stream(key).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                tracing::debug!(host = %key.host, error = %e, "can't learn whether the upstream speaks HTTP/2");
+                return false;
+            }
+        };
+        self.learnt(key, h2);
+        if !h2 {
+            self.park_stream(key.clone(), stream);
+            return false;
+        }
+        match connector.handshake_h2(key, stream).await {
+            Ok(sender) => self.put_h2(key.clone(), sender),
+            Err(e) => {
+                tracing::debug!(host = %key.host, error = %e, "upstream HTTP/2 handshake failed")
+            }
+        }
+        true
     }
 }
 
@@ -489,10 +555,14 @@ impl LocalSlot {
         }
         match connector.connect(key).await? {
             Fresh::H1(sender, conn) => {
+                if key.tls {
+                    pool.learnt(key, false);
+                }
                 self.install(key.clone(), sender, conn);
                 Ok(Checkout::Local { reused: false })
             }
             Fresh::H2(sender) => {
+                pool.learnt(key, true);
                 pool.put_h2(key.clone(), sender.clone());
                 Ok(Checkout::H2(sender))
             }

@@ -1,6 +1,6 @@
 //! A configured secret whose value can change while credproxy runs: [`Live`] (a static
-//! `token`, `client_secret`, `password`, BlendVision's `api_token`; the other secret fields are
-//! read once, at load).
+//! `token`, `client_secret`, `password`, BlendVision's `api_token` and `org_id`, a provider's
+//! `headers` and `token_headers` values, `[proxy] proxy_auth`; caller secrets are read once).
 //!
 //! A secret written in the config (`"${VAR}"`) is fixed; `{ file = }` follows its file
 //! ([`super::watch`]) and `{ command, ttl }` is re-run before its `ttl` passes
@@ -48,8 +48,14 @@ struct Cell {
     key: String,
     origin: Origin,
     value: parking_lot::Mutex<Secret>,
+    /// What a new value must be (a header value can't hold a newline): a value it refuses is
+    /// a failed renewal, and the last value stays.
+    check: Option<Check>,
     health: watch::Sender<Health>,
 }
+
+/// What is wrong with a would-be value, in words that never repeat it (`None`: it is fine).
+pub type Check = fn(&str) -> Option<&'static str>;
 
 impl Live {
     /// A secret with `value` now (as loaded), from `origin`, configured at `key`.
@@ -58,8 +64,27 @@ impl Live {
             key: key.to_owned(),
             origin,
             value: parking_lot::Mutex::new(value),
+            check: None,
             health: watch::Sender::new(Health::default()),
         }))
+    }
+
+    /// [`Live::new`] for a secret whose every new value must pass `check` (the value as loaded
+    /// was checked by the config's checker, with the place in the file).
+    pub fn checked(key: &str, origin: Origin, value: Secret, check: Check) -> Self {
+        Live(Arc::new(Cell {
+            key: key.to_owned(),
+            origin,
+            value: parking_lot::Mutex::new(value),
+            check: Some(check),
+            health: watch::Sender::new(Health::default()),
+        }))
+    }
+
+    /// How many times the value changed: cheap, for a reader that keeps something built from
+    /// it (a digest, a header) and rebuilds it when this moves.
+    pub fn version(&self) -> u64 {
+        self.0.health.borrow().version
     }
 
     /// The value now.
@@ -126,6 +151,10 @@ impl Live {
     /// Take a re-run's or re-read's result: a new value, the same one, or a failure.
     pub(super) fn set(&self, result: Result<Secret, String>) {
         let key = &self.0.key;
+        let result = result.and_then(|v| match self.0.check.and_then(|c| c(v.expose())) {
+            Some(problem) => Err(format!("the new value {problem}")),
+            None => Ok(v),
+        });
         match result {
             Ok(v) => {
                 let changed = {
@@ -291,6 +320,30 @@ mod tests {
                 .trim(),
             "2"
         );
+    }
+
+    /// A checked secret (a header value) refuses a new value its check finds wrong: the last
+    /// one stays, the refusal is reported (never the value), and the next good one is taken.
+    #[test]
+    fn a_checked_secret_keeps_the_last_value_when_a_new_one_is_refused() {
+        let live = Live::checked(
+            "providers.p.headers.x-tenant",
+            Origin::File("/run/t".into()),
+            Secret::from("t-1"),
+            |v| v.contains('\n').then_some("contains a newline"),
+        );
+        live.set(Ok(Secret::from("t-2\nx-evil: S3CR3T")));
+        assert_eq!(live.get().expose(), "t-1");
+        assert_eq!(live.version(), 0);
+        let error = live.health().borrow().error.clone().unwrap();
+        assert_eq!(
+            error,
+            "providers.p.headers.x-tenant: the new value contains a newline; the last value is still used"
+        );
+        live.set(Ok(Secret::from("t-3")));
+        assert_eq!(live.get().expose(), "t-3");
+        assert_eq!(live.version(), 1);
+        assert_eq!(live.health().borrow().error, None);
     }
 
     #[test]

@@ -81,8 +81,13 @@ impl BvSource {
         matches!(self.cfg.mode, BlendVisionMode::Mint { .. })
     }
 
-    fn org_id<'a>(&'a self, t: &'a StoredToken) -> Option<&'a Secret> {
-        self.cfg.org_id.as_ref().or(t.secrets.get(ORG_KEY))
+    /// The configured org id as it is now (a file credproxy follows may change it), else the
+    /// one discovered for `t`.
+    fn org_id(&self, t: &StoredToken) -> Option<Secret> {
+        match &self.cfg.org_id {
+            Some(live) => Some(live.get()),
+            None => t.secrets.get(ORG_KEY).cloned(),
+        }
     }
 
     /// `x-bv-org-id`, marked sensitive like every injected value.

@@ -74,6 +74,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         return;
     };
     let policy = source.policy();
+    let versions = secrets::Versions::of(&provider);
     let mut r = Refresher {
         provider,
         source,
@@ -86,6 +87,7 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
         next_poll: Instant::now() + LOGIN_POLL,
         rejections: RejectionFilter::default(),
         learned: None,
+        versions,
     };
     // A shared store says when another instance changed the token (Redis pub/sub); the 5 s
     // re-read stays as the fallback.
@@ -128,6 +130,8 @@ pub async fn run(provider: Arc<ProviderConfig>, writer: CredentialWriter, ctx: E
                 let stale = r.held.as_ref().is_some_and(|h| !r.source.accepts(&h.token));
                 if refused || stale {
                     r.renew(false).await;
+                } else if secrets::Versions::of(&r.provider) != r.versions {
+                    r.republish();
                 }
             }
             Event::WallJump(g) => {
@@ -184,14 +188,17 @@ async fn serve_static(
     let AuthConfig::Static { token } = &provider.auth else {
         return ctx.cancel.cancelled().await;
     };
-    let mut published: Option<crate::secret::Secret> = None;
+    // The token and what its other headers were built from, as last published.
+    let mut published: Option<(crate::secret::Secret, secrets::Versions)> = None;
     let mut generation = 0;
     loop {
-        let value = token.get();
-        if published.as_ref() != Some(&value) {
+        // The versions are read before the headers are built: a value newer than they say is
+        // published again on the next turn, never missed.
+        let now = (token.get(), secrets::Versions::of(provider));
+        if published.as_ref() != Some(&now) {
             generation += 1;
-            publish_static(provider, writer, &value, generation);
-            published = Some(value);
+            publish_static(provider, writer, &now.0, generation);
+            published = Some(now);
         }
         writer.update(|s| s.last_error = secrets.last_error(s.last_error.as_ref()));
         tokio::select! {
@@ -210,7 +217,7 @@ fn publish_static(
     match Credential::new(
         token,
         &provider.inject,
-        &provider.headers,
+        &crate::config::SecretHeader::fields(&provider.headers),
         generation,
         Instant::now(),
         None,
@@ -268,6 +275,8 @@ struct Refresher {
     /// How long this provider's tokens of unknown lifetime really live: from the last such
     /// token's obtaining to its rejection (issue 14 item 1). Kept in memory only.
     learned: Option<Learned>,
+    /// What the published credential's other headers were built from.
+    versions: secrets::Versions,
 }
 
 /// A learned lifetime, and when it last changed (for [`LEARNED_GROWTH_WAIT`]).
@@ -426,6 +435,7 @@ impl Refresher {
                 )
             }
         }
+        self.versions = secrets::Versions::of(&self.provider);
         let headers = match self.source.headers(&self.provider, &token) {
             Ok(h) => h,
             Err(e) => {
@@ -503,6 +513,44 @@ impl Refresher {
         });
         self.state = State::Serving { refresh_at: next };
         (self.ctx.observer)(self.name(), label);
+    }
+
+    /// A header beside the token changed (a `headers` value or BlendVision's `org_id` from a
+    /// file credproxy follows or a command it re-runs): the held token is published again with
+    /// the new headers, as a new generation, with no token call. Requests use it at once.
+    fn republish(&mut self) {
+        self.versions = secrets::Versions::of(&self.provider);
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        let built = self
+            .source
+            .headers(&self.provider, &held.token)
+            .map_err(|e| chain(&e))
+            .and_then(|headers| {
+                Credential::new(
+                    &held.token.access_token,
+                    &self.provider.inject,
+                    &headers,
+                    self.generation + 1,
+                    held.obtained,
+                    held.expires,
+                )
+                .map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(c) => {
+                self.generation += 1;
+                let c = Arc::new(c.with_wall_of(&held.credential));
+                held.credential = c.clone();
+                self.writer.update(|s| s.credential = Some(c));
+                tracing::info!("a header's secret changed; the new value is used from now on");
+            }
+            // Not reached (each new value is checked before it is taken); the last one stays.
+            Err(e) => {
+                tracing::warn!(error = %e, "can't use the changed header; the last one is still used")
+            }
+        }
     }
 
     /// Serve a token from the store (ours at start, or one another process stored) as is.

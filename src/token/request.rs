@@ -129,8 +129,9 @@ pub fn token_request(cfg: &OAuth2Config, grant: &GrantRequest<'_>) -> Request<Fu
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     let (content_type, body) = encode(cfg.format, &wire);
-    for (name, value) in &cfg.token_headers {
-        headers.insert(name.clone(), value.clone());
+    // Read now: a followed file or a re-run command may have changed a value since the last.
+    for (name, value) in crate::config::SecretHeader::fields(&cfg.token_headers) {
+        headers.insert(name, value);
     }
     build(
         Method::POST,
@@ -372,9 +373,9 @@ mod tests {
     fn multipart_refresh_with_bearer_and_extras() {
         let mut c = cfg(BodyFormat::Multipart, ClientAuth::Body);
         c.token_params = vec![("audience".into(), "api".into())];
-        c.token_headers = vec![(
+        c.token_headers = vec![crate::config::SecretHeader::fixed(
             http::HeaderName::from_static("x-tenant"),
-            HeaderValue::from_static("t1"),
+            "t1",
         )];
         let (rt, at) = (Secret::from("rt-1"), Secret::from("at-1"));
         let req = token_request(

@@ -153,7 +153,7 @@ impl Source {
         provider: &ProviderConfig,
         t: &StoredToken,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, TokenError> {
-        let mut h = provider.headers.clone();
+        let mut h = crate::config::SecretHeader::fields(&provider.headers);
         if let Source::BlendVision(s) = self {
             h.push(s.org_header(t)?);
         }

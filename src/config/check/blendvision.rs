@@ -26,16 +26,10 @@ pub(super) fn build(
         }
     };
     let org_url = url(ctx, &fp.org_url, "org_url", bv::ORG_URL);
-    let org_id = ctx.secret_or_unset(&fp.org_id, &key("org_id"));
+    let org_id = ctx.header_secret_or_unset(&fp.org_id, &key("org_id"));
     let refresh_before = ctx.opt_duration(&fp.refresh_before, &key("refresh_before"));
     let mode = match (&fp.api_token, &fp.email) {
-        (Some(t), None) => {
-            let token = ctx.live(t, &key("api_token"))?;
-            if !ctx.bearer_token(&token.get(), t.span.clone(), &key("api_token")) {
-                return None;
-            }
-            BlendVisionMode::ApiToken(token)
-        }
+        (Some(t), None) => BlendVisionMode::ApiToken(ctx.token_secret(t, &key("api_token"))?),
         (None, Some(e)) => {
             // Every key checked before giving up, so that all their errors are reported.
             let email = ctx.string(e, &key("email"));

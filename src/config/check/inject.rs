@@ -7,6 +7,7 @@ use http::HeaderName;
 use toml::Spanned;
 
 use super::Ctx;
+use crate::config::SecretHeader;
 use crate::config::file::{FileInject, FileInjectTable};
 use crate::credential::Inject;
 use crate::fields::{Field, classify};
@@ -19,7 +20,7 @@ pub(super) fn inject(
     ctx: &mut Ctx<'_>,
     name: &str,
     given: &Option<Spanned<FileInject>>,
-    headers: &[(HeaderName, http::HeaderValue)],
+    headers: &[SecretHeader],
     default: Inject,
 ) -> Option<Inject> {
     let key = format!("providers.{name}.inject");
@@ -50,7 +51,7 @@ fn table(
     key: &str,
     span: std::ops::Range<usize>,
     t: &FileInjectTable,
-    headers: &[(HeaderName, http::HeaderValue)],
+    headers: &[SecretHeader],
 ) -> Option<Inject> {
     let forms = [t.header.is_some(), t.query.is_some(), t.basic.is_some()];
     if forms.iter().filter(|f| **f).count() != 1 {
@@ -82,7 +83,7 @@ fn table(
             );
             return None;
         }
-        if headers.iter().any(|(n, _)| *n == name) {
+        if headers.iter().any(|h| h.name == name) {
             ctx.err(
                 span,
                 &k,

@@ -6,12 +6,11 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
-use super::{Ctx, blendvision, endpoints, inject, oauth2};
+use super::{Ctx, blendvision, endpoints, inject, oauth2, rules};
 use crate::config::file::{FileProvider, FileSecret, Str};
-use crate::config::{AuthConfig, Preset, ProviderConfig, presets};
+use crate::config::{AuthConfig, Preset, ProviderConfig, SecretHeader, presets};
 
 fn preset_of(ctx: &mut Ctx<'_>, name: &str, s: &Option<Str>, span: Range<usize>) -> Option<Preset> {
     let key = format!("providers.{name}.preset");
@@ -59,7 +58,8 @@ pub(in crate::config) fn build(
     let hosts = endpoints::hosts(ctx, name, fp, span.clone(), &defaults, before);
     let upstream = endpoints::upstream(ctx, name, fp, span.clone(), preset, &hosts)?;
     let headers = headers(ctx, name, fp);
-    let inject = inject::inject(ctx, name, &fp.inject, &headers, Default::default());
+    let inject = inject::inject(ctx, name, &fp.inject, &headers, defaults.inject.inject());
+    let rules = rules::rules(ctx, name, fp);
     let mut allow_origins = Vec::new();
     for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
         if let Some(v) = ctx.string(o, &format!("{}[{i}]", key("allow_origins"))) {
@@ -76,9 +76,7 @@ pub(in crate::config) fn build(
     let auth = match preset {
         Preset::Static => {
             let token = match &fp.token {
-                Some(t) => ctx
-                    .live(t, &key("token"))
-                    .filter(|v| ctx.bearer_token(&v.get(), t.span.clone(), &key("token"))),
+                Some(t) => ctx.token_secret(t, &key("token")),
                 None => {
                     ctx.err(span.clone(), &key("token"), "missing: a static provider needs token = \"${VAR}\" or token = { file = \"/run/secrets/x\" }");
                     None
@@ -104,12 +102,13 @@ pub(in crate::config) fn build(
         wait_for_token,
         response_timeout,
         inject: inject?,
+        rules: rules?,
         auth: auth?,
     })
 }
 
 /// The keys every provider has, checked when its preset is missing or unknown: the hosts and
-/// upstream as written, headers, allowed origins, `wait_for_token`.
+/// upstream as written, headers, rules, allowed origins, `wait_for_token`.
 fn preset_free_keys(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Range<usize>) {
     let key = |k: &str| format!("providers.{name}.{k}");
     let none = presets::defaults(Preset::Static);
@@ -120,6 +119,7 @@ fn preset_free_keys(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Rang
         }
     }
     headers(ctx, name, fp);
+    rules::rules(ctx, name, fp);
     for (i, o) in fp.allow_origins.iter().flatten().enumerate() {
         ctx.string(o, &format!("{}[{i}]", key("allow_origins")));
     }
@@ -127,7 +127,7 @@ fn preset_free_keys(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider, span: Rang
 }
 
 /// `headers = { NAME = "value" }`: extra headers to inject, never ones credproxy sets or manages.
-fn headers(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider) -> Vec<(HeaderName, HeaderValue)> {
+fn headers(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider) -> Vec<SecretHeader> {
     let key = |k: &str| format!("providers.{name}.{k}");
     let mut headers = Vec::new();
     if let Some(map) = &fp.headers {
@@ -163,10 +163,8 @@ fn headers(ctx: &mut Ctx<'_>, name: &str, fp: &FileProvider) -> Vec<(HeaderName,
                 );
                 continue;
             }
-            if let Some(secret) = ctx.secret(hv, &k)
-                && let Some(v) = ctx.header_value(&secret, span, &k)
-            {
-                headers.push((name_, v));
+            if let Some(value) = ctx.header_secret(hv, span, &k) {
+                headers.push(SecretHeader { name: name_, value });
             }
         }
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::config::file::{FileConfig, FileMode, FileProxy, Str};
-use crate::config::{Intercept, Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts};
+use crate::config::{
+    H2Limits, Intercept, Listen, ProxySettings, RouteConfig, RouteTarget, UnknownHosts,
+};
 
 impl Ctx<'_> {
     fn listen(&mut self, s: &Str, key: &str, allow_remote: bool) -> Option<Listen> {
@@ -105,7 +107,7 @@ impl Ctx<'_> {
                 format!("can't read {}: {e}", path.display()),
             );
         }
-        let proxy_auth = self.opt_secret(&p.proxy_auth, "proxy.proxy_auth");
+        let proxy_auth = self.opt_live(&p.proxy_auth, "proxy.proxy_auth");
         let socket_mode = match &p.socket_mode {
             None => 0o600,
             Some(m) => {
@@ -157,6 +159,7 @@ impl Ctx<'_> {
             "proxy.max_connections_per_client",
             1_000,
         );
+        let h2 = self.h2_limits(p);
         if self.errors.len() > before {
             return None;
         }
@@ -180,7 +183,54 @@ impl Ctx<'_> {
             max_connections,
             max_connections_per_client,
             via: p.via.unwrap_or(false),
+            h2,
         })
+    }
+
+    /// `h2_*`: each within what RFC 9113 allows (a window is at most 2^31-1, §6.9.1) and large
+    /// enough to be useful.
+    fn h2_limits(&mut self, p: &FileProxy) -> H2Limits {
+        const MAX_WINDOW: i64 = (1 << 31) - 1;
+        let d = H2Limits::default();
+        let mut limit =
+            |v: &Option<toml::Spanned<i64>>, key: &str, min: i64, max: i64, default: u32| match v {
+                None => default,
+                Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref() as u32,
+                Some(n) => {
+                    self.err(n.span(), key, format!("must be between {min} and {max}"));
+                    default
+                }
+            };
+        H2Limits {
+            max_concurrent_streams: limit(
+                &p.h2_max_concurrent_streams,
+                "proxy.h2_max_concurrent_streams",
+                1,
+                10_000,
+                d.max_concurrent_streams,
+            ),
+            max_header_list_size: limit(
+                &p.h2_max_header_list_size,
+                "proxy.h2_max_header_list_size",
+                4096,
+                1 << 24,
+                d.max_header_list_size,
+            ),
+            initial_stream_window: limit(
+                &p.h2_initial_stream_window,
+                "proxy.h2_initial_stream_window",
+                65_535,
+                MAX_WINDOW,
+                d.initial_stream_window,
+            ),
+            initial_connection_window: limit(
+                &p.h2_initial_connection_window,
+                "proxy.h2_initial_connection_window",
+                65_535,
+                MAX_WINDOW,
+                d.initial_connection_window,
+            ),
+        }
     }
 
     fn count(&mut self, v: &Option<toml::Spanned<i64>>, key: &str, default: usize) -> usize {

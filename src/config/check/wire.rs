@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use http::{HeaderName, HeaderValue};
-
 use super::Ctx;
 use crate::config::file::{FileProvider, Str};
 use crate::config::presets::Defaults;
-use crate::config::{BodyFormat, ClientAuth, FieldNames};
+use crate::config::{BodyFormat, ClientAuth, FieldNames, SecretHeader};
 
 /// How the token requests and replies look.
 pub(super) struct Wire {
@@ -21,7 +19,7 @@ pub(super) struct Wire {
     pub redirect_uri: Option<String>,
     pub authorize_params: Vec<(String, String)>,
     pub token_params: Vec<(String, String)>,
-    pub token_headers: Vec<(HeaderName, HeaderValue)>,
+    pub token_headers: Vec<SecretHeader>,
     pub request_fields: FieldNames,
     pub reply_fields: FieldNames,
 }
@@ -111,10 +109,8 @@ pub(super) fn wire(
         let Some(n) = ctx.header_name(hn, span.clone(), &k) else {
             continue;
         };
-        if let Some(s) = ctx.secret(hv, &k)
-            && let Some(v) = ctx.header_value(&s, span.clone(), &k)
-        {
-            token_headers.push((n, v));
+        if let Some(value) = ctx.header_secret(hv, span.clone(), &k) {
+            token_headers.push(SecretHeader { name: n, value });
         }
     }
     Wire {

@@ -3,7 +3,7 @@
 //! Codes live one minute (exchange at once), access tokens a week, a refresh works after expiry,
 //! and `POST /oauth/introspect/` says whether a stored token is `active` and its `exp`.
 
-use super::Defaults;
+use super::{DefaultInject, Defaults};
 use crate::config::{BodyFormat, ClientAuth, Grant};
 
 pub const DEFAULTS: Defaults = Defaults {
@@ -21,4 +21,6 @@ pub const DEFAULTS: Defaults = Defaults {
     reply_fields: &[],
     refresh_with_bearer: false,
     required: &[],
+    // apicbase.md: standard OAuth 2.0 ("the OAuth specification"), no other form named.
+    inject: DefaultInject::Bearer,
 };

@@ -5,7 +5,7 @@
 
 use http::Uri;
 
-use super::Defaults;
+use super::{DefaultInject, Defaults};
 use crate::config::{BodyFormat, ClientAuth, Grant};
 
 pub const DEFAULTS: Defaults = Defaults {
@@ -23,6 +23,8 @@ pub const DEFAULTS: Defaults = Defaults {
     reply_fields: &[],
     refresh_with_bearer: false,
     required: &["hosts", "token_url", "upstream"],
+    // api-v1.md: OAuth 2.0 with `"token_type": "bearer"` in the token reply.
+    inject: DefaultInject::Bearer,
 };
 
 /// API v1 documents `https://API_URI/oauth/authorize` beside `https://API_URI/oauth/token`: the

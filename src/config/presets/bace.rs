@@ -5,7 +5,7 @@
 //! timestamp (UTC unless `expires_timezone` says otherwise). BACE also answers 401 for "no
 //! permission", which the engine's 401 rules keep from becoming a refresh storm.
 
-use super::Defaults;
+use super::{DefaultInject, Defaults};
 use crate::config::{BodyFormat, ClientAuth, Grant};
 
 pub const DEFAULTS: Defaults = Defaults {
@@ -23,4 +23,6 @@ pub const DEFAULTS: Defaults = Defaults {
     reply_fields: &[("expires_at", "expires")],
     refresh_with_bearer: true,
     required: &[],
+    // bace.md: "Set access token in the Authorization header with \"Bearer\" prefix."
+    inject: DefaultInject::Bearer,
 };

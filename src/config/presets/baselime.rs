@@ -5,7 +5,7 @@
 
 use http::Uri;
 
-use super::Defaults;
+use super::{DefaultInject, Defaults};
 use crate::config::{BodyFormat, ClientAuth, Grant};
 
 pub const DEFAULTS: Defaults = Defaults {
@@ -34,6 +34,8 @@ pub const DEFAULTS: Defaults = Defaults {
     ],
     refresh_with_bearer: false,
     required: &[],
+    // baselime.md (the workspaces call): "Authorization: `Bearer <YOUR_ACCESS_TOKEN_GOES_HERE>`".
+    inject: DefaultInject::Bearer,
 };
 
 /// Users authorize an integration at `https://console.baselime.io/integrations/<client-id>`.

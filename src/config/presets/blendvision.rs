@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::Defaults;
+use super::{DefaultInject, Defaults};
 use crate::config::{BodyFormat, ClientAuth};
 
 pub const DEFAULTS: Defaults = Defaults {
@@ -25,6 +25,8 @@ pub const DEFAULTS: Defaults = Defaults {
     reply_fields: &[],
     refresh_with_bearer: false,
     required: &[],
+    // blendvision.md: "The Platform APIs for BlendVision One use Bearer authentication."
+    inject: DefaultInject::Bearer,
 };
 
 pub const LOGIN_URL: &str = "https://api.one.blendvision.com/bv/account/v1/accounts/login";

@@ -116,7 +116,19 @@ pub(super) fn response_head(
             Field::Connection | Field::Upgrade | Field::ProxyAuthorization | Field::HopByHop => {
                 false
             }
-            _ => !(connection_names && named_in_connection(parsed.headers, h.name)),
+            _ if connection_names && named_in_connection(parsed.headers, h.name) => false,
+            // `Link` and `Refresh` may echo the request's URL: the token comes out of them.
+            _ => match query.zip(Echo::of(h.name)) {
+                None => true,
+                Some((q, echo)) => match echo_without_token(echo, h.value, q) {
+                    EchoEdit::Keep => true,
+                    EchoEdit::Replace(new) => {
+                        put(dhead, &[h.name.as_bytes(), b": ", new.as_bytes(), b"\r\n"]);
+                        continue;
+                    }
+                    EchoEdit::Drop => false,
+                },
+            },
         };
         if keep {
             put(dhead, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);

@@ -100,6 +100,10 @@ impl Fast {
         {
             return None;
         }
+        // The rules: a refusal is hyper's to answer (`policy::check`).
+        if !crate::proxy::policy::permits(provider, method, rest) {
+            return None;
+        }
         let credential = match fresh {
             Some(c) => c,
             None => route.reader.current(Instant::now())?,

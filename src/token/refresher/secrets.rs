@@ -19,15 +19,42 @@ pub(super) struct Secrets {
     shown: Option<String>,
 }
 
-/// The secrets of `provider` read at each use, whether or not they change.
+/// The secrets of `provider` read at each use, whether or not they change: the credential's,
+/// then those of the headers it injects (its `headers`, BlendVision's `org_id`), which a change
+/// of republishes (see [`Versions`]), then those of its token requests (`token_headers`).
 pub(super) fn of(provider: &ProviderConfig) -> Vec<&Live> {
-    match &provider.auth {
+    let mut all: Vec<&Live> = match &provider.auth {
         AuthConfig::Static { token } => vec![token],
         AuthConfig::OAuth2(o) => o.client_secret.iter().chain(&o.password).collect(),
         AuthConfig::BlendVision(b) => match &b.mode {
             BlendVisionMode::ApiToken(token) => vec![token],
             BlendVisionMode::Mint { password, .. } => vec![password],
         },
+    };
+    all.extend(injected(provider));
+    if let AuthConfig::OAuth2(o) = &provider.auth {
+        all.extend(o.token_headers.iter().map(|h| &h.value));
+    }
+    all
+}
+
+/// The secrets that go into every request as headers beside the token.
+fn injected(provider: &ProviderConfig) -> impl Iterator<Item = &Live> {
+    let org = match &provider.auth {
+        AuthConfig::BlendVision(b) => b.org_id.as_ref(),
+        _ => None,
+    };
+    provider.headers.iter().map(|h| &h.value).chain(org)
+}
+
+/// What the published credential's headers were built from: the [`Live::version`] of each
+/// injected secret. When it moves, the credential is rebuilt with the same token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Versions(Vec<u64>);
+
+impl Versions {
+    pub(super) fn of(provider: &ProviderConfig) -> Self {
+        Versions(injected(provider).map(Live::version).collect())
     }
 }
 

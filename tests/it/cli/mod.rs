@@ -6,3 +6,4 @@ mod config_examples;
 mod demo;
 mod readme;
 mod secrets;
+mod wiring;

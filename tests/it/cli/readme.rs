@@ -117,3 +117,51 @@ fn no_example_sets_an_uppercase_http_proxy_for_curl() {
         }
     }
 }
+
+/// Every `credproxy ...` line of the README's "Use it from any program" section names a real
+/// command with options it takes: each is parsed by the binary (up to `--` or the end of the
+/// shell words), with `--help` added so nothing runs.
+#[test]
+fn the_any_program_section_uses_real_commands_and_options() {
+    let section = README
+        .split("## Use it from any program")
+        .nth(1)
+        .expect("the README has the section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    assert!(
+        section
+            .trim_start()
+            .starts_with("```sh\ncredproxy exec -- your-command"),
+        "the section opens with credproxy exec"
+    );
+    let mut checked = 0;
+    for block in shell_blocks(section) {
+        for line in block {
+            for part in command(line).split(['|', ';']) {
+                let part = part.trim();
+                let part = part
+                    .strip_prefix("eval \"$(")
+                    .map_or(part, |p| p.trim_end_matches(")\""));
+                let Some(rest) = part.strip_prefix("credproxy ") else {
+                    continue;
+                };
+                let words: Vec<&str> = rest.split_whitespace().take_while(|w| *w != "--").collect();
+                let out = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+                    .args(&words)
+                    .arg("--help")
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "`credproxy {}`: {}",
+                    words.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "only {checked} commands found");
+}

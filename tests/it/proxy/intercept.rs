@@ -26,10 +26,10 @@ use x509_parser::extensions::ParsedExtension;
 const INTERCEPT: &str = "intercept = \"claimed\"";
 
 impl Setup {
-    fn ca_dir(&self) -> PathBuf {
+    pub(super) fn ca_dir(&self) -> PathBuf {
         self._dir.path().join("state").join("ca")
     }
-    fn ca_pem(&self) -> PathBuf {
+    pub(super) fn ca_pem(&self) -> PathBuf {
         self.ca_dir().join("ca.pem")
     }
 }
@@ -39,7 +39,11 @@ async fn intercepting(extra_proxy: &str) -> Setup {
 }
 
 /// Run `program args` with no proxy variables of the parent's; (success, stdout, stderr).
-async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+pub(super) async fn run(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
     for v in [
@@ -71,7 +75,7 @@ async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
     )
 }
 
-fn echoed(stdout: &str) -> Value {
+pub(super) fn echoed(stdout: &str) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not the echo: {stdout}"))
 }
 

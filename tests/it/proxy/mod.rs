@@ -3,10 +3,16 @@
 mod clients;
 mod e2e;
 mod errors;
+mod go_client;
+mod h2;
 mod inject;
 mod intercept;
+mod policy;
+mod secret_fields;
 mod secrets;
+mod streaming;
 mod tunnel;
+mod websocket;
 mod wire;
 mod wire_security;
 mod wire_upstream;

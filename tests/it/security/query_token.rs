@@ -2,8 +2,8 @@
 //! line at any level, no access line, no error credproxy makes, and not in `/status` or
 //! `/metrics`: only the upstream sees it. One session at TRACE, in a process of its own (the
 //! subscriber is global): requests by the fast path and by hyper's, a 502 from a dead upstream
-//! (both ways), and an upstream redirect whose `Location` repeats the query (the token is taken
-//! out of it).
+//! (both ways), and an upstream redirect whose `Location` and `Link` repeat the query (the token
+//! is taken out of them).
 
 use crate::support;
 
@@ -31,7 +31,12 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         if req.target().starts_with("/moved") {
             // A trailing-slash redirect that keeps the query, the token in it.
             let location = format!("Location: {}", req.target().replacen('?', "/?", 1));
-            response("301 Moved Permanently", &[location.as_str()], b"")
+            let link = format!("Link: <{}>; rel=\"self\"", req.target());
+            response(
+                "301 Moved Permanently",
+                &[location.as_str(), link.as_str()],
+                b"",
+            )
         } else {
             echo(req)
         }
@@ -60,6 +65,7 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         let r = c.roundtrip(request("GET", "/moved?a=1", &extra, b"")).await;
         assert_status(&r, 301);
         assert_eq!(r.head.get("location"), Some("/moved/?a=1"), "{:?}", r.head);
+        assert_eq!(r.head.get("link"), Some("</moved?a=1>; rel=\"self\""));
         answers.push(format!("{r:?}"));
         let mut d = s.client().await;
         let mut fields = vec!["Host: api.dead.test"];
@@ -82,5 +88,63 @@ async fn a_query_token_is_in_no_log_line_error_or_admin_page() {
         for a in &answers {
             assert!(!a.contains(secret), "{secret} in an answer: {a}");
         }
+    }
+}
+
+/// Issue 20 item 1: an upstream that echoes the request's URL, the token in its query, into
+/// `Link` (two fields, absolute and relative targets) and `Refresh` hands the client neither the
+/// token nor a broken field: each URL keeps its other parameters and each field its parameters,
+/// by the fast path and by hyper's (`Expect` takes a request there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_and_refresh_echoing_the_url_lose_the_query_token() {
+    let up = Upstream::answering(|req: &Message| {
+        let target = req.target().to_owned();
+        let link = format!("Link: <http://{HOST}{target}>; rel=\"next\", <{target}>; rel=\"self\"");
+        let refresh = format!("Refresh: 5; url='{target}'");
+        response(
+            "200 OK",
+            &[
+                link.as_str(),
+                "Link: </docs>; rel=\"help\"",
+                refresh.as_str(),
+            ],
+            b"ok",
+        )
+    })
+    .await;
+    let s = Setup::start_at(up, "", "", "inject = { query = \"key\" }\n").await;
+    for expect in [None, Some("Expect: 100-continue")] {
+        let extra: Vec<&str> = expect.into_iter().collect();
+        let mut c = s.client().await;
+        let r = c
+            .roundtrip(request("GET", "/v1/items?page=2&key=client", &extra, b""))
+            .await;
+        assert_status(&r, 200);
+        assert_eq!(
+            s.up.last().target(),
+            format!("/v1/items?page=2&key={TOKEN}"),
+            "the upstream got the token"
+        );
+        assert_eq!(
+            r.head.all("link"),
+            [
+                format!(
+                    "<http://{HOST}/v1/items?page=2>; rel=\"next\", </v1/items?page=2>; rel=\"self\""
+                ),
+                "</docs>; rel=\"help\"".to_owned(),
+            ],
+            "{expect:?}: {:?}",
+            r.head
+        );
+        assert_eq!(
+            r.head.get("refresh"),
+            Some("5; url='/v1/items?page=2'"),
+            "{expect:?}"
+        );
+        let answer = format!("{:?} {}", r.head, r.text());
+        assert!(
+            !answer.contains(TOKEN),
+            "{expect:?}: the token reached the client: {answer}"
+        );
     }
 }

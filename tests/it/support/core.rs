@@ -48,6 +48,8 @@ pub struct TokenRequestRecord {
     pub fields: Option<BTreeMap<String, String>>,
     pub basic_auth: bool,
     pub bearer_auth: bool,
+    /// The `x-`… fields it came with (`token_headers`), by name.
+    pub extra: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -110,6 +112,12 @@ impl FakeCore {
             fields: fields.map(Fields::redacted),
             basic_auth: auth.starts_with("basic "),
             bearer_auth: auth.starts_with("bearer "),
+            extra: parts
+                .headers
+                .iter()
+                .filter(|(n, _)| n.as_str().starts_with("x-"))
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+                .collect(),
         };
         self.token_requests.lock().push(record);
         match self.faults.next_outcome().await {

@@ -23,6 +23,7 @@ pub mod core;
 pub mod external;
 pub mod fault;
 pub mod fields;
+pub mod h2raw;
 pub mod http;
 pub mod logs;
 pub mod proxy;

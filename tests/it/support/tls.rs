@@ -151,6 +151,33 @@ impl TestCa {
         Arc::new(config)
     }
 
+    /// A leaf for `localhost` and `127.0.0.1` as PEM `(certificate chain, PKCS#8 key)`, for a
+    /// server that is not rustls (a Python gRPC server).
+    pub fn leaf_pem(&self) -> (String, String) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("valid SANs");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "credproxy test server");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("generate leaf key");
+        let leaf = params.signed_by(&key, &*self.issuer).expect("sign leaf");
+        (leaf.pem() + &self.ca_pem(), key.serialize_pem())
+    }
+
+    /// [`TestCa::leaf_pem`] written into `dir` as `leaf.pem` (the leaf, then the CA) and
+    /// `leaf-key.pem`: for a server in another process (a Python fake).
+    pub fn write_leaf_files(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (chain, key) = self.leaf_pem();
+        let (cert, key_path) = (dir.join("leaf.pem"), dir.join("leaf-key.pem"));
+        std::fs::write(&cert, chain).expect("write leaf");
+        std::fs::write(&key_path, key).expect("write leaf key");
+        (cert, key_path)
+    }
+
     /// A client config that trusts this CA and nothing else (no ALPN set: callers choose).
     pub fn client_config(&self) -> ClientConfig {
         let mut roots = RootCertStore::empty();
