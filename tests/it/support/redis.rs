@@ -44,7 +44,7 @@ impl RedisServer {
     /// (`rediss://localhost:PORT`); `None` (with a message) when this redis-server was built
     /// without TLS. The files go into `dir`.
     pub fn start_tls(ca: &super::TestCa, dir: &std::path::Path) -> Option<RedisServer> {
-        let (cert, key) = ca.write_leaf_files(dir, "redis");
+        let (cert, key) = ca.write_leaf_files(dir);
         let ca_file = ca.write_ca_file(dir);
         let port = super::server::free_port();
         let args: Vec<String> = [

@@ -76,29 +76,6 @@ impl TestCa {
         path
     }
 
-    /// A leaf for `localhost` and `127.0.0.1` written as `NAME.pem` and `NAME-key.pem` (PKCS#8)
-    /// into `dir`, for a server outside the test process (redis-server's `--tls-cert-file`).
-    pub fn write_leaf_files(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("valid SANs");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "credproxy test server");
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().expect("generate leaf key");
-        let leaf = params.signed_by(&key, &*self.issuer).expect("sign leaf");
-        let (cert, key_path) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}-key.pem")),
-        );
-        std::fs::write(&cert, leaf.pem()).expect("write leaf");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write leaf key");
-        (cert, key_path)
-    }
-
     /// A server config whose leaf covers `names` plus `localhost` and `127.0.0.1`, so a fake is
     /// reachable both by name and by address.
     pub fn server_config(&self, names: &[&str], alpn: Alpn) -> Arc<ServerConfig> {
