@@ -219,7 +219,9 @@ where
     };
     match tokio::time::timeout(linger, rest).await {
         Ok(Ok(other)) => tracing::debug!(closed_first = closed, bytes, other, "tunnel closed"),
-        Ok(Err(e)) => tracing::debug!(closed_first = closed, error = %e, "tunnel ended with an error"),
+        Ok(Err(e)) => {
+            tracing::debug!(closed_first = closed, error = %e, "tunnel ended with an error")
+        }
         Err(_) => tracing::debug!(
             closed_first = closed,
             bytes,

@@ -323,7 +323,10 @@ async fn a_passed_connect_tunnel_holds_its_connection_slot_and_shutdown_closes_i
     )
     .await
     .expect("shutdown returns");
-    assert!(drained, "the open tunnels held shutdown for the grace period");
+    assert!(
+        drained,
+        "the open tunnels held shutdown for the grace period"
+    );
     for mut tcp in tunnels {
         let mut rest = Vec::new();
         tokio::time::timeout(

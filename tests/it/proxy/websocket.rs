@@ -590,7 +590,9 @@ async fn a_handshake_with_expect_100_continue_opens_a_websocket() {
     let first: Value = serde_json::from_slice(&first).unwrap();
     assert_eq!(first["expect"], json!([]), "Expect went upstream: {first}");
     assert_eq!(first["authorization"], json!([format!("Bearer {TOKEN}")]));
-    tcp.write_all(&client_frame(1, b"after expect")).await.unwrap();
+    tcp.write_all(&client_frame(1, b"after expect"))
+        .await
+        .unwrap();
     assert_eq!(server_frame(&mut tcp).await, (1, b"after expect".to_vec()));
     tcp.write_all(&client_frame(8, &1000u16.to_be_bytes()))
         .await
