@@ -149,6 +149,10 @@ pub struct RedisSettings {
     pub url: Secret,
     pub encryption_key: StoreKey,
     pub key_prefix: String,
+    /// How long a lease lives without renewal (`lease_ttl`, default
+    /// [`crate::token::store::redis::LEASE_TTL`]): how long a stopped or killed holder keeps the
+    /// others from refreshing.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// The 32-byte `[store] encryption_key`. `Debug` prints `[redacted]`.

@@ -43,6 +43,7 @@ pub struct FileStore {
     pub url: Option<Str>,
     pub encryption_key: Option<FileSecret>,
     pub key_prefix: Option<Str>,
+    pub lease_ttl: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

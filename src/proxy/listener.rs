@@ -223,12 +223,16 @@ pub async fn serve_connection<I>(
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
-    // After a `CONNECT` the connection lives on as the tunnel.
+    // The upstream connection the last request left idle is no tunnel's: to the pool now (no
+    // one polls it from here on), not when a tunnel ends.
+    if shutting_down {
+        ctx.slot.discard();
+    } else {
+        ctx.slot.park_into(&ctx.pool);
+    }
+    // After a `CONNECT` or an `Upgrade` the connection lives on as the tunnel.
     let tunnel = ctx.tunnel.lock().take();
     if let Some(tunnel) = tunnel {
         let _ = tunnel.await;
-    }
-    if !shutting_down {
-        ctx.slot.park_into(&ctx.pool);
     }
 }

@@ -627,19 +627,19 @@ async fn connect(
         ));
     };
     let addr = pass_address(ctx, host, port).await?;
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
+    let upgrade = hyper::upgrade::on(req);
+    let span = tracing::debug_span!("CONNECT tunnel", %authority);
+    // The connection's tunnel, as a claimed host's is: it keeps the slots, shutdown ends it.
+    upgrade::start(ctx.conn, span, async move {
+        let client = match upgrade.await {
+            Ok(u) => hyper_util::rt::TokioIo::new(u),
             Err(e) => {
                 tracing::debug!(error = %e, "CONNECT upgrade failed");
                 return;
             }
         };
-        let mut client = hyper_util::rt::TokioIo::new(upgraded);
         match tokio::net::TcpStream::connect(addr).await {
-            Ok(mut server) => {
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            }
+            Ok(server) => upgrade::relay(client, server, upgrade::LINGER).await,
             Err(e) => tracing::info!(%authority, error = %e, "CONNECT tunnel: can't reach host"),
         }
     });

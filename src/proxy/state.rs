@@ -74,8 +74,9 @@ pub struct ConnCtx {
     pub slot: LocalSlot,
     /// The listener's shutdown, for connections served inside this one (`CONNECT` tunnels).
     pub cancel: tokio_util::sync::CancellationToken,
-    /// A `CONNECT` tunnel served inside this connection (`tunnel.rs`): the connection's task
-    /// waits for it, so the tunnel keeps the connection's slots (`limits.rs`) and shutdown's
-    /// tracker waits for it too.
+    /// The tunnel this connection became: a `CONNECT` served inside it (`tunnel.rs`), one passed
+    /// to an unclaimed host or a WebSocket relay (`upgrade::start`). The connection's task waits
+    /// for it, so the tunnel keeps the connection's slots (`limits.rs`) and shutdown's tracker
+    /// waits for it too.
     pub tunnel: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }

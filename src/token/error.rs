@@ -128,13 +128,18 @@ impl TokenError {
     }
 }
 
-/// `err` and its causes, `: `-separated: what `last_error` and the logs show.
+/// `err` and its causes, `: `-separated: what `last_error` and the logs show. A cause that its
+/// error already shows at the end of its own message (the `redis` crate's errors do) is not
+/// repeated.
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
+        let text = e.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = e.source();
     }
     s
@@ -153,6 +158,26 @@ mod tests {
                 super::super::reply::parse_error(format!(r#"{{"error":"{c}"}}"#).as_bytes())
             }),
         }
+    }
+
+    #[test]
+    fn a_cause_already_shown_is_not_repeated() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "can't connect: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("UnknownIssuer"));
+        assert_eq!(chain(&e), "can't connect: UnknownIssuer");
+        let wrapped = TokenError::Store(crate::token::store::StoreError::LeaseShort { left_ms: 1 });
+        assert!(chain(&wrapped).contains("1 ms left"), "{}", chain(&wrapped));
     }
 
     #[test]

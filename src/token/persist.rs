@@ -87,10 +87,51 @@ pub async fn lock(ctx: &EngineContext, provider: &str) -> Result<Box<dyn StoreLo
     }
 }
 
-/// A token call under a lease that expires (Redis) starts only with the call's timeout plus this
-/// left, and is cut this long before the lease runs out: a call still running when another
-/// instance may take the lease could spend the refresh token that instance spends too.
+/// A token call under a lease that expires (Redis) is cut when less than this is left (or a
+/// quarter of a shorter lease TTL): a call still running when another instance may take the
+/// lease could spend the refresh token that instance spends too.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Runs the token call `call` under `guard`.
+///
+/// With a lease that expires, the call starts only with at least half the lease's TTL left: the
+/// lease is renewed every third of its TTL, so a held lease has less only when renewals are
+/// failing (Redis away) or this process was paused (SIGSTOP, a frozen VM) past it. It then runs
+/// for as long as the lease keeps being renewed, longer than the TTL if need be (its own timeout
+/// bounds it), and is cut once less than the margin is left. When the answer and the cut are
+/// ready at once (a process resumed after a pause longer than its lease), the answer is taken:
+/// the provider has rotated the refresh token by then, and an answer dropped is a token lost,
+/// while one kept is staged for the next holder when the commit is refused. (The guard is
+/// passed in and handed back, not borrowed: a lock need not be `Sync`.)
+async fn under_lease<T>(
+    guard: Box<dyn StoreLock>,
+    call: impl Future<Output = Result<T, TokenError>>,
+) -> (Box<dyn StoreLock>, Result<T, TokenError>) {
+    let (Some(left), Some(ttl)) = (guard.remaining(), guard.ttl()) else {
+        return (guard, call.await);
+    };
+    let short = |left: Duration| {
+        Err(TokenError::Store(StoreError::LeaseShort {
+            left_ms: left.as_millis() as u64,
+        }))
+    };
+    if left < ttl / 2 {
+        return (guard, short(left));
+    }
+    let margin = LEASE_MARGIN.min(ttl / 4);
+    let mut call = std::pin::pin!(call);
+    loop {
+        let left = guard.remaining().unwrap_or_default();
+        if left <= margin {
+            return (guard, short(left));
+        }
+        tokio::select! {
+            biased;
+            r = &mut call => return (guard, r),
+            _ = tokio::time::sleep(left - margin) => {}
+        }
+    }
+}
 
 /// Unlocks off the async threads: releasing a Redis lease is a network call (a second at worst,
 /// with Redis stopped), and requests must never wait on Redis.
@@ -198,20 +239,7 @@ pub async fn renew_locked(
         _ if removed => None,
         _ => base.cloned(),
     };
-    let call = source.renew(ctx, base.as_ref());
-    let renewed = match guard.remaining() {
-        None => call.await,
-        Some(left) if left < ctx.client.timeout() + LEASE_MARGIN => {
-            Err(TokenError::Store(StoreError::LeaseShort {
-                left_ms: left.as_millis() as u64,
-            }))
-        }
-        Some(left) => tokio::time::timeout(left - LEASE_MARGIN, call)
-            .await
-            .unwrap_or(Err(TokenError::Store(StoreError::LeaseShort {
-                left_ms: 0,
-            }))),
-    };
+    let (guard, renewed) = under_lease(guard, source.renew(ctx, base.as_ref())).await;
     let renewed = match renewed {
         Ok(r) => r,
         // The refresh token was refused. If another instance rotated it meanwhile (its lease
@@ -258,4 +286,99 @@ async fn rotated_elsewhere(
     let stored = load(&ctx.store, provider).await.ok()??;
     let other = stored.refresh_token.as_ref().is_some_and(|rt| rt != spent);
     (other && source.accepts(&stored)).then_some(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    //! [`under_lease`] on tokio's paused clock, with a lease whose expiry the test moves.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use parking_lot::Mutex;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(8);
+
+    /// A lease valid until a time the test (its "renewer") sets.
+    struct Lease(Arc<Mutex<Instant>>);
+
+    impl StoreLock for Lease {
+        fn remaining(&self) -> Option<Duration> {
+            Some(self.0.lock().saturating_duration_since(Instant::now()))
+        }
+        fn ttl(&self) -> Option<Duration> {
+            Some(TTL)
+        }
+    }
+
+    fn lease(left: Duration) -> (Box<dyn StoreLock>, Arc<Mutex<Instant>>) {
+        let until = Arc::new(Mutex::new(Instant::now() + left));
+        (Box::new(Lease(until.clone())), until)
+    }
+
+    /// Renews `until` every third of the TTL while `renewing`.
+    fn renewer(until: Arc<Mutex<Instant>>, renewing: Arc<AtomicBool>) {
+        tokio::spawn(async move {
+            while renewing.load(Ordering::SeqCst) {
+                tokio::time::sleep(TTL / 3).await;
+                if renewing.load(Ordering::SeqCst) {
+                    *until.lock() = Instant::now() + TTL;
+                }
+            }
+        });
+    }
+
+    fn is_short<T>(r: &Result<T, TokenError>) -> bool {
+        matches!(r, Err(TokenError::Store(StoreError::LeaseShort { .. })))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_slower_than_the_ttl_runs_on_while_the_lease_is_renewed() {
+        let (guard, until) = lease(TTL);
+        renewer(until, Arc::new(AtomicBool::new(true)));
+        let start = Instant::now();
+        let (_, r) = under_lease(guard, async {
+            tokio::time::sleep(TTL * 3).await;
+            Ok::<_, TokenError>(7)
+        })
+        .await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(start.elapsed(), TTL * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_is_cut_a_margin_before_an_unrenewed_lease_runs_out() {
+        let (guard, until) = lease(TTL);
+        let renewing = Arc::new(AtomicBool::new(true));
+        renewer(until, renewing.clone());
+        let start = Instant::now();
+        let (_, r) = under_lease(guard, async {
+            // Renewals stop (Redis gone) a little into the call.
+            tokio::time::sleep(TTL / 2).await;
+            renewing.store(false, Ordering::SeqCst);
+            std::future::pending::<Result<(), TokenError>>().await
+        })
+        .await;
+        assert!(is_short(&r), "{r:?}");
+        // Renewed last at TTL/3: valid until TTL/3 + TTL, cut a quarter TTL (2 s) before (the
+        // paused clock counts whole milliseconds).
+        let want = TTL / 3 + TTL - TTL / 4;
+        let took = start.elapsed();
+        assert!(took.abs_diff(want) <= Duration::from_millis(1), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_starts_only_with_half_the_ttl_left() {
+        let (guard, _until) = lease(TTL / 2 - Duration::from_millis(1));
+        let polled = AtomicBool::new(false);
+        let (_, r) = under_lease(guard, async {
+            polled.store(true, Ordering::SeqCst);
+            Ok::<_, TokenError>(())
+        })
+        .await;
+        assert!(is_short(&r), "{r:?}");
+        assert!(!polled.load(Ordering::SeqCst), "the call was started");
+    }
 }

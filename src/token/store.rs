@@ -165,7 +165,7 @@ pub fn open(
                     key_prefix: r.key_prefix.clone(),
                     pending_dir: proxy.state_dir.join("redis-pending"),
                     root_cert,
-                    lease_ttl: redis::LEASE_TTL,
+                    lease_ttl: r.lease_ttl,
                     events,
                 },
             )?))
@@ -189,8 +189,14 @@ pub fn describe(
 /// Holds a provider's lock; dropping it unlocks.
 pub trait StoreLock: Send {
     /// How long the lock is certain to be held still, for locks that expire (a Redis lease);
-    /// `None`: until dropped. A token call starts only with enough left.
+    /// `None`: until dropped. A token call starts only with enough left, and is cut before none
+    /// is left.
     fn remaining(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// How long a renewal makes it last, for locks that expire; `None`: they don't.
+    fn ttl(&self) -> Option<std::time::Duration> {
         None
     }
 }

@@ -1,6 +1,6 @@
 //! The `[store]` section: `kind` ("file", the default, or "redis"), and for Redis its `url`
 //! (redis://, rediss://, redis+sentinel://), the required `encryption_key` (32 bytes, base64, a
-//! secret like the others) and `key_prefix` (default "credproxy").
+//! secret like the others), `key_prefix` (default "credproxy") and `lease_ttl` (default 90 s).
 
 use base64::Engine as _;
 use toml::Spanned;
@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::Ctx;
 use crate::config::file::FileStore;
 use crate::config::{RedisSettings, StoreKey, StoreSettings};
-use crate::token::store::redis::Endpoint;
+use crate::token::store::redis::{Endpoint, LEASE_TTL, MIN_LEASE_TTL};
 
 const MAKE_KEY: &str = "make one with `head -c 32 /dev/urandom | base64`";
 
@@ -31,6 +31,7 @@ impl Ctx<'_> {
                     (s.url.is_some(), "store.url"),
                     (s.encryption_key.is_some(), "store.encryption_key"),
                     (s.key_prefix.is_some(), "store.key_prefix"),
+                    (s.lease_ttl.is_some(), "store.lease_ttl"),
                 ] {
                     if set {
                         self.err(
@@ -142,11 +143,35 @@ impl Ctx<'_> {
                 }
             }),
         };
+        let lease_ttl = self.lease_ttl(s);
         Some(RedisSettings {
             url: url?,
             encryption_key: key?,
             key_prefix: key_prefix?,
+            lease_ttl: lease_ttl?,
         })
+    }
+
+    /// `lease_ttl`: at least [`MIN_LEASE_TTL`] (renewed every third of it, one call timeout
+    /// each), at most ten minutes (a killed holder blocks refreshes that long).
+    fn lease_ttl(&mut self, s: &FileStore) -> Option<std::time::Duration> {
+        let Some(raw) = &s.lease_ttl else {
+            return Some(LEASE_TTL);
+        };
+        let ttl = self.opt_duration(&s.lease_ttl, "store.lease_ttl")?;
+        if ttl < MIN_LEASE_TTL || ttl > std::time::Duration::from_secs(600) {
+            self.err(
+                raw.span(),
+                "store.lease_ttl",
+                format!(
+                    "must be between {}s and 10m (how long a stopped or killed instance keeps the \
+                     others from refreshing; default \"90s\"), not {ttl:?}",
+                    MIN_LEASE_TTL.as_secs()
+                ),
+            );
+            return None;
+        }
+        Some(ttl)
     }
 }
 
@@ -189,6 +214,30 @@ mod tests {
         // No [store]: the file store.
         let config = load_str("", "c.toml", &env).unwrap();
         assert_eq!(config.store, StoreSettings::File);
+    }
+
+    #[test]
+    fn lease_ttl_defaults_to_90s_and_is_bounded() {
+        let base =
+            "[store]\nkind = \"redis\"\nurl = \"redis://h\"\nencryption_key = \"${STORE_KEY}\"\n";
+        let ttl = |extra: &str| match load_str(&format!("{base}{extra}"), "c.toml", &env)
+            .unwrap()
+            .store
+        {
+            StoreSettings::Redis(r) => r.lease_ttl,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ttl(""), std::time::Duration::from_secs(90));
+        assert_eq!(
+            ttl("lease_ttl = \"5s\"\n"),
+            std::time::Duration::from_secs(5)
+        );
+        for bad in ["1s", "11m", "soon"] {
+            let e = errors(&format!("{base}lease_ttl = \"{bad}\"\n"));
+            assert_eq!((e[0].0, e[0].1.as_str()), (5, "store.lease_ttl"), "{e:?}");
+        }
+        let file = errors("[store]\nlease_ttl = \"5s\"\n");
+        assert_eq!(file[0].1, "store.lease_ttl");
     }
 
     #[test]

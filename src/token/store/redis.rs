@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `lock` | a lease: `SET <prefix>:lease:<p> <owner> NX PX <ttl>` with a random owner id per holder, renewed by compare-and-renew (Lua) every third of the TTL while held, released by compare-and-delete (Lua) |
 //! | `load` | `HMGET <prefix>:token:<p>`: the sealed token, its fingerprint, its generation, and a staged (uncommitted) token; the newer of the two is returned; the holder notes the generation it read, and promotes a staged token it finds |
-//! | `save` | by the holder: one Lua script commits only if the lease is still its own and the generation is the one it read; anyone else (`login`): written as is. Both bump the generation and `PUBLISH <prefix>:changed <p>` |
+//! | `save` | by the holder: staged first (`pv`), then one Lua script commits only if the lease is still its own and the generation is the one it read, clearing the stage; anyone else (`login`): written as is. Both bump the generation and `PUBLISH <prefix>:changed <p>` |
 //! | Redis back empty | each instance writes back the newest token it knows (only where the hash is absent altogether: a logout keeps it), so a restart without persistence converges instead of looking like a logout |
 //! | a commit refused, or Redis gone | the token is kept: staged in Redis (`pv`), or, when Redis can't be reached, in a 0600 file under `state_dir/redis-pending/`, which is staged when Redis is back; the next holder promotes it ([`StoreEvent`]) |
 //!
@@ -40,10 +40,15 @@ use seal::SealKey;
 
 use super::{StoreError, StoreLock, StoredToken, TokenStore, check_provider};
 
-/// How long a lease lives without renewal. Well above the token call timeout
-/// ([`crate::token::http::DEFAULT_TIMEOUT`], 30 s): a holder that stops (SIGSTOP, a long GC-like
-/// pause, a partition) loses it after this, and its token call has been cut by then.
+/// How long a lease lives without renewal, by default (`[store] lease_ttl`): a holder that
+/// stops (SIGSTOP, a frozen VM, a partition) or dies keeps the others from refreshing this long,
+/// and its token call has been cut before it runs out. Renewed every third of it, a lease
+/// outlives a token call of any length (up to the 30 s call timeout) while Redis answers.
 pub const LEASE_TTL: Duration = Duration::from_secs(90);
+
+/// The shortest `lease_ttl`: renewed every third of it, with each renewal allowed one call
+/// timeout ([`link::CALL_TIMEOUT`], 1 s).
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// What a store reports beside its answers, for metrics: `kept` (a token obtained but not
 /// committed was kept, staged or on local disk), `recovered` (a holder promoted a kept token).
@@ -233,6 +238,21 @@ impl TokenStore for RedisStore {
                 }
             }
         };
+        // Staged first, then committed (the commit clears the stage): a holder that dies or
+        // loses Redis between the two leaves the token for the next holder, not nowhere.
+        match inner.stage(provider, token) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StoreError::NotCommitted {
+                    provider: provider.to_owned(),
+                    why: scripts::Refused::Removed.as_str(),
+                });
+            }
+            Err(e) => {
+                inner.keep(provider, token, "Redis can't be reached");
+                return Err(e);
+            }
+        }
         match inner.commit(provider, &owner, generation, token) {
             Ok(Ok(next)) => {
                 if let Some(h) = inner.held.lock().get_mut(provider) {

@@ -264,3 +264,135 @@ async fn an_open_tunnel_holds_its_connection_slot() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A TCP echo server on 127.0.0.1 (no provider claims it): its port.
+async fn tcp_echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+/// `bytes` through an opened tunnel to [`tcp_echo`] come back.
+async fn echoes(tcp: &mut TcpStream, bytes: &[u8]) {
+    tcp.write_all(bytes).await.unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    tcp.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// A `CONNECT` to an unclaimed host (`unknown_hosts = "pass"`) is its connection's tunnel too: it
+/// keeps the client's connection slot while the bytes flow, and shutdown closes it.
+#[tokio::test]
+async fn a_passed_connect_tunnel_holds_its_connection_slot_and_shutdown_closes_it() {
+    let s = setup_with(
+        Alpn::Http1Only,
+        "max_connections_per_client = 2\nunknown_hosts = \"pass\"\npass_private = [\"127.0.0.1/32\"]",
+        "",
+    )
+    .await;
+    let target = format!("127.0.0.1:{}", tcp_echo().await);
+    let mut tunnels = Vec::new();
+    for i in 0..2 {
+        let (head, mut tcp) = connect(s.main(), &target, "").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        echoes(&mut tcp, format!("tunnel {i}").as_bytes()).await;
+        tunnels.push(tcp);
+    }
+
+    let mut third = TcpStream::connect(s.main()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = third.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too_many_connections"),
+        "two open tunnels hold both of the client's slots: {text}"
+    );
+    echoes(&mut tunnels[0], b"still open").await;
+
+    let drained = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.proxy.shutdown(std::time::Duration::from_secs(15)),
+    )
+    .await
+    .expect("shutdown returns");
+    assert!(
+        drained,
+        "the open tunnels held shutdown for the grace period"
+    );
+    for mut tcp in tunnels {
+        let mut rest = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut rest),
+        )
+        .await
+        .expect("shutdown closed the tunnel")
+        .unwrap();
+        assert!(rest.is_empty());
+    }
+}
+
+/// Read one HTTP/1.1 answer with a `content-length` from `tcp`: its head.
+async fn answer(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    head
+}
+
+/// The upstream connection a client connection's last request left idle goes to the pool when
+/// that connection turns into a tunnel, not when the tunnel ends: a request inside the tunnel
+/// (a connection of its own) reuses it.
+#[tokio::test]
+async fn the_idle_upstream_connection_is_pooled_when_its_client_connection_becomes_a_tunnel() {
+    let s = setup().await;
+    let mut tcp = TcpStream::connect(s.main()).await.unwrap();
+    tcp.write_all(b"GET http://api.echo.test/before HTTP/1.1\r\nhost: api.echo.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = answer(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(s.upstream.connections(), 1);
+
+    tcp.write_all(b"CONNECT api.echo.test:80 HTTP/1.1\r\nhost: api.echo.test:80\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let mut sender = client(tcp).await;
+    let resp = sender
+        .send_request(get("/inside", &[("host", "api.echo.test")]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        s.upstream.connections(),
+        1,
+        "the tunnel's request opened an upstream connection while one sat idle"
+    );
+}

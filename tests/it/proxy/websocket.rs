@@ -51,6 +51,7 @@ async def handler(ws):
         "proxy-authorization": h.get_all("Proxy-Authorization"),
         "x-bv-org-id": h.get_all("X-Bv-Org-Id"),
         "host": h.get_all("Host"),
+        "expect": h.get_all("Expect"),
     }))
     try:
         async for msg in ws:
@@ -570,4 +571,32 @@ async fn a_websocket_to_a_passed_host_goes_through_without_a_credential() {
     );
     tcp.write_all(&client_frame(2, b"\x00bytes")).await.unwrap();
     assert_eq!(server_frame(&mut tcp).await, (2, b"\x00bytes".to_vec()));
+}
+
+/// `Expect: 100-continue` on a handshake: a handshake has no body to hold back, so it is not
+/// forwarded, the `101` comes back, and frames flow (the `Expect` gate does not stay closed on a
+/// connection that goes on as a WebSocket).
+#[tokio::test]
+async fn a_handshake_with_expect_100_continue_opens_a_websocket() {
+    let Some(s) = Ws::start("").await else {
+        return;
+    };
+    let route = s.route().to_string();
+    let (head, mut tcp) =
+        raw_handshake(s.route(), "/expect", &route, "expect: 100-continue\r\n").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (op, first) = server_frame(&mut tcp).await;
+    assert_eq!(op, 1, "a text frame");
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(first["expect"], json!([]), "Expect went upstream: {first}");
+    assert_eq!(first["authorization"], json!([format!("Bearer {TOKEN}")]));
+    tcp.write_all(&client_frame(1, b"after expect"))
+        .await
+        .unwrap();
+    assert_eq!(server_frame(&mut tcp).await, (1, b"after expect".to_vec()));
+    tcp.write_all(&client_frame(8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(server_frame(&mut tcp).await.0, 8, "the close, relayed");
+    s.upstream.printed("closed /expect 1000").await;
 }

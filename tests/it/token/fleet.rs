@@ -20,6 +20,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 
+mod faults;
+
 use crate::support::redis::RedisServer;
 use crate::support::server::free_port;
 use crate::support::{ClientAuth, Fake, OAuth2Fake, OAuth2Options, TestCa};
@@ -34,13 +36,43 @@ struct Fleet {
     dir: tempfile::TempDir,
     fake: OAuth2Fake,
     redis_url: String,
+    /// `[store] lease_ttl`, when not the default.
+    lease_ttl: Option<Duration>,
     instances: Vec<Instance>,
 }
 
 struct Instance {
     child: Child,
     listen: SocketAddr,
+    admin: SocketAddr,
     config: PathBuf,
+}
+
+impl Instance {
+    /// Sends `signal` (`"STOP"`, `"CONT"`) to the process.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// `GET path` on its admin listener (`/status`, `/metrics`): the whole answer.
+    async fn admin_get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let Ok(mut tcp) = tokio::net::TcpStream::connect(self.admin).await else {
+            return String::new();
+        };
+        let ask = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        if tcp.write_all(ask.as_bytes()).await.is_err() {
+            return String::new();
+        }
+        let mut text = String::new();
+        let _ = tcp.read_to_string(&mut text).await;
+        text
+    }
 }
 
 impl Drop for Instance {
@@ -51,7 +83,22 @@ impl Drop for Instance {
 }
 
 fn config_text(dir: &Path, fake: &OAuth2Fake, redis_url: &str, i: usize, port: u16) -> String {
+    config_with(dir, fake, redis_url, i, port, free_port(), None)
+}
+
+fn config_with(
+    dir: &Path,
+    fake: &OAuth2Fake,
+    redis_url: &str,
+    i: usize,
+    port: u16,
+    admin: u16,
+    lease_ttl: Option<Duration>,
+) -> String {
     let o = fake.options();
+    let lease_ttl = lease_ttl.map_or(String::new(), |t| {
+        format!("lease_ttl = \"{}ms\"\n", t.as_millis())
+    });
     format!(
         r#"[proxy]
 listen = "127.0.0.1:{port}"
@@ -64,7 +111,7 @@ kind = "redis"
 url = "{redis_url}"
 encryption_key = "{KEY}"
 key_prefix = "fleet"
-
+{lease_ttl}
 [providers.api]
 preset = "oauth2"
 hosts = ["api.test"]
@@ -75,7 +122,6 @@ grant = "authorization_code"
 client_id = "{id}"
 client_secret = "{secret}"
 "#,
-        admin = free_port(),
         state = dir.join(format!("state-{i}")).display(),
         ca = dir.join("test-ca.pem").display(),
         url = fake.url(),
@@ -87,6 +133,19 @@ client_secret = "{secret}"
 impl Fleet {
     /// A fake provider, one login stored in Redis, and `n` instances serving it.
     async fn start(n: usize, redis: &RedisServer, lifetime: Duration) -> Fleet {
+        let mut fleet = Fleet::new(redis, lifetime, None).await;
+        for _ in 0..n {
+            fleet.spawn_via(&redis.url());
+        }
+        for i in 0..n {
+            fleet.ready(i).await;
+        }
+        fleet
+    }
+
+    /// A fake provider and one login stored in Redis, no instance yet; `lease_ttl` for the
+    /// instances to come.
+    async fn new(redis: &RedisServer, lifetime: Duration, lease_ttl: Option<Duration>) -> Fleet {
         let ca = TestCa::new();
         let dir = tempfile::tempdir().unwrap();
         ca.write_ca_file(dir.path());
@@ -100,30 +159,30 @@ impl Fleet {
             },
         )
         .await;
-        let mut fleet = Fleet {
+        let fleet = Fleet {
             lifetime,
             dir,
             fake,
             redis_url: redis.url(),
+            lease_ttl,
             instances: Vec::new(),
         };
         fleet.login().await;
-        for i in 0..n {
-            fleet.spawn(i);
-        }
-        for instance in &fleet.instances {
-            // Twenty processes starting on two cores beside the rest of the suite: a generous
-            // bound (readiness is polled, not waited out).
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while tokio::net::TcpStream::connect(instance.listen)
-                .await
-                .is_err()
-            {
-                assert!(Instant::now() < deadline, "an instance did not start");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
         fleet
+    }
+
+    /// Waits until instance `i` listens.
+    async fn ready(&self, i: usize) {
+        // Twenty processes starting on two cores beside the rest of the suite: a generous
+        // bound (readiness is polled, not waited out).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while tokio::net::TcpStream::connect(self.instances[i].listen)
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "instance {i} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `credproxy login` against the Redis store, as a person would run it once.
@@ -146,14 +205,22 @@ impl Fleet {
             .unwrap();
     }
 
-    fn spawn(&mut self, i: usize) {
-        let port = free_port();
+    /// Starts one more instance, using Redis at `redis_url` (the server's, or a relay's); its
+    /// index.
+    fn spawn_via(&mut self, redis_url: &str) -> usize {
+        let i = self.instances.len();
+        let (port, admin) = (free_port(), free_port());
         let config = self.dir.path().join(format!("credproxy-{i}.toml"));
-        std::fs::write(
-            &config,
-            config_text(self.dir.path(), &self.fake, &self.redis_url, i, port),
-        )
-        .unwrap();
+        let text = config_with(
+            self.dir.path(),
+            &self.fake,
+            redis_url,
+            i,
+            port,
+            admin,
+            self.lease_ttl,
+        );
+        std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(self.dir.path().join(format!("log-{i}.txt"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_credproxy"))
             .args(["run", "--workers", "1", "--config"])
@@ -166,8 +233,10 @@ impl Fleet {
         self.instances.push(Instance {
             child,
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             config,
         });
+        i
     }
 
     fn logs(&self) -> String {
@@ -197,14 +266,24 @@ async fn load(
     duration: Duration,
     during: impl std::future::Future<Output = ()>,
 ) -> (usize, usize) {
+    let all: Vec<usize> = (0..fleet.instances.len()).collect();
+    load_on(fleet, &all, duration, during).await
+}
+
+/// [`load`] through the instances `which` only.
+async fn load_on(
+    fleet: &Fleet,
+    which: &[usize],
+    duration: Duration,
+    during: impl std::future::Future<Output = ()>,
+) -> (usize, usize) {
     let ok = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(AtomicUsize::new(0));
     let end = Instant::now() + duration;
-    let tasks: Vec<_> = fleet
-        .instances
+    let tasks: Vec<_> = which
         .iter()
-        .map(|instance| {
-            let (addr, ok, bad) = (instance.listen, ok.clone(), bad.clone());
+        .map(|&i| {
+            let (addr, ok, bad) = (fleet.instances[i].listen, ok.clone(), bad.clone());
             tokio::spawn(async move {
                 // One keep-alive connection per instance (a new one after a failure): a fresh
                 // connection per request would leave thousands in TIME_WAIT and run the
@@ -311,7 +390,8 @@ async fn twenty_instances_share_one_rotating_refresh_token() {
 }
 
 /// Redis killed mid-load and started again 2 s later, empty (nothing persisted): the instances
-/// serve the tokens they hold meanwhile, write the newest back, and refresh as one after it.
+/// serve the tokens they hold meanwhile, each says `store_unavailable` on `/status` within 2 s,
+/// and after the restart they write the newest token back, say so no more, and refresh as one.
 ///
 /// 20 s tokens: the outage ends before the first refresh is due (at half to three quarters of
 /// the lifetime), so every request can be served. With 5 s tokens an outage that overlaps the
@@ -326,16 +406,49 @@ async fn redis_restarted_empty_mid_load_costs_no_request_and_no_reuse() {
     let fleet = Fleet::start(6, &redis, Duration::from_secs(20)).await;
     let duration = Duration::from_secs(18);
     let restarted = Arc::new(parking_lot::Mutex::new(None));
-    let (ok, bad) = load(&fleet, duration, {
-        let restarted = restarted.clone();
-        async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(redis);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            *restarted.lock() = RedisServer::start_on(port);
+    let (mut shown, mut cleared) = (Duration::ZERO, Duration::ZERO);
+    let (ok, bad) = load(&fleet, duration, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(redis);
+        // Every instance says so on `/status` within 2 s.
+        let killed = Instant::now();
+        for instance in &fleet.instances {
+            while !instance
+                .admin_get("/status")
+                .await
+                .contains("store_unavailable")
+            {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(2),
+                    "store_unavailable not shown within 2 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
+        shown = killed.elapsed();
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(killed.elapsed())).await;
+        *restarted.lock() = RedisServer::start_on(port);
+        let back = Instant::now();
+        for instance in &fleet.instances {
+            while instance
+                .admin_get("/status")
+                .await
+                .contains("store_unavailable")
+            {
+                assert!(
+                    back.elapsed() < Duration::from_secs(3),
+                    "still store_unavailable 3 s after Redis was back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        cleared = back.elapsed();
     })
     .await;
+    eprintln!(
+        "redis restart: store_unavailable on every instance's /status {shown:?} after the kill, \
+         gone from all {cleared:?} after the restart"
+    );
     report("redis restart", &fleet, duration, ok, bad);
     assert_one_fleet(&fleet, duration, ok, bad);
     let back = restarted.lock().take().unwrap();

@@ -4,5 +4,6 @@ mod engine;
 mod fleet;
 mod presets;
 mod redis;
+mod redis_endpoints;
 mod secrecy;
 mod store;

@@ -137,29 +137,38 @@ impl Inner {
         Ok(scripts::Refused::from_code(code))
     }
 
+    /// Writes `token` beside the current one (`pv`, `pfp`) for whoever holds the lease next;
+    /// `false` where a logout removed the token (it is not brought back).
+    pub(super) fn stage(&self, provider: &str, token: &StoredToken) -> Result<bool, StoreError> {
+        self.link
+            .call(|c| {
+                scripts::stage()
+                    .key(self.token_key(provider))
+                    .arg(self.sealed(provider, token))
+                    .arg(&token.fingerprint)
+                    .invoke::<i64>(c)
+            })
+            .map(|n| n == 1)
+            .map_err(|e| self.redis_error("stage", e))
+    }
+
     /// Stages an uncommitted token in Redis for the next holder, or, when Redis can't take it,
     /// on local disk until it can. Never drops it.
     pub(super) fn keep(&self, provider: &str, token: &StoredToken, why: &str) {
         (self.events)(provider, StoreEvent::Kept);
-        let staged = self.link.call(|c| {
-            redis::cmd("HSET")
-                .arg(self.token_key(provider))
-                .arg("pv")
-                .arg(self.sealed(provider, token))
-                .arg("pfp")
-                .arg(&token.fingerprint)
-                .query::<i64>(c)
-        });
-        match staged {
-            Ok(_) => {
+        match self.stage(provider, token) {
+            Ok(false) => tracing::info!(
+                reason = why,
+                "the new token was not committed, and is dropped: the token was removed (credproxy logout)"
+            ),
+            Ok(true) => {
                 tracing::warn!(
                     reason = why,
                     "the new token was not committed; staged it in Redis for the next holder"
                 );
                 self.pending.forget(provider);
             }
-            Err(e) => {
-                self.watch.failed(&e);
+            Err(_) => {
                 tracing::warn!(
                     reason = why,
                     "the new token was not committed and Redis can't be reached; kept it on local \
@@ -220,27 +229,22 @@ impl Inner {
     /// Moves tokens kept on local disk into Redis (staged), once it answers again.
     pub(super) fn flush_pending(&self) {
         for (provider, token) in self.pending.all() {
-            let staged = self.link.call(|c| {
-                redis::cmd("HSET")
-                    .arg(self.token_key(&provider))
-                    .arg("pv")
-                    .arg(self.sealed(&provider, &token))
-                    .arg("pfp")
-                    .arg(&token.fingerprint)
-                    .query::<i64>(c)
-            });
-            match staged {
-                Ok(_) => {
+            match self.stage(&provider, &token) {
+                Ok(false) => {
+                    tracing::info!(
+                        provider,
+                        "dropped a kept token: the token was removed (credproxy logout) meanwhile"
+                    );
+                    self.pending.forget(&provider);
+                }
+                Ok(true) => {
                     tracing::info!(
                         provider,
                         "staged a kept token in Redis for the next lease holder"
                     );
                     self.pending.forget(&provider);
                 }
-                Err(e) => {
-                    self.watch.failed(&e);
-                    return;
-                }
+                Err(_) => return,
             }
         }
     }

@@ -49,6 +49,7 @@ impl Lease {
         };
         LeaseGuard {
             inner,
+            ttl: self.ttl,
             provider: self.provider,
             owner: self.owner,
             shared,
@@ -111,6 +112,7 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
 /// The lease, held until dropped.
 pub struct LeaseGuard {
     inner: Arc<Inner>,
+    ttl: Duration,
     provider: String,
     owner: String,
     shared: Arc<Shared>,
@@ -124,6 +126,10 @@ impl StoreLock for LeaseGuard {
             return Some(Duration::ZERO);
         }
         Some(state.valid_until.saturating_duration_since(Instant::now()))
+    }
+
+    fn ttl(&self) -> Option<Duration> {
+        Some(self.ttl)
     }
 }
 

@@ -166,10 +166,18 @@ impl Endpoint {
 
 /// One connection to the primary, shared by a store's calls (each call is one command or one
 /// script, so holding the mutex for it is short) and made again after any failure.
+///
+/// Behind Sentinel, the primary can change while its old connection still works (the old
+/// primary answers, as a primary, until Sentinel turns it into a replica, and what it takes
+/// meanwhile is lost): [`Link::primary_moved`] asks the sentinels, and a new primary drops the
+/// connection (and bumps [`Link::primary_epoch`], for the subscriber's).
 pub struct Link {
     endpoint: Endpoint,
     root_cert: Option<Vec<u8>>,
     conn: Mutex<Option<Connection>>,
+    /// The primary last connected to, behind Sentinel (`host:port`).
+    primary: Mutex<Option<String>>,
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Link {
@@ -178,6 +186,8 @@ impl Link {
             endpoint,
             root_cert,
             conn: Mutex::new(None),
+            primary: Mutex::new(None),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -188,10 +198,52 @@ impl Link {
     /// A fresh connection of its own (for the subscriber), with the call timeouts set.
     pub fn connect(&self) -> redis::RedisResult<Connection> {
         let client = self.endpoint.client(self.root_cert.as_deref())?;
+        if self.is_sentinel() {
+            *self.primary.lock() = Some(client.get_connection_info().addr().to_string());
+        }
         let conn = client.get_connection_with_timeout(CALL_TIMEOUT)?;
         conn.set_read_timeout(Some(CALL_TIMEOUT))?;
         conn.set_write_timeout(Some(CALL_TIMEOUT))?;
         Ok(conn)
+    }
+
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.endpoint.kind, Kind::Sentinel { .. })
+    }
+
+    /// Behind Sentinel: asks the sentinels which node is the primary now; if another than the
+    /// one connected to, drops the connection (the next call connects to the new one) and
+    /// returns `true`. Always `false` for a direct URL.
+    pub fn primary_moved(&self) -> redis::RedisResult<bool> {
+        if !self.is_sentinel() {
+            return Ok(false);
+        }
+        let now = self
+            .endpoint
+            .client(self.root_cert.as_deref())?
+            .get_connection_info()
+            .addr()
+            .to_string();
+        let moved = {
+            let mut primary = self.primary.lock();
+            let moved = primary.as_ref().is_some_and(|p| *p != now);
+            *primary = Some(now);
+            moved
+        };
+        if moved {
+            *self.conn.lock() = None;
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(
+                url = %self.endpoint,
+                "the Redis primary changed (a Sentinel failover); connecting to the new one"
+            );
+        }
+        Ok(moved)
+    }
+
+    /// Bumped each time [`Link::primary_moved`] finds a new primary.
+    pub fn primary_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `f` on the shared connection, connecting first if needed. After any error the

@@ -9,14 +9,18 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// KEYS: token hash, lease. ARGV: owner, expected generation, sealed token, fingerprint,
-/// channel, provider. Returns the new generation, or a negative [`Refused`] code.
+/// channel, provider. Returns the new generation, or a negative [`Refused`] code (after a
+/// logout, the holder's staged token is dropped with it).
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if gen ~= tonumber(ARGV[2]) then
-  if redis.call('HEXISTS', KEYS[1], 'v') == 0 then return -3 end
+  if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
+    redis.call('HDEL', KEYS[1], 'pv', 'pfp')
+    return -3
+  end
   return -2
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'fp', ARGV[4], 'gen', gen + 1)
@@ -71,6 +75,21 @@ return 1
     )
 });
 
+/// KEYS: token hash. ARGV: sealed token, fingerprint. Stages a token beside the current one
+/// for the next lease holder, unless a logout left its mark (the hash without a token: a
+/// removal keeps the generation). 1 if staged, 0 if logged out.
+static STAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], 'v') == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'pv', ARGV[1], 'pfp', ARGV[2])
+return 1
+",
+    )
+});
+
 /// KEYS: lease. ARGV: owner, TTL in ms. 1 if renewed, 0 if the lease is not ours any more.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -109,6 +128,10 @@ pub fn remove() -> redis::ScriptInvocation<'static> {
 
 pub fn reseed() -> redis::ScriptInvocation<'static> {
     RESEED.prepare_invoke()
+}
+
+pub fn stage() -> redis::ScriptInvocation<'static> {
+    STAGE.prepare_invoke()
 }
 
 pub fn renew() -> redis::ScriptInvocation<'static> {

@@ -1,15 +1,17 @@
-//! The watcher: two threads per store that keep the instance's copy current and know whether
+//! The watcher: two threads per store (three behind Sentinel) that keep the instance's copy current and know whether
 //! Redis answers.
 //!
 //! - It subscribes to `<prefix>:changed` and bumps the provider's [`tokio::sync::watch`]
 //!   counter on each message, so the refresher re-reads at once (the engine's 5 s re-read is the
 //!   fallback when a message is lost).
+//! - Behind Sentinel, it asks the sentinels for the primary every [`PRIMARY_CHECK_EVERY`] and
+//!   moves both connections to a new one.
 //! - It pings Redis every [`PING_EVERY`]; a failed call (any call of the store) marks Redis
 //!   unavailable, a ping that answers marks it available again, writes back what Redis lost if
 //!   it came back empty, stages the tokens kept on local disk, and bumps every provider so each re-reads (nothing missed while away stays missed).
 //!
-//! They hold only a weak reference to the store and stop within [`READ_TICK`] (plus a call
-//! in progress) of the last clone being dropped.
+//! They hold only a weak reference to the store and stop within [`READ_TICK`] (the Sentinel one
+//! within [`PRIMARY_CHECK_EVERY`]), plus a call in progress, of the last clone being dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -24,6 +26,9 @@ use super::Inner;
 /// How often Redis is pinged. With the 1 s call timeout, a stopped Redis is reported within
 /// about 1.75 s, inside the 2 s the contract promises.
 pub const PING_EVERY: Duration = Duration::from_millis(500);
+/// How often the sentinels are asked which node is the primary (`redis+sentinel://` only): a
+/// failover is followed within this, rather than when the old primary stops answering.
+pub const PRIMARY_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long one wait for a message lasts before the watcher looks at the time again.
 const READ_TICK: Duration = Duration::from_millis(250);
 
@@ -92,12 +97,16 @@ impl Watch {
 }
 
 pub fn start(inner: &Arc<Inner>) {
-    // Two threads: a subscriber can block in a connect or a read while Redis is stopped, and the
-    // ping must go on regardless to notice it.
-    for (name, run) in [
+    // Threads of their own: a subscriber can block in a connect or a read while Redis is
+    // stopped, and the ping must go on regardless to notice it.
+    let mut threads = vec![
         ("redis-watch", subscribe as fn(&Weak<Inner>)),
         ("redis-ping", ping as fn(&Weak<Inner>)),
-    ] {
+    ];
+    if inner.link.is_sentinel() {
+        threads.push(("redis-sentinel", follow_primary as fn(&Weak<Inner>)));
+    }
+    for (name, run) in threads {
         let weak = Arc::downgrade(inner);
         let spawned = std::thread::Builder::new()
             .name(name.to_owned())
@@ -118,6 +127,20 @@ fn ping(weak: &Weak<Inner>) {
     }
 }
 
+/// Behind Sentinel only. A thread of its own: asking sentinels that don't answer must not hold
+/// up the ping, which reports the store's health.
+fn follow_primary(weak: &Weak<Inner>) {
+    loop {
+        std::thread::sleep(PRIMARY_CHECK_EVERY);
+        let Some(inner) = weak.upgrade() else { return };
+        match inner.link.primary_moved() {
+            Ok(true) => inner.watch.bump_all(),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "can't ask the sentinels for the primary"),
+        }
+    }
+}
+
 fn subscribe(weak: &Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
@@ -131,6 +154,7 @@ fn subscribe(weak: &Weak<Inner>) {
             }
         };
         let channel = inner.channel();
+        let epoch = inner.link.primary_epoch();
         drop(inner);
         let mut sub = conn.as_pubsub();
         if sub.subscribe(&channel).is_err() || sub.set_read_timeout(Some(READ_TICK)).is_err() {
@@ -144,6 +168,10 @@ fn subscribe(weak: &Weak<Inner>) {
         loop {
             let message = sub.get_message();
             let Some(inner) = weak.upgrade() else { return };
+            if inner.link.primary_epoch() != epoch {
+                // A Sentinel failover: subscribe on the new primary, where the writes go.
+                break;
+            }
             match message {
                 Ok(m) => match std::str::from_utf8(m.get_payload_bytes()) {
                     Ok(provider) => inner.watch.bump(provider),
