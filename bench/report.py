@@ -289,6 +289,11 @@ def check(summary):
         checks.append(("refresh: tokens issued during the runs", "info", str(tokens)))
     else:
         checks.append(("refresh under load", "n/a", "run with --refresh"))
+    if "audit" in summary:
+        cmp("audit log on: 64 conn req/s ≥ 0.90× off", g("audit", "credproxy-audit", "rps"),
+            g("audit-off", "credproxy", "rps"), ">=", 0.90)
+    else:
+        checks.append(("audit log on", "n/a", "run with --audit"))
     checks.append(("1 GiB transfer leaves RSS flat", "n/a", "bench/rss-stream.sh"))
     return checks
 

@@ -9,7 +9,7 @@
 # --baseline BIN adds a second credproxy from another binary (same config) as
 # the target credproxy-base, for before/after comparisons of a change.
 #
-# usage: bench/run.sh [--quick] [--refresh] [--reps N] [--duration SECS]
+# usage: bench/run.sh [--quick] [--refresh] [--audit] [--reps N] [--duration SECS]
 #                     [--cases LIST] [--no-build] [--no-install] [--keep]
 #                     [--docs | --no-docs] [--serve]
 #                     [--baseline BIN] [--only-credproxy]
@@ -26,6 +26,9 @@ usage: bench/run.sh [options]
   --refresh        add the refresh-under-load case (credproxy only): an
                    OAuth 2 provider whose tokens live 5 s, 64 connections
                    for 30 s (12 s with --quick), against the static token
+  --audit          add the audit-log case (credproxy only): 64 connections
+                   against credproxy with audit_log on (credproxy-audit.toml.in),
+                   interleaved with the same run without it; target >= 0.90x req/s
   --reps N         repetitions (default 3; 1 with --quick)
   --duration SECS  seconds per wrk measurement (default 10; 2 with --quick)
   --cases LIST     comma-separated subset of: lat1,c64,dl1m,upload,tls64,rss256
@@ -54,13 +57,14 @@ for the proxy under test; default "warn", as nginx and HAProxy log nothing per r
 EOF
 }
 
-QUICK=0 REFRESH=0 BUILD=1 INSTALL=1 REPS="" DUR="" DOCS=auto SERVE=0
+QUICK=0 REFRESH=0 AUDIT=0 BUILD=1 INSTALL=1 REPS="" DUR="" DOCS=auto SERVE=0
 BASELINE_BIN="" ONLY_CP=0
 CASES="lat1,c64,dl1m,upload,tls64,rss256"
 while (($# > 0)); do
     case $1 in
         --quick) QUICK=1 ;;
         --refresh) REFRESH=1 ;;
+        --audit) AUDIT=1 ;;
         --reps) REPS=$2; shift ;;
         --duration) DUR=$2; shift ;;
         --cases) CASES=$2; shift ;;
@@ -116,6 +120,7 @@ target_url() {
         credproxy:0) echo "http://127.0.0.1:$CP_ROUTE_PORT" ;;
         credproxy:1) echo "http://127.0.0.1:$CPT_ROUTE_PORT" ;;
         credproxy-refresh:0) echo "http://127.0.0.1:$CPR_ROUTE_PORT" ;;
+        credproxy-audit:0) echo "http://127.0.0.1:$CPA_ROUTE_PORT" ;;
         credproxy-base:0) echo "http://127.0.0.1:$CPB_ROUTE_PORT" ;;
         credproxy-base:1) echo "http://127.0.0.1:$CPBT_ROUTE_PORT" ;;
         *) die "no url for $t tls=$tls" ;;
@@ -268,6 +273,33 @@ run_refresh() {
     done
 }
 
+# The audit log's cost (issue 19): the 64-connection run against credproxy
+# with and without audit_log, interleaved, medians; the file is emptied
+# between repetitions so the disk does not fill.
+run_audit() {
+    local rep
+    if [[ $CP_OK != 1 || $CPA_OK != 1 ]]; then
+        log "audit: skipped (needs credproxy and credproxy-audit running)"
+        return 0
+    fi
+    for ((rep = 1; rep <= REPS; rep++)); do
+        measure audit-off credproxy "$rep" 0 64 2 "$DUR" /small
+        measure audit credproxy-audit "$rep" 0 64 2 "$DUR" /small
+        : >"$WORK/logs/audit.jsonl"
+    done
+}
+
+# start_credproxy_audit: credproxy-audit.toml.in on ports of its own (CPA_*),
+# handed to bench_render under the CP_* names as start_credproxy_base does.
+start_credproxy_audit() {
+    read -r CPA_PORT CPA_ADMIN_PORT CPA_ROUTE_PORT <<<"$(bench_free_ports 3)"
+    # shellcheck disable=SC2034
+    local CP_PORT=$CPA_PORT CP_ADMIN_PORT=$CPA_ADMIN_PORT CP_ROUTE_PORT=$CPA_ROUTE_PORT
+    mkdir -p "$WORK/state-audit" "$WORK/logs"
+    chmod 0700 "$WORK/state-audit"
+    bench_start_credproxy credproxy-audit "$BENCH_DIR/credproxy-audit.toml.in" "$CPA_ADMIN_PORT" "$CPA_ROUTE_PORT"
+}
+
 # sanity TARGET TLS: the upstream must see exactly the injected credential.
 sanity() {
     local t=$1 tls=$2 got want="Bearer $BENCH_TOKEN|$ORG_ID" url
@@ -356,6 +388,20 @@ if [[ $REFRESH == 1 && $CP_OK == 1 ]] &&
     fi
 fi
 
+CPA_OK=0
+if [[ $AUDIT == 1 && $CP_OK == 1 ]] && start_credproxy_audit; then
+    # The writer thread appends just after the answers went out: give it a moment.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        [[ -s $WORK/logs/audit.jsonl ]] && break
+        sleep 0.1
+    done
+    if sanity credproxy-audit 0 && [[ -s $WORK/logs/audit.jsonl ]]; then
+        CPA_OK=1
+    else
+        log "credproxy-audit: skipped: no injected credential, or nothing in its audit log"
+    fi
+fi
+
 CPB_OK=0 CPBT_OK=0
 if [[ -n $BASELINE_BIN ]]; then
     log "credproxy-base: $BASELINE_BIN ($("$BASELINE_BIN" --version 2>&1 | head -n 1))"
@@ -386,6 +432,10 @@ if [[ $SERVE == 1 ]]; then
         printf '  %-10s %-32s %-32s pid %s\n' "$t" "$(target_url "$t" 0)/small" \
             "$(target_url "$t" 1)/small" "$(bench_pids "$(target_proc "$t" 0 | sed 's/^$/upstream/')" | paste -sd,)"
     done
+    if [[ $CPA_OK == 1 ]]; then
+        printf '  %-10s %-32s (audit log: %s)\n' credproxy-audit "$(target_url credproxy-audit 0)/small" \
+            "$WORK/logs/audit.jsonl"
+    fi
     echo "  direct needs: -H 'Authorization: Bearer $BENCH_TOKEN' -H 'x-bv-org-id: $ORG_ID'"
     # wait (not a foreground sleep) so SIGINT/SIGTERM run the traps at once.
     sleep infinity &
@@ -424,6 +474,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
     done
 done
 [[ $REFRESH == 1 ]] && run_refresh
+[[ $AUDIT == 1 ]] && run_audit
 
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 SUFFIX=""

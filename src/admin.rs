@@ -94,6 +94,10 @@ pub struct AdminState {
     pub routes: arc_swap::ArcSwap<Vec<RouteConfig>>,
     /// The token store, for its health (`store_unavailable`); `None`: not reported.
     pub store: Option<Arc<dyn crate::token::TokenStore>>,
+    /// `[callers.NAME]` (names and providers only); replaced on reload.
+    pub callers: arc_swap::ArcSwap<Vec<status::CallerStatus>>,
+    /// The audit log, for its drop count.
+    pub audit: Option<Arc<crate::audit::Audit>>,
     /// `[proxy] proxy_auth`, for its renewal's failures; replaced on reload.
     pub proxy_auth: arc_swap::ArcSwapOption<crate::secret::Live>,
 }
@@ -111,8 +115,29 @@ impl AdminState {
             clock: Clock::new(),
             routes: arc_swap::ArcSwap::from_pointee(Vec::new()),
             store: None,
+            callers: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            audit: None,
             proxy_auth: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Show `callers` (names and providers; never their secrets).
+    pub fn set_callers(&self, callers: &[crate::config::CallerConfig]) {
+        self.callers.store(Arc::new(
+            callers
+                .iter()
+                .map(|c| status::CallerStatus {
+                    name: c.name.clone(),
+                    providers: c.providers.clone(),
+                })
+                .collect(),
+        ));
+    }
+
+    /// Report the audit log's drops too.
+    pub fn with_audit(mut self, audit: Option<Arc<crate::audit::Audit>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Show `routes` beside their providers.
@@ -171,6 +196,14 @@ impl AdminState {
                 })
                 .collect(),
             store: self.store_status(),
+            callers: self.callers.load().to_vec(),
+            audit: self.audit.as_ref().map(|a| status::AuditStatus {
+                log: match a.target() {
+                    crate::config::AuditTarget::Stdout => "-".to_owned(),
+                    crate::config::AuditTarget::File(p) => p.display().to_string(),
+                },
+                dropped: a.dropped(),
+            }),
             proxy_auth_error: self
                 .proxy_auth
                 .load()

@@ -55,6 +55,8 @@ pub enum AppError {
     Workers(#[source] std::io::Error),
     #[error("can't set up the local CA for interception")]
     Ca(#[from] crate::ca::CaError),
+    #[error("can't start the audit log")]
+    Audit(#[from] crate::audit::OpenError),
 }
 
 /// How to run (beside what the config says).
@@ -119,6 +121,8 @@ struct EngineDeps {
     store: Arc<dyn crate::token::TokenStore>,
     clock: crate::clock::Clock,
     observer: crate::token::Observer,
+    /// Token events, to the audit log (when on).
+    events: Option<crate::token::Events>,
 }
 
 struct State {
@@ -130,6 +134,10 @@ struct State {
     shared: Arc<Shared>,
     engine: EngineDeps,
     limit: Arc<ConnLimits>,
+    /// The audit log, for the life of the process (a reload reopens it).
+    audit: Option<Arc<crate::audit::Audit>>,
+    /// Stops this generation's keepers of caller secrets (`{ file = }` followed).
+    callers_cancel: CancellationToken,
     /// Stops the keeper of `proxy_auth`, when it changes (a reload starts the new config's).
     proxy_auth_keeper: Option<CancellationToken>,
 }
@@ -167,6 +175,18 @@ impl Running {
             .iter()
             .find(|l| l.provider.as_deref() == Some(provider))
             .map(|l| l.addr.clone())
+    }
+
+    /// The audit log, when `audit_log` is set.
+    pub fn audit(&self) -> Option<Arc<crate::audit::Audit>> {
+        self.state.lock().audit.clone()
+    }
+
+    /// Reopen the audit log at its path (log rotation: SIGHUP does this before the reload).
+    pub fn reopen_audit(&self) {
+        if let Some(audit) = self.audit() {
+            audit.reopen(audit.target());
+        }
     }
 
     /// The request path's current state (providers, readers, settings).
@@ -305,6 +325,14 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         source: Box::new(e),
     })?;
     let client = crate::token::TokenHttp::new(roots).map_err(AppError::TokenClient)?;
+    let audit = match &p.audit_log {
+        Some(target) => Some(crate::audit::Audit::start(
+            target.clone(),
+            crate::audit::QUEUE,
+            metrics.audit_dropped(),
+        )?),
+        None => None,
+    };
     let engine = EngineDeps {
         client,
         store,
@@ -314,6 +342,9 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             let metrics = metrics.clone();
             Arc::new(move |provider, result| metrics.token_refresh(provider, result))
         },
+        events: audit.clone().map(|audit| -> crate::token::Events {
+            Arc::new(move |provider, event, generation| audit.token(provider, event, generation))
+        }),
     };
     let providers: Vec<ProviderTask> = config
         .providers
@@ -321,7 +352,16 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         .map(|cfg| start_provider(cfg.clone(), &engine, &cancel, &background))
         .collect();
     let intercept = intercept_leaves(&config)?;
-    let shared = build_shared(&config, &providers, &metrics, upstream_tls, intercept);
+    let shared = build_shared(
+        &config,
+        &providers,
+        &metrics,
+        upstream_tls,
+        intercept,
+        audit.clone(),
+    );
+    let callers_cancel = cancel.child_token();
+    keep_callers(&config, &callers_cancel, &background);
     let proxy_auth_keeper = keep_proxy_auth(p, &cancel, &background);
     let limit = ConnLimits::new(p.max_connections, p.max_connections_per_client);
 
@@ -329,9 +369,11 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
         Some((mut sockets, addr)) => {
             let state = Arc::new(
                 crate::admin::AdminState::new(admin_providers(&shared), metrics.clone())
-                    .with_store(engine.store.clone()),
+                    .with_store(engine.store.clone())
+                    .with_audit(audit.clone()),
             );
             state.set_routes(&config.routes);
+            state.set_callers(&config.callers);
             state.set_proxy_auth(config.proxy.proxy_auth.as_ref());
             tracing::info!(listen = %addr, "admin listening");
             let span = tracing::info_span!("admin", addr = %addr);
@@ -368,6 +410,8 @@ pub async fn start_with(config: Config, options: Options) -> Result<Running, App
             shared,
             engine,
             limit,
+            audit,
+            callers_cancel,
             proxy_auth_keeper,
         }),
         admin_state,
@@ -422,7 +466,8 @@ fn start_provider(
         engine.clock,
         cancel.clone(),
     )
-    .with_observer(engine.observer.clone());
+    .with_observer(engine.observer.clone())
+    .with_events(engine.events.clone());
     background.spawn(crate::token::run(config.clone(), writer, ctx));
     ProviderTask {
         config,
@@ -464,6 +509,7 @@ fn build_shared(
     metrics: &Arc<Metrics>,
     upstream_tls: Arc<rustls::ClientConfig>,
     intercept: Option<Arc<crate::ca::Leaves>>,
+    audit: Option<Arc<crate::audit::Audit>>,
 ) -> Arc<Shared> {
     let routes: Vec<ProviderRoute> = providers
         .iter()
@@ -481,6 +527,28 @@ fn build_shared(
         })
         .collect();
     let names: Vec<&String> = providers.iter().map(|t| &t.config.name).collect();
+    let callers = config
+        .callers
+        .iter()
+        .map(|c| {
+            let allowed = c
+                .providers
+                .iter()
+                .filter_map(|p| names.iter().position(|n| *n == p))
+                .collect();
+            let secret = crate::proxy::auth::ProxyAuth::live(&c.secret);
+            (c.name.clone(), secret, allowed)
+        })
+        .collect();
+    let gate = crate::proxy::auth::Gate::new(
+        config
+            .proxy
+            .proxy_auth
+            .as_ref()
+            .map(crate::proxy::auth::ProxyAuth::live),
+        callers,
+        names.len(),
+    );
     Arc::new(Shared {
         // Per-provider metric handles, indexed like the router's providers; the counters
         // themselves carry on across reloads.
@@ -491,14 +559,32 @@ fn build_shared(
         client_body_timeout: config.proxy.client_body_timeout,
         pass_private: config.proxy.pass_private.clone(),
         via: config.proxy.via,
-        proxy_auth: config
-            .proxy
-            .proxy_auth
-            .as_ref()
-            .map(crate::proxy::auth::ProxyAuth::live),
+        gate,
+        audit,
         intercept,
         h2: config.proxy.h2,
     })
+}
+
+/// Keep each `{ file = }` (or re-run `{ command, ttl }`) caller secret current, as
+/// [`keep_proxy_auth`] does `proxy_auth`'s: the gate's digest follows the secret's version, so a
+/// rotated secret admits without a restart. Stopped by `cancel` (a reload starts the next
+/// generation's).
+fn keep_callers(config: &Config, cancel: &CancellationToken, background: &TaskTracker) {
+    for c in config.callers.iter().filter(|c| c.secret.changes()) {
+        let secret = c.secret.clone();
+        let cancel = cancel.clone();
+        let span = tracing::info_span!("secret", key = %secret.key());
+        background.spawn(
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = secret.keep() => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// Where the local CA lives: `state_dir/ca`.
@@ -591,6 +677,8 @@ fn listener_state(
             role,
             // proxy_auth guards TCP listeners; a unix socket is guarded by its file mode.
             require_auth: entry.require_auth && matches!(entry.addr, BoundAddr::Tcp(_)),
+            caller: crate::proxy::auth::Caller::Anyone,
+            listener: entry.addr.to_string().into(),
             loopback,
             local_origin: entry.addr.tcp().map(|a| format!("http://{a}")),
             header_timeout: proxy.header_timeout,

@@ -40,6 +40,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Where tokens are kept: `state_dir`, or Redis (`[store]`).
     pub store: StoreSettings,
+    /// `[callers.NAME]`, in name order; empty: no named callers.
+    pub callers: Vec<CallerConfig>,
     /// Things that are allowed but risky (for `credproxy check`).
     pub warnings: Vec<String>,
     /// Things worth knowing that are fine as they are (an exact host under another provider's
@@ -81,6 +83,8 @@ pub struct ProxySettings {
     pub max_connections_per_client: usize,
     /// Add `Via` to upstream requests (`via = true`); responses always get it.
     pub via: bool,
+    /// `audit_log`: where the audit records go (`crate::audit`); `None`: nowhere.
+    pub audit_log: Option<AuditTarget>,
     /// HTTP/2 downstream (h2c and ALPN `h2`): its limits.
     pub h2: H2Limits,
 }
@@ -110,6 +114,23 @@ impl Default for H2Limits {
             initial_connection_window: 2 * 1024 * 1024,
         }
     }
+}
+
+/// `[proxy] audit_log`: a file (appended to, reopened on SIGHUP) or `"-"` for standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// `[callers.NAME]`, checked: a named local caller. Its secret is [`Live`]: a `{ file = }`
+/// secret is re-read when the file changes.
+#[derive(Debug, Clone)]
+pub struct CallerConfig {
+    pub name: String,
+    pub secret: Live,
+    /// The providers it may use (names of configured providers).
+    pub providers: Vec<String>,
 }
 
 /// `[store]`, checked.

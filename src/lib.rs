@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod ca;
 pub mod cli;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod request_id;
 pub mod secret;
 pub mod tls;
 pub mod token;

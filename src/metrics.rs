@@ -79,6 +79,13 @@ struct TlsRejectLabels {
     host: Arc<str>,
 }
 
+/// A configured `[callers.NAME]`: a bounded set (never a string a client chose).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    caller: Arc<str>,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
@@ -100,6 +107,10 @@ struct Families {
     inflight: Gauge,
     dropped_fields: Counter,
     tls_rejected: Family<TlsRejectLabels, Counter>,
+    /// Requests of named callers, by caller and `admitted` / `denied`.
+    caller_requests: Family<CallerLabels, Counter>,
+    /// Audit records dropped because the writer fell behind.
+    audit_dropped: Counter,
     /// The same counts by provider, then host, for `/status`.
     tls_rejected_by_host: parking_lot::Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     /// Serializes scrapes: the expiry gauges are reset and set from snapshots, then encoded.
@@ -206,6 +217,18 @@ impl Metrics {
             "Intercepted TLS handshakes a client broke off because it does not trust credproxy's CA, by provider and host",
             tls_rejected.clone(),
         );
+        let caller_requests = Family::<CallerLabels, Counter>::default();
+        registry.register(
+            "caller_requests",
+            "Requests from named callers ([callers.NAME]) by caller, admitted or denied (caller_denied)",
+            caller_requests.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit records dropped because the audit log's writer fell behind (its queue was full)",
+            audit_dropped.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -226,6 +249,8 @@ impl Metrics {
             inflight,
             dropped_fields,
             tls_rejected,
+            caller_requests,
+            audit_dropped,
             tls_rejected_by_host: parking_lot::Mutex::default(),
             scrape: parking_lot::Mutex::new(()),
         });
@@ -337,6 +362,23 @@ impl Metrics {
     pub fn inflight(&self) -> Inflight<'_> {
         self.families.inflight.inc();
         Inflight(&self.families.inflight)
+    }
+
+    /// Count a named caller's request: `admitted` or `denied` (`caller_denied`). `caller` is a
+    /// configured name (`proxy::auth::Gate::name`), so the label set is bounded by the config.
+    pub fn caller_request(&self, caller: &Arc<str>, denied: bool) {
+        self.families
+            .caller_requests
+            .get_or_create(&CallerLabels {
+                caller: caller.clone(),
+                outcome: if denied { "denied" } else { "admitted" },
+            })
+            .inc();
+    }
+
+    /// The counter of dropped audit records (`crate::audit` counts into it).
+    pub fn audit_dropped(&self) -> Counter {
+        self.families.audit_dropped.clone()
     }
 
     /// Count a client field dropped as a look-alike (`proxy::inject::look_alike`).

@@ -7,9 +7,11 @@
 //!    (64 KiB) and header timeout are enforced by hyper, with `framing.rs` refusing the one
 //!    ambiguous framing hyper accepts (`Content-Length` with `Transfer-Encoding`). What a request
 //!    is served with (the config generation, the connection's context) is in `state.rs`.
-//! 2. **downstream checks** (`checks.rs`): `Proxy-Authorization` when `proxy_auth` is set (407,
-//!    verified by `auth.rs`); a transfer coding other than plain `chunked`, or two `Host` fields
-//!    (400).
+//! 2. **downstream checks** (`checks.rs`): `Proxy-Authorization` when `proxy_auth` or
+//!    `[callers]` is set (407; who is calling, verified by `auth.rs`: a named caller or anyone);
+//!    a transfer coding other than plain `chunked`, or two `Host` fields (400). After routing, a
+//!    named caller may use only its providers (403 `caller_denied`, `checks.rs`); a `CONNECT`
+//!    tunnel's requests are its `CONNECT`'s caller's.
 //! 3. **route** (`route.rs`): `CONNECT` to a claimed host opens a tunnel whose requests are
 //!    served as one more connection (`tunnel.rs`). Otherwise the provider is found by route
 //!    listener, path prefix, absolute URI or `Host` (inside a tunnel: the tunnel's provider, when
@@ -42,7 +44,9 @@
 //!    head came. A WebSocket handshake (`Upgrade: websocket`) keeps its upgrade fields, goes
 //!    on an upstream connection of its own, and a `101` splices the two connections
 //!    (`upgrade.rs`).
-//! 9. **log** (`access.rs`): one line per request with whose fault an error was.
+//! 9. **log** (`access.rs`): one line per request with whose fault an error was and who called;
+//!    the audit record (`crate::audit`), queued without waiting; every answer carries
+//!    `credproxy-request-id` (`crate::request_id`).
 //!
 //! Errors credproxy makes are built in one place, `error.rs`; hyper's own answers to heads it
 //! can't parse (400, 414, 431) are rewritten into them as they are written (`own_answers.rs`).

@@ -54,6 +54,10 @@ pub use store::{FileStore, MemoryStore, StoredToken, TokenStore};
 /// published.
 pub type Observer = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
 
+/// Called with each token event for the audit log (`crate::audit`): the provider, what happened,
+/// and the generation of the credential published for it (none for a failure).
+pub type Events = Arc<dyn Fn(&str, crate::audit::TokenEvent, Option<u64>) + Send + Sync>;
+
 /// A number in `0..1` for spreading refreshes and retries; tests pin it.
 pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
 
@@ -66,6 +70,8 @@ pub struct EngineContext {
     /// Refreshers stop when this fires.
     pub cancel: CancellationToken,
     pub observer: Observer,
+    /// Token events, for the audit log.
+    pub events: Option<Events>,
     pub jitter: Jitter,
 }
 
@@ -83,12 +89,18 @@ impl EngineContext {
             clock,
             cancel,
             observer: Arc::new(|_, _| {}),
+            events: None,
             jitter: Arc::new(rand::random::<f64>),
         }
     }
 
     pub fn with_observer(mut self, observer: Observer) -> Self {
         self.observer = observer;
+        self
+    }
+
+    pub fn with_events(mut self, events: Option<Events>) -> Self {
+        self.events = events;
         self
     }
 

@@ -23,10 +23,31 @@ pub struct StatusReport {
     /// The shared token store's state; absent for the file store (nothing can be away).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreStatus>,
+    /// `[callers.NAME]`: each caller's name and providers (never its secret); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<CallerStatus>,
+    /// The audit log, when on: where it goes and how many records were dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditStatus>,
     /// Why `[proxy] proxy_auth` could not be renewed (a followed file unreadable, a re-run
     /// command failing: the last value is still required); absent when it is current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_auth_error: Option<String>,
+}
+
+/// `{"name": "ci", "providers": ["github"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerStatus {
+    pub name: String,
+    pub providers: Vec<String>,
+}
+
+/// `{"log": "/var/log/credproxy/audit.jsonl", "dropped": 0}` (`log` is `-` for standard output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    pub log: String,
+    /// Records dropped because the writer fell behind (`credproxy_audit_dropped_total`).
+    pub dropped: u64,
 }
 
 /// `{"kind": "redis", "state": "ok" | "store_unavailable", "reason": ...}`.

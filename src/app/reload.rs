@@ -40,6 +40,10 @@ impl Running {
                 p.max_connections_per_client != old_proxy.max_connections_per_client,
             ),
             ("socket_mode", p.socket_mode != old_proxy.socket_mode),
+            (
+                "audit_log",
+                p.audit_log.is_some() != old_proxy.audit_log.is_some(),
+            ),
         ] {
             if changed {
                 summary.needs_restart.push(what.to_owned());
@@ -114,8 +118,16 @@ impl Running {
             &self.metrics,
             upstream_tls,
             intercept,
+            st.audit.clone(),
         );
         st.shared = shared.clone();
+        // SIGHUP is also log rotation: the audit log is reopened (at the path now configured).
+        if let (Some(audit), Some(target)) = (&st.audit, &config.proxy.audit_log) {
+            audit.reopen(target.clone());
+        }
+        st.callers_cancel.cancel();
+        st.callers_cancel = self.cancel.child_token();
+        keep_callers(&config, &st.callers_cancel, &self.background);
 
         // Listeners: update the kept, open the new, close the removed.
         let plan = listener_plan(&config);
@@ -158,6 +170,7 @@ impl Running {
         if let Some(admin) = &self.admin_state {
             admin.providers.store(Arc::new(admin_providers(&shared)));
             admin.set_routes(&config.routes);
+            admin.set_callers(&config.callers);
             admin.set_proxy_auth(config.proxy.proxy_auth.as_ref());
         }
         Ok(summary)

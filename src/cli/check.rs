@@ -66,6 +66,9 @@ pub fn main(args: Args) -> ExitCode {
     for p in &config.providers {
         println!("  {}", describe(p));
     }
+    for c in &config.callers {
+        println!("  caller {} may use: {}", c.name, c.providers.join(", "));
+    }
     if !args.online {
         return ExitCode::SUCCESS;
     }

@@ -90,6 +90,8 @@ async fn run(
 /// SIGHUP: validate the file first; on any error the running config stays in force.
 async fn reload(running: &crate::app::Running, path: &std::path::Path) {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+    // Log rotation first: the audit log is reopened even if the new config is refused.
+    running.reopen_audit();
     // Off the runtime's threads: loading runs each `{ command }` secret (up to 10 s apiece).
     let load = tokio::task::spawn_blocking({
         let path = path.to_owned();

@@ -155,6 +155,8 @@ fn from_store(config: &Config) -> anyhow::Result<StatusReport> {
         started_at: None,
         providers,
         store,
+        callers: Vec::new(),
+        audit: None,
         proxy_auth_error: None,
     })
 }
@@ -323,6 +325,8 @@ mod tests {
         let never = provider("static", "ready", |p| p.preset = "static".into());
         StatusReport {
             store: None,
+            callers: Vec::new(),
+            audit: None,
             proxy_auth_error: None,
             version: "0".into(),
             started_at: None,
@@ -353,6 +357,8 @@ mod tests {
             version: "0".into(),
             started_at: None,
             providers: vec![p],
+            callers: Vec::new(),
+            audit: None,
         };
         let text = table(&report, NOW);
         assert!(

@@ -11,6 +11,7 @@
 //! hosts, upstream loops) once they are checked.
 
 mod blendvision;
+mod callers;
 mod clash;
 mod endpoints;
 mod grant;

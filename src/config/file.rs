@@ -22,6 +22,17 @@ pub struct FileConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<FileRoute>>,
     pub store: Option<Spanned<FileStore>>,
+    /// `[callers.NAME]`: named local callers, each with its own secret.
+    #[serde(default)]
+    pub callers: BTreeMap<String, Spanned<FileCaller>>,
+}
+
+/// `[callers.NAME]`: a local caller's secret and the providers it may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCaller {
+    pub secret: Option<FileSecret>,
+    pub providers: Option<Vec<Str>>,
 }
 
 /// `[store]`: where tokens are kept (the state directory, or Redis shared by N instances).
@@ -57,6 +68,7 @@ pub struct FileProxy {
     pub max_connections: Option<Spanned<i64>>,
     pub max_connections_per_client: Option<Spanned<i64>>,
     pub via: Option<bool>,
+    pub audit_log: Option<Str>,
     pub h2_max_concurrent_streams: Option<Spanned<i64>>,
     pub h2_max_header_list_size: Option<Spanned<i64>>,
     pub h2_initial_stream_window: Option<Spanned<i64>>,

@@ -98,6 +98,8 @@ fn check_str(
         }
     }
     let routes = ctx.routes(&parsed, &proxy);
+    let declared: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
+    let callers = ctx.callers(&parsed.callers, &providers, &declared);
     let notes = match &proxy {
         Some(proxy) => ctx.clashes(&parsed, proxy, &providers),
         None => Vec::new(),
@@ -118,18 +120,25 @@ fn check_str(
         return Err(ConfigErrors::sorted(errors));
     }
     let proxy = proxy.expect("no errors means the proxy section was built");
-    let warnings = warnings::warnings(parsed.providers.is_empty(), &proxy, &providers, &routes);
+    let warnings = warnings::warnings(
+        parsed.providers.is_empty(),
+        &proxy,
+        &providers,
+        &routes,
+        !callers.is_empty(),
+    );
     Ok(Config {
         proxy,
         providers,
         routes,
         store,
+        callers,
         warnings,
         notes,
     })
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

@@ -10,12 +10,13 @@ use super::{
 use crate::proxy::policy::Rule;
 
 /// Every warning for a config that checked clean, in the order `credproxy check` prints them.
-/// `no_providers`: the file has no `[providers.*]` table at all.
+/// `no_providers`: the file has no `[providers.*]` table at all; `callers`: it has `[callers]`.
 pub(super) fn warnings(
     no_providers: bool,
     proxy: &ProxySettings,
     providers: &[Arc<ProviderConfig>],
     routes: &[RouteConfig],
+    callers: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if no_providers {
@@ -29,8 +30,7 @@ pub(super) fn warnings(
     }
     out.extend(security_warnings(proxy, providers, routes));
     out.extend(rule_warnings(providers));
-    // TODO(callers): pass whether `[callers]` is set once the callers work is merged.
-    out.extend(allows_everything_warnings(providers, false));
+    out.extend(allows_everything_warnings(providers, callers));
     out
 }
 

@@ -200,7 +200,7 @@ fn is_secret(key: &str) -> bool {
     let field = key.rsplit('.').next().unwrap_or(key);
     matches!(
         field,
-        "token" | "api_token" | "org_id" | "client_secret" | "password" | "proxy_auth"
+        "token" | "api_token" | "org_id" | "client_secret" | "password" | "proxy_auth" | "secret"
     ) || key.contains(".headers.")
         || key.contains(".token_headers.")
         // Extra form fields: they can carry a client_assertion or an api_key.

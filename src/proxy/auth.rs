@@ -25,6 +25,26 @@
 //! assert!(!auth.verify(None));
 //! ```
 
+//!
+//! `[callers.NAME]` (DESIGN.md "What a credential may do") adds named callers, each with its own
+//! secret and the providers it may use: [`Gate`] holds them beside `proxy_auth`. A caller proves
+//! itself with `Basic base64(NAME:SECRET)` (the user name must be its name) or `Bearer SECRET`;
+//! every caller's digest is compared, whatever matched first, so the time taken does not say
+//! which caller (or whether any) matched. Either proof admits: a named caller, or the
+//! `proxy_auth` secret (which may use every provider). With `[callers]` set, anything else is 407.
+//!
+//! ```
+//! use credproxy::proxy::auth::{Caller, Gate, ProxyAuth};
+//! use credproxy::secret::Secret;
+//! let ci = ProxyAuth::new(&Secret::from("k1"));
+//! let gate = Gate::new(None, vec![("ci".into(), ci, vec![0])], 2);
+//! let Some(Caller::Named(ci)) = gate.admit(Some(b"Basic Y2k6azE=")) else { panic!() }; // ci:k1
+//! assert!(gate.may_use(Caller::Named(ci), 0) && !gate.may_use(Caller::Named(ci), 1));
+//! assert_eq!(gate.admit(Some(b"Bearer k1")), Some(Caller::Named(ci)));
+//! assert_eq!(gate.admit(Some(b"Bearer k2")), None);
+//! assert_eq!(gate.admit(None), None);
+//! ```
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -90,6 +110,160 @@ impl ProxyAuth {
         };
         let digest: [u8; 32] = Sha256::digest(&presented).into();
         digests_equal(&digest, &self.digest())
+    }
+}
+
+/// Who a request came from, as phase 2 found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Caller {
+    /// No named caller: neither `proxy_auth` nor `[callers]` applies here, or the `proxy_auth`
+    /// secret was presented. May use every provider.
+    #[default]
+    Anyone,
+    /// `[callers.NAME]`, by its index in the [`Gate`].
+    Named(u16),
+}
+
+/// One `[callers.NAME]` as the request path keeps it: its name, its secret (a [`ProxyAuth`]:
+/// its digest, rebuilt when a `{ file = }` or `{ command, ttl }` secret changes) and the
+/// providers it may use.
+struct NamedCaller {
+    name: Arc<str>,
+    secret: ProxyAuth,
+    /// Indexed like the router's providers.
+    may_use: Vec<bool>,
+}
+
+/// Phase 2's proof of who is calling: `proxy_auth` and the named callers, as digests.
+#[derive(Default)]
+pub struct Gate {
+    proxy_auth: Option<ProxyAuth>,
+    callers: Vec<NamedCaller>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("proxy_auth", &self.proxy_auth)
+            .field("callers", &self.names().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Gate {
+    /// `callers`: (name, secret, indexes of the providers it may use) each; `providers`: how
+    /// many providers the router has.
+    pub fn new(
+        proxy_auth: Option<ProxyAuth>,
+        callers: Vec<(String, ProxyAuth, Vec<usize>)>,
+        providers: usize,
+    ) -> Self {
+        Gate {
+            proxy_auth,
+            callers: callers
+                .into_iter()
+                .map(|(name, secret, allowed)| {
+                    let mut may_use = vec![false; providers];
+                    for i in allowed {
+                        if let Some(m) = may_use.get_mut(i) {
+                            *m = true;
+                        }
+                    }
+                    NamedCaller {
+                        name: name.into(),
+                        secret,
+                        may_use,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether anything is asked of a caller at all.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        self.proxy_auth.is_none() && self.callers.is_empty()
+    }
+
+    /// Whether `[callers]` is set.
+    pub fn has_callers(&self) -> bool {
+        !self.callers.is_empty()
+    }
+
+    /// Who presented `header` (the raw `Proxy-Authorization`, `None` when absent): a named
+    /// caller, anyone (no proof asked, or `proxy_auth`'s secret), or `None` (407).
+    pub fn admit(&self, header: Option<&[u8]>) -> Option<Caller> {
+        if self.is_open() {
+            return Some(Caller::Anyone);
+        }
+        let (user, presented) = header.and_then(presented_credentials)?;
+        let presented = digest(&presented);
+        let mut found = None;
+        // Every caller is compared (no early exit): the time does not tell which one matched.
+        for (i, c) in self.callers.iter().enumerate() {
+            let secret_ok = digests_equal(&presented, &c.secret.digest());
+            let name_ok = user.as_deref().is_none_or(|u| u == c.name.as_bytes());
+            if secret_ok && name_ok && found.is_none() {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            return Some(Caller::Named(i as u16));
+        }
+        match &self.proxy_auth {
+            Some(a) if digests_equal(&presented, &a.digest()) => Some(Caller::Anyone),
+            _ => None,
+        }
+    }
+
+    /// Whether `caller` may use provider `index` (every provider for [`Caller::Anyone`]).
+    #[inline]
+    pub fn may_use(&self, caller: Caller, index: usize) -> bool {
+        match caller {
+            Caller::Anyone => true,
+            Caller::Named(i) => self
+                .callers
+                .get(usize::from(i))
+                .is_some_and(|c| c.may_use.get(index).copied().unwrap_or(false)),
+        }
+    }
+
+    /// A named caller's name (configured, so a bounded set: fit for a metrics label).
+    pub fn name(&self, caller: Caller) -> Option<&Arc<str>> {
+        match caller {
+            Caller::Anyone => None,
+            Caller::Named(i) => self.callers.get(usize::from(i)).map(|c| &c.name),
+        }
+    }
+
+    /// The callers' names, in config order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.callers.iter().map(|c| &*c.name)
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// `Basic`'s user name and password, or `Bearer`'s token (no user name).
+#[allow(clippy::type_complexity)]
+fn presented_credentials(value: &[u8]) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((None, rest.as_bytes().to_vec()))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let mut decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        let password = decoded.split_off(colon + 1);
+        decoded.truncate(colon);
+        Some((Some(decoded), password))
+    } else {
+        None
     }
 }
 
@@ -182,6 +356,67 @@ mod tests {
             assert!(!digests_equal(&a, &b), "byte {i}");
         }
         assert!(digests_equal(&a, &a));
+    }
+
+    fn gate() -> Gate {
+        Gate::new(
+            Some(ProxyAuth::new(&Secret::from("shared"))),
+            vec![
+                (
+                    "ci".into(),
+                    ProxyAuth::new(&Secret::from("ci-key")),
+                    vec![0],
+                ),
+                (
+                    "agent".into(),
+                    ProxyAuth::new(&Secret::from("agent:key")),
+                    vec![1, 7],
+                ),
+            ],
+            2,
+        )
+    }
+
+    #[test]
+    fn callers_by_basic_name_or_bearer_and_proxy_auth_beside_them() {
+        let g = gate();
+        assert_eq!(g.admit(Some(&basic("ci:ci-key"))), Some(Caller::Named(0)));
+        assert_eq!(g.admit(Some(b"Bearer ci-key")), Some(Caller::Named(0)));
+        assert_eq!(
+            g.admit(Some(&basic("agent:agent:key"))),
+            Some(Caller::Named(1))
+        );
+        // Basic's user name must be the caller's own.
+        assert_eq!(g.admit(Some(&basic("agent:ci-key"))), None);
+        assert_eq!(g.admit(Some(&basic("ci:agent:key"))), None);
+        // proxy_auth's secret, with any user name, admits too.
+        assert_eq!(g.admit(Some(&basic("who:shared"))), Some(Caller::Anyone));
+        assert_eq!(g.admit(Some(b"Bearer shared")), Some(Caller::Anyone));
+        for bad in [basic("ci:ci-keY"), b"Bearer ci-ke".to_vec(), Vec::new()] {
+            assert_eq!(g.admit(Some(&bad)), None);
+        }
+        assert_eq!(g.admit(None), None);
+        assert!(Gate::default().is_open());
+        assert_eq!(Gate::default().admit(None), Some(Caller::Anyone));
+    }
+
+    #[test]
+    fn a_caller_may_use_its_providers_only() {
+        let g = gate();
+        assert!(g.may_use(Caller::Named(0), 0));
+        assert!(!g.may_use(Caller::Named(0), 1));
+        assert!(g.may_use(Caller::Named(1), 1));
+        // An index past the router's providers is no provider.
+        assert!(!g.may_use(Caller::Named(1), 7));
+        assert!(g.may_use(Caller::Anyone, 1));
+        assert_eq!(g.name(Caller::Named(1)).map(|n| &**n), Some("agent"));
+    }
+
+    #[test]
+    fn the_gate_debug_shows_names_only() {
+        let g = gate();
+        let shown = format!("{g:?}");
+        assert!(shown.contains("ci") && !shown.contains("ci-key"), "{shown}");
     }
 
     #[test]

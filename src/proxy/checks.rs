@@ -4,7 +4,7 @@
 //! any `Transfer-Encoding`, `Origin` or `Sec-Fetch-Site` outright: hyper's turn, which asks
 //! [`framing_ok`] and [`check_browser`].)
 
-use super::auth::ProxyAuth;
+use super::auth::{Caller, Gate};
 use super::error::{ErrorKind, ProxyError};
 use super::route::ProviderRoute;
 use super::state::ListenerInfo;
@@ -41,16 +41,42 @@ pub(super) fn check_own_host(
     .provider(&route.config.name))
 }
 
-/// Phase 2: `proxy_auth` unset, opted out of by this listener (`require_auth = false`), or
-/// `presented` (`Proxy-Authorization: Basic base64(any-user:SECRET)` or `Bearer SECRET`) verifies,
-/// compared in constant time (see `auth.rs`).
+/// Phase 2: who is calling (`auth.rs`). Where `require_auth` is off (a route with
+/// `require_auth = false`, a unix socket, a tunnel admitted on its `CONNECT`), the listener's own
+/// caller; else what `Proxy-Authorization` (`presented`) proves: a named caller, anyone (no proof
+/// asked, or `proxy_auth`'s secret), or `None` for a 407.
 #[inline]
-pub fn proxy_auth_ok(
-    info: &ListenerInfo,
-    auth: Option<&ProxyAuth>,
-    presented: Option<&[u8]>,
-) -> bool {
-    !info.require_auth || auth.is_none_or(|a| a.verify(presented))
+pub fn admit(info: &ListenerInfo, gate: &Gate, presented: Option<&[u8]>) -> Option<Caller> {
+    if !info.require_auth || gate.is_open() {
+        return Some(info.caller);
+    }
+    gate.admit(presented)
+}
+
+/// After routing: a named caller may use only its `providers` (403 `caller_denied`).
+#[inline]
+pub fn check_caller(
+    gate: &Gate,
+    caller: Caller,
+    index: usize,
+    provider: &str,
+) -> Result<(), ProxyError> {
+    if gate.may_use(caller, index) {
+        return Ok(());
+    }
+    Err(caller_denied(gate, caller, provider))
+}
+
+#[cold]
+fn caller_denied(gate: &Gate, caller: Caller, provider: &str) -> ProxyError {
+    let name = gate.name(caller).map_or("this caller", |n| n);
+    ProxyError::new(
+        ErrorKind::CallerDenied,
+        format!(
+            "caller {name} may not use provider {provider}: add \"{provider}\" to [callers.{name}] providers, or use a caller that may"
+        ),
+    )
+    .provider(provider)
 }
 
 /// 407 (with `Proxy-Authenticate`, `error.rs`).
@@ -58,7 +84,7 @@ pub fn proxy_auth_ok(
 pub fn proxy_auth_required() -> ProxyError {
     ProxyError::new(
         ErrorKind::ProxyAuthRequired,
-        "this proxy needs Proxy-Authorization: use http://user:SECRET@host:port as the proxy URL, or send Proxy-Authorization: Bearer SECRET",
+        "this proxy needs Proxy-Authorization: use http://NAME:SECRET@host:port as the proxy URL (a caller's name and secret, or any name and proxy_auth's secret), or send Proxy-Authorization: Bearer SECRET",
     )
 }
 

@@ -21,6 +21,17 @@ pub struct Counted {
     /// An early answer to `Expect: 100-continue`: let go at the end (or drop) of this body,
     /// which ends the unsent request body and so the upstream connection (`expect.rs`).
     early: Option<Early>,
+    /// The request's audit record, queued when the body ends (with its bytes and duration).
+    audit: Option<Box<Pending>>,
+}
+
+/// An audit record waiting for its body's end.
+struct Pending {
+    log: std::sync::Arc<crate::audit::Audit>,
+    record: crate::audit::RequestRecord,
+    start: tokio::time::Instant,
+    /// The request body's count (it may still be going up while the answer streams).
+    upload: Option<std::sync::Arc<super::upload::Progress>>,
 }
 
 impl Counted {
@@ -32,6 +43,45 @@ impl Counted {
             bytes: 0,
             done,
             early: None,
+            audit: None,
+        }
+    }
+
+    /// Queue `record` when this body ends (or is dropped), with the bytes that went through
+    /// each way (`upload` counts the request's) and the time since `start`.
+    pub fn audited(
+        mut self,
+        log: std::sync::Arc<crate::audit::Audit>,
+        record: crate::audit::RequestRecord,
+        start: tokio::time::Instant,
+        upload: Option<std::sync::Arc<super::upload::Progress>>,
+    ) -> Self {
+        self.audit = Some(Box::new(Pending {
+            log,
+            record,
+            start,
+            upload,
+        }));
+        if self.done {
+            self.finish_audit();
+        }
+        self
+    }
+
+    fn finish_audit(&mut self) {
+        if let Some(p) = self.audit.take() {
+            let Pending {
+                log,
+                mut record,
+                start,
+                upload,
+            } = *p;
+            record.bytes_out = self.bytes;
+            if let Some(up) = upload {
+                record.bytes_in = up.bytes();
+            }
+            record.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+            log.request(record);
         }
     }
 
@@ -58,15 +108,20 @@ impl Body for Counted {
                     this.bytes += data.len() as u64;
                 }
                 this.done |= this.inner.is_end_stream();
+                if this.done {
+                    this.finish_audit();
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 this.done = true;
                 this.early = None;
                 log_cut(Side::Upstream, this.bytes, this.provider.as_deref());
+                this.finish_audit();
             }
             Poll::Ready(None) => {
                 this.done = true;
                 this.early = None;
+                this.finish_audit();
             }
             Poll::Pending => {}
         }
@@ -88,5 +143,6 @@ impl Drop for Counted {
         if !self.done {
             log_cut(Side::Client, self.bytes, self.provider.as_deref());
         }
+        self.finish_audit();
     }
 }

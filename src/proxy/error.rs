@@ -47,6 +47,8 @@ pub enum ErrorKind {
     /// Inside a `CONNECT` tunnel, a request for another host (RFC 9110 §15.5.20).
     Misdirected,
     ProxyAuthRequired,
+    /// A named caller asked for a provider not in its `providers`.
+    CallerDenied,
     HeadersTooLarge,
     CredentialUnavailable,
     LoginRequired,
@@ -100,6 +102,12 @@ impl ErrorKind {
             ProxyAuthRequired => (
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
                 "proxy_auth_required",
+                "http_request_denied",
+                Blame::Client,
+            ),
+            CallerDenied => (
+                StatusCode::FORBIDDEN,
+                "caller_denied",
                 "http_request_denied",
                 Blame::Client,
             ),
@@ -301,8 +309,15 @@ impl ProxyError {
 
     /// The response as HTTP/1.1 bytes, for writers that are not hyper's (the fast path, and
     /// `own_answers.rs` standing in for hyper's own empty errors); no body for a HEAD.
-    pub fn write_http1(self, out: &mut Vec<u8>, head_method: bool) {
-        let (status, headers, body) = self.into_parts();
+    /// `request_id`: the answer's `credproxy-request-id`.
+    pub fn write_http1(
+        self,
+        out: &mut Vec<u8>,
+        head_method: bool,
+        request_id: &crate::request_id::RequestId,
+    ) {
+        let (status, mut headers, body) = self.into_parts();
+        headers.insert(crate::request_id::HEADER, request_id.header_value());
         let put = |out: &mut Vec<u8>, parts: &[&[u8]]| {
             for p in parts {
                 out.extend_from_slice(p);

@@ -42,8 +42,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::access::{access_enabled, access_line};
-use super::checks::{check_own_host, proxy_auth_ok};
+use super::access::{
+    AuditRequest, Outcome, access_enabled, access_line, audit_record, count_caller,
+};
+use super::auth::Caller;
+use super::checks::{admit, check_own_host};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange::{
     Failed, REPLAY_BODY_LIMIT, client_timeout, closed_error, connect_error, fits_replay,
@@ -60,6 +63,7 @@ use super::state::{ConnCtx, ListenerInfo, ListenerState, Shared};
 use super::upstream::{Stream, UpstreamKey, still_open};
 use super::{MAX_HEADER_BYTES, MAX_RESPONSE_HEAD};
 use crate::credential::Credential;
+use crate::request_id::RequestId;
 
 mod chunked;
 mod head;
@@ -274,7 +278,14 @@ impl Fast {
                     let e = client_timeout(shared.client_body_timeout);
                     tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
                     shared.metrics.request(Some(plan.index), e.kind.status());
-                    let _ = self.write_error(io, e, plan.head_method).await;
+                    let mut outcome = Outcome::of(&plan);
+                    outcome.blame = Some(e.kind.blame());
+                    outcome.code = Some(e.kind.code());
+                    let status = e.kind.status().as_u16();
+                    let id = &plan.request_id;
+                    let mut sent = 0;
+                    let _ = self.write_error(io, e, plan.head_method, id, &mut sent).await;
+                    logged(state, &plan, &outcome, status, sent, start);
                     return Next::Close;
                 }
             }
@@ -288,12 +299,15 @@ impl Fast {
             Ok(None) => return Next::Fallback,
             Err(e) => Err(e),
         };
-        let (status, next, blame) = match result {
+        let mut outcome = Outcome::of(&plan);
+        let mut sent = 0;
+        let (status, next) = match result {
             Ok(resp) => {
                 let close = plan.close || cancel.is_cancelled();
                 let status = resp.status;
                 let name = &plan.route.config.name;
-                let next = match self.forward(io, resp, close, name).await {
+                let id = &plan.request_id;
+                let next = match self.forward(io, resp, close, name, id, &mut sent).await {
                     Ok(()) if close => Next::Close,
                     Ok(()) => Next::KeepAlive,
                     Err(Broken) => {
@@ -302,29 +316,31 @@ impl Fast {
                         Next::Close
                     }
                 };
-                (status, next, None)
+                (status, next)
             }
             Err(e) => {
                 self.up = None;
                 let e = e.matched(Some(&plan.route.config.name));
-                let blame = e.kind.blame();
+                outcome.blame = Some(e.kind.blame());
+                outcome.code = Some(e.kind.code());
                 tracing::debug!(code = e.kind.code(), message = %e.message, "request failed");
                 let close = plan.close || e.kind == ErrorKind::BadRequest;
                 let status = e.kind.status().as_u16();
-                let next = match self.write_error(io, e, plan.head_method).await {
+                let id = &plan.request_id;
+                let next = match self
+                    .write_error(io, e, plan.head_method, id, &mut sent)
+                    .await
+                {
                     Ok(()) if !close => Next::KeepAlive,
                     _ => Next::Close,
                 };
-                (status, next, Some(blame))
+                (status, next)
             }
         };
         if let Ok(code) = http::StatusCode::from_u16(status) {
             shared.metrics.request(Some(plan.index), code);
         }
-        if let Some((method, host, path)) = &plan.access {
-            let name = Some(plan.route.config.name.as_str());
-            access_line(method, host, path, status, start, name, blame);
-        }
+        logged(state, &plan, &outcome, status, sent, start);
         if self.buf.len() == plan.len {
             self.buf.clear();
         } else {
@@ -336,6 +352,65 @@ impl Fast {
             }
         }
         next
+    }
+}
+
+impl<'s> Outcome<'s> {
+    /// A request the fast path took: its provider, caller and credential.
+    fn of(plan: &Plan<'s>) -> Self {
+        let mut outcome = Outcome::new();
+        outcome.provider = Some(plan.route.config.name.as_str());
+        outcome.index = Some(plan.index);
+        outcome.caller = plan.caller;
+        outcome.generation = Some(plan.credential.generation);
+        outcome
+    }
+}
+
+/// Phase 9 for a request the fast path answered: the caller counted, the access line, the
+/// audit record (`sent`: the body bytes that went downstream).
+fn logged(
+    state: &ListenerState,
+    plan: &Plan<'_>,
+    outcome: &Outcome<'_>,
+    status: u16,
+    sent: u64,
+    start: Instant,
+) {
+    let shared = &*state.shared;
+    count_caller(shared, outcome);
+    let Some((method, host, path)) = &plan.access else {
+        return;
+    };
+    if access_enabled() {
+        let caller = shared.gate.name(plan.caller).map(|n| &**n);
+        access_line(
+            method,
+            host,
+            path,
+            status,
+            start,
+            outcome.provider,
+            outcome.blame,
+            caller,
+            &plan.request_id,
+        );
+    }
+    let request = AuditRequest {
+        id: plan.request_id,
+        method: http::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
+        host,
+        path,
+        status,
+        bytes_in: plan.body as u64,
+        start,
+    };
+    if let (Some(mut record), Some(log)) = (
+        audit_record(shared, &state.info, outcome, request),
+        &shared.audit,
+    ) {
+        record.bytes_out = sent;
+        log.request(record);
     }
 }
 

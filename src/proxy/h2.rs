@@ -240,7 +240,11 @@ fn refused(
 ) -> Response<RespBody> {
     tracing::debug!(code = e.kind.code(), message = %e.message, "HTTP/2 request refused");
     let blame = e.kind.blame();
-    let resp = e.into_response().map(http_body_util::Either::Right);
+    let mut resp = e.into_response().map(http_body_util::Either::Right);
+    // The stream's own `x-request-id` went with the refused request: a new id.
+    let id = crate::request_id::RequestId::fresh();
+    resp.headers_mut()
+        .insert(crate::request_id::HEADER, id.header_value());
     ctx.cell.load().shared.metrics.request(None, resp.status());
     if access_enabled() {
         access_line(
@@ -251,6 +255,8 @@ fn refused(
             start,
             None,
             Some(blame),
+            None,
+            &id,
         );
     }
     resp

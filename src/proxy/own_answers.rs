@@ -201,7 +201,8 @@ impl<I: AsyncWrite + Unpin> OwnAnswers<I> {
         }
         let error = replacement(canned(buf)?)?;
         tracing::debug!(code = error.kind.code(), message = %error.message, "request refused before routing");
-        error.write_http1(&mut self.pending, false);
+        let id = crate::request_id::RequestId::fresh();
+        error.write_http1(&mut self.pending, false, &id);
         // What is not written now is written by the next flush or write (hyper flushes and
         // shuts down after these answers; both finish the replacement first).
         match self.poll_pending(cx) {
@@ -277,7 +278,11 @@ mod tests {
     fn the_replacements_keep_hypers_status_and_say_close() {
         for status in [400, 414, 431] {
             let mut out = Vec::new();
-            replacement(status).unwrap().write_http1(&mut out, false);
+            replacement(status).unwrap().write_http1(
+                &mut out,
+                false,
+                &crate::request_id::RequestId::fresh(),
+            );
             let text = String::from_utf8(out).unwrap();
             assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
             assert!(text.contains("\r\nconnection: close\r\n"), "{text}");

@@ -22,6 +22,8 @@ use crate::credential::CredentialReader;
 #[derive(Clone)]
 pub struct ProviderRoute {
     pub config: Arc<ProviderConfig>,
+    /// The provider's name, shared (audit records carry it without a copy).
+    pub name: Arc<str>,
     pub reader: CredentialReader,
     /// The upstream's connection key, built once (not per request).
     pub key: UpstreamKey,
@@ -37,6 +39,7 @@ impl ProviderRoute {
             addr: None,
         };
         ProviderRoute {
+            name: config.name.as_str().into(),
             config,
             reader,
             key,

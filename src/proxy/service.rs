@@ -11,10 +11,12 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::access::{Outcome, access_enabled, access_line};
+use super::access::{
+    AuditRequest, Outcome, access_enabled, access_line, audit_record, count_caller,
+};
 use super::checks::{
-    bad_host, check_browser, check_own_host, destination_allowed, destination_not_allowed,
-    framing_ok, proxy_auth_ok, proxy_auth_required, two_hosts, unsupported_framing,
+    admit, bad_host, check_browser, check_caller, check_own_host, destination_allowed,
+    destination_not_allowed, framing_ok, proxy_auth_required, two_hosts, unsupported_framing,
 };
 use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
@@ -33,6 +35,7 @@ use super::upstream::{Checkout, LocalSlot, Pool, UpstreamKey};
 use super::{RespBody, UpBody};
 use crate::config::Upstream;
 use crate::credential::{Credential, Unavailable};
+use crate::request_id::{self, RequestId};
 
 /// One request's view: the generation it started under, and its connection's upstream slot.
 struct ReqCtx<'a> {
@@ -62,42 +65,86 @@ pub async fn handle(
         state: &state,
     };
     let _inflight = ctx.shared.metrics.inflight();
-    // The access line's fields are copied only when the line will be written: with the level
-    // above info (as benchmarks run) a request allocates nothing for logging.
-    let access = access_enabled().then(|| {
+    let request_id = RequestId::of(
+        req.headers()
+            .get(request_id::CLIENT_HEADER)
+            .map(HeaderValue::as_bytes),
+    );
+    // The access line's fields are copied only when the line (or the audit record) will be
+    // written: with the level above info and no audit log (as benchmarks run) a request
+    // allocates nothing for logging.
+    let audit = ctx.shared.audit.is_some();
+    let access = (access_enabled() || audit).then(|| {
         (
             req.method().clone(),
             request_host(&req).unwrap_or_default(),
             req.uri().path().to_owned(),
+            req.body().size_hint().exact().unwrap_or(0),
         )
     });
-    let mut outcome = Outcome {
-        provider: None,
-        index: None,
-        blame: None,
-    };
+    let mut outcome = Outcome::new();
     let resp = match proxy(ctx, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(e) => {
             let e = e.matched(outcome.provider);
             outcome.blame = Some(e.kind.blame());
+            outcome.code = Some(e.kind.code());
             tracing::debug!(code = e.kind.code(), message = %e.message, "request refused");
             e.into_response().map(Either::Right)
         }
     };
-    ctx.shared.metrics.request(outcome.index, resp.status());
-    if let Some((method, host, path)) = access {
-        access_line(
-            method.as_str(),
-            &host,
-            &path,
-            resp.status().as_u16(),
+    let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .insert(request_id::HEADER, request_id.header_value());
+    ctx.shared.metrics.request(outcome.index, parts.status);
+    count_caller(ctx.shared, &outcome);
+    let mut body = body;
+    if let Some((method, host, path, bytes_in)) = access {
+        let status = parts.status.as_u16();
+        if access_enabled() {
+            let caller = ctx.shared.gate.name(outcome.caller).map(|n| &**n);
+            access_line(
+                method.as_str(),
+                &host,
+                &path,
+                status,
+                start,
+                outcome.provider,
+                outcome.blame,
+                caller,
+                &request_id,
+            );
+        }
+        let upload = outcome.upload.take();
+        let request = AuditRequest {
+            id: request_id,
+            method,
+            host: &host,
+            path: &path,
+            status,
+            bytes_in: upload.as_ref().map_or(bytes_in, |p| p.bytes()),
             start,
-            outcome.provider,
-            outcome.blame,
-        );
+        };
+        if let (Some(record), Some(log)) = (
+            audit_record(ctx.shared, ctx.info, &outcome, request),
+            &ctx.shared.audit,
+        ) {
+            body = match body {
+                // Finished (bytes out, duration) when the upstream's body ends.
+                Either::Left(counted) => {
+                    Either::Left(counted.audited(log.clone(), record, start, upload))
+                }
+                Either::Right(full) => {
+                    let mut record = record;
+                    record.bytes_out = full.size_hint().exact().unwrap_or(0);
+                    log.request(record);
+                    Either::Right(full)
+                }
+            };
+        }
     }
-    Ok(resp)
+    Ok(Response::from_parts(parts, body))
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {
@@ -119,14 +166,15 @@ async fn proxy<'a>(
     let shared = ctx.shared;
     // Phase 2: downstream checks.
     let h = req.headers();
-    if !proxy_auth_ok(
+    let Some(caller) = admit(
         ctx.info,
-        shared.proxy_auth.as_ref(),
+        &shared.gate,
         h.get(header::PROXY_AUTHORIZATION)
             .map(HeaderValue::as_bytes),
-    ) {
+    ) else {
         return Err(proxy_auth_required());
-    }
+    };
+    outcome.caller = caller;
     if h.get_all(header::HOST).iter().nth(1).is_some() {
         return Err(two_hosts());
     }
@@ -140,7 +188,10 @@ async fn proxy<'a>(
     // Phase 3: route.
     if req.method() == Method::CONNECT {
         let mut req = req;
-        if let Some(answer) = super::tunnel::claimed(ctx.conn, ctx.state, &mut req) {
+        if let Some((index, answer)) = super::tunnel::claimed(ctx.conn, ctx.state, &mut req, caller)
+        {
+            outcome.provider = Some(shared.router.providers[index].config.name.as_str());
+            outcome.index = Some(index);
             return answer;
         }
         return connect(ctx, req).await;
@@ -190,13 +241,14 @@ async fn proxy<'a>(
             // No credential goes with it, but a web page must not use credproxy as a bridge to
             // other hosts either (a DNS-rebinding page reading intranet answers).
             browser(&req, None)?;
-            return pass_through(ctx, req, &authority).await;
+            return pass_through(ctx, req, &authority, outcome).await;
         }
     };
     let route = &shared.router.providers[index];
     let provider = &route.config;
     outcome.provider = Some(ctx.shared.router.providers[index].config.name.as_str());
     outcome.index = Some(index);
+    check_caller(&shared.gate, caller, index, &provider.name)?;
     if ctx.info.loopback && ctx.info.role != Role::Main || prefix.is_some() {
         check_own_host(ctx.info, route, host_header)?;
     }
@@ -205,6 +257,7 @@ async fn proxy<'a>(
     super::policy::check(provider, req.method().as_str(), rest)?;
     // Phase 5: credential.
     let credential = credential(route).await?;
+    outcome.generation = Some(credential.generation);
 
     // Phase 6: the upstream request.
     let upstream = &provider.upstream;
@@ -231,6 +284,7 @@ async fn proxy<'a>(
     // Keep a copy for a replay after 401 only when it can help: a token that can be refreshed
     // and a body small enough to hold.
     let progress = Progress::new(Instant::now());
+    outcome.upload = Some(progress.clone());
     let body = Upload::new(body, shared.client_body_timeout, progress.clone());
     // `Expect: 100-continue`: the body waits for the upstream's word (`expect.rs`), so it is
     // neither read now nor kept for a replay.
@@ -597,6 +651,7 @@ async fn pass_through(
     ctx: &ReqCtx<'_>,
     req: Request<Incoming>,
     authority: &str,
+    outcome: &mut Outcome<'_>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (host, port) = crate::config::host::split_host_port(authority);
     let tls = req.uri().scheme() == Some(&Scheme::HTTPS);
@@ -631,6 +686,7 @@ async fn pass_through(
     );
     let client_upgrade = websocket.then(|| upgrade::restore(&mut parts)).flatten();
     let progress = Progress::new(Instant::now());
+    outcome.upload = Some(progress.clone());
     let body = Upload::new(body, ctx.shared.client_body_timeout, progress.clone());
     let resp = send(
         ctx,

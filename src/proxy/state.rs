@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::auth::ProxyAuth;
+use super::auth::{Caller, Gate};
 use super::route::{Role, Router};
 use super::upstream::{Connector, LocalSlot, Pool};
 
@@ -22,8 +22,10 @@ pub struct Shared {
     /// `Via` on upstream requests too (`[proxy] via = true`). Off by default: nginx, for one,
     /// does not compress for a request that came through a proxy (`gzip_proxied off`).
     pub via: bool,
-    /// `proxy_auth`'s digest (the secret itself is not kept on the request path).
-    pub proxy_auth: Option<ProxyAuth>,
+    /// `proxy_auth` and `[callers]`, as digests (the secrets are not kept on the request path).
+    pub gate: Gate,
+    /// The audit log (`[proxy] audit_log`), when on.
+    pub audit: Option<Arc<crate::audit::Audit>>,
     /// Request metrics, with handles indexed like `router.providers`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// With `intercept = "claimed"`: the leaf certificates TLS in a `CONNECT` tunnel to a
@@ -37,8 +39,14 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct ListenerInfo {
     pub role: Role,
-    /// Whether `proxy_auth` applies here (`require_auth = false` opts a route out).
+    /// Whether `proxy_auth` and `[callers]` apply here (`require_auth = false` opts a route out;
+    /// a `CONNECT` tunnel's requests were admitted on the `CONNECT`).
     pub require_auth: bool,
+    /// Who the requests are from where `require_auth` is false: the caller admitted on a
+    /// tunnel's `CONNECT`, else [`Caller::Anyone`].
+    pub caller: Caller,
+    /// The listener's address as bound, for the audit log.
+    pub listener: Arc<str>,
     /// Bound to a loopback address (the DNS-rebinding `Host` check applies).
     pub loopback: bool,
     /// `http://127.0.0.1:7001`: where a rewritten `Location` points.

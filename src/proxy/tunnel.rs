@@ -16,8 +16,10 @@
 //!
 //! Inside the tunnel every request belongs to the provider claiming the `CONNECT` authority and
 //! must name that host (`Role::Tunnel`, checked by the router: 421 `misdirected` otherwise).
-//! `proxy_auth` was checked on the `CONNECT` (service.rs, phase 2), so the tunnel's own requests
-//! don't need it; every other phase (injection, the 401 rule, limits, the browser check, the
+//! `proxy_auth` and `[callers]` were checked on the `CONNECT` (service.rs, phase 2), so the
+//! tunnel's own requests don't need them: the caller admitted on the `CONNECT` is the caller of
+//! every request inside (and a caller is refused, 403 `caller_denied`, a `CONNECT` to a provider
+//! it may not use); every other phase (injection, the 401 rule, limits, the browser check, the
 //! access log) runs as for any request, on either transport, because the tunnel is handed to
 //! `listener::serve_connection` as one more connection. A tunnel serves with the config
 //! generation its `CONNECT` arrived under (a reload reaches the client's next connection).
@@ -32,6 +34,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::RespBody;
+use super::auth::Caller;
+use super::checks::check_caller;
 use super::error::{ErrorKind, ProxyError};
 use super::fast::Rewind;
 use super::route::{Role, TunnelTarget};
@@ -48,21 +52,39 @@ pub(super) fn claimed(
     conn: &Arc<ConnCtx>,
     state: &Arc<ListenerState>,
     req: &mut Request<Incoming>,
-) -> Option<Result<Response<RespBody>, ProxyError>> {
+    caller: Caller,
+) -> Option<(usize, Result<Response<RespBody>, ProxyError>)> {
     let authority = req.uri().authority()?.clone();
     let router = &state.shared.router;
     let index = router.by_host(authority.as_str())?;
+    Some((index, open(conn, state, req, caller, authority, index)))
+}
+
+/// [`claimed`] for provider `index`: the caller may use it, and the tunnel can carry its
+/// requests.
+fn open(
+    conn: &Arc<ConnCtx>,
+    state: &Arc<ListenerState>,
+    req: &mut Request<Incoming>,
+    caller: Caller,
+    authority: http::uri::Authority,
+    index: usize,
+) -> Result<Response<RespBody>, ProxyError> {
+    let router = &state.shared.router;
     let name = router.providers[index].config.name.as_str();
+    // The caller found on the CONNECT is the tunnel's: refused here for a provider it may not
+    // use, and every request inside is its request.
+    check_caller(&state.shared.gate, caller, index, name)?;
     if matches!(state.info.role, Role::Tunnel(_)) {
-        return Some(Err(ProxyError::new(
+        return Err(ProxyError::new(
             ErrorKind::BadRequest,
             "CONNECT inside a CONNECT tunnel is not supported",
         )
-        .provider(name)));
+        .provider(name));
     }
     let port = authority.port_u16().unwrap_or(443);
     if port == 443 && state.shared.intercept.is_none() {
-        return Some(Err(ProxyError::new(
+        return Err(ProxyError::new(
             ErrorKind::ConnectRefused,
             format!(
                 "{authority} belongs to provider {name}, and a credential can't be added inside a TLS tunnel \
@@ -72,7 +94,7 @@ pub(super) fn claimed(
                 host = authority.host()
             ),
         )
-        .provider(name)));
+        .provider(name));
     }
     let tunnel = Arc::new(TunnelTarget {
         index,
@@ -90,11 +112,11 @@ pub(super) fn claimed(
                 return;
             }
         };
-        serve(io, &conn, &state, tunnel, authority.as_str()).await;
+        serve(io, &conn, &state, tunnel, authority.as_str(), caller).await;
     });
     // Awaited by the connection's own task (`listener::serve_connection`).
     *conn.tunnel.lock() = Some(task);
-    Some(Ok(Response::new(Either::Right(Full::new(Bytes::new())))))
+    Ok(Response::new(Either::Right(Full::new(Bytes::new()))))
 }
 
 /// Serve an opened tunnel by what its first bytes are.
@@ -104,6 +126,7 @@ async fn serve<I>(
     state: &ListenerState,
     tunnel: Arc<TunnelTarget>,
     authority: &str,
+    caller: Caller,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -121,7 +144,7 @@ async fn serve<I>(
     match first[0] {
         b'A'..=b'Z' => {
             let io = Rewind::new(first, io);
-            let cell = inner_cell(state, tunnel, authority, "http");
+            let cell = inner_cell(state, tunnel, authority, "http", caller);
             super::listener::serve_connection(
                 io,
                 conn.peer,
@@ -134,11 +157,12 @@ async fn serve<I>(
         TLS_HANDSHAKE => match &state.shared.intercept {
             Some(leaves) => {
                 let io = Rewind::new(first, io);
-                let Some(tls) = handshake(io, leaves, conn, state, &tunnel, name).await else {
+                let Some(tls) = handshake(io, leaves, conn, state, &tunnel, name, caller).await
+                else {
                     return;
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let cell = inner_cell(state, tunnel, authority, "https");
+                let cell = inner_cell(state, tunnel, authority, "https", caller);
                 let (peer, pool, cancel) = (conn.peer, conn.pool.clone(), conn.cancel.clone());
                 if h2 {
                     super::listener::serve_h2_connection(tls, peer, cell, pool, cancel).await;
@@ -168,6 +192,7 @@ fn inner_cell(
     tunnel: Arc<TunnelTarget>,
     authority: &str,
     scheme: &str,
+    caller: Caller,
 ) -> Arc<ListenerCell> {
     let default_port = if scheme == "https" { 443 } else { 80 };
     let origin = if tunnel.port == default_port {
@@ -180,8 +205,10 @@ fn inner_cell(
     };
     let info = ListenerInfo {
         role: Role::Tunnel(tunnel),
-        // Checked on the CONNECT.
+        // Checked on the CONNECT, whose caller the tunnel's requests are.
         require_auth: false,
+        caller,
+        listener: state.info.listener.clone(),
         // The Host check is the tunnel's own (`TunnelTarget::admits`), not the loopback one.
         loopback: false,
         // Where a `Location` pointing at the upstream is rewritten to: the origin the client used.
@@ -204,6 +231,7 @@ async fn handshake<I>(
     state: &ListenerState,
     tunnel: &TunnelTarget,
     provider: &str,
+    caller: Caller,
 ) -> Option<tokio_rustls::server::TlsStream<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -233,6 +261,7 @@ where
             %provider,
             "intercepted TLS refused: the ClientHello's server name differs from the CONNECT authority"
         );
+        intercept_failed(state, tunnel, caller, "sni_mismatch");
         return None;
     }
     // ALPN `h2` only when the upstream speaks HTTP/2 too (DESIGN.md "HTTPS clients"): learnt
@@ -255,6 +284,7 @@ where
     match tokio::time::timeout(timeout, start.into_stream(config)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) if refused_our_certificate(&e) => {
+            intercept_failed(state, tunnel, caller, "certificate_refused");
             if state.shared.metrics.tls_rejected(provider, host) {
                 tracing::warn!(
                     %host,
@@ -275,6 +305,39 @@ where
             None
         }
     }
+}
+
+/// The audit record of a tunnel whose TLS could not be intercepted: `code` says why
+/// (`sni_mismatch`, `certificate_refused`); no answer was sent, so no status.
+fn intercept_failed(
+    state: &ListenerState,
+    tunnel: &TunnelTarget,
+    caller: Caller,
+    code: &'static str,
+) {
+    let shared = &state.shared;
+    let Some(audit) = &shared.audit else { return };
+    audit.request(crate::audit::RequestRecord {
+        time: jiff::Timestamp::now(),
+        request_id: crate::request_id::RequestId::fresh(),
+        caller: shared.gate.name(caller).cloned(),
+        listener: state.info.listener.clone(),
+        provider: shared
+            .router
+            .providers
+            .get(tunnel.index)
+            .map(|r| r.name.clone()),
+        method: http::Method::CONNECT,
+        host: tunnel.host.clone(),
+        path: crate::audit::Path::default(),
+        decision: crate::audit::Decision::InterceptFailed,
+        code: Some(code),
+        status: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration_ms: 0.0,
+        generation: None,
+    });
 }
 
 /// The client ended the handshake with an alert that means "I don't trust this certificate"

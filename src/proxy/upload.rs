@@ -53,6 +53,8 @@ pub enum Fault {
 pub struct Progress {
     turn: Mutex<Turn>,
     changed: Notify,
+    /// Body bytes read from the client so far (for the audit log's `bytes_in`).
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Progress {
@@ -61,7 +63,13 @@ impl Progress {
         Arc::new(Progress {
             turn: Mutex::new(Turn::Upstream(now)),
             changed: Notify::new(),
+            bytes: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn set(&self, turn: Turn) {
@@ -141,6 +149,11 @@ impl Body for Upload {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.progress
+                        .bytes
+                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 *this.waiting = false;
                 this.progress.set(Turn::Upstream(Instant::now()));
                 Poll::Ready(Some(Ok(frame)))

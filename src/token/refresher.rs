@@ -36,6 +36,7 @@ use super::persist::{self, Failed, Kind, Outcome};
 use super::schedule::{Policy, backoff, refresh_at};
 use super::source::Source;
 use super::store::StoredToken;
+use crate::audit::TokenEvent;
 use crate::config::{AuthConfig, ProviderConfig};
 use crate::credential::{
     Credential, CredentialWriter, Phase, Rejection, RejectionFilter, Snapshot,
@@ -419,6 +420,18 @@ impl Refresher {
             Kind::New => "ok",
             Kind::Extended => "extended",
         };
+        let event = match (&kind, self.held.as_ref()) {
+            (Kind::Adopted, _) => TokenEvent::Adopted,
+            (Kind::New, None) => TokenEvent::Obtained,
+            (Kind::New, Some(h))
+                if h.token.refresh_token.is_some()
+                    && token.refresh_token.is_some()
+                    && h.token.refresh_token != token.refresh_token =>
+            {
+                TokenEvent::Rotated
+            }
+            (Kind::New | Kind::Extended, _) => TokenEvent::Refreshed,
+        };
         match kind {
             Kind::Adopted if self.held.is_some() => {
                 tracing::info!(
@@ -513,6 +526,9 @@ impl Refresher {
         });
         self.state = State::Serving { refresh_at: next };
         (self.ctx.observer)(self.name(), label);
+        if let Some(events) = &self.ctx.events {
+            events(self.name(), event, Some(self.generation));
+        }
     }
 
     /// A header beside the token changed (a `headers` value or BlendVision's `org_id` from a
@@ -626,6 +642,13 @@ impl Refresher {
             s.retry_at = timer.filter(|_| phase == Phase::Failing);
         });
         (self.ctx.observer)(self.name(), label);
+        if let Some(events) = &self.ctx.events {
+            let event = match phase {
+                Phase::LoginRequired => TokenEvent::LoginRequired,
+                _ => TokenEvent::Failed,
+            };
+            events(self.name(), event, None);
+        }
     }
 
     /// While a login is awaited: has one landed in the store?

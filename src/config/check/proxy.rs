@@ -108,6 +108,22 @@ impl Ctx<'_> {
             );
         }
         let proxy_auth = self.opt_live(&p.proxy_auth, "proxy.proxy_auth");
+        let audit_log = match &p.audit_log {
+            None => None,
+            Some(s) => match self.string(s, "proxy.audit_log").as_deref() {
+                Some("-") => Some(crate::config::AuditTarget::Stdout),
+                Some("") => {
+                    self.err(
+                        s.span(),
+                        "proxy.audit_log",
+                        "is empty: give a file path such as \"/var/log/credproxy/audit.jsonl\", or \"-\" for standard output",
+                    );
+                    None
+                }
+                Some(path) => Some(crate::config::AuditTarget::File(PathBuf::from(path))),
+                None => None,
+            },
+        };
         let socket_mode = match &p.socket_mode {
             None => 0o600,
             Some(m) => {
@@ -184,6 +200,7 @@ impl Ctx<'_> {
             max_connections_per_client,
             via: p.via.unwrap_or(false),
             h2,
+            audit_log,
         })
     }
 

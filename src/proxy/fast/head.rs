@@ -116,6 +116,7 @@ pub(super) fn response_head(
             Field::Connection | Field::Upgrade | Field::ProxyAuthorization | Field::HopByHop => {
                 false
             }
+            Field::Other if is_our_request_id(h.name) => false,
             _ if connection_names && named_in_connection(parsed.headers, h.name) => false,
             // `Link` and `Refresh` may echo the request's URL: the token comes out of them.
             _ => match query.zip(Echo::of(h.name)) {
@@ -198,6 +199,8 @@ pub(super) struct Fields<'b> {
     pub(super) content_length: Option<u64>,
     pub(super) host: Option<&'b str>,
     pub(super) proxy_authorization: Option<&'b [u8]>,
+    /// The client's `X-Request-Id` (it goes upstream as any other field).
+    pub(super) request_id: Option<&'b [u8]>,
     pub(super) close: bool,
     /// `Connection` names fields other than `close` / `keep-alive` (they are dropped too).
     pub(super) connection_names: bool,
@@ -237,10 +240,25 @@ impl<'b> Fields<'b> {
                 }
             }
             Field::ProxyAuthorization => self.proxy_authorization = Some(h.value),
+            Field::Other if is_request_id(h.name) => self.request_id = Some(h.value),
             _ => {}
         }
         Some(())
     }
+}
+
+/// `X-Request-Id` (length first: most fields are ruled out by it).
+#[inline]
+fn is_request_id(name: &str) -> bool {
+    name.len() == crate::request_id::CLIENT_HEADER.len()
+        && name.eq_ignore_ascii_case(crate::request_id::CLIENT_HEADER)
+}
+
+/// An upstream's own `credproxy-request-id`: dropped, credproxy's own goes down instead.
+#[inline]
+fn is_our_request_id(name: &str) -> bool {
+    name.len() == crate::request_id::HEADER.len()
+        && name.eq_ignore_ascii_case(crate::request_id::HEADER)
 }
 
 /// `name` is listed in one of the `Connection` fields.

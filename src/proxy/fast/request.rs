@@ -20,7 +20,11 @@ pub(super) struct Plan<'s> {
     /// RFC 9110 §9.2.2: may be sent again when a reused connection closed without answering.
     pub(super) idempotent: bool,
     pub(super) close: bool,
+    /// Method, host and path, when the access line or the audit log will want them.
     pub(super) access: Option<(String, String, String)>,
+    /// Who phase 2 admitted.
+    pub(super) caller: Caller,
+    pub(super) request_id: RequestId,
 }
 
 /// Where the origin a redirect is rewritten to is found.
@@ -92,7 +96,9 @@ impl Fast {
         };
         let route = &shared.router.providers[index];
         let provider = &*route.config;
-        if !proxy_auth_ok(info, shared.proxy_auth.as_ref(), fields.proxy_authorization) {
+        // Refusals (407, 403 caller_denied) are hyper's to answer.
+        let caller = admit(info, &shared.gate, fields.proxy_authorization)?;
+        if !shared.gate.may_use(caller, index) {
             return None;
         }
         if (info.loopback && info.role != Role::Main || prefix.is_some())
@@ -166,7 +172,7 @@ impl Fast {
         }
         out.extend_from_slice(b"\r\n");
 
-        let access = access_enabled().then(|| {
+        let access = (access_enabled() || shared.audit.is_some()).then(|| {
             let host = authority.or(fields.host).unwrap_or_default().to_owned();
             let path = path_and_query.split('?').next().unwrap_or("/").to_owned();
             (method.to_owned(), host, path)
@@ -205,6 +211,8 @@ impl Fast {
             ),
             close: fields.close,
             access,
+            caller,
+            request_id: RequestId::of(fields.request_id),
         })
     }
 }

@@ -18,15 +18,16 @@ impl Fast {
         resp: RespHead,
         close: bool,
         provider: &str,
+        id: &RequestId,
+        sent: &mut u64,
     ) -> Result<(), Broken>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut sent = 0;
-        self.forward_counted(io, resp, close, &mut sent)
+        self.forward_counted(io, resp, close, id, sent)
             .await
             .map_err(|side| {
-                log_cut(side, sent, Some(provider));
+                log_cut(side, *sent, Some(provider));
                 Broken
             })
     }
@@ -36,6 +37,7 @@ impl Fast {
         io: &mut I,
         resp: RespHead,
         close: bool,
+        id: &RequestId,
         sent: &mut u64,
     ) -> Result<(), Side>
     where
@@ -45,6 +47,7 @@ impl Fast {
         let client = |_: Broken| Side::Client;
         self.out.clear();
         put(&mut self.out, &[&self.dhead, VIA_LINE]);
+        id.put_line(&mut self.out);
         if close {
             self.out.extend_from_slice(b"connection: close\r\n");
         }
@@ -140,14 +143,20 @@ impl Fast {
         io: &mut I,
         e: ProxyError,
         head_method: bool,
+        id: &RequestId,
+        sent: &mut u64,
     ) -> Result<(), Broken>
     where
         I: AsyncWrite + Unpin,
     {
         self.out.clear();
-        e.write_http1(&mut self.out, head_method);
+        e.write_http1(&mut self.out, head_method, id);
         let out = &self.out;
-        write_all(io, out).await
+        write_all(io, out).await?;
+        if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            *sent = (out.len() - at - 4) as u64;
+        }
+        Ok(())
     }
 }
 

@@ -297,3 +297,81 @@ async fn wait_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, needle
         }
     }
 }
+
+/// Issue 19: SIGHUP reopens the audit log (log rotation), even when the new config is refused.
+#[tokio::test]
+async fn sighup_reopens_the_audit_log_after_a_rename_even_with_a_bad_config() {
+    let env = Env::new().await;
+    let route_port = free_port();
+    let path = env.dir.path().join("credproxy.toml");
+    let log = env.dir.path().join("audit.jsonl");
+    let text = env
+        .config_text("bin-audit", &format!("127.0.0.1:{route_port}"))
+        .replacen(
+            "[providers.oauth]",
+            &format!("audit_log = \"{}\"\n[providers.oauth]", log.display()),
+            1,
+        );
+    std::fs::write(&path, &text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .args(["run", "--workers", "1", "--config"])
+        .arg(&path)
+        .env("CREDPROXY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let route: SocketAddr = format!("127.0.0.1:{route_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(route).await.is_err() {
+        assert!(Instant::now() < deadline, "credproxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"/before\"") || l.contains("\"/after\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // The writer appends just after the answer: wait for the line, with a deadline.
+    let until = |p: std::path::PathBuf, n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lines(&p).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no audit line in {}",
+                p.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(get(route, "/before").await.0, 200);
+    until(log.clone(), 1).await;
+    let rotated = env.dir.path().join("audit.jsonl.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    std::fs::write(&path, "[proxy]\nlisten = 42\n").unwrap();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    wait_line(&mut rx, "reload refused").await;
+    assert_eq!(get(route, "/after").await.0, 200);
+    until(log.clone(), 1).await;
+    assert!(lines(&log)[0].contains("\"/after\""), "{:?}", lines(&log));
+    assert_eq!(lines(&rotated).len(), 1, "the old file keeps what it had");
+
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -753,3 +753,30 @@ async fn h2c_inside_a_plain_connect_tunnel_is_served() {
     let (parts, _) = send_h2(&mut sender, "http://other.wild.test/v1/x", &[]).await;
     assert_eq!(parts.status, 421);
 }
+
+/// Named callers and `credproxy-request-id` (issue 19) over HTTP/2 as over HTTP/1.1: a caller
+/// admitted for its provider, refused (403 `caller_denied`) for another's, a missing proof 407;
+/// every answer carries an id, the client's own when it sent one.
+#[tokio::test]
+async fn callers_and_request_ids_apply_to_http2_requests() {
+    let callers = "[callers.ci]\nsecret = \"ci-key\"\nproviders = [\"rec\"]\n\n\
+                   [callers.other]\nsecret = \"other-key\"\nproviders = []\n";
+    let (_dir, _up, seen, proxy) = recorded_setup(&format!("\n{callers}")).await;
+    let main = proxy.main_addr().tcp().unwrap();
+    let mut h2 = h2c(main).await;
+    let (parts, _) = send_h2(&mut h2, "http://api.rec.test/none", &[]).await;
+    assert_eq!(parts.status, 407);
+    assert!(parts.headers.contains_key("credproxy-request-id"));
+    let ci = [
+        ("proxy-authorization", "Bearer ci-key"),
+        ("x-request-id", "h2-id-1"),
+    ];
+    let (parts, body) = send_h2(&mut h2, "http://api.rec.test/ci", &ci).await;
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(parts.headers["credproxy-request-id"], "h2-id-1");
+    let other = [("proxy-authorization", "Bearer other-key")];
+    let (parts, body) = send_h2(&mut h2, "http://api.rec.test/other", &other).await;
+    assert_eq!(parts.status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("caller_denied"));
+    assert_eq!(*seen.lock(), vec!["/ci".to_owned()]);
+}

@@ -712,3 +712,52 @@ async fn the_ca_key_is_never_logged_and_a_refusal_is_logged_once_per_host() {
     }
     assert!(!text.contains(TOKEN), "the token is in the logs");
 }
+
+/// The audit log (issue 19): a tunnel whose TLS could not be intercepted is `intercept_failed`
+/// with why, and a request inside intercepted TLS is `injected` like any other.
+#[tokio::test]
+async fn the_audit_log_records_an_intercept_that_failed_and_one_that_served() {
+    let log = tempfile::tempdir().unwrap();
+    let path = log.path().join("audit.jsonl");
+    let s = intercepting(&format!("audit_log = \"{}\"", path.display())).await;
+    let (_, tcp) = connect(s.main(), "api.echo.test:443", "").await;
+    assert!(
+        tls_in_tunnel(tcp, &s.ca_pem(), "x.wild.test")
+            .await
+            .is_err()
+    );
+    let (_, tcp) = connect(s.main(), "api.echo.test:443", "").await;
+    let tls = tls_in_tunnel(tcp, &s.ca_pem(), "api.echo.test")
+        .await
+        .unwrap();
+    let resp = support::proxy::send_on(tls, get_host("/in-tls?q=1", "api.echo.test")).await;
+    assert_eq!(resp.status, 200);
+    let audit = s.proxy.audit().expect("audit on");
+    // The refused handshake's record is queued by the tunnel's own task: wait for it.
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        audit.flush().await;
+        lines = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.iter().any(|v| v["decision"] == "intercept_failed")
+            && lines.iter().any(|v| v["path"] == "/in-tls")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let failed = lines
+        .iter()
+        .find(|v| v["decision"] == "intercept_failed")
+        .unwrap_or_else(|| panic!("no intercept_failed: {lines:#?}"));
+    assert_eq!(failed["code"], "sni_mismatch");
+    assert_eq!(failed["provider"], "echo");
+    assert_eq!(failed["host"], "api.echo.test");
+    assert_eq!(failed["status"], Value::Null);
+    let served = lines.iter().find(|v| v["path"] == "/in-tls").unwrap();
+    assert_eq!(served["decision"], "injected");
+    assert_eq!(served["status"], 200);
+}

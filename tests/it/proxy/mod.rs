@@ -1,5 +1,6 @@
 //! The core proxy end to end, and its HTTP/1.1 path on the wire.
 
+pub(crate) mod callers;
 mod clients;
 mod e2e;
 mod errors;
@@ -11,7 +12,7 @@ mod policy;
 mod secret_fields;
 mod secrets;
 mod streaming;
-mod tunnel;
+pub(crate) mod tunnel;
 mod websocket;
 mod wire;
 mod wire_security;

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 /// `CONNECT target` on a new connection to `proxy` with `extra` header lines; the answer's head
 /// and the connection (positioned after the head).
-pub(super) async fn connect(proxy: SocketAddr, target: &str, extra: &str) -> (String, TcpStream) {
+pub(crate) async fn connect(proxy: SocketAddr, target: &str, extra: &str) -> (String, TcpStream) {
     let mut tcp = TcpStream::connect(proxy).await.unwrap();
     tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n{extra}\r\n").as_bytes())
         .await

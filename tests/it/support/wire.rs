@@ -179,7 +179,7 @@ impl Message {
 // Building messages.
 
 /// A start line, whole field lines, `Content-Length` when `length` says so, then the body.
-fn message(start: &str, fields: &[&str], length: bool, body: &[u8]) -> Vec<u8> {
+pub fn message(start: &str, fields: &[&str], length: bool, body: &[u8]) -> Vec<u8> {
     let mut out = format!("{start}\r\n");
     for f in fields {
         out.push_str(f);

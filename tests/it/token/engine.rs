@@ -947,3 +947,40 @@ async fn a_refresh_token_refused_after_another_instance_rotated_it_adopts_its_to
     assert_eq!(last, peer.refresh_token.as_ref().unwrap().expose());
     engine.stop().await;
 }
+
+/// Issue 19: the audit log's token events, from the refresher: a first token is `obtained`, a
+/// refresh that rotates the refresh token `rotated`, a token reused from the store `adopted`;
+/// each with the generation published for it.
+#[tokio::test(start_paused = true)]
+async fn token_events_name_what_happened_with_the_generation() {
+    use credproxy::audit::TokenEvent;
+    let _tick = ticker();
+    let clock = Clock::new();
+    let server = TokenServer::start(clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider("api", &server.url(), PASSWORD_GRANT);
+    type Seen = Arc<parking_lot::Mutex<Vec<(TokenEvent, Option<u64>)>>>;
+    let seen: Seen = Arc::default();
+    let start = |seen: Seen| {
+        let (ctx, events) = context(files(dir.path()), clock);
+        let ctx = ctx.with_events(Some(Arc::new(move |_: &str, e, g| {
+            seen.lock().push((e, g))
+        })));
+        Engine::start_with(p.clone(), ctx, events)
+    };
+    let mut e1 = start(seen.clone());
+    assert_eq!(e1.next_event().await, "ok");
+    assert_eq!(e1.next_event().await, "ok");
+    e1.stop().await;
+    let mut e2 = start(seen.clone());
+    assert_eq!(e2.next_event().await, "adopted");
+    e2.stop().await;
+    assert_eq!(
+        *seen.lock(),
+        vec![
+            (TokenEvent::Obtained, Some(1)),
+            (TokenEvent::Rotated, Some(2)),
+            (TokenEvent::Adopted, Some(1)),
+        ]
+    );
+}
