@@ -15,8 +15,9 @@ use super::access::{
     AuditRequest, Outcome, access_enabled, access_line, audit_record, count_caller,
 };
 use super::checks::{
-    admit, bad_host, check_browser, check_caller, check_own_host, destination_allowed,
-    destination_not_allowed, framing_ok, proxy_auth_required, two_hosts, unsupported_framing,
+    admit, bad_host, check_browser, check_caller, check_own_host, check_route_connect,
+    destination_allowed, destination_not_allowed, framing_ok, proxy_auth_required, two_hosts,
+    unsupported_framing,
 };
 use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
@@ -187,6 +188,13 @@ async fn proxy<'a>(
     }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
+        if let Role::Route(own) = ctx.info.role {
+            check_route_connect(
+                &shared.router,
+                own,
+                req.uri().authority().map(|a| a.as_str()),
+            )?;
+        }
         let mut req = req;
         if let Some((index, answer)) = super::tunnel::claimed(ctx.conn, ctx.state, &mut req, caller)
         {
