@@ -226,6 +226,16 @@ pub fn bad_host() -> ProxyError {
     )
 }
 
+/// Two `Proxy-Authorization` fields: which one proves the caller would be a guess (an
+/// intermediary may have added one), so neither does.
+#[cold]
+pub fn two_proxy_authorizations() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::BadRequest,
+        "the request has more than one Proxy-Authorization field: send exactly one",
+    )
+}
+
 pub fn two_hosts() -> ProxyError {
     ProxyError::new(
         ErrorKind::BadRequest,

@@ -451,3 +451,34 @@ async fn a_connect_on_a_route_listener_may_name_only_its_provider() {
         assert_eq!(s.up.last().bearer(), TOKEN);
     }
 }
+
+/// Two `Proxy-Authorization` fields are refused (400) and of two `X-Request-Id` the first is
+/// kept, alike on both transports (the fast path used to take the last of each).
+#[tokio::test]
+async fn a_second_proxy_authorization_or_request_id_is_decided_alike_on_both_transports() {
+    let s = with_callers("").await;
+    let ci = basic("ci", CI_SECRET);
+    let agent = basic("agent", AGENT_SECRET);
+    for fields in [[ci.as_str(), agent.as_str()], [agent.as_str(), ci.as_str()]] {
+        for (way, r) in ["fast", "hyper"]
+            .into_iter()
+            .zip(both_ways(&s, "/two", &fields).await)
+        {
+            assert_json_error(&r, 400);
+            assert!(
+                r.text().contains("more than one Proxy-Authorization"),
+                "{way}: {}",
+                r.text()
+            );
+        }
+    }
+    assert!(s.up.seen().is_empty());
+    let fields = [ci.as_str(), "X-Request-Id: first", "X-Request-Id: second"];
+    for (way, r) in ["fast", "hyper"]
+        .into_iter()
+        .zip(both_ways(&s, "/ids", &fields).await)
+    {
+        assert_status(&r, 200);
+        assert_eq!(r.head.all("credproxy-request-id"), vec!["first"], "{way}");
+    }
+}
