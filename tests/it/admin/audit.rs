@@ -487,3 +487,31 @@ async fn the_audit_log_is_no_symlink_and_is_made_0600() {
         assert!(msg.contains("belongs to uid 65534"), "{msg}");
     }
 }
+
+/// Shutdown writes out the queued records (flush bounded by 1 s) before it returns.
+#[tokio::test]
+async fn shutdown_flushes_the_audit_log() {
+    let (_dir, path) = temp_log();
+    let ca = support::TestCa::new();
+    let harness = support::proxy::Harness::new(&ca);
+    let config = harness.config(&format!(
+        "{}\n[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\ntoken = \"t\"\n",
+        audit_key(&path)
+    ));
+    let running = credproxy::app::start(config).await.expect("starts");
+    let main = running.main_addr().tcp().unwrap();
+    for i in 0..20 {
+        let mut c = Wire::client(main).await;
+        let r = c
+            .roundtrip(message(
+                &format!("GET /{i} HTTP/1.1"),
+                &["Host: unclaimed.example"],
+                false,
+                b"",
+            ))
+            .await;
+        assert!(r.status() >= 400);
+    }
+    assert!(running.shutdown(std::time::Duration::from_secs(2)).await);
+    assert_eq!(requests(&read(&path)).len(), 20);
+}
