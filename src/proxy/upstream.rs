@@ -27,7 +27,12 @@ use pin_project_lite::pin_project;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+mod gate;
+
+pub use gate::Gate;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -397,6 +402,11 @@ impl Pool {
         }
     }
 
+    /// How long a parked connection is kept.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     pub fn h2(&self, key: &UpstreamKey) -> Option<H2Sender> {
         let mut h2 = self.h2.lock();
         match h2.get(key) {
@@ -460,6 +470,8 @@ struct LocalConn {
     key: UpstreamKey,
     sender: H1Sender,
     conn: H1Conn,
+    /// Its place under a [`Gate`]'s cap, given back when the connection is dropped.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl LocalConn {
@@ -491,6 +503,8 @@ async fn handshake_h1(stream: Stream) -> Option<(H1Sender, H1Conn)> {
 pub struct LocalSlot {
     conn: Mutex<Option<LocalConn>>,
     waker: AtomicWaker,
+    /// The cap this slot's connections count under (a downstream HTTP/2 stream's slot).
+    gate: Option<Arc<Gate>>,
 }
 
 /// How a request will be sent.
@@ -504,6 +518,24 @@ pub enum Checkout {
 }
 
 impl LocalSlot {
+    /// A slot whose HTTP/1.1 connections count under `gate`'s cap and come from its idle list.
+    pub fn gated(gate: Arc<Gate>) -> LocalSlot {
+        LocalSlot {
+            gate: Some(gate),
+            ..LocalSlot::default()
+        }
+    }
+
+    /// Give a gated slot's connection back to its gate's idle list: the stream is done with it
+    /// (its answer was read to the end, or it never sent on it). One mid-request is dropped
+    /// when a stream takes it (it is not ready to send).
+    pub fn release(&self) {
+        let Some(gate) = &self.gate else { return };
+        if let Some(local) = self.conn.lock().take() {
+            gate.put(local);
+        }
+    }
+
     /// Drive the slot's upstream connection; called by the owning task on every wake-up.
     pub fn poll_drive(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
@@ -538,8 +570,10 @@ impl LocalSlot {
                 if local.key == *key && local.sender.is_ready() {
                     return Ok(Checkout::Local { reused: true });
                 }
-                if local.key != *key {
-                    // Another upstream: give this one back to the pool.
+                if local.key != *key || self.gate.is_some() {
+                    // Another upstream: give this one back to the pool. (A gated slot's
+                    // connection that is not ready is dropped, so it does not hold a permit
+                    // while the slot waits for another.)
                     slot.take().expect("checked above").park(pool);
                 }
             }
@@ -547,10 +581,20 @@ impl LocalSlot {
         if let Some(h2) = pool.h2(key) {
             return Ok(Checkout::H2(h2));
         }
+        let permit = match &self.gate {
+            None => None,
+            Some(gate) => match gate.acquire(key, pool).await {
+                Ok(idle) => {
+                    *self.conn.lock() = Some(idle);
+                    return Ok(Checkout::Local { reused: true });
+                }
+                Err(permit) => Some(permit),
+            },
+        };
         if let Some(stream) = pool.take_stream(key).await
             && let Some((sender, conn)) = handshake_h1(stream).await
         {
-            self.install(key.clone(), sender, conn);
+            self.install(key.clone(), sender, conn, permit);
             return Ok(Checkout::Local { reused: true });
         }
         match connector.connect(key).await? {
@@ -558,7 +602,7 @@ impl LocalSlot {
                 if key.tls {
                     pool.learnt(key, false);
                 }
-                self.install(key.clone(), sender, conn);
+                self.install(key.clone(), sender, conn, permit);
                 Ok(Checkout::Local { reused: false })
             }
             Fresh::H2(sender) => {
@@ -573,12 +617,23 @@ impl LocalSlot {
     /// downstream connection), so the upstream connection goes on being used.
     pub async fn adopt(&self, key: UpstreamKey, stream: Stream) {
         if let Some((sender, conn)) = handshake_h1(stream).await {
-            self.install(key, sender, conn);
+            self.install(key, sender, conn, None);
         }
     }
 
-    fn install(&self, key: UpstreamKey, sender: H1Sender, conn: H1Conn) {
-        *self.conn.lock() = Some(LocalConn { key, sender, conn });
+    fn install(
+        &self,
+        key: UpstreamKey,
+        sender: H1Sender,
+        conn: H1Conn,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        *self.conn.lock() = Some(LocalConn {
+            key,
+            sender,
+            conn,
+            _permit: permit,
+        });
         // The owning task must poll the new connection: wake it (we run inside its poll).
         self.waker.wake();
     }
