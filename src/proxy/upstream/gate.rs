@@ -134,3 +134,94 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Stream, handshake_h1};
+    use super::*;
+    use futures_util::FutureExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn key(port: u16) -> UpstreamKey {
+        UpstreamKey {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port,
+            addr: None,
+        }
+    }
+
+    /// A real loopback connection as a gate's `LocalConn`, and the upstream's end of it.
+    async fn conn(
+        listener: &TcpListener,
+        permit: OwnedSemaphorePermit,
+    ) -> (LocalConn, TcpStream) {
+        let port = listener.local_addr().unwrap().port();
+        let (tcp, accepted) = tokio::join!(
+            TcpStream::connect(("127.0.0.1", port)),
+            listener.accept()
+        );
+        let (sender, conn) = handshake_h1(Stream::Plain { tcp: tcp.unwrap() })
+            .await
+            .unwrap();
+        let local = LocalConn {
+            key: key(port),
+            sender,
+            conn,
+            _permit: Some(permit),
+        };
+        (local, accepted.unwrap().0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire_after_the_pools_idle_timeout_and_give_back_their_permit() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(Duration::from_secs(30));
+        let gate = Gate::new(1);
+        let permit = gate.permits.clone().try_acquire_owned().unwrap();
+        let (local, mut upstream) = conn(&listener, permit).await;
+        gate.put(local);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        gate.sweep(pool.idle_timeout());
+        assert_eq!(gate.idle_count(), 1, "kept within idle_timeout");
+        assert_eq!(gate.permits.available_permits(), 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        gate.sweep(pool.idle_timeout());
+        assert_eq!(gate.idle_count(), 0, "dropped after idle_timeout");
+        assert_eq!(gate.permits.available_permits(), 1, "its permit is back");
+        let mut buf = [0u8; 1];
+        assert_eq!(upstream.read(&mut buf).await.unwrap(), 0, "closed upstream");
+    }
+
+    #[tokio::test]
+    async fn a_stream_past_the_cap_waits_for_a_returned_connection_and_reuses_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pool = Pool::new(Duration::from_secs(30));
+        let gate = Gate::new(1);
+        let permit = match gate.acquire(&key(port), &pool).await {
+            Err(permit) => permit,
+            Ok(_) => panic!("nothing idle yet"),
+        };
+        let (local, _upstream) = conn(&listener, permit).await;
+        let this = key(port);
+        let mut waiting = Box::pin(gate.acquire(&this, &pool));
+        assert!(
+            (&mut waiting).now_or_never().is_none(),
+            "the cap is held by the first stream"
+        );
+        gate.put(local);
+        match waiting.await {
+            Ok(reused) => assert_eq!(reused.key, key(port)),
+            Err(_) => panic!("a new permit while the only one is in the idle connection"),
+        }
+        // Dropped (as a discarded connection is): its permit is back. One to another upstream
+        // is idle: a stream to this one parks it in the pool and takes its permit.
+        let permit = gate.permits.clone().try_acquire_owned().unwrap();
+        let (mut other, _up2) = conn(&listener, permit).await;
+        other.key = key(1);
+        gate.put(other);
+        assert!(matches!(gate.acquire(&key(port), &pool).await, Err(_)));
+    }
+}
