@@ -824,3 +824,67 @@ token = "{TOKEN}"
         "{accepted} upstream connections for one HTTP/2 connection's {STREAMS} streams"
     );
 }
+
+/// A stream the client resets before its answer gives its place under the cap back: with
+/// `h2_upstream_connections = 1`, the next stream on the connection is answered (on a new
+/// upstream connection, since the reset one was mid-request).
+#[tokio::test]
+async fn a_stream_reset_before_its_answer_gives_its_upstream_connection_back() {
+    let seen = Arc::new(tokio::sync::Notify::new());
+    let upstream = {
+        let seen = seen.clone();
+        TestServer::start(
+            None,
+            support::server::handler(move |req: Request<Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    if req.uri().path() == "/hold" {
+                        seen.notify_one();
+                        std::future::pending::<()>().await;
+                    }
+                    Response::new(Full::new(Bytes::from_static(b"ok")))
+                }
+            }),
+        )
+        .await
+    };
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca_file(dir.path());
+    let text = format!(
+        r#"
+{proxy}h2_upstream_connections = 1
+
+[providers.rec]
+preset = "static"
+hosts = ["api.rec.test"]
+upstream = "http://127.0.0.1:{port}"
+token = "{TOKEN}"
+"#,
+        proxy = proxy_section(&dir.path().join("state"), &ca_file),
+        port = upstream.port(),
+    );
+    let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+    let proxy = credproxy::app::start(config).await.unwrap();
+    let mut sender = h2c(proxy.main_addr().tcp().unwrap()).await;
+    let held = sender.send_request(
+        Request::builder()
+            .uri("http://api.rec.test/hold")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    );
+    let held = tokio::spawn(held);
+    tokio::time::timeout(Duration::from_secs(10), seen.notified())
+        .await
+        .expect("the held request reached the upstream");
+    // Dropping the response future resets the stream (RST_STREAM CANCEL).
+    held.abort();
+    let (parts, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        send_h2(&mut sender, "http://api.rec.test/next", &[]),
+    )
+    .await
+    .expect("the next stream is answered: the reset one gave its place back");
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(upstream.connections(), 2);
+}
