@@ -179,7 +179,12 @@ mod tests {
     fn cookie_fields_are_joined_into_one() {
         let r = to_origin_form(req(
             "https://a.example/",
-            &[("cookie", "a=1"), ("x-other", "y"), ("cookie", "b=2"), ("cookie", "c=3")],
+            &[
+                ("cookie", "a=1"),
+                ("x-other", "y"),
+                ("cookie", "b=2"),
+                ("cookie", "c=3"),
+            ],
         ))
         .unwrap();
         let cookies: Vec<_> = r.headers().get_all("cookie").iter().collect();

@@ -108,10 +108,9 @@ impl Gate {
             if let Some(mut conn) = self.take(key, pool.idle_timeout) {
                 // Polled by this stream's task from now on; polling it once lets hyper see a
                 // close (or bytes the upstream must not have sent) and become ready to send.
-                let ended = std::future::poll_fn(|cx| {
-                    Poll::Ready(conn.conn.as_mut().poll(cx).is_ready())
-                })
-                .await;
+                let ended =
+                    std::future::poll_fn(|cx| Poll::Ready(conn.conn.as_mut().poll(cx).is_ready()))
+                        .await;
                 if !ended && conn.sender.is_ready() {
                     return Ok(conn);
                 }
@@ -153,15 +152,10 @@ mod tests {
     }
 
     /// A real loopback connection as a gate's `LocalConn`, and the upstream's end of it.
-    async fn conn(
-        listener: &TcpListener,
-        permit: OwnedSemaphorePermit,
-    ) -> (LocalConn, TcpStream) {
+    async fn conn(listener: &TcpListener, permit: OwnedSemaphorePermit) -> (LocalConn, TcpStream) {
         let port = listener.local_addr().unwrap().port();
-        let (tcp, accepted) = tokio::join!(
-            TcpStream::connect(("127.0.0.1", port)),
-            listener.accept()
-        );
+        let (tcp, accepted) =
+            tokio::join!(TcpStream::connect(("127.0.0.1", port)), listener.accept());
         let (sender, conn) = handshake_h1(Stream::Plain { tcp: tcp.unwrap() })
             .await
             .unwrap();
