@@ -67,9 +67,9 @@ pub const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-/// Response bytes hyper buffers per stream before it stops polling the body: with the stream
-/// windows a client grants, an unbounded buffer is the client's to size (hyper's default is
-/// 400 KiB per stream). 64 KiB keeps a connection's buffers at 100 streams × 64 KiB at most.
+/// Response bytes hyper buffers per stream ahead of what the client's flow-control window lets
+/// it send (a slow client sizes that window): hyper's default is about 400 KiB per stream; 64
+/// KiB keeps one connection's at 100 streams × 64 KiB at most.
 const MAX_SEND_BUF_SIZE: usize = 64 * 1024;
 
 /// Whether a connection's first bytes are HTTP/2's preface.
@@ -125,7 +125,7 @@ where
         // in its preface, where hyper defers GOAWAY until the handshake is done) a second
         // `header_timeout` later, with no stream open, is dropped.
         while idle.as_mut().poll(cx).is_ready() {
-            // Upstream connections idle here as long as a parked one may be are dropped.
+            // Drop the upstream connections idle here as long as a parked one may be.
             streams.gate.sweep(conn.pool.idle_timeout());
             let a = *streams.activity.lock();
             if a.open == 0 && a.since.elapsed() >= idle_timeout {

@@ -8,8 +8,10 @@
 //! upstream connection is *parked* in the shared [`Pool`] as a bare stream, and the next
 //! downstream connection that needs that upstream adopts it into its own task, whichever path
 //! serves it (the fast path uses the stream as it is; hyper's path starts its HTTP/1.1 client on
-//! it). Parked connections are probed before reuse and evicted after `idle_timeout`. HTTP/2 upstreams (chosen by ALPN) multiplex, so one connection per
-//! upstream is shared by everyone and driven by a task of its own.
+//! it). Parked connections are probed before reuse and evicted after `idle_timeout`. HTTP/2
+//! upstreams (chosen by ALPN) multiplex, so one connection per upstream is shared by everyone and
+//! driven by a task of its own. A downstream HTTP/2 connection's streams each have a slot of
+//! their own, and share at most `h2_upstream_connections` HTTP/1.1 connections ([`Gate`]).
 
 use std::collections::HashMap;
 use std::future::Future;
