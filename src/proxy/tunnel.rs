@@ -265,14 +265,17 @@ where
         return None;
     }
     // ALPN `h2` only when the upstream speaks HTTP/2 too (DESIGN.md "HTTPS clients"): learnt
-    // by connecting to it first, once per upstream; asked only of a client that offers `h2`.
+    // by connecting to it first, once per upstream (within header_timeout; one that fails is
+    // HTTP/1.1 for 30 s); asked only of a client that offers `h2`.
     let offers_h2 = start
         .client_hello()
         .alpn()
         .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
     let h2 = offers_h2 && {
         let key = &state.shared.router.providers[tunnel.index].key;
-        conn.pool.speaks_h2(key, &state.shared.connector).await
+        conn.pool
+            .speaks_h2(key, &state.shared.connector, timeout)
+            .await
     };
     let config = match leaves.config_for_alpn(host, h2) {
         Ok(c) => c,
