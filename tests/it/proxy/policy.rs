@@ -568,7 +568,7 @@ fn the_security_docs_agent_example_does_what_it_says() {
     let gh: &ProviderConfig = config.provider("github").unwrap();
     let anthropic: &ProviderConfig = config.provider("anthropic").unwrap();
     let check = |p: &ProviderConfig, m: &str, path: &str| {
-        credproxy::proxy::policy::check(p, m, path)
+        credproxy::proxy::policy::check(p, m, path, [])
             .map_err(|e| e.kind.code())
             .err()
     };
