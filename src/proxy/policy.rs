@@ -198,7 +198,7 @@ fn refusal(name: &str, why: Refusal, method: &str, path: &str) -> ProxyError {
             format!(
                 "the path {shown} has {}, which servers may read as another path; provider \
                  {name} has rules, so only a plain path is accepted: send it without dot-segments, \
-                 encoded separators or `//`",
+                 `;`, encoded separators, dots or `%`, or `//`",
                 why.describe()
             ),
         ),

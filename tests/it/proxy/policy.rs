@@ -342,6 +342,102 @@ async fn dot_segments_and_encoded_separators_are_400_on_a_provider_with_rules_on
     );
 }
 
+/// The two transports: the byte path (a plain GET), and hyper (the same GET with an allowed
+/// `Origin`, which the byte path declines).
+const TRANSPORTS: [&str; 2] = ["", "\r\norigin: https://app.example"];
+
+#[tokio::test]
+async fn path_parameters_double_encoding_and_bytes_that_are_not_utf8_are_400_on_both_transports() {
+    let r = Rig::start().await;
+    let main = r.main();
+    // Each would pass the rules as `/repos/acme/**` (and not `deny` `/repos/acme/secret/**`),
+    // and each is another path to some upstream: a servlet container strips `;params` and then
+    // normalizes (`/repos/acme/..;/..;/admin/users` is `/admin/users`), a server decoding twice
+    // reads `%252e` as `.`, a lax UTF-8 decoder reads `%c0%ae` as `.`.
+    let paths = [
+        "/repos/acme/..;/..;/admin/users",
+        "/repos/acme/secret;x/key",
+        "/repos/acme/secret;/key",
+        "/repos/acme/x;jsessionid=1",
+        "/repos/acme/secret%3bx/key",
+        "/repos/acme/%2e%2e%3B/%2e%2e%3B/admin",
+        "/repos/acme/%252e%252e/%252e%252e/admin",
+        "/repos/acme/secret%2525/key",
+        "/repos/acme/%c0%ae%c0%ae/%c0%ae%c0%ae/admin",
+        "/repos/acme/%ff",
+    ];
+    for extra in TRANSPORTS {
+        for path in paths {
+            let line = format!("GET http://api.gh.test{path} HTTP/1.1{extra}");
+            let (status, body) = raw(main, &line, "api.gh.test").await;
+            assert_eq!(status, 400, "{line}: {body}");
+            let (code, message) = refusal(&body);
+            assert_eq!(code, "ambiguous_path", "{line}");
+            assert!(message.contains("provider gh has rules"), "{message}");
+        }
+    }
+    assert_eq!(r.received(), 0, "{:?}", r.seen.lock());
+    // A provider without rules forwards them as they are; a plain path with a `.` or UTF-8 in
+    // it is judged as before.
+    let (status, _) = raw(
+        main,
+        "GET http://api.open.test/a;b/%252e HTTP/1.1",
+        "api.open.test",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = raw(
+        main,
+        "GET http://api.gh.test/repos/acme/caf%C3%A9/a.json HTTP/1.1",
+        "api.gh.test",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        *r.seen.lock(),
+        vec![
+            "GET /a;b/%252e".to_owned(),
+            "GET /base/repos/acme/caf%C3%A9/a.json".to_owned()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_field_that_overrides_the_method_or_path_is_400_on_both_transports() {
+    let r = Rig::start().await;
+    let main = r.main();
+    // An allowed GET that a framework would serve as a DELETE, or as another path.
+    let fields = [
+        "X-HTTP-Method-Override: DELETE",
+        "x-http-method: DELETE",
+        "X-Method-Override: PUT",
+        "X-Original-URL: /repos/acme/secret/key",
+        "x-rewrite-url: /admin/users",
+    ];
+    for extra in TRANSPORTS {
+        for field in fields {
+            let line = format!("GET http://api.gh.test/repos/acme/x HTTP/1.1\r\n{field}{extra}");
+            let (status, body) = raw(main, &line, "api.gh.test").await;
+            assert_eq!(status, 400, "{line}: {body}");
+            let (code, message) = refusal(&body);
+            assert_eq!(code, "ambiguous_path", "{line}");
+            let name = field.split(':').next().unwrap().to_ascii_lowercase();
+            assert!(message.contains(&format!("carries {name}")), "{message}");
+            assert!(message.contains("send the request without it"), "{message}");
+        }
+    }
+    assert_eq!(r.received(), 0, "{:?}", r.seen.lock());
+    // Without rules, a field like any other.
+    let (status, _) = raw(
+        main,
+        "GET http://api.open.test/x HTTP/1.1\r\nx-http-method-override: DELETE",
+        "api.open.test",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(r.received(), 1);
+}
+
 #[tokio::test]
 async fn on_hyper_a_chunked_body_and_an_allowed_origin_get_the_same_decision() {
     let r = Rig::start().await;
