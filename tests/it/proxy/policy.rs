@@ -88,7 +88,16 @@ impl Rig {
 }
 
 fn config(dir: &tempfile::TempDir, ca_file: &Path, port: u16, rules: &str) -> Config {
-    let text = format!(
+    credproxy::config::load_str(
+        &config_text(dir, ca_file, port, rules),
+        "test.toml",
+        &|_| None,
+    )
+    .unwrap()
+}
+
+fn config_text(dir: &tempfile::TempDir, ca_file: &Path, port: u16, rules: &str) -> String {
+    format!(
         r#"{proxy}intercept = "claimed"
 
 [providers.gh]
@@ -113,8 +122,7 @@ path_prefix = "/gh"
 provider = "gh"
 "#,
         proxy = proxy_section(&dir.path().join("state"), ca_file),
-    );
-    credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap()
+    )
 }
 
 /// Answers 200 with what it saw (method, path, `Authorization`, body length), and records
@@ -737,6 +745,97 @@ allow_origins = ["https://app.example"]"#,
         vec![
             "GET /base/users/octo".to_owned(),
             "GET /base/orgs/acme".to_owned()
+        ]
+    );
+}
+
+/// `GET path` on `sender`'s connection: the status.
+async fn status_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    path: &str,
+) -> u16 {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+/// The rules of the reload tests below: `/users/**` denied, no `allow`.
+const DENY_USERS: &str = r#"deny = [{ paths = ["/users/**"] }]
+allow_origins = ["https://app.example"]"#;
+
+#[tokio::test]
+async fn a_reload_reaches_the_next_request_of_a_connection_idle_on_the_byte_path() {
+    let r = Rig::start().await;
+    let host = r.route().to_string();
+    let tcp = TcpStream::connect(r.route()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Allowed, so the byte path serves it and keeps the connection, waiting for the next head.
+    assert_eq!(status_on(&mut sender, &host, "/users/octo").await, 200);
+    r.proxy.reload(r.config(DENY_USERS)).await.unwrap();
+    assert_eq!(status_on(&mut sender, &host, "/users/octo").await, 403);
+    assert_eq!(r.received(), 1, "{:?}", r.seen.lock());
+}
+
+#[tokio::test]
+async fn a_reload_reaches_the_next_request_inside_a_connect_tunnel_already_open() {
+    let r = Rig::start().await;
+    // A plain tunnel (port 80) and an intercepted TLS one, both opened before the reload.
+    let (head, plain) = connect(r.main(), "api.gh.test:80", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut plain, conn) = hyper::client::conn::http1::handshake(TokioIo::new(plain))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (head, tcp) = connect(r.main(), "api.gh.test:443", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tls_in_tunnel(tcp, &r.ca_pem(), "api.gh.test").await;
+    let (mut tls, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for sender in [&mut plain, &mut tls] {
+        assert_eq!(status_on(sender, "api.gh.test", "/users/octo").await, 200);
+        assert_eq!(status_on(sender, "api.gh.test", "/orgs/acme").await, 403);
+    }
+    // The new rules: `/users/**` denied, no `allow`; and a provider added before `gh`, so that
+    // its index in the router changes too.
+    let mut text = config_text(&r.dir, &r.ca_file, r.upstream.port(), DENY_USERS);
+    text = text.replacen(
+        "[providers.gh]",
+        &format!(
+            "[providers.first]\npreset = \"static\"\nhosts = [\"api.first.test\"]\n\
+             upstream = \"https://localhost:{}\"\ntoken = \"{TOKEN}\"\n\n[providers.gh]",
+            r.upstream.port()
+        ),
+        1,
+    );
+    let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+    let summary = r.proxy.reload(config).await.unwrap();
+    assert!(summary.kept.contains(&"gh".to_owned()), "{summary:?}");
+    for sender in [&mut plain, &mut tls] {
+        assert_eq!(
+            status_on(sender, "api.gh.test", "/users/octo").await,
+            403,
+            "the same tunnel, under the new rules"
+        );
+        assert_eq!(status_on(sender, "api.gh.test", "/orgs/acme").await, 200);
+    }
+    assert_eq!(
+        *r.seen.lock(),
+        [
+            "GET /base/users/octo",
+            "GET /base/users/octo",
+            "GET /base/orgs/acme",
+            "GET /base/orgs/acme"
         ]
     );
 }
