@@ -839,3 +839,46 @@ async fn a_reload_reaches_the_next_request_inside_a_connect_tunnel_already_open(
         ]
     );
 }
+
+#[tokio::test]
+async fn over_http2_the_same_path_and_override_refusals_hold() {
+    let r = Rig::start().await;
+    let tcp = TcpStream::connect(r.main()).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c with prior knowledge");
+    tokio::spawn(conn);
+    for (path, field, want) in [
+        ("/repos/acme/x", None, 200),
+        (
+            "/repos/acme/x",
+            Some(("x-http-method-override", "DELETE")),
+            400,
+        ),
+        ("/repos/acme/x", Some(("x-original-url", "/admin")), 400),
+        ("/repos/acme/..;/..;/admin/users", None, 400),
+        ("/repos/acme/secret%3Bx/key", None, 400),
+        ("/repos/acme/%252e%252e/x", None, 400),
+        ("/repos/acme/%c0%ae/x", None, 400),
+    ] {
+        let mut req = Request::get(format!("http://api.gh.test{path}"));
+        if let Some((n, v)) = field {
+            req = req.header(n, v);
+        }
+        let resp = h2
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, want, "{path} {field:?}: {body}");
+        if want == 400 {
+            assert_eq!(refusal(&body).0, "ambiguous_path", "{path}");
+        }
+    }
+    assert_eq!(*r.seen.lock(), ["GET /base/repos/acme/x"]);
+}
