@@ -882,3 +882,37 @@ async fn over_http2_the_same_path_and_override_refusals_hold() {
     }
     assert_eq!(*r.seen.lock(), ["GET /base/repos/acme/x"]);
 }
+
+#[tokio::test]
+async fn a_tunnel_whose_host_a_reload_leaves_unclaimed_is_closed() {
+    let r = Rig::start().await;
+    let (head, plain) = connect(r.main(), "api.gh.test:80", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut plain, conn) = hyper::client::conn::http1::handshake(TokioIo::new(plain))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(
+        status_on(&mut plain, "api.gh.test", "/users/octo").await,
+        200
+    );
+    let text = config_text(&r.dir, &r.ca_file, r.upstream.port(), RULES)
+        .replace("hosts = [\"api.gh.test\"]", "hosts = [\"api.moved.test\"]");
+    let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+    r.proxy.reload(config).await.unwrap();
+    // The request in hand is answered (under the configuration the tunnel had), and the tunnel
+    // is closed after it: the connection's task ends, and nothing more can be sent on it.
+    let req = Request::get("/users/octo")
+        .header("host", "api.gh.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    if let Ok(resp) = plain.send_request(req).await {
+        let _ = resp.into_body().collect().await;
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn)
+        .await
+        .expect("the tunnel is closed")
+        .unwrap()
+        .ok();
+    assert!(plain.ready().await.is_err(), "the tunnel is closed");
+}
