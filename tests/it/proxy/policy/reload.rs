@@ -171,3 +171,68 @@ async fn a_tunnel_whose_host_a_reload_leaves_unclaimed_is_closed() {
         .ok();
     assert!(plain.ready().await.is_err(), "the tunnel is closed");
 }
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_named_caller_across_a_reload_and_closes_when_the_caller_goes() {
+    const A: &str = "caller-a-secret-0123456789abcdef";
+    const B: &str = "caller-b-secret-0123456789abcdef";
+    let r = Rig::start().await;
+    let callers = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| match *n {
+                "a" => format!("\n[callers.a]\nsecret = \"{A}\"\nproviders = [\"open\"]\n"),
+                _ => format!("\n[callers.b]\nsecret = \"{B}\"\nproviders = [\"gh\"]\n"),
+            })
+            .collect::<String>()
+    };
+    let load = |rules: &str, names: &[&str]| {
+        let text = config_text(&r.dir, &r.ca_file, r.upstream.port(), rules) + &callers(names);
+        credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap()
+    };
+    r.proxy.reload(load(RULES, &["a", "b"])).await.unwrap();
+    let (head, tcp) = connect(
+        r.main(),
+        "api.gh.test:80",
+        &format!("proxy-authorization: Bearer {B}\r\n"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(
+        status_on(&mut sender, "api.gh.test", "/users/octo").await,
+        200
+    );
+    // Caller `a` goes, so `b` is the first caller now: the tunnel is still `b`'s, under the
+    // new rules.
+    r.proxy.reload(load(DENY_USERS, &["b"])).await.unwrap();
+    assert_eq!(
+        status_on(&mut sender, "api.gh.test", "/users/octo").await,
+        403
+    );
+    assert_eq!(
+        status_on(&mut sender, "api.gh.test", "/orgs/acme").await,
+        200
+    );
+    // `b` goes: the tunnel is closed (after the request in hand).
+    r.proxy.reload(load(DENY_USERS, &["a"])).await.unwrap();
+    let req = Request::get("/orgs/acme")
+        .header("host", "api.gh.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    if let Ok(resp) = sender.send_request(req).await {
+        let _ = resp.into_body().collect().await;
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn)
+        .await
+        .expect("the tunnel is closed")
+        .unwrap()
+        .ok();
+    assert_eq!(
+        r.seen.lock()[..2],
+        ["GET /base/users/octo", "GET /base/orgs/acme"]
+    );
+}
