@@ -23,8 +23,9 @@
 //! access log) runs as for any request, on either transport, because the tunnel is handed to
 //! `listener::serve_connection` as one more connection. Each of a tunnel's requests is served
 //! with the config generation in force when it comes ([`TunnelView`]): a reload's new rules
-//! reach a tunnel already open. A tunnel whose host no provider claims after a reload, or whose
-//! named caller the reload removed, is closed after the request in hand.
+//! reach a tunnel already open. A tunnel whose host no provider claims after a reload, whose
+//! named caller the reload removed, or that was opened without the proof (`proxy_auth`,
+//! `[callers]`) the reload now asks for, is closed after the request in hand.
 
 use std::sync::Arc;
 
@@ -234,12 +235,15 @@ impl TunnelView {
 
     /// A reload came: the view of the new generation, with the tunnel's provider and caller
     /// looked up again (indexes change with the config); or, when no provider claims the
-    /// tunnel's host in it or its named caller is gone, the old view for the request in hand and
-    /// the tunnel closed after it.
+    /// tunnel's host in it, or its named caller is gone, or it was opened without a proof the
+    /// new generation asks for (`proxy_auth` or `[callers]` added), the old view for the request
+    /// in hand and the tunnel closed after it.
     #[cold]
     fn rederive(&self, outer: Arc<ListenerState>, old: &Arc<ListenerState>) -> Arc<ListenerState> {
         let index = outer.shared.router.by_host(&self.authority);
         let caller = match old.info.caller {
+            // Admitted without a proof, where the new generation asks for one: as gone.
+            Caller::Anyone if old.shared.gate.is_open() && !outer.shared.gate.is_open() => None,
             Caller::Anyone => Some(Caller::Anyone),
             named => old.shared.gate.name(named).and_then(|name| {
                 let i = outer.shared.gate.names().position(|n| n == &**name)?;
@@ -249,8 +253,8 @@ impl TunnelView {
         let (Some(index), Some(caller)) = (index, caller) else {
             tracing::info!(
                 authority = %self.authority,
-                "a reload left no provider claiming this CONNECT tunnel's host, or removed its \
-                 caller: closing the tunnel"
+                "a reload left no provider claiming this CONNECT tunnel's host, removed its \
+                 caller, or now asks for a proof its CONNECT did not give: closing the tunnel"
             );
             self.closing.cancel();
             self.current.store(Arc::new((outer, old.clone())));

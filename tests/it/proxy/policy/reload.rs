@@ -236,3 +236,35 @@ async fn a_tunnel_keeps_its_named_caller_across_a_reload_and_closes_when_the_cal
         ["GET /base/users/octo", "GET /base/orgs/acme"]
     );
 }
+
+#[tokio::test]
+async fn a_tunnel_opened_without_a_proof_closes_when_a_reload_asks_for_one() {
+    let r = Rig::start().await;
+    let (head, tcp) = connect(r.main(), "api.gh.test:80", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(
+        status_on(&mut sender, "api.gh.test", "/users/octo").await,
+        200
+    );
+    let text = config_text(&r.dir, &r.ca_file, r.upstream.port(), RULES)
+        + "\n[callers.b]\nsecret = \"caller-b-secret-0123456789abcdef\"\nproviders = [\"gh\"]\n";
+    let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+    r.proxy.reload(config).await.unwrap();
+    let req = Request::get("/users/octo")
+        .header("host", "api.gh.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    if let Ok(resp) = sender.send_request(req).await {
+        let _ = resp.into_body().collect().await;
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn)
+        .await
+        .expect("the tunnel is closed")
+        .unwrap()
+        .ok();
+    assert!(sender.ready().await.is_err(), "the tunnel is closed");
+}
