@@ -84,7 +84,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (limits, idle_timeout) = {
-        let state = conn.cell.load();
+        let state = conn.cell.load_full();
         (state.shared.h2, state.info.header_timeout)
     };
     let streams = Arc::new(Streams {
@@ -265,7 +265,11 @@ fn refused(
     let id = crate::request_id::RequestId::fresh();
     resp.headers_mut()
         .insert(crate::request_id::HEADER, id.header_value());
-    ctx.cell.load().shared.metrics.request(None, resp.status());
+    ctx.cell
+        .load_full()
+        .shared
+        .metrics
+        .request(None, resp.status());
     if access_enabled() {
         access_line(
             method.as_str(),
