@@ -47,6 +47,9 @@ pub struct Config {
     /// Things worth knowing that are fine as they are (an exact host under another provider's
     /// wildcard), for `credproxy check`.
     pub notes: Vec<String>,
+    /// The environment variables inline secrets are read from (`"${GITHUB_TOKEN}"`): `exec`
+    /// takes them out of its command's environment, so the command never holds the key.
+    pub secret_vars: std::collections::BTreeSet<String>,
 }
 
 impl Config {

@@ -290,6 +290,26 @@ async fn exec_gives_the_command_each_variable_once_with_its_own_value() {
     }
 }
 
+/// The variable a secret is read from (`token = "${WIRED_KEY}"`) is not in the command's
+/// environment: the key stays with credproxy. Other variables of the parent are.
+#[tokio::test]
+async fn exec_keeps_the_variables_secrets_come_from_out_of_the_command() {
+    let w = wired(
+        "",
+        "[providers.keyed]\npreset = \"static\"\nhosts = [\"keyed.test\"]\n\
+         token = \"${WIRED_KEY}\"\n",
+    )
+    .await;
+    let mut c = w.credproxy(&["exec", "--", "env"]);
+    c.env("WIRED_KEY", "sk-wired-secret")
+        .env("WIRED_OTHER", "kept");
+    let out = output(c).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains("sk-wired-secret"), "{}", out.stdout);
+    assert!(!out.stdout.contains("WIRED_KEY="), "{}", out.stdout);
+    assert!(out.stdout.contains("WIRED_OTHER=kept"), "{}", out.stdout);
+}
+
 /// A provider that needs `credproxy login` and has nothing stored: named, with the command, and
 /// CMD never runs.
 #[tokio::test]
