@@ -651,3 +651,23 @@ async fn ca_init_force_replaces_the_ca_and_its_bundle() {
     assert!(bundle.contains(new.trim()));
     assert!(!bundle.contains(old.trim()));
 }
+
+/// `credproxy env | head -0`: a reader that is already gone. The command exits quietly with 141
+/// (128 + SIGPIPE, as a shell tool would), not with a panic and a backtrace on stderr.
+#[tokio::test]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let w = wired("", "").await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = w.credproxy(&["env", "--proxy", "http://127.0.0.1:9"]);
+    c.stdout(Stdio::from(writer)).stderr(Stdio::piped());
+    // Not `output()`: tokio's sets its own pipe for stdout.
+    let child = c.spawn().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("env ends")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
