@@ -116,6 +116,7 @@ impl ConfigArg {
 }
 
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::main(args),
@@ -132,6 +133,26 @@ pub fn main() -> ExitCode {
         Command::Trust(args) => trust::main(args),
         Command::Doctor(args) => doctor::main(args),
     }
+}
+
+/// `credproxy status | head -1`: when the reader of standard output goes away, `println!` panics
+/// with "failed printing to stdout: Broken pipe" (Rust ignores SIGPIPE). Such a command has
+/// nothing left to say: exit quietly with 141 (128 + SIGPIPE, what a shell tool would), not with
+/// a panic and a backtrace. Every other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }
 
 /// Exit code 2: usage or config error.

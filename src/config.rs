@@ -47,6 +47,9 @@ pub struct Config {
     /// Things worth knowing that are fine as they are (an exact host under another provider's
     /// wildcard), for `credproxy check`.
     pub notes: Vec<String>,
+    /// The environment variables inline secrets are read from (`"${GITHUB_TOKEN}"`): `exec`
+    /// takes them out of its command's environment, so the command never holds the key.
+    pub secret_vars: std::collections::BTreeSet<String>,
 }
 
 impl Config {
@@ -103,6 +106,9 @@ pub struct H2Limits {
     pub initial_stream_window: u32,
     /// The connection's flow-control window: request body of all streams together, unread.
     pub initial_connection_window: u32,
+    /// Upstream HTTP/1.1 connections one downstream HTTP/2 connection may hold; its streams
+    /// beyond that wait for one (`upstream/gate.rs`).
+    pub max_upstream_connections: u32,
 }
 
 impl Default for H2Limits {
@@ -110,8 +116,9 @@ impl Default for H2Limits {
         H2Limits {
             max_concurrent_streams: 100,
             max_header_list_size: 64 * 1024,
-            initial_stream_window: 1024 * 1024,
-            initial_connection_window: 2 * 1024 * 1024,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_upstream_connections: 8,
         }
     }
 }

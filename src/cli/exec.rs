@@ -106,7 +106,7 @@ pub fn main(args: Args) -> ExitCode {
             secret.as_ref().map(|s| s.expose()),
         )?;
         let vars = super::env::variables(&url, &bundle);
-        let status = run_command(&args.command, &vars).await;
+        let status = run_command(&args.command, &vars, &config.secret_vars).await;
         running.shutdown(AFTER_CMD_GRACE).await;
         status
     };
@@ -187,11 +187,20 @@ fn check_logins(config: &Config, path: &std::path::Path) -> Result<(), Failure> 
 }
 
 /// Spawn CMD with `vars`, forward signals, and give back its status as an exit code.
-async fn run_command(command: &[OsString], vars: &[(&str, String)]) -> Result<ExitCode, Failure> {
+/// Runs CMD with `vars` set (replacing the parent's values) and without the variables the
+/// config's secrets come from (`hidden`): the key stays with credproxy, not with the command.
+async fn run_command(
+    command: &[OsString],
+    vars: &[(&str, String)],
+    hidden: &std::collections::BTreeSet<String>,
+) -> Result<ExitCode, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let (program, rest) = command.split_first().expect("clap requires CMD");
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(rest);
+    for name in hidden {
+        cmd.env_remove(name);
+    }
     for (k, v) in vars {
         cmd.env(k, v);
     }

@@ -124,6 +124,9 @@ pub struct Ctx<'a> {
     /// Whether `{ command }` secrets are run (not for the commands that only need to know
     /// where things are: `status`, `healthcheck`).
     pub(super) run_commands: bool,
+    /// The environment variables an inline secret was read from (`token = "${GITHUB_TOKEN}"`):
+    /// `credproxy exec` keeps them out of the command's environment.
+    pub(super) secret_vars: std::collections::BTreeSet<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -139,6 +142,7 @@ impl<'a> Ctx<'a> {
             lookup,
             errors: Vec::new(),
             run_commands: true,
+            secret_vars: Default::default(),
         }
     }
 }
@@ -212,6 +216,8 @@ impl Ctx<'_> {
         let span = s.span.clone();
         match &s.source {
             SecretSource::Value(v) => {
+                self.secret_vars
+                    .extend(env::names(v).into_iter().map(str::to_owned));
                 let value = self.expand(v, span.clone(), key)?;
                 if value.is_empty() {
                     self.err(span, key, "is empty: give the secret, or remove the key");

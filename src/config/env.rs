@@ -55,6 +55,26 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
+/// The names `input` refers to with `${NAME}` or `${NAME:-default}` (not `$${`), in order.
+pub fn names(input: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        if let Some(escaped) = after.strip_prefix("${") {
+            rest = escaped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else { break };
+            let inner = &body[..end];
+            out.push(inner.split_once(":-").map_or(inner, |(n, _)| n));
+            rest = &body[end + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    out
+}
+
 /// The process environment, as a lookup for [`expand`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -70,6 +90,12 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn names_are_the_variables_referred_to() {
+        assert_eq!(names("a ${A} $${B} ${C:-x}${D}"), ["A", "C", "D"]);
+        assert!(names("plain $HOME").is_empty());
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub struct FileProxy {
     pub h2_max_header_list_size: Option<Spanned<i64>>,
     pub h2_initial_stream_window: Option<Spanned<i64>>,
     pub h2_initial_connection_window: Option<Spanned<i64>>,
+    pub h2_upstream_connections: Option<Spanned<i64>>,
 }
 
 /// `socket_mode = "0660"` or `socket_mode = 0o660`.

@@ -119,6 +119,7 @@ fn check_str(
         })
     };
     let store = ctx.store(parsed.store.as_ref());
+    let secret_vars = std::mem::take(&mut ctx.secret_vars);
     let mut errors = type_errors;
     errors.extend(ctx.errors.into_iter().filter(|e| !repeats(e)));
     if !errors.is_empty() {
@@ -140,6 +141,7 @@ fn check_str(
         callers,
         warnings,
         notes,
+        secret_vars,
     })
 }
 

@@ -165,15 +165,17 @@ impl Fast {
         let mut timer = std::pin::pin!(timer);
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         loop {
-            let state = ctx.cell.load_full();
-            timer
-                .as_mut()
-                .reset(Instant::now() + state.info.header_timeout);
+            let header_timeout = ctx.cell.load_full().info.header_timeout;
+            timer.as_mut().reset(Instant::now() + header_timeout);
             let head = match self.read_head(io, timer.as_mut(), cancelled.as_mut()).await {
                 Head::Complete(n) => n,
                 Head::Closed => return Exit::Closed,
                 Head::Fallback => return Exit::Fallback,
             };
+            // The generation in force now that the head is here, not the one the connection
+            // went idle under: a reload (new rules) reaches a kept-alive connection's next
+            // request.
+            let state = ctx.cell.load_full();
             match self
                 .exchange(io, ctx, &state, head, timer.as_mut(), cancel)
                 .await

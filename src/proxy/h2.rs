@@ -16,11 +16,13 @@
 //! An idle connection (no stream open for `header_timeout`) is closed.
 //!
 //! Upstream connections: a stream to an HTTP/1.1 upstream needs one of its own (HTTP/1.1 does
-//! one request at a time), so each stream borrows a request context with its own upstream slot
-//! from this connection's free list, drives that slot from its own task while its answer is
-//! produced and while its body streams ([`Driven`]), and gives it back when the body is done: the
-//! next stream reuses the upstream connection. HTTP/2 upstreams are shared as for HTTP/1.1
-//! clients (`upstream.rs`).
+//! one request at a time), so each stream gets a request context whose upstream slot takes a
+//! connection under this connection's cap (`h2_upstream_connections`, [`Gate`]: an idle one
+//! another stream finished with, a new one, or a wait for either), drives that slot from its own
+//! task while its answer is produced and while its body streams ([`Driven`]), and gives the
+//! connection back when the body is done, or when the stream is reset before its answer
+//! ([`Lent`]). HTTP/2 upstreams are shared as for HTTP/1.1 clients (`upstream.rs`), under no
+//! cap: their streams multiplex.
 //!
 //! Limits ([`crate::config::H2Limits`], `[proxy] h2_*`) are set on hyper's server, with its
 //! protections against the reset floods: a client resetting streams faster than they are
@@ -50,7 +52,7 @@ use super::access::{access_enabled, access_line};
 use super::error::ProxyError;
 use super::service::handle;
 use super::state::ConnCtx;
-use super::upstream::LocalSlot;
+use super::upstream::{Gate, LocalSlot};
 
 mod translate;
 
@@ -65,6 +67,11 @@ pub const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
+/// Response bytes hyper buffers per stream ahead of what the client's flow-control window lets
+/// it send (a slow client sizes that window): hyper's default is about 400 KiB per stream; 64
+/// KiB keeps one connection's at 100 streams × 64 KiB at most.
+const MAX_SEND_BUF_SIZE: usize = 64 * 1024;
+
 /// Whether a connection's first bytes are HTTP/2's preface.
 pub fn is_preface(first: &[u8]) -> bool {
     first.starts_with(PREFACE_LINE)
@@ -77,12 +84,12 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (limits, idle_timeout) = {
-        let state = conn.cell.load();
+        let state = conn.cell.load_full();
         (state.shared.h2, state.info.header_timeout)
     };
     let streams = Arc::new(Streams {
         conn: conn.clone(),
-        free: Mutex::new(Vec::new()),
+        gate: Gate::new(limits.max_upstream_connections as usize),
         activity: Mutex::new(Activity {
             open: 0,
             since: Instant::now(),
@@ -100,7 +107,8 @@ where
         .initial_stream_window_size(limits.initial_stream_window)
         .initial_connection_window_size(limits.initial_connection_window)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+        .max_send_buf_size(MAX_SEND_BUF_SIZE);
     let connection = builder.serve_connection(TokioIo::new(io), svc);
     let mut connection = pin!(connection);
     let mut cancelled = pin!(conn.cancel.clone().cancelled_owned());
@@ -117,6 +125,8 @@ where
         // in its preface, where hyper defers GOAWAY until the handshake is done) a second
         // `header_timeout` later, with no stream open, is dropped.
         while idle.as_mut().poll(cx).is_ready() {
+            // Drop the upstream connections idle here as long as a parked one may be.
+            streams.gate.sweep(conn.pool.idle_timeout());
             let a = *streams.activity.lock();
             if a.open == 0 && a.since.elapsed() >= idle_timeout {
                 if closing_idle {
@@ -141,16 +151,14 @@ where
         tracing::debug!(error = %e, "downstream HTTP/2 connection ended with an error");
     }
     if !shutting_down {
-        for ctx in streams.free.lock().drain(..) {
-            ctx.slot.park_into(&ctx.pool);
-        }
+        streams.gate.park_all(&conn.pool);
     }
 }
 
-/// One connection's request contexts not in use by a stream, each with its own upstream slot.
+/// One connection's streams: their upstream connections' cap, and whether any is open.
 struct Streams {
     conn: Arc<ConnCtx>,
-    free: Mutex<Vec<Arc<ConnCtx>>>,
+    gate: Arc<Gate>,
     activity: Mutex<Activity>,
 }
 
@@ -162,19 +170,30 @@ struct Activity {
 }
 
 impl Streams {
-    fn take(&self) -> Arc<ConnCtx> {
-        if let Some(ctx) = self.free.lock().pop() {
-            return ctx;
-        }
+    /// A stream's request context: its slot starts empty and takes an upstream connection
+    /// under the gate's cap when the request core asks for one.
+    fn lend(&self) -> Lent {
         let c = &self.conn;
-        Arc::new(ConnCtx {
+        Lent(Arc::new(ConnCtx {
             cell: c.cell.clone(),
             pool: c.pool.clone(),
             peer: c.peer,
-            slot: LocalSlot::default(),
+            slot: LocalSlot::gated(self.gate.clone()),
             cancel: c.cancel.clone(),
             tunnel: Default::default(),
-        })
+        }))
+    }
+}
+
+/// A stream's request context, which gives its upstream connection back to the gate when
+/// dropped: after the answer's body ([`Driven`]), or with the answer's future when the client
+/// resets the stream before the answer (a connection mid-request is then not ready to send,
+/// and the next stream to take it drops it).
+struct Lent(Arc<ConnCtx>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.slot.release();
     }
 }
 
@@ -207,7 +226,8 @@ async fn answer(
 ) -> Result<Response<Driven>, Infallible> {
     let start = Instant::now();
     let open = Open::new(streams);
-    let ctx = open.0.take();
+    let lent = open.0.lend();
+    let ctx = &lent.0;
     let resp = match to_origin_form(req) {
         Ok(req) => {
             let mut answer = pin!(handle(ctx.clone(), req));
@@ -223,8 +243,8 @@ async fn answer(
     };
     Ok(resp.map(|body| Driven {
         body,
-        ctx: Some(ctx),
-        open,
+        lent,
+        _open: open,
         done: false,
     }))
 }
@@ -246,7 +266,7 @@ fn refused(
     let id = crate::request_id::RequestId::fresh();
     resp.headers_mut()
         .insert(crate::request_id::HEADER, id.header_value());
-    let state = ctx.cell.load();
+    let state = ctx.cell.load_full();
     state.shared.metrics.request(None, resp.status());
     let body = resp.body().size_hint().exact().unwrap_or(0);
     super::access::audit_refusal(
@@ -284,8 +304,9 @@ fn refused(
 /// HTTP/1.1 upstream's answer comes through it), and gives the slot back when done.
 pub struct Driven {
     body: RespBody,
-    ctx: Option<Arc<ConnCtx>>,
-    open: Open,
+    lent: Lent,
+    /// Counts the stream open until the body is dropped.
+    _open: Open,
     /// The body was read to its end: the upstream connection is between requests.
     done: bool,
 }
@@ -299,9 +320,7 @@ impl Body for Driven {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        if let Some(ctx) = &this.ctx {
-            ctx.slot.poll_drive(cx);
-        }
+        this.lent.0.slot.poll_drive(cx);
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             this.done = true;
@@ -320,12 +339,11 @@ impl Body for Driven {
 
 impl Drop for Driven {
     fn drop(&mut self) {
-        let Some(ctx) = self.ctx.take() else { return };
         if !self.done && !self.body.is_end_stream() {
             // Cut short (the client reset the stream): the upstream connection may be mid-body.
-            ctx.slot.discard();
+            self.lent.0.slot.discard();
         }
-        self.open.0.free.lock().push(ctx);
+        // `lent` gives the connection back next.
     }
 }
 

@@ -31,7 +31,7 @@ use super::framing::Guard;
 use super::limits::{ConnLimits, TOO_MANY_CONNECTIONS};
 use super::own_answers::{Ends, OwnAnswers, Turn};
 use super::service::handle;
-use super::state::{ConnCtx, ListenerCell};
+use super::state::{ConnCtx, ListenerCell, StateCell};
 use super::upstream::{LocalSlot, Pool};
 
 /// Accept connections until `cancel`, serving each in a task tracked by `tracker`. Runs on the
@@ -104,12 +104,12 @@ pub async fn serve(
 
 fn conn_ctx(
     peer: Option<std::net::IpAddr>,
-    cell: Arc<ListenerCell>,
+    cell: impl Into<StateCell>,
     pool: Arc<Pool>,
     cancel: &CancellationToken,
 ) -> Arc<ConnCtx> {
     Arc::new(ConnCtx {
-        cell,
+        cell: cell.into(),
         pool,
         peer,
         slot: LocalSlot::default(),
@@ -122,7 +122,7 @@ fn conn_ctx(
 pub async fn serve_h2_connection<I>(
     io: I,
     peer: Option<std::net::IpAddr>,
-    cell: Arc<ListenerCell>,
+    cell: impl Into<StateCell>,
     pool: Arc<Pool>,
     cancel: CancellationToken,
 ) where
@@ -136,7 +136,7 @@ pub async fn serve_h2_connection<I>(
 pub async fn serve_connection<I>(
     io: I,
     peer: Option<std::net::IpAddr>,
-    cell: Arc<ListenerCell>,
+    cell: impl Into<StateCell>,
     pool: Arc<Pool>,
     cancel: CancellationToken,
 ) where
@@ -168,7 +168,7 @@ pub async fn serve_connection<I>(
         ctx.slot.adopt(key, stream).await;
     }
     let io = Rewind::new(leftover, io);
-    let header_timeout = ctx.cell.load().info.header_timeout;
+    let header_timeout = ctx.cell.load_full().info.header_timeout;
     // Whether a response is under way: hyper's canned refusals are replaced only between
     // responses (`own_answers.rs`).
     let turn = Turn::new();

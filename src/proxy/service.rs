@@ -274,7 +274,12 @@ async fn proxy<'a>(
     }
     // Phase 4: browser check, then the provider's rules (before a credential is read).
     browser(&req, Some(provider))?;
-    super::policy::check(provider, req.method().as_str(), rest)?;
+    super::policy::check(
+        provider,
+        req.method().as_str(),
+        rest,
+        req.headers().keys().map(|k| k.as_str()),
+    )?;
     // Phase 5: credential.
     let credential = credential(route).await?;
     outcome.generation = Some(credential.generation);

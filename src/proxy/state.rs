@@ -64,9 +64,37 @@ pub struct ListenerState {
 /// A listener's current [`ListenerState`].
 pub type ListenerCell = arc_swap::ArcSwap<ListenerState>;
 
+/// Where a connection finds the state each of its requests is served with (loaded once per
+/// request, so a reload reaches a kept-alive connection's next request).
+#[derive(Clone)]
+pub enum StateCell {
+    /// A listener's cell, which a reload swaps.
+    Listener(Arc<ListenerCell>),
+    /// A `CONNECT` tunnel's view of the listener it was opened on, derived again after a
+    /// reload (`tunnel.rs`).
+    Tunnel(Arc<super::tunnel::TunnelView>),
+}
+
+impl StateCell {
+    /// The state to serve a request with now.
+    #[inline]
+    pub fn load_full(&self) -> Arc<ListenerState> {
+        match self {
+            StateCell::Listener(cell) => cell.load_full(),
+            StateCell::Tunnel(view) => view.load_full(),
+        }
+    }
+}
+
+impl From<Arc<ListenerCell>> for StateCell {
+    fn from(cell: Arc<ListenerCell>) -> StateCell {
+        StateCell::Listener(cell)
+    }
+}
+
 /// Per-connection state handed to each request.
 pub struct ConnCtx {
-    pub cell: Arc<ListenerCell>,
+    pub cell: StateCell,
     /// This worker's pool of parked upstream connections.
     pub pool: Arc<Pool>,
     /// The client's address (TCP), for providers that ask for `Forwarded`.

@@ -21,8 +21,11 @@
 //! every request inside (and a caller is refused, 403 `caller_denied`, a `CONNECT` to a provider
 //! it may not use); every other phase (injection, the 401 rule, limits, the browser check, the
 //! access log) runs as for any request, on either transport, because the tunnel is handed to
-//! `listener::serve_connection` as one more connection. A tunnel serves with the config
-//! generation its `CONNECT` arrived under (a reload reaches the client's next connection).
+//! `listener::serve_connection` as one more connection. Each of a tunnel's requests is served
+//! with the config generation in force when it comes ([`TunnelView`]): a reload's new rules
+//! reach a tunnel already open. A tunnel whose host no provider claims after a reload, whose
+//! named caller the reload removed, or that was opened without the proof (`proxy_auth`,
+//! `[callers]`) the reload now asks for, is closed after the request in hand.
 
 use std::sync::Arc;
 
@@ -32,6 +35,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use super::RespBody;
 use super::auth::Caller;
@@ -39,7 +43,7 @@ use super::checks::check_caller;
 use super::error::{ErrorKind, ProxyError};
 use super::fast::Rewind;
 use super::route::{Role, TunnelTarget};
-use super::state::{ConnCtx, ListenerCell, ListenerInfo, ListenerState};
+use super::state::{ConnCtx, ListenerInfo, ListenerState, StateCell};
 use crate::config::host::normalize;
 
 /// A TLS record of type handshake (RFC 8446 §5.1): the first byte of a ClientHello.
@@ -123,7 +127,7 @@ fn open(
 async fn serve<I>(
     mut io: I,
     conn: &ConnCtx,
-    state: &ListenerState,
+    state: &Arc<ListenerState>,
     tunnel: Arc<TunnelTarget>,
     authority: &str,
     caller: Caller,
@@ -144,15 +148,8 @@ async fn serve<I>(
     match first[0] {
         b'A'..=b'Z' => {
             let io = Rewind::new(first, io);
-            let cell = inner_cell(state, tunnel, authority, "http", caller);
-            super::listener::serve_connection(
-                io,
-                conn.peer,
-                cell,
-                conn.pool.clone(),
-                conn.cancel.clone(),
-            )
-            .await;
+            let (cell, cancel) = inner_cell(conn, state, tunnel, authority, "http", caller);
+            super::listener::serve_connection(io, conn.peer, cell, conn.pool.clone(), cancel).await;
         }
         TLS_HANDSHAKE => match &state.shared.intercept {
             Some(leaves) => {
@@ -162,8 +159,8 @@ async fn serve<I>(
                     return;
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let cell = inner_cell(state, tunnel, authority, "https", caller);
-                let (peer, pool, cancel) = (conn.peer, conn.pool.clone(), conn.cancel.clone());
+                let (cell, cancel) = inner_cell(conn, state, tunnel, authority, "https", caller);
+                let (peer, pool) = (conn.peer, conn.pool.clone());
                 if h2 {
                     super::listener::serve_h2_connection(tls, peer, cell, pool, cancel).await;
                 } else {
@@ -185,15 +182,114 @@ async fn serve<I>(
     }
 }
 
-/// The listener state the tunnel's requests are served with: this generation's, as a listener
-/// whose every request is the tunnel's provider's.
+/// What the tunnel's requests are served with ([`TunnelView`], over the listener the `CONNECT`
+/// came on), and the tunnel's shutdown (the listener's, or the view's when its host is gone).
 fn inner_cell(
-    state: &ListenerState,
+    conn: &ConnCtx,
+    state: &Arc<ListenerState>,
     tunnel: Arc<TunnelTarget>,
+    authority: &str,
+    scheme: &'static str,
+    caller: Caller,
+) -> (StateCell, CancellationToken) {
+    let closing = conn.cancel.child_token();
+    let first = Arc::new(derive(state, &tunnel, authority, scheme, caller));
+    let view = TunnelView {
+        outer: conn.cell.clone(),
+        tunnel,
+        authority: authority.to_owned(),
+        scheme,
+        current: arc_swap::ArcSwap::from_pointee((state.clone(), first)),
+        closing: closing.clone(),
+    };
+    (StateCell::Tunnel(Arc::new(view)), closing)
+}
+
+/// A tunnel's view of the listener its `CONNECT` came on: that listener's state, as a listener
+/// whose every request is the tunnel's provider's, from the tunnel's caller. Derived again, at
+/// the tunnel's next request, when a reload has swapped the listener's state, so the new
+/// generation (its rules, its credential) reaches a tunnel already open, as it reaches a
+/// kept-alive connection.
+pub struct TunnelView {
+    outer: StateCell,
+    /// As at the `CONNECT`; its provider index is looked up again in each generation.
+    tunnel: Arc<TunnelTarget>,
+    authority: String,
+    scheme: &'static str,
+    /// The listener state the view was last derived from, and the view.
+    current: arc_swap::ArcSwap<(Arc<ListenerState>, Arc<ListenerState>)>,
+    /// The tunnel's shutdown: cancelled when its host or its caller is gone.
+    closing: CancellationToken,
+}
+
+impl TunnelView {
+    /// The state to serve the tunnel's next request with.
+    pub fn load_full(&self) -> Arc<ListenerState> {
+        let outer = self.outer.load_full();
+        let current = self.current.load();
+        if Arc::ptr_eq(&current.0, &outer) {
+            return current.1.clone();
+        }
+        self.rederive(outer, &current.1)
+    }
+
+    /// A reload came: the view of the new generation, with the tunnel's provider and caller
+    /// looked up again (indexes change with the config); or, when no provider claims the
+    /// tunnel's host in it, or its named caller is gone, or it was opened without a proof the
+    /// new generation asks for (`proxy_auth` or `[callers]` added), the old view for the request
+    /// in hand and the tunnel closed after it.
+    #[cold]
+    fn rederive(&self, outer: Arc<ListenerState>, old: &Arc<ListenerState>) -> Arc<ListenerState> {
+        let index = outer.shared.router.by_host(&self.authority);
+        let caller = match old.info.caller {
+            // Admitted without a proof, where the new generation asks for one: as gone.
+            Caller::Anyone if old.shared.gate.is_open() && !outer.shared.gate.is_open() => None,
+            Caller::Anyone => Some(Caller::Anyone),
+            named => old.shared.gate.name(named).and_then(|name| {
+                let i = outer.shared.gate.names().position(|n| n == &**name)?;
+                Some(Caller::Named(u16::try_from(i).ok()?))
+            }),
+        };
+        let (Some(index), Some(caller)) = (index, caller) else {
+            tracing::info!(
+                authority = %self.authority,
+                "a reload left no provider claiming this CONNECT tunnel's host, removed its \
+                 caller, or now asks for a proof its CONNECT did not give: closing the tunnel"
+            );
+            self.closing.cancel();
+            self.current.store(Arc::new((outer, old.clone())));
+            return old.clone();
+        };
+        let tunnel = if index == self.tunnel.index {
+            self.tunnel.clone()
+        } else {
+            Arc::new(TunnelTarget {
+                index,
+                host: self.tunnel.host.clone(),
+                port: self.tunnel.port,
+            })
+        };
+        let view = Arc::new(derive(
+            &outer,
+            &tunnel,
+            &self.authority,
+            self.scheme,
+            caller,
+        ));
+        self.current.store(Arc::new((outer, view.clone())));
+        view
+    }
+}
+
+/// The listener state the tunnel's requests are served with: `state`'s generation, as a
+/// listener whose every request is the tunnel's provider's, from `caller`.
+fn derive(
+    state: &ListenerState,
+    tunnel: &Arc<TunnelTarget>,
     authority: &str,
     scheme: &str,
     caller: Caller,
-) -> Arc<ListenerCell> {
+) -> ListenerState {
     let default_port = if scheme == "https" { 443 } else { 80 };
     let origin = if tunnel.port == default_port {
         format!(
@@ -204,7 +300,7 @@ fn inner_cell(
         format!("{scheme}://{authority}")
     };
     let info = ListenerInfo {
-        role: Role::Tunnel(tunnel),
+        role: Role::Tunnel(tunnel.clone()),
         // Checked on the CONNECT, whose caller the tunnel's requests are.
         require_auth: false,
         caller,
@@ -215,10 +311,10 @@ fn inner_cell(
         local_origin: Some(origin),
         header_timeout: state.info.header_timeout,
     };
-    Arc::new(arc_swap::ArcSwap::from_pointee(ListenerState {
+    ListenerState {
         shared: state.shared.clone(),
         info,
-    }))
+    }
 }
 
 /// Complete the client's TLS handshake with a leaf for the tunnel's host. `None` (and the
@@ -265,14 +361,17 @@ where
         return None;
     }
     // ALPN `h2` only when the upstream speaks HTTP/2 too (DESIGN.md "HTTPS clients"): learnt
-    // by connecting to it first, once per upstream; asked only of a client that offers `h2`.
+    // by connecting to it first, once per upstream (within header_timeout; one that fails is
+    // HTTP/1.1 for 30 s); asked only of a client that offers `h2`.
     let offers_h2 = start
         .client_hello()
         .alpn()
         .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
     let h2 = offers_h2 && {
         let key = &state.shared.router.providers[tunnel.index].key;
-        conn.pool.speaks_h2(key, &state.shared.connector).await
+        conn.pool
+            .speaks_h2(key, &state.shared.connector, timeout)
+            .await
     };
     let config = match leaves.config_for_alpn(host, h2) {
         Ok(c) => c,

@@ -8,8 +8,10 @@
 //! upstream connection is *parked* in the shared [`Pool`] as a bare stream, and the next
 //! downstream connection that needs that upstream adopts it into its own task, whichever path
 //! serves it (the fast path uses the stream as it is; hyper's path starts its HTTP/1.1 client on
-//! it). Parked connections are probed before reuse and evicted after `idle_timeout`. HTTP/2 upstreams (chosen by ALPN) multiplex, so one connection per
-//! upstream is shared by everyone and driven by a task of its own.
+//! it). Parked connections are probed before reuse and evicted after `idle_timeout`. HTTP/2
+//! upstreams (chosen by ALPN) multiplex, so one connection per upstream is shared by everyone and
+//! driven by a task of its own. A downstream HTTP/2 connection's streams each have a slot of
+//! their own, and share at most `h2_upstream_connections` HTTP/1.1 connections ([`Gate`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +29,12 @@ use pin_project_lite::pin_project;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+mod gate;
+
+pub use gate::Gate;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -327,6 +334,11 @@ pub async fn still_open(stream: &mut Stream) -> bool {
     .await
 }
 
+/// How long an upstream that could not be probed for HTTP/2 counts as HTTP/1.1 before it is
+/// asked again: a down upstream costs intercepted clients one bounded wait per period, not one
+/// per connection.
+pub const PROBE_RETRY: Duration = Duration::from_secs(30);
+
 /// Idle connections between downstream connections, and shared HTTP/2 connections.
 pub struct Pool {
     streams: Mutex<HashMap<UpstreamKey, Vec<ParkedStream>>>,
@@ -334,6 +346,10 @@ pub struct Pool {
     /// What each upstream's last new TLS connection chose by ALPN (true: `h2`): whether an
     /// intercepted client may be offered `h2` (`tunnel.rs`).
     speaks_h2: Mutex<HashMap<UpstreamKey, bool>>,
+    /// When each upstream last could not be probed: not asked again for [`PROBE_RETRY`].
+    probe_failed: Mutex<HashMap<UpstreamKey, Instant>>,
+    /// One probe at a time per upstream; others wait for its answer.
+    probing: Mutex<HashMap<UpstreamKey, Arc<tokio::sync::Mutex<()>>>>,
     idle_timeout: Duration,
     max_idle_per_key: usize,
 }
@@ -344,6 +360,8 @@ impl Pool {
             streams: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             speaks_h2: Mutex::new(HashMap::new()),
+            probe_failed: Mutex::new(HashMap::new()),
+            probing: Mutex::new(HashMap::new()),
             idle_timeout,
             max_idle_per_key: 256,
         }
@@ -397,6 +415,11 @@ impl Pool {
         }
     }
 
+    /// How long a parked connection is kept.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     pub fn h2(&self, key: &UpstreamKey) -> Option<H2Sender> {
         let mut h2 = self.h2.lock();
         match h2.get(key) {
@@ -421,30 +444,74 @@ impl Pool {
     }
 
     /// Whether `key`'s upstream speaks HTTP/2: what ALPN chose on its last new connection, else
-    /// learnt now by connecting to it (the connection is kept for the requests to come). A
-    /// plain `http://` upstream is HTTP/1.1 (no h2c upstream); one that can't be reached now
-    /// counts as HTTP/1.1, and is asked again next time.
-    pub async fn speaks_h2(&self, key: &UpstreamKey, connector: &Connector) -> bool {
+    /// learnt now by connecting to it (the connection is kept for the requests to come), within
+    /// `within` (the caller's `header_timeout`). A plain `http://` upstream is HTTP/1.1 (no h2c
+    /// upstream). One that can't be reached in time counts as HTTP/1.1, and is not asked again
+    /// for [`PROBE_RETRY`]. Concurrent callers share one probe (the others wait for its answer,
+    /// within their own `within`).
+    pub async fn speaks_h2(
+        &self,
+        key: &UpstreamKey,
+        connector: &Connector,
+        within: Duration,
+    ) -> bool {
         if !key.tls {
             return false;
         }
+        if let Some(known) = self.known_h2(key) {
+            return known;
+        }
+        let deadline = Instant::now() + within;
+        let probe = self.probing.lock().entry(key.clone()).or_default().clone();
+        let Ok(_only) = tokio::time::timeout_at(deadline, probe.lock()).await else {
+            return false;
+        };
+        // The probe this one waited for may have answered.
+        if let Some(known) = self.known_h2(key) {
+            return known;
+        }
+        match tokio::time::timeout_at(deadline, self.probe_h2(key, connector)).await {
+            Ok(Some(h2)) => h2,
+            Ok(None) | Err(_) => {
+                tracing::debug!(host = %key.host, retry_after = ?PROBE_RETRY, "can't learn in time whether the upstream speaks HTTP/2; HTTP/1.1 meanwhile");
+                self.probe_failed.lock().insert(key.clone(), Instant::now());
+                false
+            }
+        }
+    }
+
+    /// What is known of `key`'s HTTP/2 now, without asking it.
+    fn known_h2(&self, key: &UpstreamKey) -> Option<bool> {
         if let Some(known) = self.speaks_h2.lock().get(key) {
-            return *known;
+            return Some(*known);
         }
         if self.h2(key).is_some() {
-            return true;
+            return Some(true);
         }
+        let mut failed = self.probe_failed.lock();
+        match failed.get(key) {
+            Some(at) if at.elapsed() < PROBE_RETRY => Some(false),
+            Some(_) => {
+                failed.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Connect to `key` and see what ALPN chooses (`None`: not reachable).
+    async fn probe_h2(&self, key: &UpstreamKey, connector: &Connector) -> Option<bool> {
         let (stream, h2) = match connector.connect_stream(key).await {
             Ok(connected) => connected,
             Err(e) => {
                 tracing::debug!(host = %key.host, error = %e, "can't learn whether the upstream speaks HTTP/2");
-                return false;
+                return None;
             }
         };
         self.learnt(key, h2);
         if !h2 {
             self.park_stream(key.clone(), stream);
-            return false;
+            return Some(false);
         }
         match connector.handshake_h2(key, stream).await {
             Ok(sender) => self.put_h2(key.clone(), sender),
@@ -452,7 +519,7 @@ impl Pool {
                 tracing::debug!(host = %key.host, error = %e, "upstream HTTP/2 handshake failed")
             }
         }
-        true
+        Some(true)
     }
 }
 
@@ -460,6 +527,8 @@ struct LocalConn {
     key: UpstreamKey,
     sender: H1Sender,
     conn: H1Conn,
+    /// Its place under a [`Gate`]'s cap, given back when the connection is dropped.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl LocalConn {
@@ -491,6 +560,8 @@ async fn handshake_h1(stream: Stream) -> Option<(H1Sender, H1Conn)> {
 pub struct LocalSlot {
     conn: Mutex<Option<LocalConn>>,
     waker: AtomicWaker,
+    /// The cap this slot's connections count under (a downstream HTTP/2 stream's slot).
+    gate: Option<Arc<Gate>>,
 }
 
 /// How a request will be sent.
@@ -504,6 +575,24 @@ pub enum Checkout {
 }
 
 impl LocalSlot {
+    /// A slot whose HTTP/1.1 connections count under `gate`'s cap and come from its idle list.
+    pub fn gated(gate: Arc<Gate>) -> LocalSlot {
+        LocalSlot {
+            gate: Some(gate),
+            ..LocalSlot::default()
+        }
+    }
+
+    /// Give a gated slot's connection back to its gate's idle list: the stream is done with it
+    /// (its answer was read to the end, or it never sent on it). One mid-request is dropped
+    /// when a stream takes it (it is not ready to send).
+    pub fn release(&self) {
+        let Some(gate) = &self.gate else { return };
+        if let Some(local) = self.conn.lock().take() {
+            gate.put(local);
+        }
+    }
+
     /// Drive the slot's upstream connection; called by the owning task on every wake-up.
     pub fn poll_drive(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
@@ -538,8 +627,10 @@ impl LocalSlot {
                 if local.key == *key && local.sender.is_ready() {
                     return Ok(Checkout::Local { reused: true });
                 }
-                if local.key != *key {
-                    // Another upstream: give this one back to the pool.
+                if local.key != *key || self.gate.is_some() {
+                    // Another upstream: give this one back to the pool. (A gated slot's
+                    // connection that is not ready is dropped, so it does not hold a permit
+                    // while the slot waits for another.)
                     slot.take().expect("checked above").park(pool);
                 }
             }
@@ -547,10 +638,20 @@ impl LocalSlot {
         if let Some(h2) = pool.h2(key) {
             return Ok(Checkout::H2(h2));
         }
+        let permit = match &self.gate {
+            None => None,
+            Some(gate) => match gate.acquire(key, pool).await {
+                Ok(idle) => {
+                    *self.conn.lock() = Some(idle);
+                    return Ok(Checkout::Local { reused: true });
+                }
+                Err(permit) => Some(permit),
+            },
+        };
         if let Some(stream) = pool.take_stream(key).await
             && let Some((sender, conn)) = handshake_h1(stream).await
         {
-            self.install(key.clone(), sender, conn);
+            self.install(key.clone(), sender, conn, permit);
             return Ok(Checkout::Local { reused: true });
         }
         match connector.connect(key).await? {
@@ -558,7 +659,7 @@ impl LocalSlot {
                 if key.tls {
                     pool.learnt(key, false);
                 }
-                self.install(key.clone(), sender, conn);
+                self.install(key.clone(), sender, conn, permit);
                 Ok(Checkout::Local { reused: false })
             }
             Fresh::H2(sender) => {
@@ -573,12 +674,23 @@ impl LocalSlot {
     /// downstream connection), so the upstream connection goes on being used.
     pub async fn adopt(&self, key: UpstreamKey, stream: Stream) {
         if let Some((sender, conn)) = handshake_h1(stream).await {
-            self.install(key, sender, conn);
+            self.install(key, sender, conn, None);
         }
     }
 
-    fn install(&self, key: UpstreamKey, sender: H1Sender, conn: H1Conn) {
-        *self.conn.lock() = Some(LocalConn { key, sender, conn });
+    fn install(
+        &self,
+        key: UpstreamKey,
+        sender: H1Sender,
+        conn: H1Conn,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        *self.conn.lock() = Some(LocalConn {
+            key,
+            sender,
+            conn,
+            _permit: permit,
+        });
         // The owning task must poll the new connection: wake it (we run inside its poll).
         self.waker.wake();
     }
@@ -601,5 +713,49 @@ impl LocalSlot {
     /// Forget the slot's connection (after an error on it).
     pub fn discard(&self) {
         *self.conn.lock() = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// An upstream that accepts TCP and never answers TLS: the probe is bounded by `within`,
+    /// and its failure is remembered for `PROBE_RETRY` (the next callers don't connect: they
+    /// answer at once), then asked again.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswering_upstream_is_probed_within_the_bound_and_not_again_for_a_while() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let key = UpstreamKey {
+            tls: true,
+            host: "localhost".into(),
+            port: listener.local_addr().unwrap().port(),
+            addr: None,
+        };
+        let tls = crate::tls::client_config(rustls::RootCertStore::empty(), &[b"h2", b"http/1.1"])
+            .unwrap();
+        let connector = Connector::new(tls, Duration::from_secs(60));
+        let pool = Pool::new(Duration::from_secs(30));
+        let within = Duration::from_secs(1);
+        let start = Instant::now();
+        let (a, b) = tokio::join!(
+            pool.speaks_h2(&key, &connector, within),
+            pool.speaks_h2(&key, &connector, within)
+        );
+        assert!(!a && !b, "unreachable counts as HTTP/1.1");
+        assert!(start.elapsed() >= within && start.elapsed() < Duration::from_secs(2));
+        // Remembered: answered without connecting (a probe would have to wait for the network).
+        assert_eq!(
+            pool.speaks_h2(&key, &connector, within).now_or_never(),
+            Some(false)
+        );
+        tokio::time::advance(PROBE_RETRY).await;
+        assert_eq!(
+            pool.speaks_h2(&key, &connector, within).now_or_never(),
+            None,
+            "asked again after PROBE_RETRY"
+        );
+        drop(listener);
     }
 }

@@ -247,6 +247,13 @@ impl Ctx<'_> {
                 MAX_WINDOW,
                 d.initial_connection_window,
             ),
+            max_upstream_connections: limit(
+                &p.h2_upstream_connections,
+                "proxy.h2_upstream_connections",
+                1,
+                10_000,
+                d.max_upstream_connections,
+            ),
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! Errors: an empty list (an empty `allow` would refuse everything: say so by removing the
 //! provider instead), a rule with neither `methods` nor `paths`, an empty `methods` or `paths`,
-//! a method that is not an HTTP token, a glob that can't be compiled (`**` inside a segment).
+//! a method that is not an HTTP token, a glob that can't be compiled (`**` inside a segment) or
+//! that holds what a request path is refused for (a `%`, `//`, a dot-segment, a `;`: such a
+//! glob could never match, and a `%` in one would suggest that globs are decoded: `glob.rs`).
 //! What is valid but can never match (a relative glob, a method no client sends, an allow rule
 //! covered by a deny) is a warning (`warnings.rs`: `rule_warnings`), not an error.
 
@@ -178,6 +180,23 @@ mod tests {
         let (_, key, msg) = error("deny = [{ paths = [\"/ok\", \"/a**\"] }]");
         assert_eq!(key, "providers.gh.deny[0].paths[1]");
         assert!(msg.contains("whole segment"), "{msg}");
+
+        for (glob, what) in [
+            ("/admin%2fusers", "has a `%`"),
+            ("/repos//acme", "empty segment"),
+            ("/repos/acme/../x", "`..` segment"),
+            ("/admin;x/**", "has a `;`"),
+        ] {
+            let (line, key, msg) = error(&format!(
+                "deny = [{{ methods = [\"DELETE\"] }},\n  {{ paths = [\"/ok\", \"{glob}\"] }}]"
+            ));
+            assert_eq!(
+                (line, key.as_str()),
+                (6, "providers.gh.deny[1].paths[1]"),
+                "{glob}: {msg}"
+            );
+            assert!(msg.contains(what), "{glob}: {msg}");
+        }
 
         let (line, key, msg) = error("allow = []");
         assert_eq!((line, key.as_str()), (5, "providers.gh.allow"));

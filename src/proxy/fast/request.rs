@@ -107,7 +107,12 @@ impl Fast {
             return None;
         }
         // The rules: a refusal is hyper's to answer (`policy::check`).
-        if !crate::proxy::policy::permits(provider, method, rest) {
+        if !crate::proxy::policy::permits(
+            provider,
+            method,
+            rest,
+            req.headers.iter().map(|h| h.name),
+        ) {
             return None;
         }
         let credential = match fresh {

@@ -96,6 +96,7 @@ pub fn to_origin_form<B>(req: Request<B>) -> Result<Request<B>, Refusal> {
         }
         _ => {}
     }
+    join_cookies(&mut parts.headers);
     parts.uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
@@ -104,6 +105,22 @@ pub fn to_origin_form<B>(req: Request<B>) -> Result<Request<B>, Refusal> {
         parts.extensions.insert(TeTrailers);
     }
     Ok(Request::from_parts(parts, body))
+}
+
+/// HTTP/2 clients may split `cookie` into one field per cookie (RFC 9113 §8.2.3), which an
+/// HTTP/1.1 origin would not read as one header: they become one field, joined with "; ".
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else { return };
+    let Some(second) = values.next() else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Each part was a valid field value, and "; " is too.
+    let joined = HeaderValue::from_bytes(&joined).expect("joined cookie values are valid");
+    headers.insert(header::COOKIE, joined);
 }
 
 #[cfg(test)]
@@ -156,6 +173,25 @@ mod tests {
         }
         let r = to_origin_form(req("https://a.example/", &[("te", "trailers")])).unwrap();
         assert!(r.extensions().get::<TeTrailers>().is_some());
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let r = to_origin_form(req(
+            "https://a.example/",
+            &[
+                ("cookie", "a=1"),
+                ("x-other", "y"),
+                ("cookie", "b=2"),
+                ("cookie", "c=3"),
+            ],
+        ))
+        .unwrap();
+        let cookies: Vec<_> = r.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
+        let r = to_origin_form(req("https://a.example/", &[("cookie", "only=1")])).unwrap();
+        let cookies: Vec<_> = r.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["only=1"]);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! nothing, in the glob as in the path (`policy/path.rs` drops it), so `/admin/` and `/admin`
 //! are the same rule.
 //!
+//! A glob is written as the decoded path it matches (`/files/a b`, `/café`), and refused at
+//! config load where it holds what a path is refused for (`path.rs`), since it could never
+//! match: a `%` (a glob is not percent-decoded), an empty segment (`//`), a dot-segment (`.`,
+//! `..`), a `;` or a `\`.
+//!
 //! Matching is a list of tokens against a list of items where one token kind ("star") matches
 //! any run of items and every other token exactly one item: the greedy match with one
 //! backtrack point ([`wild`]) decides it in O(tokens × items), with no recursion to blow up on
@@ -41,6 +46,14 @@ pub enum GlobError {
     Empty,
     /// `**` next to other characters in one segment (`/a**`, `/**.json`).
     DeepInSegment(String),
+    /// A `%`: globs are matched against decoded paths and are not decoded themselves.
+    Percent,
+    /// `//`.
+    EmptySegment,
+    /// A `.` or `..` segment.
+    DotSegment,
+    /// A `;` or a `\` (this character).
+    Refused(char),
 }
 
 impl std::fmt::Display for GlobError {
@@ -51,6 +64,24 @@ impl std::fmt::Display for GlobError {
                 f,
                 "`**` must be a whole segment (\"/a/**\", \"/a/**/b\"), not part of `{seg}`; `*` \
                  matches within one segment (\"/files/*.json\")"
+            ),
+            GlobError::Percent => f.write_str(
+                "has a `%`: globs match the decoded path, so write the character itself \
+                 (\"/files/a b\", not \"/files/a%20b\"); a path with an encoded `%`, `/` or \
+                 `.` is refused before the rules, so no glob needs one",
+            ),
+            GlobError::EmptySegment => f.write_str(
+                "has an empty segment (`//`), which no path can match (such a path is refused \
+                 as ambiguous): use one `/`",
+            ),
+            GlobError::DotSegment => f.write_str(
+                "has a `.` or `..` segment, which no path can match (such a path is refused as \
+                 ambiguous): write the path it stands for",
+            ),
+            GlobError::Refused(c) => write!(
+                f,
+                "has a `{c}`, which no path can match (such a path is refused as ambiguous): \
+                 remove it"
             ),
         }
     }
@@ -63,6 +94,15 @@ impl Glob {
         if text.is_empty() {
             return Err(GlobError::Empty);
         }
+        if text.contains('%') {
+            return Err(GlobError::Percent);
+        }
+        if let Some(c) = text.chars().find(|c| matches!(c, ';' | '\\')) {
+            return Err(GlobError::Refused(c));
+        }
+        if text.contains("//") {
+            return Err(GlobError::EmptySegment);
+        }
         let body = text.strip_prefix('/').unwrap_or(text);
         let body = body.strip_suffix('/').unwrap_or(body);
         let mut segs = Vec::new();
@@ -74,6 +114,9 @@ impl Glob {
                         segs.push(Seg::Deep);
                     }
                     continue;
+                }
+                if seg == "." || seg == ".." {
+                    return Err(GlobError::DotSegment);
                 }
                 if seg.contains("**") {
                     return Err(GlobError::DeepInSegment(seg.to_owned()));
@@ -289,6 +332,23 @@ mod tests {
             Glob::compile("/**.json"),
             Err(GlobError::DeepInSegment(_))
         ));
+        for (glob, why) in [
+            ("/admin%2fx", GlobError::Percent),
+            ("/%61dmin/**", GlobError::Percent),
+            ("/a//b", GlobError::EmptySegment),
+            ("//", GlobError::EmptySegment),
+            ("/a/**//", GlobError::EmptySegment),
+            ("/a/../b", GlobError::DotSegment),
+            ("/a/./b", GlobError::DotSegment),
+            ("/..", GlobError::DotSegment),
+            ("/admin;x/**", GlobError::Refused(';')),
+            ("/a\\b", GlobError::Refused('\\')),
+        ] {
+            assert_eq!(Glob::compile(glob), Err(why), "{glob}");
+        }
+        for glob in ["/a.b/..c/.d", "/files/*.json", "/caf\u{e9}", "/a b"] {
+            assert!(Glob::compile(glob).is_ok(), "{glob}");
+        }
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //! segment to credproxy, two to a server that decodes first), a `\` (a separator to some
 //! servers), an empty segment inside the path (`/a//b`: many servers merge the slashes), an
 //! encoded control character (`%00` ends the path for some), a `%` not followed by two hex
-//! digits, and a path that does not start with `/`. One trailing `/` is dropped (`/admin/` is
-//! checked as `/admin`), so a rule need not be written twice. The query is not looked at.
+//! digits, a `;` in a segment, plain or encoded (`%3b`: servlet containers and Spring strip
+//! `;parameters` and then normalize, so `/admin;x/users` is `/admin/users` and `/a/..;/b` is
+//! `/b` to them), an encoded `%` (`%25`: an upstream that decodes twice reads `%252e` as `.`),
+//! what does not decode to UTF-8 (an overlong `%c0%ae` is `.` to a lax decoder), and a path
+//! that does not start with `/`. One trailing `/` is dropped (`/admin/` is checked as `/admin`),
+//! so a rule need not be written twice. The query is not looked at.
 
 /// Why a path is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +24,9 @@ pub enum Ambiguity {
     EmptySegment,
     ControlChar,
     BadPercent,
+    PathParameter,
+    EncodedPercent,
+    NotUtf8,
     NotAbsolute,
 }
 
@@ -34,6 +41,9 @@ impl Ambiguity {
             Ambiguity::EmptySegment => "an empty segment (`//`)",
             Ambiguity::ControlChar => "an encoded control character (such as %00)",
             Ambiguity::BadPercent => "a `%` not followed by two hex digits",
+            Ambiguity::PathParameter => "a `;` (a path parameter, or %3b)",
+            Ambiguity::EncodedPercent => "an encoded `%` (%25)",
+            Ambiguity::NotUtf8 => "percent-encoded bytes that are not UTF-8 (such as %c0%ae)",
             Ambiguity::NotAbsolute => "no leading `/`",
         }
     }
@@ -64,10 +74,16 @@ pub fn with_segments<R>(path: &str, f: impl FnOnce(&[&[u8]]) -> R) -> Result<R, 
         return split(body).map(|segs| f(&segs));
     }
     let decoded = decode(body)?;
+    // Raw bytes are UTF-8 (`path` is a `str`); decoded ones must be too: a lax decoder reads
+    // an overlong `%c0%ae` as `.`.
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err(Ambiguity::NotUtf8);
+    }
     split(&decoded).map(|segs| f(&segs))
 }
 
-/// Percent-decode, refusing what decodes to a separator, a dot or a control character.
+/// Percent-decode, refusing what decodes to a separator, a dot, a `%` or a control character
+/// (a decoded `;` is refused by [`split`], with the plain ones).
 fn decode(raw: &[u8]) -> Result<Vec<u8>, Ambiguity> {
     let hex = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -94,6 +110,7 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, Ambiguity> {
         match c {
             b'/' | b'\\' => return Err(Ambiguity::EncodedSlash),
             b'.' => return Err(Ambiguity::EncodedDot),
+            b'%' => return Err(Ambiguity::EncodedPercent),
             c if c.is_ascii_control() => return Err(Ambiguity::ControlChar),
             c => out.push(c),
         }
@@ -102,7 +119,7 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, Ambiguity> {
     Ok(out)
 }
 
-/// The segments of a path's body (what follows its leading `/`).
+/// The segments of a path's body (what follows its leading `/`), decoded.
 fn split(body: &[u8]) -> Result<Vec<&[u8]>, Ambiguity> {
     let body = body.strip_suffix(b"/").unwrap_or(body);
     let mut segs = Vec::with_capacity(8);
@@ -113,6 +130,7 @@ fn split(body: &[u8]) -> Result<Vec<&[u8]>, Ambiguity> {
         match seg {
             b"" => return Err(Ambiguity::EmptySegment),
             b"." | b".." => return Err(Ambiguity::DotSegment),
+            seg if seg.contains(&b';') => return Err(Ambiguity::PathParameter),
             seg => segs.push(seg),
         }
     }
@@ -137,7 +155,7 @@ mod tests {
         assert_eq!(segs("/a/b"), Ok(vec!["a".into(), "b".into()]));
         assert_eq!(segs("/a/b/"), Ok(vec!["a".into(), "b".into()]));
         assert_eq!(segs("/a%20b/%41"), Ok(vec!["a b".into(), "A".into()]));
-        assert_eq!(segs("/a%25"), Ok(vec!["a%".into()]), "decoded once only");
+        assert_eq!(segs("/caf%C3%A9"), Ok(vec!["café".into()]));
         assert_eq!(
             segs("/a.b/..c/.d"),
             Ok(vec!["a.b".into(), "..c".into(), ".d".into()])
@@ -165,6 +183,17 @@ mod tests {
             ("/a%0a", Ambiguity::ControlChar),
             ("/a%zz", Ambiguity::BadPercent),
             ("/a%4", Ambiguity::BadPercent),
+            ("/admin;x/users", Ambiguity::PathParameter),
+            ("/repos/acme/..;/..;/admin/users", Ambiguity::PathParameter),
+            ("/a;", Ambiguity::PathParameter),
+            ("/a/;/b", Ambiguity::PathParameter),
+            ("/admin%3bx/users", Ambiguity::PathParameter),
+            ("/admin%3B/users", Ambiguity::PathParameter),
+            ("/a%25", Ambiguity::EncodedPercent),
+            ("/a/%252e%252e/b", Ambiguity::EncodedPercent),
+            ("/a/%c0%ae%c0%ae/b", Ambiguity::NotUtf8),
+            ("/a%ff", Ambiguity::NotUtf8),
+            ("/a%C3", Ambiguity::NotUtf8),
             ("a/b", Ambiguity::NotAbsolute),
             ("*", Ambiguity::NotAbsolute),
         ] {

@@ -290,6 +290,26 @@ async fn exec_gives_the_command_each_variable_once_with_its_own_value() {
     }
 }
 
+/// The variable a secret is read from (`token = "${WIRED_KEY}"`) is not in the command's
+/// environment: the key stays with credproxy. Other variables of the parent are.
+#[tokio::test]
+async fn exec_keeps_the_variables_secrets_come_from_out_of_the_command() {
+    let w = wired(
+        "",
+        "[providers.keyed]\npreset = \"static\"\nhosts = [\"keyed.test\"]\n\
+         token = \"${WIRED_KEY}\"\n",
+    )
+    .await;
+    let mut c = w.credproxy(&["exec", "--", "env"]);
+    c.env("WIRED_KEY", "sk-wired-secret")
+        .env("WIRED_OTHER", "kept");
+    let out = output(c).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stdout.contains("sk-wired-secret"), "{}", out.stdout);
+    assert!(!out.stdout.contains("WIRED_KEY="), "{}", out.stdout);
+    assert!(out.stdout.contains("WIRED_OTHER=kept"), "{}", out.stdout);
+}
+
 /// A provider that needs `credproxy login` and has nothing stored: named, with the command, and
 /// CMD never runs.
 #[tokio::test]
@@ -630,4 +650,24 @@ async fn ca_init_force_replaces_the_ca_and_its_bundle() {
     let bundle = std::fs::read_to_string(w.state().join("ca/bundle.pem")).unwrap();
     assert!(bundle.contains(new.trim()));
     assert!(!bundle.contains(old.trim()));
+}
+
+/// `credproxy env | head -0`: a reader that is already gone. The command exits quietly with 141
+/// (128 + SIGPIPE, as a shell tool would), not with a panic and a backtrace on stderr.
+#[tokio::test]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let w = wired("", "").await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = w.credproxy(&["env", "--proxy", "http://127.0.0.1:9"]);
+    c.stdout(Stdio::from(writer)).stderr(Stdio::piped());
+    // Not `output()`: tokio's sets its own pipe for stdout.
+    let child = c.spawn().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("env ends")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -367,7 +367,7 @@ async fn h2_limits_are_checked_in_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = TestCa::new().write_ca_file(dir.path());
     let text = format!(
-        "{}h2_max_concurrent_streams = 0\nh2_initial_stream_window = 4294967296\n\n[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\nupstream = \"https://x.test\"\ntoken = \"t\"\n",
+        "{}h2_max_concurrent_streams = 0\nh2_initial_stream_window = 4294967296\nh2_upstream_connections = 0\n\n[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\nupstream = \"https://x.test\"\ntoken = \"t\"\n",
         proxy_section(&dir.path().join("state"), &ca_file)
     );
     let err = credproxy::config::load_str(&text, "test.toml", &|_| None)
@@ -375,6 +375,7 @@ async fn h2_limits_are_checked_in_the_config() {
         .to_string();
     assert!(err.contains("proxy.h2_max_concurrent_streams"), "{err}");
     assert!(err.contains("proxy.h2_initial_stream_window"), "{err}");
+    assert!(err.contains("proxy.h2_upstream_connections"), "{err}");
 }
 
 #[tokio::test]
@@ -824,4 +825,138 @@ async fn an_http2_refusal_is_an_audit_record() {
             .get("credproxy-request-id")
             .and_then(|v| v.to_str().ok())
     );
+}
+
+/// One HTTP/2 connection's streams to an HTTP/1.1 upstream share at most
+/// `h2_upstream_connections` (8) upstream connections: 50 concurrent streams all get their
+/// answer, and the upstream accepts no more than 8 connections. The upstream holds every
+/// answer until 8 requests are in flight at once, so the streams really are concurrent (without
+/// the cap, each would open a connection of its own).
+#[tokio::test]
+async fn concurrent_http2_streams_share_a_capped_set_of_upstream_connections() {
+    const CAP: usize = 8;
+    const STREAMS: usize = 50;
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = {
+        let (in_flight, open) = (in_flight.clone(), open.clone());
+        TestServer::start(
+            None,
+            support::server::handler(move |_req: Request<Incoming>| {
+                let (in_flight, open) = (in_flight.clone(), open.clone());
+                async move {
+                    let n = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if n == CAP {
+                        // The latch opens for good.
+                        open.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+                    }
+                    drop(open.acquire().await.unwrap());
+                    Response::new(Full::new(Bytes::from_static(b"ok")))
+                }
+            }),
+        )
+        .await
+    };
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca_file(dir.path());
+    let text = format!(
+        r#"
+{proxy}
+[providers.rec]
+preset = "static"
+hosts = ["api.rec.test"]
+upstream = "http://127.0.0.1:{port}"
+token = "{TOKEN}"
+"#,
+        proxy = proxy_section(&dir.path().join("state"), &ca_file),
+        port = upstream.port(),
+    );
+    let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+    let proxy = credproxy::app::start(config).await.unwrap();
+    let sender = h2c(proxy.main_addr().tcp().unwrap()).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..STREAMS {
+        let mut sender = sender.clone();
+        calls.spawn(async move {
+            send_h2(&mut sender, &format!("http://api.rec.test/s{i}"), &[])
+                .await
+                .0
+                .status
+        });
+    }
+    let statuses = tokio::time::timeout(Duration::from_secs(30), calls.join_all())
+        .await
+        .expect("every stream answered within 30 s");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(statuses.len(), STREAMS);
+    let accepted = upstream.connections();
+    assert!(
+        (1..=CAP).contains(&accepted),
+        "{accepted} upstream connections for one HTTP/2 connection's {STREAMS} streams"
+    );
+}
+
+/// A stream the client resets before its answer gives its place under the cap back: with
+/// `h2_upstream_connections = 1`, the next stream on the connection is answered (on a new
+/// upstream connection, since the reset one was mid-request).
+#[tokio::test]
+async fn a_stream_reset_before_its_answer_gives_its_upstream_connection_back() {
+    let seen = Arc::new(tokio::sync::Notify::new());
+    let upstream = {
+        let seen = seen.clone();
+        TestServer::start(
+            None,
+            support::server::handler(move |req: Request<Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    if req.uri().path() == "/hold" {
+                        seen.notify_one();
+                        std::future::pending::<()>().await;
+                    }
+                    Response::new(Full::new(Bytes::from_static(b"ok")))
+                }
+            }),
+        )
+        .await
+    };
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca_file(dir.path());
+    let text = format!(
+        r#"
+{proxy}h2_upstream_connections = 1
+
+[providers.rec]
+preset = "static"
+hosts = ["api.rec.test"]
+upstream = "http://127.0.0.1:{port}"
+token = "{TOKEN}"
+"#,
+        proxy = proxy_section(&dir.path().join("state"), &ca_file),
+        port = upstream.port(),
+    );
+    let config = credproxy::config::load_str(&text, "test.toml", &|_| None).unwrap();
+    let proxy = credproxy::app::start(config).await.unwrap();
+    let mut sender = h2c(proxy.main_addr().tcp().unwrap()).await;
+    let held = sender.send_request(
+        Request::builder()
+            .uri("http://api.rec.test/hold")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    );
+    let held = tokio::spawn(held);
+    tokio::time::timeout(Duration::from_secs(10), seen.notified())
+        .await
+        .expect("the held request reached the upstream");
+    // Dropping the response future resets the stream (RST_STREAM CANCEL).
+    held.abort();
+    let (parts, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        send_h2(&mut sender, "http://api.rec.test/next", &[]),
+    )
+    .await
+    .expect("the next stream is answered: the reset one gave its place back");
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(upstream.connections(), 2);
 }
