@@ -219,6 +219,17 @@ impl Running {
             );
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.background.wait()).await;
+        // The drained requests' audit records are queued: written out before the process ends
+        // (bounded, as a stuck disk must not hold the exit).
+        if let Some(audit) = self.audit()
+            && tokio::time::timeout(Duration::from_secs(1), audit.flush())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "the audit log was not flushed within 1s at shutdown; its last records may be lost"
+            );
+        }
         self.workers.stop();
         drained
     }

@@ -273,17 +273,44 @@ impl Output {
     }
 }
 
+/// Open (create 0600, append) the audit log file: not through a symbolic link (`O_NOFOLLOW`, so a
+/// link planted at the path can't send the records elsewhere), not kept across an exec
+/// (`O_CLOEXEC`), not blocking on a FIFO (`O_NONBLOCK`); then, on the open file (fstat), it must
+/// be a regular file owned by credproxy's user, and a looser mode is narrowed to 0600 (fchmod).
 fn open_file(path: &PathBuf) -> Result<std::fs::File, OpenError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let error = |source| OpenError {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|source| OpenError {
-            path: path.display().to_string(),
-            source,
+        .map_err(|e| {
+            crate::fsutil::refuse_symlink(e, "audit_log (point audit_log at the file itself)")
         })
+        .map_err(error)?;
+    let meta = file.metadata().map_err(error)?;
+    if !meta.file_type().is_file() {
+        return Err(error(std::io::Error::other(
+            "it is not a regular file: point audit_log at a file (or \"-\" for stdout)",
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(error(std::io::Error::other(format!(
+            "it belongs to uid {}, not to credproxy's user (uid {me}): chown it, or point audit_log at a file of credproxy's own",
+            meta.uid()
+        ))));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(error)?;
+    }
+    Ok(file)
 }
 
 /// The writer thread: write what comes, flush when the queue runs empty, reopen when asked.

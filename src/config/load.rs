@@ -99,7 +99,12 @@ fn check_str(
     }
     let routes = ctx.routes(&parsed, &proxy);
     let declared: Vec<&str> = parsed.providers.keys().map(String::as_str).collect();
-    let callers = ctx.callers(&parsed.callers, &providers, &declared);
+    let callers = ctx.callers(
+        &parsed.callers,
+        &providers,
+        &declared,
+        proxy.as_ref().and_then(|p| p.proxy_auth.as_ref()),
+    );
     let notes = match &proxy {
         Some(proxy) => ctx.clashes(&parsed, proxy, &providers),
         None => Vec::new(),
@@ -126,7 +131,7 @@ fn check_str(
         &proxy,
         &providers,
         &routes,
-        !callers.is_empty(),
+        &callers,
     );
     Ok(Config {
         proxy,

@@ -5,18 +5,19 @@
 use std::sync::Arc;
 
 use super::{
-    AuthConfig, Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget, UnknownHosts, host,
+    AuthConfig, CallerConfig, Listen, ProviderConfig, ProxySettings, RouteConfig, RouteTarget,
+    UnknownHosts, host,
 };
 use crate::proxy::policy::Rule;
 
 /// Every warning for a config that checked clean, in the order `credproxy check` prints them.
-/// `no_providers`: the file has no `[providers.*]` table at all; `callers`: it has `[callers]`.
+/// `no_providers`: the file has no `[providers.*]` table at all; `callers`: its `[callers]`.
 pub(super) fn warnings(
     no_providers: bool,
     proxy: &ProxySettings,
     providers: &[Arc<ProviderConfig>],
     routes: &[RouteConfig],
-    callers: bool,
+    callers: &[CallerConfig],
 ) -> Vec<String> {
     let mut out = Vec::new();
     if no_providers {
@@ -28,10 +29,35 @@ pub(super) fn warnings(
                 .into(),
         );
     }
-    out.extend(security_warnings(proxy, providers, routes));
+    out.extend(security_warnings(
+        proxy,
+        providers,
+        routes,
+        !callers.is_empty(),
+    ));
+    out.extend(caller_warnings(callers));
     out.extend(rule_warnings(providers));
-    out.extend(allows_everything_warnings(providers, callers));
+    out.extend(allows_everything_warnings(providers, !callers.is_empty()));
     out
+}
+
+/// Shortest caller secret not warned about: 16 characters (a guessable secret lets any local
+/// process pass for the caller).
+const CALLER_SECRET_MIN: usize = 16;
+
+/// A caller secret shorter than [`CALLER_SECRET_MIN`] (its length only, never the secret).
+fn caller_warnings(callers: &[CallerConfig]) -> Vec<String> {
+    callers
+        .iter()
+        .filter(|c| c.secret.get().expose().chars().count() < CALLER_SECRET_MIN)
+        .map(|c| {
+            format!(
+                "callers.{}.secret is shorter than {CALLER_SECRET_MIN} characters: a short secret can be guessed; \
+                 use a long random one (e.g. openssl rand -hex 24)",
+                c.name
+            )
+        })
+        .collect()
 }
 
 /// The methods RFC 9110 §9 and RFC 5789 define: a rule naming another one is probably a typo
@@ -125,10 +151,12 @@ pub(super) fn allows_everything_warnings(
 
 /// What `credproxy check` (and `run`, at start) warns about: settings that let more callers
 /// spend the credentials than the user may think (docs/SECURITY.md explains each).
+/// `callers`: whether `[callers]` are set (they guard the TCP listeners as `proxy_auth` does).
 fn security_warnings(
     proxy: &ProxySettings,
     providers: &[Arc<ProviderConfig>],
     routes: &[RouteConfig],
+    callers: bool,
 ) -> Vec<String> {
     let remote = |l: &Listen| matches!(l, Listen::Tcp(a) if !a.ip().is_loopback());
     let mut listeners: Vec<(String, &Listen)> = vec![("proxy.listen".into(), &proxy.listen)];
@@ -138,20 +166,27 @@ fn security_warnings(
         }
     }
     let mut out = Vec::new();
-    if proxy.proxy_auth.is_none() {
+    let guarded = proxy.proxy_auth.is_some() || callers;
+    if !guarded {
         for (key, l) in listeners.iter().filter(|(_, l)| remote(l)) {
             out.push(format!(
-                "{key} = {l} is reachable from other machines (allow_remote = true) and proxy.proxy_auth is not set: \
+                "{key} = {l} is reachable from other machines (allow_remote = true) and neither proxy.proxy_auth nor [callers] is set: \
                  anyone who can connect to it can spend the credentials credproxy holds. Set proxy.proxy_auth = \"${{CREDPROXY_SECRET}}\" \
-                 (clients then use http://any-user:SECRET@host:port as their proxy URL), or listen on 127.0.0.1 or a unix socket"
+                 (clients then use http://any-user:SECRET@host:port as their proxy URL) or give each client a [callers.NAME] secret, \
+                 or listen on 127.0.0.1 or a unix socket"
             ));
         }
     } else if !listeners.iter().any(|(_, l)| matches!(l, Listen::Tcp(_))) {
-        out.push(
-            "proxy.proxy_auth is set but every listener is a unix socket: proxy_auth applies to TCP listeners only; \
+        let what = match (proxy.proxy_auth.is_some(), callers) {
+            (true, true) => "proxy.proxy_auth and [callers] are",
+            (true, false) => "proxy.proxy_auth is",
+            _ => "[callers] are",
+        };
+        out.push(format!(
+            "{what} set but every listener is a unix socket: proxy_auth and [callers] apply to TCP listeners only \
+             (a caller's Proxy-Authorization is not asked there, and every client is anyone); \
              a unix socket is guarded by its file mode (proxy.socket_mode)"
-                .to_owned(),
-        );
+        ));
     }
     for (i, r) in routes.iter().enumerate().filter(|(_, r)| !r.require_auth) {
         let provider = &r.provider;
@@ -160,15 +195,15 @@ fn security_warnings(
                 "routes[{i}] (provider {provider}) has require_auth = false, which does nothing on a path_prefix route: \
                  it shares the main listener, where proxy_auth applies. Give the route its own listen to opt out"
             )),
-            RouteTarget::Listen(l) if proxy.proxy_auth.is_some() => out.push(if remote(l) {
+            RouteTarget::Listen(l) if guarded => out.push(if remote(l) {
                 format!(
                     "routes[{i}] (provider {provider}) has require_auth = false on {l}, reachable from other machines: \
-                     anyone who can connect to it can spend {provider}'s credentials without proxy_auth"
+                     anyone who can connect to it can spend {provider}'s credentials without proxy_auth or a caller's secret"
                 )
             } else {
                 format!(
                     "routes[{i}] (provider {provider}) has require_auth = false: any local process can spend {provider}'s \
-                     credentials through {l} without proxy_auth (browsers are still refused)"
+                     credentials through {l} without proxy_auth or a caller's secret (browsers are still refused)"
                 )
             }),
             RouteTarget::Listen(_) => {}
@@ -234,8 +269,24 @@ mod tests {
             "[providers.gh]\npreset = \"static\"\nhosts = [\"api.github.com\"]\ntoken = \"t\"\n";
         has(
             &format!("[proxy]\nlisten = \"0.0.0.0:1\"\nallow_remote = true\n{gh}"),
-            "proxy.proxy_auth is not set",
+            "neither proxy.proxy_auth nor [callers] is set",
         );
+        // [callers] alone guard the listeners as proxy_auth does.
+        let callers = "[callers.ci]\nsecret = \"a-long-S3CR3T-0123456\"\nproviders = [\"gh\"]\n";
+        has(
+            &format!(
+                "{gh}{callers}[[routes]]\nlisten = \"127.0.0.1:7001\"\nprovider = \"gh\"\nrequire_auth = false\n"
+            ),
+            "without proxy_auth or a caller's secret",
+        );
+        has(
+            &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\n{gh}{callers}"),
+            "[callers] are set but every listener is a unix socket",
+        );
+        let w = warnings(&format!(
+            "[proxy]\nlisten = \"0.0.0.0:1\"\nallow_remote = true\n{gh}{callers}"
+        ));
+        assert!(!w.iter().any(|x| x.contains("nor [callers]")), "{w:?}");
         let auth = "[proxy]\nproxy_auth = \"s\"\n";
         has(
             &format!(
@@ -251,7 +302,7 @@ mod tests {
         );
         has(
             &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nproxy_auth = \"s\"\n{gh}"),
-            "applies to TCP listeners only",
+            "apply to TCP listeners only",
         );
         has(
             &format!("[proxy]\nlisten = \"unix:/run/c.sock\"\nsocket_mode = \"0666\"\n{gh}"),

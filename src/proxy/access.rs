@@ -110,6 +110,24 @@ pub(super) fn audit_record(
     })
 }
 
+/// The audit record of a refusal answered before the request core saw the request (an HTTP/2
+/// stream's, `h2.rs`): no caller, no provider; `code` is the refusal's, `body` its length.
+pub(super) fn audit_refusal(
+    shared: &super::Shared,
+    info: &super::ListenerInfo,
+    code: &'static str,
+    request: AuditRequest<'_>,
+    body: u64,
+) {
+    let Some(log) = &shared.audit else { return };
+    let mut outcome = Outcome::new();
+    outcome.code = Some(code);
+    if let Some(mut record) = audit_record(shared, info, &outcome, request) {
+        record.bytes_out = body;
+        log.request(record);
+    }
+}
+
 /// What the audit record takes from the request itself.
 pub(super) struct AuditRequest<'a> {
     pub(super) id: crate::request_id::RequestId,

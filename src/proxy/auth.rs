@@ -199,16 +199,24 @@ impl Gate {
         let (user, presented) = header.and_then(presented_credentials)?;
         let presented = digest(&presented);
         let mut found = None;
+        let mut secret_of_a_caller = false;
         // Every caller is compared (no early exit): the time does not tell which one matched.
         for (i, c) in self.callers.iter().enumerate() {
             let secret_ok = digests_equal(&presented, &c.secret.digest());
             let name_ok = user.as_deref().is_none_or(|u| u == c.name.as_bytes());
+            secret_of_a_caller |= secret_ok;
             if secret_ok && name_ok && found.is_none() {
                 found = Some(i);
             }
         }
         if let Some(i) = found {
             return Some(Caller::Named(i as u16));
+        }
+        // A caller's secret under another name is not proxy_auth's, even when the two are the
+        // same secret (which `check` refuses, but a secret file can change at run time): it must
+        // not pass for anyone, who may use every provider.
+        if secret_of_a_caller {
+            return None;
         }
         match &self.proxy_auth {
             Some(a) if digests_equal(&presented, &a.digest()) => Some(Caller::Anyone),
@@ -398,6 +406,21 @@ mod tests {
         assert_eq!(g.admit(None), None);
         assert!(Gate::default().is_open());
         assert_eq!(Gate::default().admit(None), Some(Caller::Anyone));
+    }
+
+    /// A caller's secret that is also proxy_auth's (a secret file changed at run time; `check`
+    /// refuses it in the config): under another user name it fails the caller and must not then
+    /// pass for anyone, who may use every provider.
+    #[test]
+    fn a_callers_secret_under_another_name_is_not_proxy_auths() {
+        let g = Gate::new(
+            Some(ProxyAuth::new(&Secret::from("same"))),
+            vec![("ci".into(), ProxyAuth::new(&Secret::from("same")), vec![0])],
+            2,
+        );
+        assert_eq!(g.admit(Some(&basic("ci:same"))), Some(Caller::Named(0)));
+        assert_eq!(g.admit(Some(&basic("other:same"))), None);
+        assert_eq!(g.admit(Some(b"Bearer same")), Some(Caller::Named(0)));
     }
 
     #[test]

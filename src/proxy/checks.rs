@@ -79,6 +79,40 @@ fn caller_denied(gate: &Gate, caller: Caller, provider: &str) -> ProxyError {
     .provider(provider)
 }
 
+/// Phase 3 for a `CONNECT` on a route listener: the listener is its provider's (`Role::Route`),
+/// so a tunnel from it may go only to a host that provider claims. Without this, a route with
+/// `require_auth = false` (no proof asked) would open a tunnel to any provider, or to an
+/// unclaimed host, and the tunnel's requests would carry that provider's credential. Refused
+/// 403 `caller_denied`: whoever calls on this listener may use only its provider.
+pub(super) fn check_route_connect(
+    router: &super::route::Router,
+    index: usize,
+    authority: Option<&str>,
+) -> Result<(), ProxyError> {
+    let authority = authority.unwrap_or("");
+    if router.by_host(authority) == Some(index) {
+        return Ok(());
+    }
+    Err(route_connect_denied(router, index, authority))
+}
+
+#[cold]
+fn route_connect_denied(
+    router: &super::route::Router,
+    index: usize,
+    authority: &str,
+) -> ProxyError {
+    let name = router.providers[index].config.name.as_str();
+    ProxyError::new(
+        ErrorKind::CallerDenied,
+        format!(
+            "this listener is provider {name}'s route: a CONNECT through it may name only {name}'s hosts, not {authority}; \
+             send it to the main listener (with Proxy-Authorization) instead"
+        ),
+    )
+    .provider(name)
+}
+
 /// 407 (with `Proxy-Authenticate`, `error.rs`).
 #[cold]
 pub fn proxy_auth_required() -> ProxyError {
@@ -189,6 +223,16 @@ pub fn bad_host() -> ProxyError {
     ProxyError::new(
         ErrorKind::BadRequest,
         "the Host header or the URL's authority is not a valid host[:port] (a name, an IPv4 address or a bracketed IPv6 address, then an optional numeric port): fix the client or what builds the URL",
+    )
+}
+
+/// Two `Proxy-Authorization` fields: which one proves the caller would be a guess (an
+/// intermediary may have added one), so neither does.
+#[cold]
+pub fn two_proxy_authorizations() -> ProxyError {
+    ProxyError::new(
+        ErrorKind::BadRequest,
+        "the request has more than one Proxy-Authorization field: send exactly one",
     )
 }
 

@@ -260,16 +260,30 @@ fn refused(
 ) -> Response<RespBody> {
     tracing::debug!(code = e.kind.code(), message = %e.message, "HTTP/2 request refused");
     let blame = e.kind.blame();
+    let code = e.kind.code();
     let mut resp = e.into_response().map(http_body_util::Either::Right);
     // The stream's own `x-request-id` went with the refused request: a new id.
     let id = crate::request_id::RequestId::fresh();
     resp.headers_mut()
         .insert(crate::request_id::HEADER, id.header_value());
-    ctx.cell
-        .load_full()
-        .shared
-        .metrics
-        .request(None, resp.status());
+    let state = ctx.cell.load_full();
+    state.shared.metrics.request(None, resp.status());
+    let body = resp.body().size_hint().exact().unwrap_or(0);
+    super::access::audit_refusal(
+        &state.shared,
+        &state.info,
+        code,
+        super::access::AuditRequest {
+            id,
+            method: method.clone(),
+            host: "-",
+            path,
+            status: resp.status().as_u16(),
+            bytes_in: 0,
+            start,
+        },
+        body,
+    );
     if access_enabled() {
         access_line(
             method.as_str(),

@@ -15,8 +15,9 @@ use super::access::{
     AuditRequest, Outcome, access_enabled, access_line, audit_record, count_caller,
 };
 use super::checks::{
-    admit, bad_host, check_browser, check_caller, check_own_host, destination_allowed,
-    destination_not_allowed, framing_ok, proxy_auth_required, two_hosts, unsupported_framing,
+    admit, bad_host, check_browser, check_caller, check_own_host, check_route_connect,
+    destination_allowed, destination_not_allowed, framing_ok, proxy_auth_required, two_hosts,
+    two_proxy_authorizations, unsupported_framing,
 };
 use super::counted::Counted;
 use super::error::{ErrorKind, ProxyError};
@@ -147,15 +148,20 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body))
 }
 
+/// The host the access line and the audit record show: the absolute-form authority or the
+/// `Host` value only when it is a valid `host[:port]` (`route::valid_authority`), else "-". A raw
+/// value may carry a secret (`http://user:SECRET@host/`, `Host: Bearer sk-...`), and the request
+/// is refused anyway (400 `bad_host`).
 fn request_host(req: &Request<Incoming>) -> Option<String> {
-    match req.uri().authority() {
-        Some(a) => Some(a.as_str().to_owned()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned),
-    }
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().unwrap_or("-"),
+    };
+    Some(if super::route::valid_authority(raw) {
+        raw.to_owned()
+    } else {
+        "-".to_owned()
+    })
 }
 
 async fn proxy<'a>(
@@ -166,6 +172,13 @@ async fn proxy<'a>(
     let shared = ctx.shared;
     // Phase 2: downstream checks.
     let h = req.headers();
+    if h.get_all(header::PROXY_AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(two_proxy_authorizations());
+    }
     let Some(caller) = admit(
         ctx.info,
         &shared.gate,
@@ -187,6 +200,13 @@ async fn proxy<'a>(
     }
     // Phase 3: route.
     if req.method() == Method::CONNECT {
+        if let Role::Route(own) = ctx.info.role {
+            check_route_connect(
+                &shared.router,
+                own,
+                req.uri().authority().map(|a| a.as_str()),
+            )?;
+        }
         let mut req = req;
         if let Some((index, answer)) = super::tunnel::claimed(ctx.conn, ctx.state, &mut req, caller)
         {

@@ -19,6 +19,7 @@ impl Ctx<'_> {
         callers: &BTreeMap<String, Spanned<FileCaller>>,
         providers: &[Arc<ProviderConfig>],
         declared: &[&str],
+        proxy_auth: Option<&crate::secret::Live>,
     ) -> Vec<CallerConfig> {
         let mut out = Vec::new();
         for (name, fc) in callers {
@@ -102,6 +103,20 @@ impl Ctx<'_> {
                 );
                 continue;
             }
+            // Basic with another user name and this secret would pass for proxy_auth's anyone,
+            // who may use every provider: the caller's limits would mean nothing.
+            if let Some(s) = &secret
+                && proxy_auth.is_some_and(|a| a.get() == s.get())
+            {
+                let span = c.secret.as_ref().map_or(fc.span(), |s| s.span.clone());
+                self.err(
+                    span,
+                    &format!("{key}.secret"),
+                    "is the same as proxy.proxy_auth: proxy_auth's secret lets anyone use every provider, \
+                     so give the caller a secret of its own",
+                );
+                continue;
+            }
             if let Some(secret) = secret {
                 out.push(CallerConfig {
                     name: name.clone(),
@@ -147,6 +162,43 @@ mod tests {
         assert_eq!(c.callers[0].providers, vec!["gh"]);
         assert_eq!(c.callers[0].secret.get().expose(), "k-S3CR3T");
         assert!(!format!("{c:?}").contains("k-S3CR3T"));
+    }
+
+    /// A caller's secret may not be proxy_auth's (Basic OTHER:SECRET would pass as anyone).
+    #[test]
+    fn a_caller_secret_equal_to_proxy_auth_is_an_error() {
+        let e = load(
+            "[proxy]\nproxy_auth = \"${KEY}\"\n[callers.ci]\nsecret = \"k-S3CR3T\"\nproviders = [\"gh\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("callers.ci.secret") && e.contains("proxy.proxy_auth"),
+            "{e}"
+        );
+        assert!(!e.contains("k-S3CR3T"), "{e}");
+        load("[proxy]\nproxy_auth = \"other-S3CR3T\"\n[callers.ci]\nsecret = \"k-S3CR3T\"\nproviders = [\"gh\"]\n")
+            .unwrap();
+    }
+
+    /// A short caller secret is a warning (not an error), naming the key, not the secret.
+    #[test]
+    fn a_short_caller_secret_is_warned_about() {
+        let c = load("[callers.ci]\nsecret = \"k-S3CR3T\"\nproviders = [\"gh\"]\n").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("callers.ci.secret is shorter than 16")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!c.warnings.iter().any(|w| w.contains("k-S3CR3T")));
+        let c = load("[callers.ci]\nsecret = \"a-long-S3CR3T-0123456\"\nproviders = [\"gh\"]\n")
+            .unwrap();
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("shorter than")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     /// The rules' warning (`config/warnings.rs`) is told that callers are set.

@@ -239,8 +239,20 @@ impl<'b> Fields<'b> {
                     }
                 }
             }
-            Field::ProxyAuthorization => self.proxy_authorization = Some(h.value),
-            Field::Other if is_request_id(h.name) => self.request_id = Some(h.value),
+            // A second one is hyper's: it refuses two Proxy-Authorization fields (400) and takes
+            // the first X-Request-Id, so both transports decide alike.
+            Field::ProxyAuthorization => {
+                if self.proxy_authorization.is_some() {
+                    return None;
+                }
+                self.proxy_authorization = Some(h.value);
+            }
+            Field::Other if is_request_id(h.name) => {
+                if self.request_id.is_some() {
+                    return None;
+                }
+                self.request_id = Some(h.value);
+            }
             _ => {}
         }
         Some(())

@@ -393,3 +393,125 @@ async fn a_stalled_body_on_the_fast_path_is_refused_client_timeout() {
     assert_eq!(v["caller"], "ci");
     assert_eq!(v["status"], 408);
 }
+
+/// The host field holds only a valid `host[:port]`, else "-": a refused request's raw authority
+/// (userinfo) or `Host` value can carry a secret.
+#[tokio::test]
+async fn an_invalid_host_is_audited_as_a_dash_never_its_raw_value() {
+    let (_dir, path) = temp_log();
+    let s = Setup::start_with(Upstream::answering(echo).await, &audit_key(&path)).await;
+    let mut c = s.client().await;
+    let userinfo = format!("http://ci:S3CR3T-userinfo@{HOST}/x");
+    let r = c
+        .roundtrip(message(
+            &format!("GET {userinfo} HTTP/1.1"),
+            &[],
+            false,
+            b"",
+        ))
+        .await;
+    assert_json_error(&r, 400);
+    let mut c = s.client().await;
+    let r = c
+        .roundtrip(message(
+            "GET /x HTTP/1.1",
+            &["Host: Bearer sk-live-S3CR3T"],
+            false,
+            b"",
+        ))
+        .await;
+    assert_json_error(&r, 400);
+    let mut c = s.client().await;
+    assert_status(&c.roundtrip(get("/ok")).await, 200);
+    let all = lines(&s, &path).await;
+    let hosts: Vec<&Value> = requests(&all).iter().map(|r| &r["host"]).collect();
+    assert_eq!(hosts, ["-", "-", HOST], "{all:#?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("S3CR3T"), "{text}");
+}
+
+/// The log is opened without following a symbolic link, must be a regular file of credproxy's
+/// user, and a looser mode is narrowed to 0600.
+#[tokio::test]
+async fn the_audit_log_is_no_symlink_and_is_made_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = support::TestCa::new();
+    let harness = support::proxy::Harness::new(&ca);
+    let start = |path: &Path| {
+        let config = harness.config(&format!(
+            "{}\n[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\ntoken = \"t\"\n",
+            audit_key(path)
+        ));
+        async move { credproxy::app::start(config).await }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere.jsonl");
+    std::fs::write(&elsewhere, b"").unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let err = start(&link).await.err().expect("a symlink is refused");
+    let msg = support::security::error_chain(&err);
+    assert!(msg.contains("symbolic link"), "{msg}");
+
+    let loose = dir.path().join("loose.jsonl");
+    std::fs::write(&loose, b"").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let running = start(&loose).await.expect("starts");
+    let mode = std::fs::metadata(&loose).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(running);
+
+    let fifo = dir.path().join("fifo.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = start(&fifo).await.err().expect("a FIFO is refused");
+    let msg = support::security::error_chain(&err).to_lowercase();
+    assert!(
+        msg.contains("regular file") || msg.contains("no such device"),
+        "{msg}"
+    );
+
+    // Another user's file (as root, where the test can make one).
+    if rustix::process::geteuid().is_root() {
+        let theirs = dir.path().join("theirs.jsonl");
+        std::fs::write(&theirs, b"").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let err = start(&theirs)
+            .await
+            .err()
+            .expect("another user's file is refused");
+        let msg = support::security::error_chain(&err);
+        assert!(msg.contains("belongs to uid 65534"), "{msg}");
+    }
+}
+
+/// Shutdown writes out the queued records (flush bounded by 1 s) before it returns.
+#[tokio::test]
+async fn shutdown_flushes_the_audit_log() {
+    let (_dir, path) = temp_log();
+    let ca = support::TestCa::new();
+    let harness = support::proxy::Harness::new(&ca);
+    let config = harness.config(&format!(
+        "{}\n[providers.x]\npreset = \"static\"\nhosts = [\"x.test\"]\ntoken = \"t\"\n",
+        audit_key(&path)
+    ));
+    let running = credproxy::app::start(config).await.expect("starts");
+    let main = running.main_addr().tcp().unwrap();
+    for i in 0..20 {
+        let mut c = Wire::client(main).await;
+        let r = c
+            .roundtrip(message(
+                &format!("GET /{i} HTTP/1.1"),
+                &["Host: unclaimed.example"],
+                false,
+                b"",
+            ))
+            .await;
+        assert!(r.status() >= 400);
+    }
+    assert!(running.shutdown(std::time::Duration::from_secs(2)).await);
+    assert_eq!(requests(&read(&path)).len(), 20);
+}

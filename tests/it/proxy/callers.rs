@@ -24,6 +24,11 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
 /// `proxy_keys` beside the callers; `ci` may use `wire`, `agent` only `other` (a second
 /// provider on the same upstream).
 pub(crate) async fn with_callers(proxy_keys: &str) -> Setup {
+    with_callers_and(proxy_keys, "").await
+}
+
+/// [`with_callers`] with `extra` TOML after the callers (a `[[routes]]`).
+pub(crate) async fn with_callers_and(proxy_keys: &str, extra: &str) -> Setup {
     let up = Upstream::answering(echo).await;
     let port = up.port();
     let keys = format!(
@@ -41,6 +46,7 @@ providers = ["wire"]
 [callers.agent]
 secret = "{AGENT_SECRET}"
 providers = ["other"]
+{extra}
 "#
     );
     Setup::start_at(up, "", proxy_keys, &keys).await
@@ -403,4 +409,76 @@ async fn a_route_without_require_auth_admits_anyone_to_its_provider() {
     assert_status(&r, 200);
     let mut c = s.client().await;
     assert_json_error(&c.roundtrip(get("/closed")).await, 407);
+}
+
+/// A route listener is its provider's: a `CONNECT` through it may name only that provider's
+/// hosts (403 `caller_denied` otherwise), with `require_auth = false` (no proof, which would else
+/// tunnel anyone to any provider's credential) and with a caller who may use the other provider.
+#[tokio::test]
+async fn a_connect_on_a_route_listener_may_name_only_its_provider() {
+    for require_auth in [false, true] {
+        let extra = format!(
+            "\n[[routes]]\nlisten = \"127.0.0.1:0\"\nprovider = \"wire\"\nrequire_auth = {require_auth}\n"
+        );
+        let s = with_callers_and("", &extra).await;
+        let route = s.proxy.running.route_addr("wire").unwrap().tcp().unwrap();
+        let (agent, ci) = if require_auth {
+            (
+                format!("{}\r\n", basic("agent", AGENT_SECRET)),
+                format!("{}\r\n", basic("ci", CI_SECRET)),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        for target in [
+            format!("{OTHER_HOST}:80"),
+            "unclaimed.example:80".to_owned(),
+        ] {
+            let (head, _) = super::tunnel::connect(route, &target, &agent).await;
+            assert!(
+                head.starts_with("HTTP/1.1 403"),
+                "require_auth = {require_auth}, {target}: {head}"
+            );
+        }
+        let (head, tcp) = super::tunnel::connect(route, &format!("{HOST}:80"), &ci).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "require_auth = {require_auth}: {head}"
+        );
+        let mut inner = Wire::server(tcp);
+        let r = inner.roundtrip(get("/inside")).await;
+        assert_status(&r, 200);
+        assert_eq!(s.up.last().bearer(), TOKEN);
+    }
+}
+
+/// Two `Proxy-Authorization` fields are refused (400) and of two `X-Request-Id` the first is
+/// kept, alike on both transports (the fast path used to take the last of each).
+#[tokio::test]
+async fn a_second_proxy_authorization_or_request_id_is_decided_alike_on_both_transports() {
+    let s = with_callers("").await;
+    let ci = basic("ci", CI_SECRET);
+    let agent = basic("agent", AGENT_SECRET);
+    for fields in [[ci.as_str(), agent.as_str()], [agent.as_str(), ci.as_str()]] {
+        for (way, r) in ["fast", "hyper"]
+            .into_iter()
+            .zip(both_ways(&s, "/two", &fields).await)
+        {
+            assert_json_error(&r, 400);
+            assert!(
+                r.text().contains("more than one Proxy-Authorization"),
+                "{way}: {}",
+                r.text()
+            );
+        }
+    }
+    assert!(s.up.seen().is_empty());
+    let fields = [ci.as_str(), "X-Request-Id: first", "X-Request-Id: second"];
+    for (way, r) in ["fast", "hyper"]
+        .into_iter()
+        .zip(both_ways(&s, "/ids", &fields).await)
+    {
+        assert_status(&r, 200);
+        assert_eq!(r.head.all("credproxy-request-id"), vec!["first"], "{way}");
+    }
 }

@@ -782,6 +782,51 @@ async fn callers_and_request_ids_apply_to_http2_requests() {
     assert_eq!(*seen.lock(), vec!["/ci".to_owned()]);
 }
 
+/// A stream refused before the request core saw it (here a `CONNECT`, which credproxy does not
+/// take over HTTP/2) is an audit record too, as an HTTP/1.1 refusal is.
+#[tokio::test]
+async fn an_http2_refusal_is_an_audit_record() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.jsonl");
+    let (_dir, _up, seen, proxy) =
+        recorded_setup(&format!("audit_log = \"{}\"\n", path.display())).await;
+    let main = proxy.main_addr().tcp().unwrap();
+    let mut c = h2c(main).await;
+    let connect = Request::builder()
+        .method("CONNECT")
+        .uri("api.rec.test:443")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let parts = c
+        .send_request(connect)
+        .await
+        .expect("an answer")
+        .into_parts()
+        .0;
+    assert_eq!(parts.status, 400);
+    assert!(seen.lock().is_empty());
+    proxy.audit().expect("audit on").flush().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("event").is_none())
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    let r = &records[0];
+    assert_eq!(r["method"], "CONNECT", "{r}");
+    assert_eq!(r["status"], 400, "{r}");
+    assert_eq!(r["code"], "bad_request", "{r}");
+    assert_eq!(r["host"], "-", "{r}");
+    assert_eq!(
+        Some(r["request_id"].as_str().unwrap()),
+        parts
+            .headers
+            .get("credproxy-request-id")
+            .and_then(|v| v.to_str().ok())
+    );
+}
+
 /// One HTTP/2 connection's streams to an HTTP/1.1 upstream share at most
 /// `h2_upstream_connections` (8) upstream connections: 50 concurrent streams all get their
 /// answer, and the upstream accepts no more than 8 connections. The upstream holds every
