@@ -263,6 +263,11 @@ pub async fn renew_locked(
     };
     let save_error = save(&ctx.store, provider, renewed.token()).await.err();
     release(guard);
+    // `credproxy logout` removed the token while the call ran: the new token is dropped (its
+    // refresh token dies with it) and the refresher stops serving, as after any logout.
+    if let Some(e @ TokenError::Store(StoreError::Removed { .. })) = save_error {
+        return Err(fail(e, base.as_ref(), true));
+    }
     let kind = match renewed {
         Renewed::New(_) => Kind::New,
         Renewed::Extended(_) => Kind::Extended,

@@ -278,6 +278,10 @@ pub enum StoreError {
     LeaseShort { left_ms: u64 },
     #[error("the new token of {provider} was not committed: {why}; it is kept for the next holder")]
     NotCommitted { provider: String, why: &'static str },
+    #[error(
+        "the token of {provider} was removed from the token store (credproxy logout) while it was renewed; the new token is dropped: run `credproxy login {provider}`"
+    )]
+    Removed { provider: String },
 }
 
 impl StoreError {

@@ -202,7 +202,6 @@ impl TokenStore for RedisStore {
     fn save(&self, provider: &str, token: &StoredToken) -> Result<(), StoreError> {
         check_provider(provider)?;
         let inner = &self.inner;
-        inner.remember(provider, token);
         let holder = inner
             .held
             .lock()
@@ -222,6 +221,7 @@ impl TokenStore for RedisStore {
                         .invoke::<i64>(c)
                 })
                 .map_err(|e| inner.redis_error("write", e))?;
+            inner.remember(provider, token);
             return Ok(());
         };
         let generation = match generation {
@@ -242,10 +242,10 @@ impl TokenStore for RedisStore {
         // loses Redis between the two leaves the token for the next holder, not nowhere.
         match inner.stage(provider, token) {
             Ok(true) => {}
+            // A logout since the holder read the token: not kept, not remembered.
             Ok(false) => {
-                return Err(StoreError::NotCommitted {
+                return Err(StoreError::Removed {
                     provider: provider.to_owned(),
-                    why: scripts::Refused::Removed.as_str(),
                 });
             }
             Err(e) => {
@@ -259,11 +259,13 @@ impl TokenStore for RedisStore {
                     h.generation = Some(next);
                 }
                 inner.pending.forget(provider);
+                // Remembered (for a write-back) only once committed: a token refused because
+                // of a logout must not come back.
+                inner.remember(provider, token);
                 Ok(())
             }
-            Ok(Err(scripts::Refused::Removed)) => Err(StoreError::NotCommitted {
+            Ok(Err(scripts::Refused::Removed)) => Err(StoreError::Removed {
                 provider: provider.to_owned(),
-                why: scripts::Refused::Removed.as_str(),
             }),
             Ok(Err(why)) => {
                 inner.keep(provider, token, why.as_str());

@@ -196,6 +196,42 @@ fn a_holder_that_lost_its_lease_commits_nothing_and_its_token_is_recovered() {
     drop(lease);
 }
 
+/// A logout while the lease holder's token call runs: the holder's save is refused as
+/// [`StoreError::Removed`] (a failure the refresher answers by forgetting the token), nothing
+/// is staged, and the refused token is not remembered: Redis coming back empty afterwards gets
+/// nothing written back, so the logout is not undone.
+#[test]
+fn a_logout_during_the_holders_token_call_is_not_undone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("logout");
+    let (b, _d2) = server.store("logout");
+    a.save("api", &token(1)).unwrap();
+    let lease = a.lock("api").unwrap();
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 1);
+    // `credproxy logout` elsewhere, while A's token call runs.
+    assert!(b.remove("api").unwrap());
+    let err = a.save("api", &token(2)).unwrap_err();
+    assert!(matches!(err, StoreError::Removed { .. }), "{err:?}");
+    assert!(err.to_string().contains("credproxy login api"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
+    drop(lease);
+    assert_eq!(
+        server.cli(&["HEXISTS", "logout:token:api", "v"]).trim(),
+        "0"
+    );
+    assert_eq!(
+        server.cli(&["HEXISTS", "logout:token:api", "pv"]).trim(),
+        "0"
+    );
+    assert!(a.load("api").unwrap().is_none());
+    // Redis restarted empty: A knows no token to write back.
+    server.cli(&["DEL", "logout:token:api"]);
+    assert!(a.load("api").unwrap().is_none(), "the logout was undone");
+    assert_eq!(server.cli(&["EXISTS", "logout:token:api"]).trim(), "0");
+}
+
 #[test]
 fn redis_away_is_reported_within_2s_the_token_kept_on_disk_and_recovered_when_back() {
     let Some(mut server) = RedisServer::start() else {
