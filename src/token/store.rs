@@ -199,6 +199,12 @@ pub trait StoreLock: Send {
     fn ttl(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// For locks that can be lost while held (a Redis lease another instance took): turns
+    /// `true` when it is, so a token call under it is cut at once.
+    fn lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// Errors from a [`TokenStore`]. Messages name files, never their contents.

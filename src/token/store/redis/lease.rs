@@ -38,6 +38,7 @@ impl Lease {
                 stop: false,
             }),
             wake: Condvar::new(),
+            lost: tokio::sync::watch::Sender::new(false),
         });
         let renewer = {
             let (inner, shared) = (inner.clone(), shared.clone());
@@ -61,6 +62,8 @@ impl Lease {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Turns `true` with `State::lost`: wakes a token call under the lease to be cut.
+    lost: tokio::sync::watch::Sender<bool>,
 }
 
 struct State {
@@ -94,6 +97,7 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
             Ok(1) => state.valid_until = sent_at + ttl,
             Ok(_) => {
                 state.lost = true;
+                shared.lost.send_replace(true);
                 tracing::warn!(
                     provider,
                     "the token store lease expired or was taken by another instance"
@@ -130,6 +134,10 @@ impl StoreLock for LeaseGuard {
 
     fn ttl(&self) -> Option<Duration> {
         Some(self.ttl)
+    }
+
+    fn lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.shared.lost.subscribe())
     }
 }
 
