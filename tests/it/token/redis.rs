@@ -232,6 +232,35 @@ fn a_logout_during_the_holders_token_call_is_not_undone() {
     assert_eq!(server.cli(&["EXISTS", "logout:token:api"]).trim(), "0");
 }
 
+/// A guard whose lease was lost, dropped after the same process took the lease again: the new
+/// holder stays the holder (its commit still needs its lease and generation), and is not turned
+/// into an unconditional writer that would overwrite a login made meanwhile.
+#[test]
+fn a_stale_guard_dropped_late_leaves_the_next_holder_alone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("stale");
+    let (login, _d2) = server.store("stale");
+    a.save("api", &token(1)).unwrap();
+    let old = a.lock("api").unwrap();
+    a.load("api").unwrap();
+    // The old guard's lease runs out (here: taken from under it); the process takes it again.
+    server.cli(&["DEL", "stale:lease:api"]);
+    let new = a.lock("api").unwrap();
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 1);
+    login.save("api", &token(5)).unwrap(); // a login, not under the lease
+    drop(old);
+    let err = a.save("api", &token(2)).unwrap_err();
+    assert!(matches!(err, StoreError::NotCommitted { .. }), "{err:?}");
+    drop(new);
+    assert_eq!(
+        n_of(&login.load("api").unwrap().unwrap()),
+        5,
+        "the login was overwritten"
+    );
+}
+
 #[test]
 fn redis_away_is_reported_within_2s_the_token_kept_on_disk_and_recovered_when_back() {
     let Some(mut server) = RedisServer::start() else {

@@ -149,8 +149,17 @@ impl Drop for LeaseGuard {
             let _ = renewer.join();
         }
         // Forget the holder's generation before the lease is free: a save after this is not a
-        // holder's.
-        self.inner.held.lock().remove(&self.provider);
+        // holder's. Only this guard's own entry: after a lost lease, the entry may already be
+        // the next holder's (this process took the lease again).
+        {
+            let mut held = self.inner.held.lock();
+            if held
+                .get(&self.provider)
+                .is_some_and(|h| h.owner == self.owner)
+            {
+                held.remove(&self.provider);
+            }
+        }
         let inner = &self.inner;
         let released = inner.link.call(|c| {
             scripts::release()
