@@ -238,12 +238,16 @@ impl TokenStore for RedisStore {
                 }
             }
         };
-        // Staged first, then committed (the commit clears the stage): a holder that dies or
-        // loses Redis between the two leaves the token for the next holder, not nowhere.
+        // On local disk first (0600, atomic): a process that dies before Redis acknowledges
+        // the stage keeps the token, staged when it starts again. Then staged, then committed
+        // (the commit clears the stage): a holder that dies or loses Redis between the two
+        // leaves the token for the next holder, not nowhere.
+        inner.pending.keep(provider, token);
         match inner.stage(provider, token) {
             Ok(true) => {}
             // A logout since the holder read the token: not kept, not remembered.
             Ok(false) => {
+                inner.pending.forget(provider);
                 return Err(StoreError::Removed {
                     provider: provider.to_owned(),
                 });
@@ -264,9 +268,12 @@ impl TokenStore for RedisStore {
                 inner.remember(provider, token);
                 Ok(())
             }
-            Ok(Err(scripts::Refused::Removed)) => Err(StoreError::Removed {
-                provider: provider.to_owned(),
-            }),
+            Ok(Err(scripts::Refused::Removed)) => {
+                inner.pending.forget(provider);
+                Err(StoreError::Removed {
+                    provider: provider.to_owned(),
+                })
+            }
             Ok(Err(why)) => {
                 inner.keep(provider, token, why.as_str());
                 Err(StoreError::NotCommitted {

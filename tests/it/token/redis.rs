@@ -20,7 +20,7 @@ use credproxy::secret::Secret;
 use credproxy::token::store::redis::{StoreEvent, StoreEvents};
 use credproxy::token::store::{StoreError, StoredToken, TokenStore, fingerprint};
 
-use crate::support::redis::RedisServer;
+use crate::support::redis::{Hold, RedisServer, Relay};
 
 fn token(n: i64) -> StoredToken {
     StoredToken {
@@ -259,6 +259,36 @@ fn a_stale_guard_dropped_late_leaves_the_next_holder_alone() {
         5,
         "the login was overwritten"
     );
+}
+
+/// The holder's new token is on local disk (the 0600 pending file) before its stage is sent,
+/// so a process that dies before Redis acknowledges the stage keeps it; the file goes once the
+/// commit is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holders_token_is_on_disk_before_its_stage_is_sent() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let relay = Relay::start(server.port(), "at", "api", Hold::Stage).await;
+    let (a, dir) = RedisServer::store_at(&relay.url(), None);
+    let file = dir.path().join("redis-pending").join("api.json");
+    let saving = tokio::task::spawn_blocking(move || {
+        a.save("api", &token(1))?;
+        let _lease = a.lock("api")?;
+        a.load("api")?;
+        a.save("api", &token(2))
+    });
+    relay.wait_held(Duration::from_secs(10)).await;
+    let kept = file.exists();
+    relay.release();
+    assert!(
+        kept,
+        "the token was not on disk while its stage was in flight"
+    );
+    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode() & 0o777);
+    saving.await.unwrap().unwrap();
+    assert_eq!(mode.ok(), Some(0o600));
+    assert!(!file.exists(), "the pending file outlived the commit");
 }
 
 #[test]
