@@ -291,6 +291,50 @@ async fn the_holders_token_is_on_disk_before_its_stage_is_sent() {
     assert!(!file.exists(), "the pending file outlived the commit");
 }
 
+/// A hash that holds only a staged token (a commit refused while Redis had no token at all) is
+/// not a logout: the next holder's stage and commit land. A logout is marked (`removed`).
+#[test]
+fn a_hash_with_only_a_staged_token_is_not_a_logout() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("staged");
+    let (b, _d2) = server.store("staged");
+    let lease = a.lock("api").unwrap();
+    assert!(a.load("api").unwrap().is_none());
+    server.cli(&["DEL", "staged:lease:api"]);
+    assert!(matches!(
+        a.save("api", &token(1)),
+        Err(StoreError::NotCommitted { .. })
+    ));
+    drop(lease);
+    assert_eq!(
+        server.cli(&["HEXISTS", "staged:token:api", "pv"]).trim(),
+        "1"
+    );
+    assert_eq!(
+        server.cli(&["HEXISTS", "staged:token:api", "v"]).trim(),
+        "0"
+    );
+    {
+        let _lease = b.lock("api").unwrap();
+        b.save("api", &token(2)).unwrap();
+    }
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 2);
+    assert!(b.remove("api").unwrap());
+    assert_eq!(
+        server.cli(&["HGET", "staged:token:api", "removed"]).trim(),
+        "1"
+    );
+    a.save("api", &token(3)).unwrap(); // a login clears the mark
+    assert_eq!(
+        server
+            .cli(&["HEXISTS", "staged:token:api", "removed"])
+            .trim(),
+        "0"
+    );
+}
+
 #[test]
 fn redis_away_is_reported_within_2s_the_token_kept_on_disk_and_recovered_when_back() {
     let Some(mut server) = RedisServer::start() else {
