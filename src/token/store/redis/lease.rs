@@ -4,7 +4,7 @@
 //! the local figure is never later than Redis's expiry (clock rates aside).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::time::Instant;
@@ -17,15 +17,23 @@ pub struct Lease {
     provider: String,
     owner: String,
     valid_until: Instant,
+    wall_until: SystemTime,
     ttl: Duration,
 }
 
 impl Lease {
-    pub fn start(provider: &str, owner: String, sent_at: Instant, ttl: Duration) -> Lease {
+    /// `sent_at`: both clocks read before the `SET … NX PX` was sent.
+    pub fn start(
+        provider: &str,
+        owner: String,
+        sent_at: (Instant, SystemTime),
+        ttl: Duration,
+    ) -> Lease {
         Lease {
             provider: provider.to_owned(),
             owner,
-            valid_until: sent_at + ttl,
+            valid_until: sent_at.0 + ttl,
+            wall_until: sent_at.1 + ttl,
             ttl,
         }
     }
@@ -34,6 +42,7 @@ impl Lease {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 valid_until: self.valid_until,
+                wall_until: self.wall_until,
                 lost: false,
                 stop: false,
             }),
@@ -68,6 +77,9 @@ struct Shared {
 
 struct State {
     valid_until: Instant,
+    /// The same deadline on the wall clock: the monotonic clock stops during a suspend (and a
+    /// VM pause) while Redis's `PX` keeps running, so the lease left is the smaller of the two.
+    wall_until: SystemTime,
     lost: bool,
     stop: bool,
 }
@@ -84,7 +96,7 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
                 return;
             }
         }
-        let sent_at = Instant::now();
+        let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
         let renewed = inner.link.call(|c| {
             scripts::renew()
                 .key(inner.lease_key(provider))
@@ -94,7 +106,10 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
         });
         let mut state = shared.state.lock();
         match renewed {
-            Ok(1) => state.valid_until = sent_at + ttl,
+            Ok(1) => {
+                state.valid_until = sent_at + ttl;
+                state.wall_until = sent_wall + ttl;
+            }
             Ok(_) => {
                 state.lost = true;
                 shared.lost.send_replace(true);
@@ -113,6 +128,14 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
     }
 }
 
+/// The lease left: the smaller of the monotonic and the wall-clock figure (a wall clock set
+/// back gives no more than the monotonic one).
+fn left(until: Instant, now: Instant, wall_until: SystemTime, wall_now: SystemTime) -> Duration {
+    let monotonic = until.saturating_duration_since(now);
+    let wall = wall_until.duration_since(wall_now).unwrap_or_default();
+    monotonic.min(wall)
+}
+
 /// The lease, held until dropped.
 pub struct LeaseGuard {
     inner: Arc<Inner>,
@@ -129,7 +152,12 @@ impl StoreLock for LeaseGuard {
         if state.lost {
             return Some(Duration::ZERO);
         }
-        Some(state.valid_until.saturating_duration_since(Instant::now()))
+        Some(left(
+            state.valid_until,
+            Instant::now(),
+            state.wall_until,
+            SystemTime::now(),
+        ))
     }
 
     fn ttl(&self) -> Option<Duration> {
@@ -172,5 +200,30 @@ impl Drop for LeaseGuard {
             inner.watch.failed(&e);
             tracing::debug!(provider = %self.provider, error = %e, "can't release the token store lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_left_is_the_smaller_of_the_monotonic_and_the_wall_clock_figure() {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let ttl = Duration::from_secs(90);
+        // No jump: both agree.
+        assert_eq!(left(now + ttl, now, wall + ttl, wall), ttl);
+        // Resumed from a 60 s suspend: the monotonic clock stood still, Redis's PX did not.
+        let resumed = wall + Duration::from_secs(60);
+        assert_eq!(
+            left(now + ttl, now, wall + ttl, resumed),
+            Duration::from_secs(30)
+        );
+        // Suspended past the lease: none left.
+        let late = wall + Duration::from_secs(120);
+        assert_eq!(left(now + ttl, now, wall + ttl, late), Duration::ZERO);
+        // A wall clock set back gives no more than the monotonic figure.
+        let back = wall - Duration::from_secs(600);
+        assert_eq!(left(now + ttl, now, wall + ttl, back), ttl);
     }
 }
