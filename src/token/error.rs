@@ -95,6 +95,8 @@ impl TokenError {
                     Fault::Config
                 }
             }
+            // A logout landed during the renewal: the token is not served, a login is needed.
+            TokenError::Store(StoreError::Removed { .. }) => Fault::LoginRequired,
             TokenError::Reply { .. }
             | TokenError::Store(_)
             | TokenError::StoreTask(_)

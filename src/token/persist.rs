@@ -119,15 +119,27 @@ async fn under_lease<T>(
         return (guard, short(left));
     }
     let margin = LEASE_MARGIN.min(ttl / 4);
+    let mut lost = guard.lost();
     let mut call = std::pin::pin!(call);
     loop {
         let left = guard.remaining().unwrap_or_default();
         if left <= margin {
             return (guard, short(left));
         }
+        // A lease found lost (its renewal answered "not yours") cuts the call at once, not
+        // when the local figure runs down.
+        let lost_now = async {
+            if let Some(rx) = lost.as_mut()
+                && rx.wait_for(|l| *l).await.is_ok()
+            {
+                return;
+            }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             biased;
             r = &mut call => return (guard, r),
+            () = lost_now => return (guard, short(Duration::ZERO)),
             _ = tokio::time::sleep(left - margin) => {}
         }
     }
@@ -263,6 +275,11 @@ pub async fn renew_locked(
     };
     let save_error = save(&ctx.store, provider, renewed.token()).await.err();
     release(guard);
+    // `credproxy logout` removed the token while the call ran: the new token is dropped (its
+    // refresh token dies with it) and the refresher stops serving, as after any logout.
+    if let Some(e @ TokenError::Store(StoreError::Removed { .. })) = save_error {
+        return Err(fail(e, base.as_ref(), true));
+    }
     let kind = match renewed {
         Renewed::New(_) => Kind::New,
         Renewed::Extended(_) => Kind::Extended,
@@ -367,6 +384,40 @@ mod tests {
         let want = TTL / 3 + TTL - TTL / 4;
         let took = start.elapsed();
         assert!(took.abs_diff(want) <= Duration::from_millis(1), "{took:?}");
+    }
+
+    /// A lease whose renewal found it taken (lost), with a full TTL left by the local figure.
+    struct Losable(tokio::sync::watch::Sender<bool>, Instant);
+
+    impl StoreLock for Losable {
+        fn remaining(&self) -> Option<Duration> {
+            Some(self.1.saturating_duration_since(Instant::now()))
+        }
+        fn ttl(&self) -> Option<Duration> {
+            Some(TTL)
+        }
+        fn lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+            Some(self.0.subscribe())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_is_cut_as_soon_as_the_lease_is_lost() {
+        let lost = tokio::sync::watch::Sender::new(false);
+        let guard = Box::new(Losable(lost.clone(), Instant::now() + TTL));
+        let start = Instant::now();
+        let (_, r) = under_lease(guard, async {
+            tokio::time::sleep(TTL / 8).await;
+            lost.send_replace(true);
+            std::future::pending::<Result<(), TokenError>>().await
+        })
+        .await;
+        assert!(is_short(&r), "{r:?}");
+        assert_eq!(
+            start.elapsed(),
+            TTL / 8,
+            "cut when lost, not when the figure ran down"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -199,6 +199,12 @@ pub trait StoreLock: Send {
     fn ttl(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// For locks that can be lost while held (a Redis lease another instance took): turns
+    /// `true` when it is, so a token call under it is cut at once.
+    fn lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// Errors from a [`TokenStore`]. Messages name files, never their contents.
@@ -278,6 +284,10 @@ pub enum StoreError {
     LeaseShort { left_ms: u64 },
     #[error("the new token of {provider} was not committed: {why}; it is kept for the next holder")]
     NotCommitted { provider: String, why: &'static str },
+    #[error(
+        "the token of {provider} was removed from the token store (credproxy logout) while it was renewed; the new token is dropped: run `credproxy login {provider}`"
+    )]
+    Removed { provider: String },
 }
 
 impl StoreError {

@@ -202,7 +202,6 @@ impl TokenStore for RedisStore {
     fn save(&self, provider: &str, token: &StoredToken) -> Result<(), StoreError> {
         check_provider(provider)?;
         let inner = &self.inner;
-        inner.remember(provider, token);
         let holder = inner
             .held
             .lock()
@@ -222,6 +221,7 @@ impl TokenStore for RedisStore {
                         .invoke::<i64>(c)
                 })
                 .map_err(|e| inner.redis_error("write", e))?;
+            inner.remember(provider, token);
             return Ok(());
         };
         let generation = match generation {
@@ -238,14 +238,18 @@ impl TokenStore for RedisStore {
                 }
             }
         };
-        // Staged first, then committed (the commit clears the stage): a holder that dies or
-        // loses Redis between the two leaves the token for the next holder, not nowhere.
+        // On local disk first (0600, atomic): a process that dies before Redis acknowledges
+        // the stage keeps the token, staged when it starts again. Then staged, then committed
+        // (the commit clears the stage): a holder that dies or loses Redis between the two
+        // leaves the token for the next holder, not nowhere.
+        inner.pending.keep(provider, token);
         match inner.stage(provider, token) {
             Ok(true) => {}
+            // A logout since the holder read the token: not kept, not remembered.
             Ok(false) => {
-                return Err(StoreError::NotCommitted {
+                inner.pending.forget(provider);
+                return Err(StoreError::Removed {
                     provider: provider.to_owned(),
-                    why: scripts::Refused::Removed.as_str(),
                 });
             }
             Err(e) => {
@@ -259,12 +263,17 @@ impl TokenStore for RedisStore {
                     h.generation = Some(next);
                 }
                 inner.pending.forget(provider);
+                // Remembered (for a write-back) only once committed: a token refused because
+                // of a logout must not come back.
+                inner.remember(provider, token);
                 Ok(())
             }
-            Ok(Err(scripts::Refused::Removed)) => Err(StoreError::NotCommitted {
-                provider: provider.to_owned(),
-                why: scripts::Refused::Removed.as_str(),
-            }),
+            Ok(Err(scripts::Refused::Removed)) => {
+                inner.pending.forget(provider);
+                Err(StoreError::Removed {
+                    provider: provider.to_owned(),
+                })
+            }
             Ok(Err(why)) => {
                 inner.keep(provider, token, why.as_str());
                 Err(StoreError::NotCommitted {

@@ -302,6 +302,9 @@ pub enum Hold {
     /// The first commit (the one script that names both the token and the lease key): the
     /// instance has its new token, staged just before, and has not committed it.
     Commit,
+    /// The first script after a lease was taken that names the token key and not the lease
+    /// key: under the lease, the stage of a new token before its commit.
+    Stage,
 }
 
 /// A TCP relay between one instance and a redis-server that holds one command (and everything
@@ -336,14 +339,18 @@ impl RelayState {
         if self.held.load(SeqCst) {
             return false;
         }
+        if contains(chunk, &self.lease_key) && contains(chunk, b"NX") {
+            self.lease_asked.store(true, SeqCst);
+        }
         let hit = match self.hold {
-            Hold::LoadUnderLease => {
-                if contains(chunk, &self.lease_key) && contains(chunk, b"NX") {
-                    self.lease_asked.store(true, SeqCst);
-                }
-                self.lease_taken.load(SeqCst) && contains(chunk, b"HMGET")
-            }
+            Hold::LoadUnderLease => self.lease_taken.load(SeqCst) && contains(chunk, b"HMGET"),
             Hold::Commit => contains(chunk, &self.token_key) && contains(chunk, &self.lease_key),
+            Hold::Stage => {
+                self.lease_taken.load(SeqCst)
+                    && contains(chunk, b"EVALSHA")
+                    && contains(chunk, &self.token_key)
+                    && !contains(chunk, &self.lease_key)
+            }
         };
         hit && !self.held.swap(true, SeqCst)
     }

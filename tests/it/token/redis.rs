@@ -20,7 +20,7 @@ use credproxy::secret::Secret;
 use credproxy::token::store::redis::{StoreEvent, StoreEvents};
 use credproxy::token::store::{StoreError, StoredToken, TokenStore, fingerprint};
 
-use crate::support::redis::RedisServer;
+use crate::support::redis::{Hold, RedisServer, Relay};
 
 fn token(n: i64) -> StoredToken {
     StoredToken {
@@ -194,6 +194,145 @@ fn a_holder_that_lost_its_lease_commits_nothing_and_its_token_is_recovered() {
         Err(StoreError::NotCommitted { .. })
     ));
     drop(lease);
+}
+
+/// A logout while the lease holder's token call runs: the holder's save is refused as
+/// [`StoreError::Removed`] (a failure the refresher answers by forgetting the token), nothing
+/// is staged, and the refused token is not remembered: Redis coming back empty afterwards gets
+/// nothing written back, so the logout is not undone.
+#[test]
+fn a_logout_during_the_holders_token_call_is_not_undone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("logout");
+    let (b, _d2) = server.store("logout");
+    a.save("api", &token(1)).unwrap();
+    let lease = a.lock("api").unwrap();
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 1);
+    // `credproxy logout` elsewhere, while A's token call runs.
+    assert!(b.remove("api").unwrap());
+    let err = a.save("api", &token(2)).unwrap_err();
+    assert!(matches!(err, StoreError::Removed { .. }), "{err:?}");
+    assert!(err.to_string().contains("credproxy login api"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("SECRET"), "{err:?}");
+    drop(lease);
+    assert_eq!(
+        server.cli(&["HEXISTS", "logout:token:api", "v"]).trim(),
+        "0"
+    );
+    assert_eq!(
+        server.cli(&["HEXISTS", "logout:token:api", "pv"]).trim(),
+        "0"
+    );
+    assert!(a.load("api").unwrap().is_none());
+    // Redis restarted empty: A knows no token to write back.
+    server.cli(&["DEL", "logout:token:api"]);
+    assert!(a.load("api").unwrap().is_none(), "the logout was undone");
+    assert_eq!(server.cli(&["EXISTS", "logout:token:api"]).trim(), "0");
+}
+
+/// A guard whose lease was lost, dropped after the same process took the lease again: the new
+/// holder stays the holder (its commit still needs its lease and generation), and is not turned
+/// into an unconditional writer that would overwrite a login made meanwhile.
+#[test]
+fn a_stale_guard_dropped_late_leaves_the_next_holder_alone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("stale");
+    let (login, _d2) = server.store("stale");
+    a.save("api", &token(1)).unwrap();
+    let old = a.lock("api").unwrap();
+    a.load("api").unwrap();
+    // The old guard's lease runs out (here: taken from under it); the process takes it again.
+    server.cli(&["DEL", "stale:lease:api"]);
+    let new = a.lock("api").unwrap();
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 1);
+    login.save("api", &token(5)).unwrap(); // a login, not under the lease
+    drop(old);
+    let err = a.save("api", &token(2)).unwrap_err();
+    assert!(matches!(err, StoreError::NotCommitted { .. }), "{err:?}");
+    drop(new);
+    assert_eq!(
+        n_of(&login.load("api").unwrap().unwrap()),
+        5,
+        "the login was overwritten"
+    );
+}
+
+/// The holder's new token is on local disk (the 0600 pending file) before its stage is sent,
+/// so a process that dies before Redis acknowledges the stage keeps it; the file goes once the
+/// commit is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holders_token_is_on_disk_before_its_stage_is_sent() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let relay = Relay::start(server.port(), "at", "api", Hold::Stage).await;
+    let (a, dir) = RedisServer::store_at(&relay.url(), None);
+    let file = dir.path().join("redis-pending").join("api.json");
+    let saving = tokio::task::spawn_blocking(move || {
+        a.save("api", &token(1))?;
+        let _lease = a.lock("api")?;
+        a.load("api")?;
+        a.save("api", &token(2))
+    });
+    relay.wait_held(Duration::from_secs(10)).await;
+    let kept = file.exists();
+    relay.release();
+    assert!(
+        kept,
+        "the token was not on disk while its stage was in flight"
+    );
+    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode() & 0o777);
+    saving.await.unwrap().unwrap();
+    assert_eq!(mode.ok(), Some(0o600));
+    assert!(!file.exists(), "the pending file outlived the commit");
+}
+
+/// A hash that holds only a staged token (a commit refused while Redis had no token at all) is
+/// not a logout: the next holder's stage and commit land. A logout is marked (`removed`).
+#[test]
+fn a_hash_with_only_a_staged_token_is_not_a_logout() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, _d1) = server.store("staged");
+    let (b, _d2) = server.store("staged");
+    let lease = a.lock("api").unwrap();
+    assert!(a.load("api").unwrap().is_none());
+    server.cli(&["DEL", "staged:lease:api"]);
+    assert!(matches!(
+        a.save("api", &token(1)),
+        Err(StoreError::NotCommitted { .. })
+    ));
+    drop(lease);
+    assert_eq!(
+        server.cli(&["HEXISTS", "staged:token:api", "pv"]).trim(),
+        "1"
+    );
+    assert_eq!(
+        server.cli(&["HEXISTS", "staged:token:api", "v"]).trim(),
+        "0"
+    );
+    {
+        let _lease = b.lock("api").unwrap();
+        b.save("api", &token(2)).unwrap();
+    }
+    assert_eq!(n_of(&a.load("api").unwrap().unwrap()), 2);
+    assert!(b.remove("api").unwrap());
+    assert_eq!(
+        server.cli(&["HGET", "staged:token:api", "removed"]).trim(),
+        "1"
+    );
+    a.save("api", &token(3)).unwrap(); // a login clears the mark
+    assert_eq!(
+        server
+            .cli(&["HEXISTS", "staged:token:api", "removed"])
+            .trim(),
+        "0"
+    );
 }
 
 #[test]

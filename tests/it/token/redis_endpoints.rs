@@ -141,3 +141,45 @@ fn sentinel_finds_the_primary_and_the_new_one_after_a_failover() {
         "sentinel: failover accepted after {took:?}; the store wrote to the new primary {found:?} later"
     );
 }
+
+/// A sentinel that stops answering (SIGSTOP: it accepts, then says nothing) never hangs a
+/// store call: connections go to the primary the sentinels last named, and asking a stopped
+/// sentinel times out. A store that knows a primary keeps working, its connection made anew;
+/// one that knows none fails within seconds (each sentinel asked with a 1 s timeout; the
+/// store's own ping thread may be asking at the same time).
+#[test]
+fn a_stopped_sentinel_hangs_no_store_call() {
+    let Some(primary) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sentinel = RedisServer::start_sentinel(&primary, "mymaster", dir.path()).unwrap();
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port());
+    let (store, _d) = RedisServer::store_at(&url, None);
+    store.save("api", &token(1)).unwrap();
+    sentinel.signal("STOP");
+    // Its connection dropped: the next call connects again, to the primary it knows.
+    primary.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    let timed = |f: Box<dyn FnOnce() -> bool + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let ok = f();
+            let _ = tx.send((ok, start.elapsed()));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a store call hung on the stopped sentinel")
+    };
+    let (ok, took) = timed(Box::new(move || {
+        // The first call may meet the killed connection; the next connects again.
+        let _ = store.save("api", &token(2));
+        store.save("api", &token(3)).is_ok()
+    }));
+    assert!(ok, "the store stopped working with its sentinel ({took:?})");
+    let (fresh, _d2) = RedisServer::store_at(&url, None);
+    let (ok, took) = timed(Box::new(move || fresh.ping().is_ok()));
+    assert!(!ok);
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    sentinel.signal("CONT");
+    eprintln!("stopped sentinel: a store with no primary yet failed in {took:?}");
+}

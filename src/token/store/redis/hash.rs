@@ -251,7 +251,7 @@ impl Inner {
 
     pub(super) fn try_acquire(&self, provider: &str) -> Result<Option<lease::Lease>, StoreError> {
         let owner = format!("{:032x}", rand::random::<u128>());
-        let started = tokio::time::Instant::now();
+        let started = (tokio::time::Instant::now(), std::time::SystemTime::now());
         let ttl_ms = self.lease_ttl.as_millis() as u64;
         let got: Option<String> = self
             .link

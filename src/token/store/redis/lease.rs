@@ -4,7 +4,7 @@
 //! the local figure is never later than Redis's expiry (clock rates aside).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 use tokio::time::Instant;
@@ -17,15 +17,23 @@ pub struct Lease {
     provider: String,
     owner: String,
     valid_until: Instant,
+    wall_until: SystemTime,
     ttl: Duration,
 }
 
 impl Lease {
-    pub fn start(provider: &str, owner: String, sent_at: Instant, ttl: Duration) -> Lease {
+    /// `sent_at`: both clocks read before the `SET … NX PX` was sent.
+    pub fn start(
+        provider: &str,
+        owner: String,
+        sent_at: (Instant, SystemTime),
+        ttl: Duration,
+    ) -> Lease {
         Lease {
             provider: provider.to_owned(),
             owner,
-            valid_until: sent_at + ttl,
+            valid_until: sent_at.0 + ttl,
+            wall_until: sent_at.1 + ttl,
             ttl,
         }
     }
@@ -34,10 +42,12 @@ impl Lease {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 valid_until: self.valid_until,
+                wall_until: self.wall_until,
                 lost: false,
                 stop: false,
             }),
             wake: Condvar::new(),
+            lost: tokio::sync::watch::Sender::new(false),
         });
         let renewer = {
             let (inner, shared) = (inner.clone(), shared.clone());
@@ -61,10 +71,15 @@ impl Lease {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Turns `true` with `State::lost`: wakes a token call under the lease to be cut.
+    lost: tokio::sync::watch::Sender<bool>,
 }
 
 struct State {
     valid_until: Instant,
+    /// The same deadline on the wall clock: the monotonic clock stops during a suspend (and a
+    /// VM pause) while Redis's `PX` keeps running, so the lease left is the smaller of the two.
+    wall_until: SystemTime,
     lost: bool,
     stop: bool,
 }
@@ -81,7 +96,7 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
                 return;
             }
         }
-        let sent_at = Instant::now();
+        let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
         let renewed = inner.link.call(|c| {
             scripts::renew()
                 .key(inner.lease_key(provider))
@@ -91,9 +106,13 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
         });
         let mut state = shared.state.lock();
         match renewed {
-            Ok(1) => state.valid_until = sent_at + ttl,
+            Ok(1) => {
+                state.valid_until = sent_at + ttl;
+                state.wall_until = sent_wall + ttl;
+            }
             Ok(_) => {
                 state.lost = true;
+                shared.lost.send_replace(true);
                 tracing::warn!(
                     provider,
                     "the token store lease expired or was taken by another instance"
@@ -107,6 +126,14 @@ fn renew_while_held(inner: &Inner, shared: &Shared, provider: &str, owner: &str,
             }
         }
     }
+}
+
+/// The lease left: the smaller of the monotonic and the wall-clock figure (a wall clock set
+/// back gives no more than the monotonic one).
+fn left(until: Instant, now: Instant, wall_until: SystemTime, wall_now: SystemTime) -> Duration {
+    let monotonic = until.saturating_duration_since(now);
+    let wall = wall_until.duration_since(wall_now).unwrap_or_default();
+    monotonic.min(wall)
 }
 
 /// The lease, held until dropped.
@@ -125,11 +152,20 @@ impl StoreLock for LeaseGuard {
         if state.lost {
             return Some(Duration::ZERO);
         }
-        Some(state.valid_until.saturating_duration_since(Instant::now()))
+        Some(left(
+            state.valid_until,
+            Instant::now(),
+            state.wall_until,
+            SystemTime::now(),
+        ))
     }
 
     fn ttl(&self) -> Option<Duration> {
         Some(self.ttl)
+    }
+
+    fn lost(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.shared.lost.subscribe())
     }
 }
 
@@ -141,8 +177,17 @@ impl Drop for LeaseGuard {
             let _ = renewer.join();
         }
         // Forget the holder's generation before the lease is free: a save after this is not a
-        // holder's.
-        self.inner.held.lock().remove(&self.provider);
+        // holder's. Only this guard's own entry: after a lost lease, the entry may already be
+        // the next holder's (this process took the lease again).
+        {
+            let mut held = self.inner.held.lock();
+            if held
+                .get(&self.provider)
+                .is_some_and(|h| h.owner == self.owner)
+            {
+                held.remove(&self.provider);
+            }
+        }
         let inner = &self.inner;
         let released = inner.link.call(|c| {
             scripts::release()
@@ -155,5 +200,30 @@ impl Drop for LeaseGuard {
             inner.watch.failed(&e);
             tracing::debug!(provider = %self.provider, error = %e, "can't release the token store lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_left_is_the_smaller_of_the_monotonic_and_the_wall_clock_figure() {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let ttl = Duration::from_secs(90);
+        // No jump: both agree.
+        assert_eq!(left(now + ttl, now, wall + ttl, wall), ttl);
+        // Resumed from a 60 s suspend: the monotonic clock stood still, Redis's PX did not.
+        let resumed = wall + Duration::from_secs(60);
+        assert_eq!(
+            left(now + ttl, now, wall + ttl, resumed),
+            Duration::from_secs(30)
+        );
+        // Suspended past the lease: none left.
+        let late = wall + Duration::from_secs(120);
+        assert_eq!(left(now + ttl, now, wall + ttl, late), Duration::ZERO);
+        // A wall clock set back gives no more than the monotonic figure.
+        let back = wall - Duration::from_secs(600);
+        assert_eq!(left(now + ttl, now, wall + ttl, back), ttl);
     }
 }

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, Connection, IntoConnectionInfo, RedisConnectionInfo};
 
 /// Connect and per-command timeout.
@@ -130,8 +129,19 @@ impl Endpoint {
         })
     }
 
-    /// A client for the primary: asks the sentinels which one that is, when there are any.
-    fn client(&self, root_cert: Option<&[u8]>) -> redis::RedisResult<Client> {
+    /// A client for the primary: for a direct URL, its node; behind Sentinel, `primary`
+    /// (`host`, `port`: asked of the sentinels beforehand, [`Endpoint::ask_sentinels`]).
+    fn client(
+        &self,
+        root_cert: Option<&[u8]>,
+        primary: Option<&(String, u16)>,
+    ) -> redis::RedisResult<Client> {
+        if let (Kind::Sentinel { node, .. }, Some((host, port))) = (&self.kind, primary) {
+            let info = redis::ConnectionAddr::Tcp(host.clone(), *port)
+                .into_connection_info()?
+                .set_redis_settings(node.clone());
+            return Client::open(info);
+        }
         match &self.kind {
             Kind::Direct(info) => match root_cert {
                 Some(pem) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) => {
@@ -145,22 +155,50 @@ impl Endpoint {
                 }
                 _ => Client::open(info.clone()),
             },
-            Kind::Sentinel {
-                sentinels,
-                service,
-                node,
-            } => {
-                let node =
-                    SentinelNodeConnectionInfo::default().set_redis_connection_info(node.clone());
-                let mut sentinel = SentinelClient::build(
-                    sentinels.clone(),
-                    service.as_str(),
-                    Some(node),
-                    SentinelServerType::Master,
-                )?;
-                sentinel.get_client()
+            // Connected only to a primary the sentinels named (above).
+            Kind::Sentinel { .. } => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no primary known yet; the sentinels were not asked",
+            ))),
+        }
+    }
+
+    /// Behind Sentinel: asks the sentinels in turn which node is the primary of the service,
+    /// each with [`CALL_TIMEOUT`] to connect and to answer, so a sentinel that is down or
+    /// stopped costs about two seconds and never hangs the caller. `None` for a direct URL.
+    fn ask_sentinels(&self) -> redis::RedisResult<Option<(String, u16)>> {
+        let Kind::Sentinel {
+            sentinels, service, ..
+        } = &self.kind
+        else {
+            return Ok(None);
+        };
+        let mut last = None;
+        for url in sentinels {
+            let asked = (|| {
+                let mut conn =
+                    Client::open(url.as_str())?.get_connection_with_timeout(CALL_TIMEOUT)?;
+                conn.set_read_timeout(Some(CALL_TIMEOUT))?;
+                conn.set_write_timeout(Some(CALL_TIMEOUT))?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(service)
+                    .query::<Option<(String, u16)>>(&mut conn)
+            })();
+            match asked {
+                Ok(Some(primary)) => return Ok(Some(primary)),
+                Ok(None) => {
+                    last = Some(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the sentinels know no primary by that service name",
+                    )))
+                }
+                Err(e) => last = Some(e),
             }
         }
+        Err(last.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no sentinel is configured"))
+        }))
     }
 }
 
@@ -175,8 +213,9 @@ pub struct Link {
     endpoint: Endpoint,
     root_cert: Option<Vec<u8>>,
     conn: Mutex<Option<Connection>>,
-    /// The primary last connected to, behind Sentinel (`host:port`).
-    primary: Mutex<Option<String>>,
+    /// The primary the sentinels last named, behind Sentinel (host, port): what connections
+    /// go to, so a call never waits on a sentinel.
+    primary: Mutex<Option<(String, u16)>>,
     epoch: std::sync::atomic::AtomicU64,
 }
 
@@ -195,12 +234,18 @@ impl Link {
         &self.endpoint
     }
 
-    /// A fresh connection of its own (for the subscriber), with the call timeouts set.
+    /// A fresh connection of its own (for the subscriber), with the call timeouts set. Behind
+    /// Sentinel, to the primary last found by the sentinel thread ([`Link::primary_moved`]);
+    /// the sentinels are asked here (with timeouts) only while none was found yet.
     pub fn connect(&self) -> redis::RedisResult<Connection> {
-        let client = self.endpoint.client(self.root_cert.as_deref())?;
-        if self.is_sentinel() {
-            *self.primary.lock() = Some(client.get_connection_info().addr().to_string());
+        let mut primary = self.primary.lock().clone();
+        if self.is_sentinel() && primary.is_none() {
+            primary = self.endpoint.ask_sentinels()?;
+            *self.primary.lock() = primary.clone();
         }
+        let client = self
+            .endpoint
+            .client(self.root_cert.as_deref(), primary.as_ref())?;
         let conn = client.get_connection_with_timeout(CALL_TIMEOUT)?;
         conn.set_read_timeout(Some(CALL_TIMEOUT))?;
         conn.set_write_timeout(Some(CALL_TIMEOUT))?;
@@ -218,12 +263,9 @@ impl Link {
         if !self.is_sentinel() {
             return Ok(false);
         }
-        let now = self
-            .endpoint
-            .client(self.root_cert.as_deref())?
-            .get_connection_info()
-            .addr()
-            .to_string();
+        let Some(now) = self.endpoint.ask_sentinels()? else {
+            return Ok(false);
+        };
         let moved = {
             let mut primary = self.primary.lock();
             let moved = primary.as_ref().is_some_and(|p| *p != now);

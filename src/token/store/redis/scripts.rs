@@ -2,7 +2,10 @@
 //! the one I read" and the write that depends on it can't be split by another instance's write.
 //! Keys and arguments are documented above each script; the token hash has the fields `v` (the
 //! sealed token), `fp` (its fingerprint, in the clear: it is a hash), `gen` (bumped by every
-//! write and removal), `pv`/`pfp` (a staged token and its fingerprint).
+//! write and removal), `pv`/`pfp` (a staged token and its fingerprint), `removed` (set by a
+//! removal, cleared by the next write: a logout is marked, not inferred from a missing `v`, so a
+//! hash holding only a staged token is not read as one). A hash written before `removed` existed
+//! marks a logout by `gen` without `v`; that is still read as one.
 
 use std::sync::LazyLock;
 
@@ -17,14 +20,15 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if gen ~= tonumber(ARGV[2]) then
-  if redis.call('HEXISTS', KEYS[1], 'v') == 0 then
+  if redis.call('HEXISTS', KEYS[1], 'removed') == 1
+    or (redis.call('HEXISTS', KEYS[1], 'gen') == 1 and redis.call('HEXISTS', KEYS[1], 'v') == 0) then
     redis.call('HDEL', KEYS[1], 'pv', 'pfp')
     return -3
   end
   return -2
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[3], 'fp', ARGV[4], 'gen', gen + 1)
-redis.call('HDEL', KEYS[1], 'pv', 'pfp')
+redis.call('HDEL', KEYS[1], 'pv', 'pfp', 'removed')
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return gen + 1
 ",
@@ -38,7 +42,7 @@ static WRITE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'fp', ARGV[2])
-redis.call('HDEL', KEYS[1], 'pv', 'pfp')
+redis.call('HDEL', KEYS[1], 'pv', 'pfp', 'removed')
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return gen
 ",
@@ -53,6 +57,7 @@ static REMOVE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local had = redis.call('HEXISTS', KEYS[1], 'v')
 redis.call('HDEL', KEYS[1], 'v', 'fp', 'pv', 'pfp')
+redis.call('HSET', KEYS[1], 'removed', 1)
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return had
@@ -76,12 +81,14 @@ return 1
 });
 
 /// KEYS: token hash. ARGV: sealed token, fingerprint. Stages a token beside the current one
-/// for the next lease holder, unless a logout left its mark (the hash without a token: a
-/// removal keeps the generation). 1 if staged, 0 if logged out.
+/// for the next lease holder, unless a logout left its mark (`removed`; or, written before
+/// that field, a generation without a token). A hash holding only a staged token (staged while
+/// Redis had nothing) takes another. 1 if staged, 0 if logged out.
 static STAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], 'v') == 0 then
+if redis.call('HEXISTS', KEYS[1], 'removed') == 1
+  or (redis.call('HEXISTS', KEYS[1], 'gen') == 1 and redis.call('HEXISTS', KEYS[1], 'v') == 0) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'pv', ARGV[1], 'pfp', ARGV[2])

@@ -225,3 +225,53 @@ async fn a_token_call_slower_than_the_lease_keeps_the_lease_renewed() {
         samples.iter().map(|s| s.2).max().unwrap(),
     );
 }
+
+/// A logout during the lease holder's token call (the provider holds the refresh for 3 s):
+/// the token is removed as `credproxy logout` removes it, without waiting for the lease (as
+/// when the lease lapsed under a paused holder whose answer is then taken). The holder's stage
+/// and commit are refused, and it stops serving (`login_required`) instead of serving the new
+/// token unsaved; nothing is written back to Redis: the logout stays done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_during_the_holders_token_call_is_not_undone() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut fleet = Fleet::new(&redis, Duration::from_secs(10), Some(LEASE_TTL)).await;
+    let a = fleet.spawn_via(&redis.url());
+    fleet.ready(a).await;
+    fleet.fake.push_fault(Fault::Delay(Duration::from_secs(3)));
+    // The login was the first token call; the refresh (at half the lifetime) the second.
+    within(Duration::from_secs(15), "the refresh began", || {
+        fleet.fake.token_calls() >= 2
+    })
+    .await;
+    assert_eq!(fleet.fake.refresh_grants(), 0, "still held by the provider");
+    // What the store's removal does: the token goes, the generation moves, the others are told.
+    redis.cli(&["HDEL", "fleet:token:api", "v", "fp", "pv", "pfp"]);
+    redis.cli(&["HINCRBY", "fleet:token:api", "gen", "1"]);
+    redis.cli(&["PUBLISH", "fleet:changed", "api"]);
+    within(Duration::from_secs(10), "the provider answered", || {
+        fleet.fake.refresh_grants() >= 1
+    })
+    .await;
+    let start = Instant::now();
+    let mut state = String::new();
+    while !state.contains("login_required") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still serving after the logout: {state}\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = fleet.instances[a].admin_get("/status").await;
+    }
+    let mut conn = None;
+    let status = super::get(fleet.instances[a].listen, &mut conn).await;
+    assert_ne!(status, Some(200), "a request was served after the logout");
+    assert_eq!(redis.cli(&["HEXISTS", "fleet:token:api", "v"]).trim(), "0");
+    assert_eq!(redis.cli(&["HEXISTS", "fleet:token:api", "pv"]).trim(), "0");
+    eprintln!(
+        "logout during a token call: login_required {:?} after the provider answered",
+        start.elapsed()
+    );
+}
