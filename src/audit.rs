@@ -8,7 +8,9 @@
 //!
 //! Writing never blocks the request path: a request hands its record to a bounded queue
 //! ([`QUEUE`] records) with `try_send`, and one writer thread appends what the queue holds,
-//! flushing whenever it runs empty. When the queue is full (the disk or the terminal behind
+//! flushing when it has stayed empty for [`BATCH`] (or its 64 KiB buffer is full). Flushing at
+//! every empty queue cost a `write` (and a wake-up of the writer) per request under load: the
+//! audited c64 case ran at 0.85x of the unaudited one. When the queue is full (the disk or the terminal behind
 //! standard output is slower than the traffic) the record is dropped and counted
 //! (`credproxy_audit_dropped_total`, and `audit.dropped` in `/status`): a stalled log must not
 //! stall the proxy, and the count says that records are missing. The writer is a thread, not a
@@ -258,9 +260,12 @@ enum Output {
 impl Output {
     fn open(target: &AuditTarget) -> Result<Output, OpenError> {
         match target {
-            AuditTarget::Stdout => Ok(Output::Stdout(std::io::BufWriter::new(std::io::stdout()))),
+            AuditTarget::Stdout => Ok(Output::Stdout(std::io::BufWriter::with_capacity(
+                BUFFER,
+                std::io::stdout(),
+            ))),
             AuditTarget::File(path) => {
-                open_file(path).map(|f| Output::File(std::io::BufWriter::new(f)))
+                open_file(path).map(|f| Output::File(std::io::BufWriter::with_capacity(BUFFER, f)))
             }
         }
     }
@@ -313,7 +318,15 @@ fn open_file(path: &PathBuf) -> Result<std::fs::File, OpenError> {
     Ok(file)
 }
 
-/// The writer thread: write what comes, flush when the queue runs empty, reopen when asked.
+/// How long the writer waits for more records once the queue runs empty, before it flushes:
+/// under load, the records of this pause are written in one `write`, and the senders find the
+/// writer asleep (no wake-up per record). A record reaches the file at most this much later.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The writer's buffer: a flush at most every this many bytes under sustained load.
+const BUFFER: usize = 64 * 1024;
+
+/// The writer thread: write what comes, flush when the queue stays empty, reopen when asked.
 /// Ends when every sender is gone.
 fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, audit: std::sync::Weak<Audit>) {
     let mut line = Vec::with_capacity(512);
@@ -357,7 +370,14 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, mut out: Output, audit: std::sync::We
             }
             match rx.try_recv() {
                 Ok(next) => msg = next,
-                Err(_) => break,
+                Err(_) => {
+                    // A batching pause, not a wait for an event: see BATCH.
+                    std::thread::sleep(BATCH);
+                    match rx.try_recv() {
+                        Ok(next) => msg = next,
+                        Err(_) => break,
+                    }
+                }
             }
         }
         let _ = out.writer().flush();
