@@ -148,9 +148,11 @@ async fn run(args: Args) -> Result<()> {
         config.resumption = rustls::client::Resumption::disabled();
     }
 
-    let request =
-        format!("GET {} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: tls_load\r\n\r\n", args.path)
-            .into_bytes();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: tls_load\r\n\r\n",
+        args.path
+    )
+    .into_bytes();
     let connect = format!(
         "CONNECT {a} HTTP/1.1\r\nhost: {a}\r\nuser-agent: tls_load\r\n\r\n",
         a = args.authority
@@ -237,12 +239,18 @@ async fn worker(s: &Shared) -> Tally {
         tally.connections += 1;
         let mut first = true;
         loop {
-            let start = if first && s.args.new_conn { t0 } else { Instant::now() };
+            let start = if first && s.args.new_conn {
+                t0
+            } else {
+                Instant::now()
+            };
             first = false;
             match exchange(s, &mut stream, &mut buf).await {
                 Ok(keep) => {
                     tally.ok += 1;
-                    tally.latencies_us.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    tally
+                        .latencies_us
+                        .push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     if s.args.new_conn || !keep {
                         let _ = stream.shutdown().await;
                         continue 'conns;
