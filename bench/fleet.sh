@@ -211,7 +211,7 @@ has_case store && run_store
 has_case fleet && run_fleet
 
 mkdir -p "$BENCH_DIR/results"
-out="$BENCH_DIR/results/$(date -u +%Y-%m-%dT%H%M%SZ)$([[ $QUICK == 1 ]] && echo -quick)-fleet.jsonl"
+out="$BENCH_DIR/results/$(date -u +%Y-%m-%dT%H%M%SZ)$([[ $QUICK == 1 ]] && echo -quick || true)-fleet.jsonl"
 cp "$RAW" "$out"
 python3 - "$RAW" <<'PY'
 import json, statistics, sys

@@ -176,7 +176,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 
 mkdir -p "$BENCH_DIR/results"
-OUT=$BENCH_DIR/results/$(date -u +%Y-%m-%dT%H%M%SZ)-h2$([[ $QUICK == 1 ]] && echo -quick).json
+OUT=$BENCH_DIR/results/$(date -u +%Y-%m-%dT%H%M%SZ)-h2$([[ $QUICK == 1 ]] && echo -quick || true).json
 python3 - "$RAW" "$OUT" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

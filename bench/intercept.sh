@@ -166,7 +166,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 
 mkdir -p "$BENCH_DIR/results"
-OUT=$BENCH_DIR/results/$(date -u +%Y-%m-%dT%H%M%SZ)-intercept$([[ $QUICK == 1 ]] && echo -quick).json
+OUT=$BENCH_DIR/results/$(date -u +%Y-%m-%dT%H%M%SZ)-intercept$([[ $QUICK == 1 ]] && echo -quick || true).json
 MACHINE=$(bench_machine_json 2>/dev/null || echo null)
 python3 - "$RAW" "$OUT" "$MACHINE" <<'PY'
 import json, statistics, sys
