@@ -325,6 +325,10 @@ struct RelayState {
     lease_asked: std::sync::atomic::AtomicBool,
     lease_taken: std::sync::atomic::AtomicBool,
     held: std::sync::atomic::AtomicBool,
+    /// Asked the moment the command is held (not when a test gets round to looking: the
+    /// instance gives up on a held call after 1 s, and may have moved on by then).
+    probe: parking_lot::Mutex<Option<Box<dyn Fn() -> bool + Send + Sync>>>,
+    probed: parking_lot::Mutex<Option<bool>>,
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -352,11 +356,20 @@ impl RelayState {
                     && !contains(chunk, &self.lease_key)
             }
         };
-        hit && !self.held.swap(true, SeqCst)
+        let held = hit && !self.held.swap(true, SeqCst);
+        if held && let Some(probe) = self.probe.lock().as_ref() {
+            *self.probed.lock() = Some(probe());
+        }
+        held
     }
 
     fn answered(&self, chunk: &[u8]) {
         use std::sync::atomic::Ordering::SeqCst;
+        // The instance's health pings run on a connection of their own: their answer, arriving
+        // between the lease's SET and its +OK, is not the lease's answer.
+        if chunk.starts_with(b"+PONG") {
+            return;
+        }
         if self.lease_asked.swap(false, SeqCst) && chunk.starts_with(b"+OK") {
             self.lease_taken.store(true, SeqCst);
         }
@@ -376,6 +389,8 @@ impl Relay {
             lease_asked: Default::default(),
             lease_taken: Default::default(),
             held: Default::default(),
+            probe: Default::default(),
+            probed: Default::default(),
         });
         let (released, _) = tokio::sync::watch::channel(false);
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -440,6 +455,16 @@ impl Relay {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// `probe` is asked the moment the command is held; [`Relay::probed`] says what it answered.
+    pub fn probe_on_hold(&self, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        *self.state.probe.lock() = Some(Box::new(probe));
+    }
+
+    /// What the probe answered when the command was held (`None`: not held yet, or no probe).
+    pub fn probed(&self) -> Option<bool> {
+        *self.state.probed.lock()
     }
 
     /// Sends the held command on, and relays everything from now on.
