@@ -519,6 +519,18 @@ async fn check_online_and_status_work_on_the_redis_store() {
     assert!(out.trim().starts_with("oauth2_at_"), "{out}");
     assert!(fleet.fake.is_valid_token(out.trim()), "{out}");
 
+    // `credproxy logout` forgets the shared token in Redis: `token` then has none to give.
+    let (code, out) = credproxy(&["logout", "api"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        redis.cli(&["HEXISTS", "fleet:token:api", "v"]).trim(),
+        "0",
+        "the token is gone from Redis: {out}"
+    );
+    let (code, out) = credproxy(&["token", "api"], &config);
+    assert_ne!(code, 0, "no token after the logout: {out}");
+    assert!(out.contains("login"), "says to log in again: {out}");
+
     drop(redis);
     let (code, out) = credproxy(&check, &config);
     assert_eq!(code, 1, "{out}");
