@@ -155,8 +155,11 @@ pub fn listen_url(listen: &Listen) -> Result<String, Failure> {
 /// unless it has userinfo already or there is no secret.
 pub fn with_auth(url: &str, secret: Option<&str>) -> Result<String, Failure> {
     let Some((scheme, rest)) = url.split_once("://") else {
+        // Only what follows a userinfo `@` is shown: `credproxy:SECRET@host:port` without a
+        // scheme must not put the secret on stderr.
+        let shown = url.rsplit_once('@').map_or(url, |(_, host)| host);
         return Err(Failure::config(anyhow::anyhow!(
-            "`{url}` is not a proxy URL (expected http://HOST:PORT)"
+            "`{shown}` is not a proxy URL (expected http://HOST:PORT)"
         )));
     };
     let Some(secret) = secret else {
@@ -212,6 +215,14 @@ pub fn line(shell: Shell, name: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_url_without_a_scheme_is_refused_without_its_userinfo() {
+        let err = with_auth("credproxy:s3cret@127.0.0.1:8080", Some("x")).unwrap_err();
+        let shown = format!("{:?}", err.message());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:8080"), "{shown}");
+    }
 
     #[test]
     fn a_secret_becomes_percent_encoded_userinfo() {

@@ -185,11 +185,6 @@ impl Gate {
         self.proxy_auth.is_none() && self.callers.is_empty()
     }
 
-    /// Whether `[callers]` is set.
-    pub fn has_callers(&self) -> bool {
-        !self.callers.is_empty()
-    }
-
     /// Who presented `header` (the raw `Proxy-Authorization`, `None` when absent): a named
     /// caller, anyone (no proof asked, or `proxy_auth`'s secret), or `None` (407).
     pub fn admit(&self, header: Option<&[u8]>) -> Option<Caller> {

@@ -398,6 +398,9 @@ fn logged(
             &plan.request_id,
         );
     }
+    if shared.audit.is_none() {
+        return;
+    }
     let request = AuditRequest {
         id: plan.request_id,
         method: http::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
