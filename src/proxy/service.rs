@@ -652,6 +652,20 @@ async fn connect(
         ));
     };
     let addr = pass_address(ctx, host, port).await?;
+    // Dialled before the `200`: a host that can't be reached is a 502 (or 504) the client can
+    // read, not a tunnel that opens and closes at once.
+    let key = UpstreamKey {
+        tls: false,
+        host: host.into(),
+        port,
+        addr: Some(addr),
+    };
+    let (server, _) = ctx
+        .shared
+        .connector
+        .connect_stream(&key)
+        .await
+        .map_err(connect_failed)?;
     let upgrade = hyper::upgrade::on(req);
     let span = tracing::debug_span!("CONNECT tunnel", %authority);
     // The connection's tunnel, as a claimed host's is: it keeps the slots, shutdown ends it.
@@ -663,10 +677,7 @@ async fn connect(
                 return;
             }
         };
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(server) => upgrade::relay(client, server, upgrade::LINGER).await,
-            Err(e) => tracing::info!(%authority, error = %e, "CONNECT tunnel: can't reach host"),
-        }
+        upgrade::relay(client, server, upgrade::LINGER).await;
     });
     Ok(Response::new(Either::Right(Full::new(Bytes::new()))))
 }

@@ -340,6 +340,29 @@ async fn a_passed_connect_tunnel_holds_its_connection_slot_and_shutdown_closes_i
     }
 }
 
+/// A passed `CONNECT` to a host that refuses the connection is answered 502 with credproxy's
+/// own error, not `200` and a tunnel that closes at once: the client learns why.
+#[tokio::test]
+async fn a_passed_connect_to_a_closed_port_is_a_502_not_a_tunnel() {
+    let s = setup_with(
+        Alpn::Http1Only,
+        "unknown_hosts = \"pass\"\npass_private = [\"127.0.0.1/32\"]",
+        "",
+    )
+    .await;
+    // A port that was just free: nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (head, mut tcp) = connect(s.main(), &format!("127.0.0.1:{closed}"), "").await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let mut body = vec![0u8; 4096];
+    let n = tcp.read(&mut body).await.unwrap();
+    let v: Value = serde_json::from_slice(&body[..n]).unwrap();
+    assert_eq!(v["error"], "upstream_unreachable", "{v}");
+}
+
 /// Read one HTTP/1.1 answer with a `content-length` from `tcp`: its head.
 async fn answer(tcp: &mut TcpStream) -> String {
     let mut head = Vec::new();
